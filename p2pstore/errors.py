@@ -1,0 +1,67 @@
+"""The package's exception hierarchy.
+
+Every error a caller can act on derives from :class:`P2PStoreError`, so ``except P2PStoreError``
+catches everything the library raises on purpose. Misbehaviour of a remote peer is a
+:class:`ProtocolError`: it closes that peer's connection (or drops its datagram) and never the node.
+"""
+
+from __future__ import annotations
+
+
+class P2PStoreError(Exception):
+    """Base class of every error raised on purpose by p2pstore."""
+
+
+class ConfigError(P2PStoreError):
+    """A parameter or setting is out of range or inconsistent (chunk size, k, m, ports...)."""
+
+
+class ProtocolError(P2PStoreError):
+    """A peer sent something malformed, oversized, forged or out of order.
+
+    The connection or datagram it arrived on is discarded; the node carries on.
+    """
+
+
+class HandshakeError(ProtocolError):
+    """The secure-channel handshake failed: wrong identity, bad signature, unknown version..."""
+
+
+class NotEnoughSharesError(P2PStoreError):
+    """Fewer than k shares of a stripe are available, so it cannot be rebuilt."""
+
+
+class CorruptChunkError(P2PStoreError):
+    """A chunk's bytes do not hash to its ID (on disk or from a peer)."""
+
+    def __init__(self, chunk_id: bytes, message: str | None = None) -> None:
+        self.chunk_id = chunk_id
+        default = f"chunk {chunk_id.hex()} is corrupt: its bytes do not match its ID"
+        super().__init__(message or default)
+
+
+class ChunkNotFoundError(P2PStoreError):
+    """A chunk asked for is not in the store."""
+
+    def __init__(self, chunk_id: bytes) -> None:
+        self.chunk_id = chunk_id
+        super().__init__(f"chunk {chunk_id.hex()} is not in the store")
+
+
+class ManifestError(P2PStoreError):
+    """A manifest is malformed, or does not hash to the file ID it was fetched for."""
+
+
+class FileUnavailableError(P2PStoreError):
+    """A file cannot be fetched: not enough shares of some stripe are reachable.
+
+    ``missing`` maps stripe index -> the chunk IDs that could not be obtained.
+    """
+
+    def __init__(self, message: str, missing: dict[int, list[bytes]] | None = None) -> None:
+        self.missing = missing or {}
+        super().__init__(message)
+
+
+class QuotaExceededError(P2PStoreError):
+    """Storing a chunk would exceed the node's storage quota."""
