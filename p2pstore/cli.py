@@ -1,19 +1,95 @@
-"""The ``p2pstore`` command line (Typer)."""
+"""The ``p2pstore`` command line (Typer).
+
+``p2pstore daemon`` runs a node; every other command except ``demo`` talks to the daemon of its
+data directory over the control socket (:mod:`p2pstore.control`). User errors are reported as one
+``error: ...`` line on stderr, never a traceback. Exit codes: 0 success, 1 the operation failed
+(including "no daemon running"), 2 usage error (bad arguments, bad settings file, missing input
+file), 130 interrupted.
+"""
 
 from __future__ import annotations
 
-from typing import Annotated
+import json
+import os
+import string
+import sys
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+from typing import Annotated, Any, NoReturn
 
+import trio
 import typer
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
+from rich.table import Table
 
+from . import control
 from ._version import __version__
+from .config import (
+    DATA_DIR_ENV,
+    DEFAULT_DAEMON_HOST,
+    DEFAULT_TCP_PORT,
+    DEFAULT_UDP_PORT,
+    DaemonSettings,
+    format_host_port,
+    format_size,
+    load_settings,
+    parse_host_port,
+    parse_rate,
+    parse_size,
+    resolve_data_dir,
+)
+from .errors import ConfigError, P2PStoreError
+from .logs import setup_logging
+
+EXIT_OK = 0
+"""The command did what was asked."""
+
+EXIT_FAILED = 1
+"""The operation failed (no daemon, file unavailable, port in use, verification failed...)."""
+
+EXIT_USAGE = 2
+"""Bad command line, bad settings file, or an input file that does not exist."""
+
+EXIT_INTERRUPTED = 130
+"""Stopped by Ctrl-C (128 + SIGINT), as shells expect."""
 
 app = typer.Typer(
     name="p2pstore",
     help="A peer-to-peer, content-addressed, erasure-coded file store.",
     no_args_is_help=True,
     add_completion=False,
+    pretty_exceptions_show_locals=False,
 )
+
+DataDirOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--data-dir",
+        help=f"Data directory [default: ${DATA_DIR_ENV}, else the platform's user data dir].",
+        show_default=False,
+    ),
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON.")]
+VerboseOpt = Annotated[
+    int,
+    typer.Option("--verbose", "-v", count=True, help="More log output on stderr (-vv: debug)."),
+]
+LogJsonOpt = Annotated[
+    bool, typer.Option("--log-json", help="Log one JSON object per line on stderr.")
+]
+FileIdArg = Annotated[
+    str, typer.Argument(metavar="FILE_ID", help="File ID: 64 hexadecimal characters.")
+]
 
 
 def _print_version(value: bool) -> None:
@@ -34,4 +110,584 @@ def _root(
 
 def main() -> None:
     """Entry point of the ``p2pstore`` console script."""
-    app()
+    app(prog_name="p2pstore")
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def _clean(text: str) -> str:
+    """One printable line (no terminal escapes smuggled in through names or messages)."""
+    return "".join(c if c.isprintable() else " " for c in text)
+
+
+def _fail(message: str, code: int = EXIT_FAILED) -> NoReturn:
+    typer.echo(f"error: {_clean(message)}", err=True)
+    raise typer.Exit(code)
+
+
+def _bad(param: str, message: str) -> NoReturn:
+    raise typer.BadParameter(message, param_hint=f"'{param}'")
+
+
+def _emit_json(data: Any) -> None:
+    typer.echo(json.dumps(data, sort_keys=True))
+
+
+def _setup(verbose: int, log_json: bool) -> None:
+    setup_logging(verbose, log_json)
+
+
+def _data_dir(flag: Path | None) -> Path:
+    return resolve_data_dir(flag)
+
+
+def _start_hint(flag: Path | None, data_dir: Path) -> str:
+    return f"p2pstore daemon --data-dir {data_dir}" if flag is not None else "p2pstore daemon"
+
+
+def _parse_id(value: str, param: str) -> bytes:
+    text = value.strip().lower()
+    if len(text) != 64 or any(c not in string.hexdigits for c in text):
+        _bad(param, f"{_clean(value)!r} is not an ID (expected 64 hexadecimal characters)")
+    return bytes.fromhex(text)
+
+
+def _user_error(exc: BaseException) -> BaseException | None:
+    """The error to report if ``exc`` (possibly a group) holds only user-facing errors."""
+    if isinstance(exc, (P2PStoreError, OSError)):
+        return exc
+    if isinstance(exc, BaseExceptionGroup):
+        leaves = [_user_error(e) for e in exc.exceptions if not isinstance(e, trio.Cancelled)]
+        found = [leaf for leaf in leaves if leaf is not None]
+        if found and len(found) == len(leaves):
+            return found[0]
+    return None
+
+
+def _exit_for(exc: BaseException) -> int:
+    return EXIT_USAGE if isinstance(exc, ConfigError) else EXIT_FAILED
+
+
+def _call(
+    flag: Path | None,
+    op: str,
+    args: dict[str, Any] | None = None,
+    on_progress: Callable[[dict[str, Any]], None] | None = None,
+) -> dict[str, Any]:
+    data_dir = _data_dir(flag)
+    try:
+        return trio.run(_call_async, data_dir, op, args, on_progress)
+    except control.DaemonNotRunningError:
+        _fail(
+            f"no p2pstore daemon is running for {data_dir}; start one with:"
+            f" {_start_hint(flag, data_dir)}"
+        )
+    except KeyboardInterrupt:
+        _fail("interrupted", EXIT_INTERRUPTED)
+    except (P2PStoreError, OSError) as exc:
+        _fail(control.error_message(exc), _exit_for(exc))
+
+
+async def _call_async(
+    data_dir: Path,
+    op: str,
+    args: dict[str, Any] | None,
+    on_progress: Callable[[dict[str, Any]], None] | None,
+) -> dict[str, Any]:
+    return await control.call(data_dir, op, args, on_progress=on_progress)
+
+
+def _stderr_console() -> Console:
+    return Console(file=sys.stderr)
+
+
+def _show_progress(json_out: bool) -> bool:
+    return not json_out and sys.stderr.isatty()
+
+
+# ----------------------------------------------------------------------------- daemon
+
+
+@app.command()
+def daemon(
+    host: Annotated[
+        str | None,
+        typer.Option(
+            help=f"Address to listen on [default: {DEFAULT_DAEMON_HOST}].", show_default=False
+        ),
+    ] = None,
+    udp_port: Annotated[
+        int | None,
+        typer.Option(
+            min=0,
+            max=65535,
+            help=f"DHT (UDP) port; 0 picks a free one [default: {DEFAULT_UDP_PORT}].",
+            show_default=False,
+        ),
+    ] = None,
+    tcp_port: Annotated[
+        int | None,
+        typer.Option(
+            min=0,
+            max=65535,
+            help=f"Chunk (TCP) port; 0 picks a free one [default: {DEFAULT_TCP_PORT}].",
+            show_default=False,
+        ),
+    ] = None,
+    bootstrap: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="HOST:PORT (UDP) of a node to join through; repeatable.", show_default=False
+        ),
+    ] = None,
+    upload_limit: Annotated[
+        str | None,
+        typer.Option(
+            help="Upload rate limit, e.g. 5MB/s or unlimited [default: unlimited].",
+            show_default=False,
+        ),
+    ] = None,
+    data_dir: DataDirOpt = None,
+    json_out: JsonOpt = False,
+    verbose: VerboseOpt = 0,
+    log_json: LogJsonOpt = False,
+) -> None:
+    """Run a node in the foreground until SIGINT/SIGTERM.
+
+    Once listening it prints one line with its node ID and addresses (with --json, one JSON object
+    with node_id, udp, tcp). Settings not given here come from p2pstore.toml in the data directory.
+    """
+    _setup(verbose, log_json)
+    try:
+        peers = tuple(parse_host_port(b) for b in bootstrap or ())
+    except ConfigError as exc:
+        _bad("--bootstrap", str(exc))
+    limit: int | None = None
+    if upload_limit is not None:
+        try:
+            limit = parse_rate(upload_limit)
+        except ConfigError as exc:
+            _bad("--upload-limit", str(exc))
+    directory = _data_dir(data_dir)
+    try:
+        settings = load_settings(directory)
+    except ConfigError as exc:
+        _fail(str(exc), EXIT_USAGE)
+    settings = settings.merged(
+        host=host, udp_port=udp_port, tcp_port=tcp_port, bootstrap=peers or None
+    )
+    if upload_limit is not None:
+        settings = replace(settings, upload_limit=limit)
+    _run_daemon(directory, settings, json_out)
+
+
+def _run_daemon(directory: Path, settings: DaemonSettings, json_out: bool) -> None:
+    from .daemon import ReadyInfo, run_daemon
+
+    def ready(info: ReadyInfo) -> None:
+        line = json.dumps(info.as_json()) if json_out else info.as_text()
+        print(line, flush=True)
+
+    try:
+        trio.run(run_daemon, directory, settings, ready)
+    except BaseException as exc:
+        found = _user_error(exc)
+        if found is None:
+            raise
+        _fail(f"daemon: {control.error_message(found)}", EXIT_FAILED)
+
+
+# ----------------------------------------------------------------------------- put / get
+
+
+class _ProgressBar:
+    """A rich progress bar on stderr, or nothing when stderr is not a terminal."""
+
+    def __init__(self, enabled: bool, columns: tuple[Any, ...]) -> None:
+        self.bar: Progress | None = None
+        if enabled:
+            self.bar = Progress(
+                *columns, console=_stderr_console(), auto_refresh=False, transient=True
+            )
+            self.task = self.bar.add_task("", total=None, peers=0, phase="")
+
+    def __enter__(self) -> _ProgressBar:
+        if self.bar is not None:
+            self.bar.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+
+    def update(self, **fields: Any) -> None:
+        if self.bar is not None:
+            self.bar.update(self.task, **fields)
+            self.bar.refresh()
+
+
+@app.command()
+def put(
+    file: Annotated[Path, typer.Argument(help="The file to store.", show_default=False)],
+    no_disperse: Annotated[
+        bool, typer.Option("--no-disperse", help="Keep the chunks here; only publish the file.")
+    ] = False,
+    data_dir: DataDirOpt = None,
+    json_out: JsonOpt = False,
+    verbose: VerboseOpt = 0,
+    log_json: LogJsonOpt = False,
+) -> None:
+    """Store FILE and publish it through the running daemon; print its file ID."""
+    _setup(verbose, log_json)
+    path = file.expanduser().absolute()
+    if not path.exists():
+        _fail(f"no such file: {file}", EXIT_USAGE)
+    if not path.is_file():
+        _fail(f"not a regular file: {file}", EXIT_USAGE)
+    if not os.access(path, os.R_OK):
+        _fail(f"cannot read {file}: permission denied", EXIT_USAGE)
+    columns = (TextColumn("{task.fields[phase]}"), BarColumn(), MofNCompleteColumn())
+    with _ProgressBar(_show_progress(json_out), columns) as bar:
+
+        def progress(data: dict[str, Any]) -> None:
+            if isinstance(data.get("done"), int) and isinstance(data.get("total"), int):
+                bar.update(
+                    phase=str(data.get("phase", "")), completed=data["done"], total=data["total"]
+                )
+
+        result = _call(data_dir, "put", {"path": str(path), "disperse": not no_disperse}, progress)
+    if json_out:
+        _emit_json({k: result.get(k) for k in ("file_id", "size", "chunks")})
+    else:
+        typer.echo(str(result.get("file_id")))
+
+
+@app.command()
+def get(
+    file_id: FileIdArg,
+    output: Annotated[
+        Path | None,
+        typer.Option(
+            "--output",
+            "-o",
+            help="Output path [default: the name from the manifest, in the current directory].",
+            show_default=False,
+        ),
+    ] = None,
+    data_dir: DataDirOpt = None,
+    json_out: JsonOpt = False,
+    verbose: VerboseOpt = 0,
+    log_json: LogJsonOpt = False,
+) -> None:
+    """Download FILE_ID through the daemon; the file is written only once complete and verified."""
+    _setup(verbose, log_json)
+    fid = _parse_id(file_id, "FILE_ID")
+    cwd = Path.cwd()
+    dest: str | None = None
+    if output is not None:
+        target = (cwd / output.expanduser()).absolute()
+        if not target.parent.is_dir():
+            _fail(f"no such directory: {target.parent}", EXIT_USAGE)
+        dest = str(target)
+    columns = (
+        BarColumn(),
+        DownloadColumn(binary_units=True),
+        TransferSpeedColumn(),
+        TextColumn("{task.fields[peers]} peers"),
+        TimeRemainingColumn(),
+    )
+    with _ProgressBar(_show_progress(json_out), columns) as bar:
+
+        def progress(data: dict[str, Any]) -> None:
+            done, total = data.get("bytes_done"), data.get("bytes_total")
+            peers = data.get("peers", data.get("per_peer", {}))
+            if isinstance(done, int) and isinstance(total, int):
+                count = len(peers) if isinstance(peers, (dict, list)) else 0
+                bar.update(completed=done, total=total or None, peers=count)
+
+        args = {"file_id": fid, "dest": dest, "cwd": str(cwd)}
+        result = _call(data_dir, "get", args, progress)
+    if json_out:
+        _emit_json(result)
+        return
+    size = result.get("size")
+    seconds = result.get("seconds")
+    peers = result.get("bytes_from_peers")
+    line = f"saved {_clean(str(result.get('path')))}"
+    if isinstance(size, int):
+        line += f" ({format_size(size)}"
+        if isinstance(seconds, (int, float)) and seconds > 0:
+            line += f" in {seconds:.2f} s, {format_size(size / seconds)}/s"
+        if isinstance(peers, dict):
+            line += f", from {len(peers)} peer{'s' if len(peers) != 1 else ''}"
+        line += ")"
+    typer.echo(line)
+
+
+# ----------------------------------------------------------------------------- queries
+
+
+PIPE_WIDTH = 240
+"""Table width when stdout is not a terminal: wide enough that 64-character IDs are never cut."""
+
+
+def _table(title: str, columns: list[str], rows: list[list[str]]) -> None:
+    """Print a table; the first column holds full 64-character IDs and is never truncated."""
+    console = Console()
+    if not console.is_terminal:
+        console = Console(width=PIPE_WIDTH)
+    table = Table(title=title)
+    for i, column in enumerate(columns):
+        if i == 0:
+            table.add_column(column, no_wrap=True, min_width=64)
+        else:
+            table.add_column(column)
+    for row in rows:
+        table.add_row(*(_clean(cell) for cell in row))
+    console.print(table)
+
+
+def _addr(value: Any) -> str:
+    if isinstance(value, list) and len(value) == 2:
+        return format_host_port(str(value[0]), int(value[1]))
+    if isinstance(value, dict) and "host" in value and "port" in value:
+        return format_host_port(str(value["host"]), int(value["port"]))
+    return str(value)
+
+
+@app.command("ls")
+def ls_(
+    data_dir: DataDirOpt = None,
+    json_out: JsonOpt = False,
+    verbose: VerboseOpt = 0,
+    log_json: LogJsonOpt = False,
+) -> None:
+    """List the files this node knows (stored, published or fetched)."""
+    _setup(verbose, log_json)
+    result = _call(data_dir, "ls")
+    files = result.get("files", [])
+    if json_out:
+        _emit_json(result)
+        return
+    rows = [
+        [
+            str(f.get("file_id")),
+            str(f.get("name") or ""),
+            format_size(int(f.get("size") or 0)),
+            "yes" if f.get("pinned") else "",
+            f"{f.get('chunks_present', '?')}/{f.get('chunks_total', '?')}",
+        ]
+        for f in files
+        if isinstance(f, dict)
+    ]
+    if not rows:
+        typer.echo("no files")
+        return
+    _table(f"{len(rows)} files", ["file ID", "name", "size", "pinned", "chunks"], rows)
+
+
+@app.command()
+def status(
+    data_dir: DataDirOpt = None,
+    json_out: JsonOpt = False,
+    verbose: VerboseOpt = 0,
+    log_json: LogJsonOpt = False,
+) -> None:
+    """Show the node ID, addresses, routing table size, peers, stored bytes and transfers."""
+    _setup(verbose, log_json)
+    result = _call(data_dir, "status")
+    if json_out:
+        _emit_json(result)
+        return
+    transfers = result.get("transfers") or []
+    lines = [
+        f"node ID:        {result.get('node_id')}",
+        f"udp:            {_addr(result.get('udp'))}",
+        f"tcp:            {_addr(result.get('tcp'))}",
+        f"routing table:  {result.get('routing_table_size')} contacts",
+        f"peers:          {result.get('peers')}",
+        f"stored:         {format_size(int(result.get('stored_bytes') or 0))}",
+        f"files:          {result.get('files')}",
+        f"transfers:      {len(transfers) if isinstance(transfers, list) else transfers}",
+    ]
+    if isinstance(transfers, list):
+        lines += [f"  {json.dumps(t, sort_keys=True)}" for t in transfers]
+    for line in lines:
+        typer.echo(_clean(line))
+
+
+def _contact_rows(contacts: list[Any], port_key: str) -> list[list[str]]:
+    rows = []
+    for c in contacts:
+        if isinstance(c, dict):
+            port = c.get(port_key, c.get("port", c.get("tcp_port", "")))
+            rows.append([str(c.get("node_id", "")), str(c.get("host", "")), str(port)])
+    return rows
+
+
+@app.command()
+def peers(
+    data_dir: DataDirOpt = None,
+    json_out: JsonOpt = False,
+    verbose: VerboseOpt = 0,
+    log_json: LogJsonOpt = False,
+) -> None:
+    """List the contacts in the node's DHT routing table."""
+    _setup(verbose, log_json)
+    result = _call(data_dir, "peers")
+    if json_out:
+        _emit_json(result)
+        return
+    rows = _contact_rows(list(result.get("peers") or []), "port")
+    if not rows:
+        typer.echo("no peers")
+        return
+    _table(f"{len(rows)} peers", ["node ID", "host", "udp port"], rows)
+
+
+@app.command()
+def providers(
+    key: Annotated[
+        str, typer.Argument(metavar="KEY", help="A file ID or chunk ID (64 hex characters).")
+    ],
+    data_dir: DataDirOpt = None,
+    json_out: JsonOpt = False,
+    verbose: VerboseOpt = 0,
+    log_json: LogJsonOpt = False,
+) -> None:
+    """Look up which nodes provide KEY in the DHT."""
+    _setup(verbose, log_json)
+    raw = _parse_id(key, "KEY")
+    result = _call(data_dir, "providers", {"key": raw})
+    if json_out:
+        _emit_json(result)
+        return
+    rows = _contact_rows(list(result.get("providers") or []), "tcp_port")
+    if not rows:
+        typer.echo("no providers found")
+        return
+    _table(f"{len(rows)} providers of {raw.hex()[:16]}...", ["node ID", "host", "tcp port"], rows)
+
+
+@app.command()
+def pin(
+    file_id: FileIdArg,
+    data_dir: DataDirOpt = None,
+    json_out: JsonOpt = False,
+    verbose: VerboseOpt = 0,
+    log_json: LogJsonOpt = False,
+) -> None:
+    """Pin FILE_ID: its chunks are kept by gc."""
+    _setup(verbose, log_json)
+    result = _call(data_dir, "pin", {"file_id": _parse_id(file_id, "FILE_ID")})
+    _emit_json(result) if json_out else typer.echo(f"pinned {result.get('file_id')}")
+
+
+@app.command()
+def unpin(
+    file_id: FileIdArg,
+    data_dir: DataDirOpt = None,
+    json_out: JsonOpt = False,
+    verbose: VerboseOpt = 0,
+    log_json: LogJsonOpt = False,
+) -> None:
+    """Unpin FILE_ID: gc may then remove its chunks."""
+    _setup(verbose, log_json)
+    result = _call(data_dir, "unpin", {"file_id": _parse_id(file_id, "FILE_ID")})
+    _emit_json(result) if json_out else typer.echo(f"unpinned {result.get('file_id')}")
+
+
+@app.command()
+def gc(
+    data_dir: DataDirOpt = None,
+    json_out: JsonOpt = False,
+    verbose: VerboseOpt = 0,
+    log_json: LogJsonOpt = False,
+) -> None:
+    """Remove chunks no pinned or local file needs; print the bytes freed."""
+    _setup(verbose, log_json)
+    result = _call(data_dir, "gc")
+    if json_out:
+        _emit_json(result)
+    else:
+        typer.echo(f"freed {format_size(int(result.get('freed_bytes') or 0))}")
+
+
+def _count(value: Any) -> int:
+    if isinstance(value, list | dict):
+        return len(value)
+    return int(value) if isinstance(value, int) else 0
+
+
+@app.command()
+def verify(
+    data_dir: DataDirOpt = None,
+    json_out: JsonOpt = False,
+    verbose: VerboseOpt = 0,
+    log_json: LogJsonOpt = False,
+) -> None:
+    """Re-hash every stored chunk; exit 1 if any is corrupt or missing."""
+    _setup(verbose, log_json)
+    result = _call(data_dir, "verify")
+    corrupt, missing = _count(result.get("corrupt")), _count(result.get("missing"))
+    if json_out:
+        _emit_json(result)
+    else:
+        typer.echo(f"checked {result.get('checked')} chunks: {corrupt} corrupt, {missing} missing")
+    if corrupt or missing:
+        raise typer.Exit(EXIT_FAILED)
+
+
+# ----------------------------------------------------------------------------- demo
+
+
+@app.command()
+def demo(
+    nodes: Annotated[int, typer.Option(help="How many nodes to start (3-32).")] = 5,
+    size: Annotated[str, typer.Option(help="Size of the generated file, e.g. 4MiB.")] = "32MiB",
+    data_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--data-dir",
+            help="Where to create the temporary node directories [default: system temp dir].",
+            show_default=False,
+        ),
+    ] = None,
+    json_out: JsonOpt = False,
+    verbose: VerboseOpt = 0,
+    log_json: LogJsonOpt = False,
+) -> None:
+    """Run a whole network in this process: put a file on one node, stop it, fetch it on another.
+
+    Needs no daemon. Exits 0 only if the fetched file verified.
+    """
+    from .demo import MAX_NODES, MIN_NODES, print_report, run_demo
+
+    _setup(verbose, log_json)
+    try:
+        nbytes = parse_size(size)
+    except ConfigError as exc:
+        _bad("--size", str(exc))
+    if not MIN_NODES <= nodes <= MAX_NODES:
+        _bad("--nodes", f"must be between {MIN_NODES} and {MAX_NODES}")
+    if data_dir is not None and not data_dir.is_dir():
+        _fail(f"no such directory: {data_dir}", EXIT_USAGE)
+    console = Console(stderr=json_out)
+    try:
+        report = trio.run(
+            lambda: run_demo(nodes=nodes, size=nbytes, console=console, workdir=data_dir)
+        )
+    except KeyboardInterrupt:
+        _fail("interrupted", EXIT_INTERRUPTED)
+    except BaseException as exc:
+        found = _user_error(exc)
+        if found is None:
+            raise
+        _fail(f"demo: {control.error_message(found)}", _exit_for(found))
+    if json_out:
+        _emit_json(report.as_json())
+    else:
+        print_report(console, report)
+    if not report.verified:
+        raise typer.Exit(EXIT_FAILED)

@@ -16,6 +16,10 @@ class ConfigError(P2PStoreError):
     """A parameter or setting is out of range or inconsistent (chunk size, k, m, ports...)."""
 
 
+class BootstrapError(P2PStoreError):
+    """A DHT node could not join: no bootstrap address (and no saved contact) answered."""
+
+
 class ProtocolError(P2PStoreError):
     """A peer sent something malformed, oversized, forged or out of order.
 

@@ -1,0 +1,267 @@
+"""Benchmark of the chunk protocol: the encrypted channel against plain TCP, in the same run.
+
+Definitions (``/work/shared/MEASURING.md``, bench_wire.py): server and client in separate processes
+on 127.0.0.1. ``--size-mib`` (default 512) MiB of random 1 MiB chunks are stored in a real
+``ChunkStore`` first (not timed). ``channel_MBps``: the client fetches every chunk through the
+secure channel (handshake, ChaCha20-Poly1305 both ways, the server's store verifies each chunk on
+read and the client verifies each chunk's SHA-256), pipelined: ``--workers`` tasks each keep one GET
+of ``--batch`` chunks in flight. ``plain_MBps``: the same chunks, read from the same chunk files,
+over plain TCP in the same framing (length prefix + msgpack GET/CHUNK) with the same pipelining,
+no crypto and no hashing: the ceiling. MB/s = 10^6 bytes per second of wall time, from the first
+request to the last byte (connect and handshake excluded). Each mode runs ``--repeat`` times,
+alternating; the best run of each is the figure (all are printed). ``ratio`` = channel / plain.
+
+Usage: ``python benchmarks/bench_wire.py [--size-mib N] [--workers N] [--batch N] [--repeat N]``.
+The server half is this script with ``--serve``. The last line of output is one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import math
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from importlib.metadata import version
+from pathlib import Path
+
+import trio
+
+from p2pstore.identity import Identity
+from p2pstore.store import ChunkStore
+from p2pstore.wire import (
+    Chunk,
+    ChunkServer,
+    ConnectionPool,
+    Get,
+    Message,
+    MessageFramer,
+    PeerAddress,
+    WireConfig,
+)
+from p2pstore.wire.config import RECEIVE_SIZE
+
+CHUNK_BYTES = 1024 * 1024
+POPULATE_BATCH = 16
+"""Chunks per ``put_chunks`` call while filling the store (not timed)."""
+
+
+def _chunk_ids(data_dir: Path) -> list[bytes]:
+    return [bytes.fromhex(line) for line in (data_dir / "ids.txt").read_text().split()]
+
+
+# --- server process ------------------------------------------------------------------------------
+
+
+async def _serve_plain(store: ChunkStore, task_status: trio.TaskStatus[int]) -> None:
+    """GET -> CHUNK over plain TCP: chunk files read as they are (no hashing), no crypto."""
+
+    async def handle(stream: trio.SocketStream) -> None:
+        framer = MessageFramer(max_frame_bytes=WireConfig().max_frame_bytes)
+        send_lock = trio.Lock()
+
+        async def answer(request: Get) -> None:
+            for cid in request.chunk_ids:
+                path = store.chunk_path(cid)
+                data = await trio.to_thread.run_sync(path.read_bytes)
+                frame = framer.send(Chunk(request.request_id, cid, data))
+                async with send_lock:
+                    await stream.send_all(frame)
+
+        async with trio.open_nursery() as nursery:
+            while data := await stream.receive_some(RECEIVE_SIZE):
+                for message in framer.feed(data):
+                    assert isinstance(message, Get)
+                    nursery.start_soon(answer, message)
+
+    listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+    async with trio.open_nursery() as nursery:
+        await nursery.start(trio.serve_listeners, handle, listeners)
+        task_status.started(listeners[0].socket.getsockname()[1])
+
+
+async def serve(data_dir: Path, mode: str) -> None:
+    """Serve the store in ``data_dir``; print ``port node_id_hex`` then serve until stdin closes."""
+    with ChunkStore.open(data_dir) as store:
+        identity = Identity.generate()
+        async with trio.open_nursery() as nursery:
+            if mode == "channel":
+                _, port = await nursery.start(ChunkServer(identity, store, WireConfig()).serve)
+            else:
+                port = await nursery.start(_serve_plain, store)
+            print(port, identity.node_id.hex(), flush=True)
+            await trio.to_thread.run_sync(sys.stdin.read)  # parent closes stdin to stop us
+            nursery.cancel_scope.cancel()
+
+
+# --- client side -----------------------------------------------------------------------------
+
+
+def _batches(ids: list[bytes], batch: int) -> list[list[bytes]]:
+    return [ids[i : i + batch] for i in range(0, len(ids), batch)]
+
+
+async def fetch_channel(port: int, node_id: bytes, ids: list[bytes], workers: int, batch: int) -> float:
+    queue = _batches(ids, batch)
+    total = 0
+    async with ConnectionPool(Identity.generate(), WireConfig(request_timeout=120)) as pool:
+        conn = await pool.connect(PeerAddress(node_id, "127.0.0.1", port))
+        start = time.perf_counter()
+
+        async def worker() -> None:
+            nonlocal total
+            while queue:
+                for _cid, data in await conn.get(queue.pop()):
+                    assert data is not None
+                    total += len(data)
+
+        async with trio.open_nursery() as nursery:
+            for _ in range(workers):
+                nursery.start_soon(worker)
+        elapsed = time.perf_counter() - start
+    assert total == len(ids) * CHUNK_BYTES
+    return total / elapsed / 1e6
+
+
+async def fetch_plain(port: int, ids: list[bytes], workers: int, batch: int) -> float:
+    queue = _batches(ids, batch)
+    total = 0
+    stream = await trio.open_tcp_stream("127.0.0.1", port)
+    framer = MessageFramer(max_frame_bytes=WireConfig().max_frame_bytes)
+    waiting: dict[int, tuple[trio.MemorySendChannel[Message], int]] = {}
+    next_id = 0
+    send_lock = trio.Lock()
+
+    async def reader() -> None:
+        while data := await stream.receive_some(RECEIVE_SIZE):
+            for message in framer.feed(data):
+                waiting[message.request_id][0].send_nowait(message)
+
+    async def worker() -> None:
+        nonlocal total, next_id
+        while queue:
+            request = queue.pop()
+            next_id += 1
+            send, receive = trio.open_memory_channel[Message](math.inf)
+            waiting[next_id] = (send, len(request))
+            async with send_lock:
+                await stream.send_all(framer.send(Get(next_id, tuple(request))))
+            for _ in request:
+                message = await receive.receive()
+                assert isinstance(message, Chunk)
+                total += len(message.data)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(reader)
+        start = time.perf_counter()
+        async with trio.open_nursery() as workers_nursery:
+            for _ in range(workers):
+                workers_nursery.start_soon(worker)
+        elapsed = time.perf_counter() - start
+        nursery.cancel_scope.cancel()
+    await stream.aclose()
+    assert total == len(ids) * CHUNK_BYTES
+    return total / elapsed / 1e6
+
+
+def run_mode(mode: str, data_dir: Path, ids: list[bytes], args: argparse.Namespace) -> float:
+    server = subprocess.Popen(
+        [sys.executable, __file__, "--serve", str(data_dir), "--mode", mode],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert server.stdout is not None
+        port_text, node_hex = server.stdout.readline().split()
+        port = int(port_text)
+        if mode == "channel":
+            return trio.run(
+                fetch_channel, port, bytes.fromhex(node_hex), ids, args.workers, args.batch
+            )
+        return trio.run(fetch_plain, port, ids, args.workers, args.batch)
+    finally:
+        assert server.stdin is not None
+        server.stdin.close()
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+
+
+async def populate(data_dir: Path, n_chunks: int) -> None:
+    with ChunkStore.open(data_dir) as store:
+        ids: list[bytes] = []
+        for start in range(0, n_chunks, POPULATE_BATCH):
+            items = []
+            for _ in range(min(POPULATE_BATCH, n_chunks - start)):
+                data = os.urandom(CHUNK_BYTES)
+                items.append((hashlib.sha256(data).digest(), data))
+            await store.put_chunks(items)
+            ids.extend(cid for cid, _ in items)
+    (data_dir / "ids.txt").write_text("\n".join(cid.hex() for cid in ids))
+    for cid in ids:  # warm the page cache for both modes alike
+        with ChunkStore.open(data_dir) as store:
+            store.chunk_path(cid).read_bytes()
+            break
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--size-mib", type=int, default=512)
+    parser.add_argument("--workers", type=int, default=8)
+    parser.add_argument("--batch", type=int, default=2)
+    parser.add_argument("--repeat", type=int, default=2)
+    parser.add_argument("--serve", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--mode", choices=["channel", "plain"], help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.serve is not None:
+        trio.run(serve, args.serve, args.mode)
+        return
+
+    print(
+        f"python {platform.python_version()}, trio {version('trio')}, "
+        f"cryptography {version('cryptography')}, msgpack {version('msgpack')}, "
+        f"{os.cpu_count()} CPUs"
+    )
+    with tempfile.TemporaryDirectory(prefix="bench_wire.") as tmp:
+        data_dir = Path(tmp) / "store"
+        t0 = time.perf_counter()
+        trio.run(populate, data_dir, args.size_mib)
+        ids = _chunk_ids(data_dir)
+        with ChunkStore.open(data_dir) as store:
+            for cid in ids:
+                store.chunk_path(cid).read_bytes()
+        print(f"populated {len(ids)} x 1 MiB chunks in {time.perf_counter() - t0:.1f} s")
+        results: dict[str, list[float]] = {"channel": [], "plain": []}
+        for _ in range(args.repeat):
+            for mode in ("plain", "channel"):
+                results[mode].append(run_mode(mode, data_dir, ids, args))
+                print(f"  {mode:8s} {results[mode][-1]:8.1f} MB/s")
+    channel, plain = max(results["channel"]), max(results["plain"])
+    print(f"{'mode':10s}{'best MB/s':>12s}  runs")
+    for mode, runs in results.items():
+        print(f"{mode:10s}{max(runs):12.1f}  {', '.join(f'{r:.1f}' for r in runs)}")
+    print(f"ratio channel/plain: {channel / plain:.3f}")
+    print(
+        json.dumps(
+            {
+                "channel_MBps": round(channel, 1),
+                "plain_MBps": round(plain, 1),
+                "ratio": round(channel / plain, 3),
+                "size_MiB": args.size_mib,
+                "workers": args.workers,
+                "batch": args.batch,
+            }
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()

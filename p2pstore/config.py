@@ -1,0 +1,292 @@
+"""Operator-facing configuration: the data directory, ``p2pstore.toml`` and size/rate strings.
+
+The data directory is ``--data-dir``, else ``$P2PSTORE_DATA_DIR``, else the platform's user data
+directory (``platformdirs.user_data_dir("p2pstore")``). Settings may come from a ``p2pstore.toml``
+in that directory; command-line flags win over the file, and the file wins over the built-in
+defaults. Everything here is pure (no sockets) and raises :class:`~p2pstore.errors.ConfigError`
+with a one-line message on bad input.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+import tomllib
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+from typing import Any
+
+import platformdirs
+
+from .errors import ConfigError
+
+DATA_DIR_ENV = "P2PSTORE_DATA_DIR"
+"""Environment variable naming the data directory when ``--data-dir`` is not given."""
+
+CONFIG_FILE_NAME = "p2pstore.toml"
+"""Settings file looked up inside the data directory."""
+
+MAX_CONFIG_FILE_BYTES = 1 << 20
+"""A settings file is a handful of keys; anything larger is a mistake, not a config."""
+
+MAX_SIZE_BYTES = 1 << 60
+"""Upper bound for any size or rate string (1 EiB): catches typos like ``32EiB`` early."""
+
+DEFAULT_DAEMON_HOST = "0.0.0.0"
+"""The daemon listens on every interface unless told otherwise (a library node: loopback)."""
+
+DEFAULT_UDP_PORT = 8468
+"""Default DHT (UDP) port of the daemon."""
+
+DEFAULT_TCP_PORT = 9000
+"""Default chunk-server (TCP) port of the daemon."""
+
+_UNITS: dict[str, int] = {
+    "": 1,
+    "b": 1,
+    "k": 1000,
+    "kb": 1000,
+    "m": 1000**2,
+    "mb": 1000**2,
+    "g": 1000**3,
+    "gb": 1000**3,
+    "t": 1000**4,
+    "tb": 1000**4,
+    "kib": 1 << 10,
+    "mib": 1 << 20,
+    "gib": 1 << 30,
+    "tib": 1 << 40,
+}
+_SIZE_RE = re.compile(r"^\s*(\d{1,30}(?:\.\d{1,30})?)\s*([a-zA-Z]{0,3})\s*$")
+_UNLIMITED = frozenset({"unlimited", "none", "off"})
+
+
+def resolve_data_dir(flag: Path | str | None = None) -> Path:
+    """Return the data directory: ``flag``, else ``$P2PSTORE_DATA_DIR``, else the user data dir.
+
+    The result is absolute (``~`` expanded) but not created; an empty flag or variable counts as
+    not given.
+    """
+    if flag is not None and str(flag) != "":
+        chosen = Path(flag)
+    elif os.environ.get(DATA_DIR_ENV):
+        chosen = Path(os.environ[DATA_DIR_ENV])
+    else:
+        chosen = Path(platformdirs.user_data_dir("p2pstore", appauthor=False))
+    return chosen.expanduser().absolute()
+
+
+def parse_size(text: str) -> int:
+    """Parse a byte count such as ``32MiB``, ``5MB``, ``1.5GiB``, ``4096`` (case-insensitive).
+
+    Decimal units (kB, MB, GB, TB, or just k/M/G/T) are powers of 1000, binary units (KiB, MiB,
+    GiB, TiB) powers of 1024; a bare number is bytes. Raises ``ConfigError`` on anything else,
+    on a fractional byte count, or on more than :data:`MAX_SIZE_BYTES`.
+    """
+    match = _SIZE_RE.match(text)
+    if match is None:
+        raise ConfigError(f"invalid size {text!r} (expected e.g. 4096, 512KiB, 32MiB, 1GB)")
+    number, unit = match.groups()
+    multiplier = _UNITS.get(unit.lower())
+    if multiplier is None:
+        raise ConfigError(
+            f"invalid size unit {unit!r} in {text!r} (use B, kB, MB, GB, KiB, MiB...)"
+        )
+    if "." in number:
+        whole, frac = number.split(".")
+        numerator = int(whole + frac) * multiplier
+        denominator = int(10 ** len(frac))
+        if numerator % denominator:
+            raise ConfigError(f"size {text!r} is not a whole number of bytes")
+        value = numerator // denominator
+    else:
+        value = int(number) * multiplier
+    if value > MAX_SIZE_BYTES:
+        raise ConfigError(f"size {text!r} is too large")
+    return value
+
+
+def parse_rate(text: str) -> int | None:
+    """Parse a transfer rate such as ``5MB/s``, ``512KiB/s`` or ``5MB`` into bytes per second.
+
+    ``unlimited``, ``none``, ``off`` and ``0`` mean no limit and return ``None``. Raises
+    ``ConfigError`` on anything else that :func:`parse_size` rejects.
+    """
+    stripped = text.strip()
+    if stripped.lower() in _UNLIMITED:
+        return None
+    if stripped.lower().endswith("/s"):
+        stripped = stripped[:-2]
+    try:
+        value = parse_size(stripped)
+    except ConfigError:
+        raise ConfigError(
+            f"invalid rate {text!r} (expected e.g. 5MB/s, 512KiB/s, unlimited)"
+        ) from None
+    return value if value > 0 else None
+
+
+def format_size(n: float) -> str:
+    """Human-readable binary size (``1.5 MiB``); the inverse direction of :func:`parse_size`."""
+    value = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(value) < 1024 or unit == "TiB":
+            return f"{int(value)} B" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def parse_host_port(text: str) -> tuple[str, int]:
+    """Parse ``HOST:PORT`` (``[v6addr]:PORT`` for IPv6) into ``(host, port)``.
+
+    The port must be 1-65535 and the host non-empty (a name, IPv4 or bracketed IPv6 address).
+    Raises ``ConfigError`` otherwise.
+    """
+    value = text.strip()
+    if value.startswith("["):
+        end = value.find("]")
+        if end < 0 or value[end + 1 : end + 2] != ":":
+            raise ConfigError(f"invalid address {text!r} (expected HOST:PORT or [IPv6]:PORT)")
+        host, port_text = value[1:end], value[end + 2 :]
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            raise ConfigError(f"invalid IPv6 address in {text!r}") from None
+    else:
+        host, sep, port_text = value.rpartition(":")
+        if not sep or not host or ":" in host:
+            raise ConfigError(f"invalid address {text!r} (expected HOST:PORT or [IPv6]:PORT)")
+        if any(c.isspace() for c in host):
+            raise ConfigError(f"invalid host in {text!r}")
+    if not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
+        raise ConfigError(f"invalid port in {text!r} (expected 1-65535)")
+    return host, int(port_text)
+
+
+def format_host_port(host: str, port: int) -> str:
+    """Inverse of :func:`parse_host_port`: brackets IPv6 literals."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+@dataclass(frozen=True)
+class DaemonSettings:
+    """What a daemon is started with, after merging defaults, ``p2pstore.toml`` and flags.
+
+    ``None`` for ``quota``, ``chunk_size``, ``k`` and ``m`` means "the node's own default";
+    ``upload_limit=None`` means unlimited.
+    """
+
+    host: str = DEFAULT_DAEMON_HOST
+    udp_port: int = DEFAULT_UDP_PORT
+    tcp_port: int = DEFAULT_TCP_PORT
+    bootstrap: tuple[tuple[str, int], ...] = ()
+    upload_limit: int | None = None
+    quota: int | None = None
+    chunk_size: int | None = None
+    k: int | None = None
+    m: int | None = None
+
+    def merged(self, **flags: Any) -> DaemonSettings:
+        """Return a copy with every flag that is not ``None`` applied (flags win)."""
+        return replace(self, **{name: v for name, v in flags.items() if v is not None})
+
+    def node_overrides(self) -> dict[str, Any]:
+        """Keyword overrides for ``open_node``: only what was set, in ``NodeConfig`` field names."""
+        out: dict[str, Any] = {
+            "host": self.host,
+            "udp_port": self.udp_port,
+            "tcp_port": self.tcp_port,
+            "bootstrap": self.bootstrap,
+            "upload_limit": self.upload_limit,
+        }
+        if self.quota is not None:
+            out["quota_bytes"] = self.quota
+        for name in ("chunk_size", "k", "m"):
+            value = getattr(self, name)
+            if value is not None:
+                out[name] = value
+        return out
+
+
+_SETTING_NAMES = frozenset(f.name for f in fields(DaemonSettings))
+
+
+def _port(key: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 65535:
+        raise ConfigError(f"{key} must be an integer port 0-65535, not {value!r}")
+    return value
+
+
+def _positive(key: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"{key} must be a positive integer, not {value!r}")
+    return value
+
+
+def _size(key: str, value: object) -> int:
+    if isinstance(value, str):
+        return parse_size(value)
+    return _positive(key, value)
+
+
+def settings_from_mapping(
+    data: dict[str, Any], *, source: str = CONFIG_FILE_NAME
+) -> DaemonSettings:
+    """Validate a parsed settings table (the keys documented in ``docs/cli.md``).
+
+    Unknown keys and wrong types raise ``ConfigError`` naming ``source`` and the key.
+    """
+    unknown = sorted(set(data) - _SETTING_NAMES)
+    if unknown:
+        raise ConfigError(f"{source}: unknown setting(s): {', '.join(unknown)}")
+    values: dict[str, Any] = {}
+    try:
+        for key, value in data.items():
+            if key == "host":
+                if not isinstance(value, str) or not value.strip():
+                    raise ConfigError(f"host must be a non-empty string, not {value!r}")
+                values[key] = value.strip()
+            elif key in ("udp_port", "tcp_port"):
+                values[key] = _port(key, value)
+            elif key == "bootstrap":
+                if isinstance(value, str):
+                    value = [value]
+                if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                    raise ConfigError('bootstrap must be a list of "HOST:PORT" strings')
+                values[key] = tuple(parse_host_port(v) for v in value)
+            elif key == "upload_limit":
+                if isinstance(value, str):
+                    values[key] = parse_rate(value)
+                else:
+                    values[key] = _positive(key, value)
+            elif key in ("quota", "chunk_size"):
+                values[key] = _size(key, value)
+            else:  # k, m
+                values[key] = _positive(key, value)
+    except ConfigError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
+    return DaemonSettings(**values)
+
+
+def load_settings(data_dir: Path) -> DaemonSettings:
+    """Read ``p2pstore.toml`` from ``data_dir`` (defaults when absent).
+
+    Raises ``ConfigError`` (one line, naming the file) if it is unreadable, too large, not valid
+    TOML, or has unknown keys or wrong types.
+    """
+    path = data_dir / CONFIG_FILE_NAME
+    try:
+        with path.open("rb") as fh:
+            raw = fh.read(MAX_CONFIG_FILE_BYTES + 1)
+    except FileNotFoundError:
+        return DaemonSettings()
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror or exc}") from None
+    if len(raw) > MAX_CONFIG_FILE_BYTES:
+        raise ConfigError(f"{path} is larger than {MAX_CONFIG_FILE_BYTES} bytes")
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    return settings_from_mapping(data, source=str(path))

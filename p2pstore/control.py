@@ -1,0 +1,849 @@
+"""The daemon's local control protocol: a Unix-domain socket inside the data directory.
+
+The socket is ``<data dir>/control.sock``, mode 0600, so only the owner can drive the daemon.
+Framing is the chunk protocol's (:mod:`p2pstore.wire.framing`: 4-byte big-endian length, then a
+msgpack map). A conversation is a sequence of exchanges, each::
+
+    client -> {"v": 1, "op": "<name>", "args": {...}}
+    server -> zero or more {"type": "progress", "data": {...}}
+    server -> exactly one  {"type": "result", "data": {...}}
+           or exactly one  {"type": "error", "code": "<code>", "message": "<one line>"}
+
+While an operation runs the server sends ``progress`` at most every :data:`PROGRESS_INTERVAL`
+seconds when something changed, and at least every :data:`KEEPALIVE_INTERVAL` seconds, so a
+client can tell a slow operation from a dead daemon. A client that disconnects mid-operation
+cancels it (noticed at the next write, which is made at once when the client's EOF arrives).
+Requests may be pipelined; they are answered in order. A malformed, oversized or unknown request
+gets one ``bad_request`` error and its connection is closed; the server and its other connections
+carry on.
+
+The wire format is split from the I/O: :func:`encode_message`, :func:`decode_message`,
+:func:`parse_request` and :func:`parse_reply` are pure functions; :func:`serve_control` and
+:func:`call` are the thin Trio layer.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import enum
+import errno
+import logging
+import os
+import socket as _stdlib_socket
+import string
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import msgpack
+import trio
+
+from .errors import (
+    ChunkNotFoundError,
+    ConfigError,
+    FileUnavailableError,
+    ManifestError,
+    NotEnoughSharesError,
+    P2PStoreError,
+    ProtocolError,
+    QuotaExceededError,
+)
+from .wire.framing import FrameDecoder, encode_frame
+
+log = logging.getLogger(__name__)
+
+CONTROL_SOCKET_NAME = "control.sock"
+"""File name of the control socket inside the data directory."""
+
+PROTOCOL_VERSION = 1
+"""Version carried in every request; a daemon refuses versions it does not speak."""
+
+MAX_REQUEST_BYTES = 64 * 1024
+"""A request is an op name, a file ID and a path or two: 64 KiB is generous and cheap to buffer."""
+
+MAX_REPLY_BYTES = 16 * 1024 * 1024
+"""Replies list files or peers of a large node; 16 MiB bounds what a client will buffer."""
+
+MAX_PATH_CHARS = 4096
+"""Longest path accepted in a request (Linux PATH_MAX)."""
+
+MAX_ERROR_CODE_CHARS = 64
+"""Error codes are short identifiers."""
+
+MAX_ERROR_MESSAGE_CHARS = 2000
+"""Error messages are one line meant for a person; longer ones are truncated by the server."""
+
+MAX_NESTING = 16
+"""Reply data nests a few levels (status -> transfers -> peers); deeper is malformed."""
+
+MAX_CONNECTIONS = 32
+"""Concurrent control connections: a handful of CLIs at once; more is a runaway script."""
+
+MAX_UNIX_PATH_BYTES = 107
+"""``sun_path`` holds 108 bytes on Linux including the terminating NUL."""
+
+PROGRESS_INTERVAL = 0.1
+"""Seconds between progress events: smooth bars without flooding the socket."""
+
+KEEPALIVE_INTERVAL = 2.0
+"""Seconds after which a progress event is sent even if nothing changed (proof of life)."""
+
+IDLE_TIMEOUT = 30.0
+"""Seconds the server waits for a (next) request before closing a connection."""
+
+SEND_TIMEOUT = 10.0
+"""Seconds either side allows one message to be written before giving up on the peer."""
+
+CONNECT_TIMEOUT = 5.0
+"""Seconds the client allows to connect to the local socket (it is local: this means "hung")."""
+
+STALL_TIMEOUT = 60.0
+"""Seconds a client waits for the next event of a running operation (keepalives come every 2 s)."""
+
+OP_TIMEOUT = 120.0
+"""Whole-exchange deadline for every operation except put, get and verify (which may run long)."""
+
+LONG_OPS = frozenset({"put", "get", "verify"})
+"""Operations with no overall deadline (they still stop if the daemon stops answering)."""
+
+RECEIVE_SIZE = 64 * 1024
+"""Bytes asked of the socket per read."""
+
+
+class DaemonNotRunningError(P2PStoreError):
+    """No daemon is listening on the control socket of the data directory."""
+
+    def __init__(self, socket_path: Path) -> None:
+        self.socket_path = socket_path
+        super().__init__(f"no p2pstore daemon is running for {socket_path.parent}")
+
+
+class DaemonAlreadyRunningError(P2PStoreError):
+    """Another daemon already serves this data directory's control socket."""
+
+
+class ControlError(P2PStoreError):
+    """The daemon answered an operation with an error; ``code`` says which kind."""
+
+    def __init__(self, code: str, message: str) -> None:
+        self.code = code
+        super().__init__(message)
+
+
+# ----------------------------------------------------------------------------- wire format
+
+
+@dataclass(frozen=True)
+class Request:
+    """A validated request: ``op`` is one of :data:`OPS`, ``args`` matches its schema."""
+
+    op: str
+    args: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Reply:
+    """A validated server message: ``kind`` is progress, result or error.
+
+    For progress and result, ``data`` is the payload map; for error, ``code`` and ``message``.
+    """
+
+    kind: str
+    data: dict[str, Any]
+    code: str = ""
+    message: str = ""
+
+
+def _file_id(value: object) -> bytes:
+    if not isinstance(value, bytes) or len(value) != 32:
+        raise ProtocolError("expected a 32-byte ID")
+    return value
+
+
+def _abs_path(value: object) -> str:
+    if not isinstance(value, str) or not value or len(value) > MAX_PATH_CHARS:
+        raise ProtocolError(f"expected a path of 1-{MAX_PATH_CHARS} characters")
+    if "\0" in value or not os.path.isabs(value):
+        raise ProtocolError("expected an absolute path")
+    return value
+
+
+def _opt_abs_path(value: object) -> str | None:
+    return None if value is None else _abs_path(value)
+
+
+def _bool(value: object) -> bool:
+    if not isinstance(value, bool):
+        raise ProtocolError("expected a boolean")
+    return value
+
+
+_Check = Callable[[object], object]
+
+OPS: dict[str, dict[str, _Check]] = {
+    "status": {},
+    "peers": {},
+    "ls": {},
+    "gc": {},
+    "verify": {},
+    "providers": {"key": _file_id},
+    "pin": {"file_id": _file_id},
+    "unpin": {"file_id": _file_id},
+    "put": {"path": _abs_path, "disperse": _bool},
+    "get": {"file_id": _file_id, "dest": _opt_abs_path, "cwd": _abs_path},
+}
+"""Every operation and the exact argument names and checks it takes."""
+
+_REPLY_KINDS = frozenset({"progress", "result", "error"})
+
+
+def encode_message(message: Mapping[str, Any]) -> bytes:
+    """One framed msgpack message (length prefix included), ready to write."""
+    return encode_frame(msgpack.packb(message, use_bin_type=True))
+
+
+def decode_message(frame: bytes, *, max_bytes: int) -> dict[str, Any]:
+    """Decode one frame's payload into a map with string keys.
+
+    Raises :class:`ProtocolError` if it is larger than ``max_bytes``, not msgpack, not exactly one
+    object, or not a map.
+    """
+    if len(frame) > max_bytes:
+        raise ProtocolError(f"message of {len(frame)} bytes exceeds the limit of {max_bytes}")
+    try:
+        obj = msgpack.unpackb(
+            frame,
+            raw=False,
+            strict_map_key=True,
+            max_str_len=max_bytes,
+            max_bin_len=max_bytes,
+            max_array_len=max_bytes,
+            max_map_len=max_bytes,
+            max_ext_len=0,
+        )
+    except Exception as exc:  # msgpack raises several unrelated types on bad input
+        raise ProtocolError(f"undecodable message: {type(exc).__name__}") from None
+    if not isinstance(obj, dict):
+        raise ProtocolError("a message must be a map")
+    if not all(isinstance(k, str) for k in obj):
+        raise ProtocolError("message keys must be strings")
+    return obj
+
+
+def parse_request(message: Mapping[str, Any]) -> Request:
+    """Validate a decoded request against :data:`OPS`; raises :class:`ProtocolError`."""
+    if set(message) != {"v", "op", "args"}:
+        raise ProtocolError("a request has exactly the keys v, op, args")
+    if message["v"] != PROTOCOL_VERSION or isinstance(message["v"], bool):
+        raise ProtocolError(f"unsupported control protocol version {message['v']!r}")
+    op = message["op"]
+    if not isinstance(op, str) or op not in OPS:
+        raise ProtocolError(f"unknown operation {str(op)[:40]!r}")
+    args = message["args"]
+    if not isinstance(args, dict):
+        raise ProtocolError("args must be a map")
+    schema = OPS[op]
+    if set(args) != set(schema):
+        raise ProtocolError(f"{op} takes exactly the arguments {sorted(schema)}")
+    checked: dict[str, Any] = {}
+    for name, check in schema.items():
+        try:
+            checked[name] = check(args[name])
+        except ProtocolError as exc:
+            raise ProtocolError(f"{op}: argument {name}: {exc}") from None
+    return Request(op, checked)
+
+
+def make_request(op: str, args: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The wire form of a request (validated first: a bad one raises :class:`ProtocolError`)."""
+    message = {"v": PROTOCOL_VERSION, "op": op, "args": dict(args or {})}
+    parse_request(message)
+    return message
+
+
+def _check_plain(value: object, depth: int = 0) -> None:
+    if depth > MAX_NESTING:
+        raise ProtocolError("reply nested too deeply")
+    if isinstance(value, dict):
+        for v in value.values():
+            _check_plain(v, depth + 1)
+    elif isinstance(value, list):
+        for v in value:
+            _check_plain(v, depth + 1)
+    elif value is not None and not isinstance(value, (str, int, float, bool, bytes)):
+        raise ProtocolError(f"unexpected value of type {type(value).__name__} in reply")
+
+
+def parse_reply(message: Mapping[str, Any]) -> Reply:
+    """Validate a decoded server message; raises :class:`ProtocolError`."""
+    kind = message.get("type")
+    if kind not in _REPLY_KINDS:
+        raise ProtocolError(f"unknown reply type {str(kind)[:40]!r}")
+    if kind == "error":
+        if set(message) != {"type", "code", "message"}:
+            raise ProtocolError("an error has exactly the keys type, code, message")
+        code, text = message["code"], message["message"]
+        if not isinstance(code, str) or not 0 < len(code) <= MAX_ERROR_CODE_CHARS:
+            raise ProtocolError("error code must be a short string")
+        if not isinstance(text, str) or len(text) > MAX_ERROR_MESSAGE_CHARS:
+            raise ProtocolError("error message must be a string")
+        return Reply("error", {}, code, one_line(text))
+    if set(message) != {"type", "data"} or not isinstance(message["data"], dict):
+        raise ProtocolError(f"a {kind} has exactly the keys type, data (a map)")
+    _check_plain(message["data"])
+    return Reply(str(kind), message["data"])
+
+
+_PRINTABLE = frozenset(string.printable) - frozenset("\r\n\t\x0b\x0c")
+
+
+def one_line(text: str, limit: int = MAX_ERROR_MESSAGE_CHARS) -> str:
+    """``text`` as one printable line: control characters become spaces, then it is truncated."""
+    cleaned = "".join(
+        c if (c in _PRINTABLE or (c.isprintable() and ord(c) > 127)) else " " for c in text
+    )
+    cleaned = " ".join(cleaned.split())
+    return cleaned if len(cleaned) <= limit else cleaned[: limit - 3] + "..."
+
+
+def to_plain(obj: object, depth: int = 0) -> Any:
+    """Convert a node result (dataclasses, named tuples, bytes, paths...) into msgpack-able data.
+
+    Bytes become lower-case hex (IDs are shown as hex at every user interface), paths strings,
+    tuples lists, dataclasses and named tuples maps of their fields.
+    """
+    if depth > MAX_NESTING:
+        raise ValueError("result nested too deeply")
+    if obj is None or isinstance(obj, (bool, int, float, str)):
+        return obj
+    if isinstance(obj, (bytes, bytearray, memoryview)):
+        return bytes(obj).hex()
+    if isinstance(obj, os.PathLike):
+        return os.fspath(obj)
+    if isinstance(obj, enum.Enum):
+        return to_plain(obj.value, depth + 1)
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {f.name: to_plain(getattr(obj, f.name), depth + 1) for f in dataclasses.fields(obj)}
+    if isinstance(obj, tuple) and hasattr(obj, "_fields"):
+        return {name: to_plain(getattr(obj, name), depth + 1) for name in obj._fields}
+    if isinstance(obj, Mapping):
+        return {
+            (k.hex() if isinstance(k, bytes) else str(k)): to_plain(v, depth + 1)
+            for k, v in obj.items()
+        }
+    if isinstance(obj, (list, tuple, set, frozenset)):
+        return [to_plain(v, depth + 1) for v in obj]
+    public = (
+        {k: v for k, v in vars(obj).items() if not k.startswith("_")}
+        if hasattr(obj, "__dict__")
+        else {}
+    )
+    if public:
+        return {k: to_plain(v, depth + 1) for k, v in public.items()}
+    return str(obj)
+
+
+# ----------------------------------------------------------------------------- server
+
+
+class ControlledNode(Protocol):
+    """What the control server needs from a node (``p2pstore.node.Node`` provides it)."""
+
+    async def put(
+        self, path: Path, *, disperse: bool = ..., progress: Callable[[Any], None] | None = ...
+    ) -> bytes: ...
+
+    async def get(
+        self, file_id: bytes, dest: Path, *, progress: Callable[[Any], None] | None = ...
+    ) -> Any: ...
+
+    async def find_providers(self, key: bytes) -> Sequence[Any]: ...
+
+    def list_files(self) -> Sequence[Any]: ...
+
+    def pin(self, file_id: bytes) -> None: ...
+
+    def unpin(self, file_id: bytes) -> None: ...
+
+    def gc(self) -> int: ...
+
+    async def verify(self) -> Any: ...
+
+    def status(self) -> Any: ...
+
+    def peers(self) -> Sequence[Any]: ...
+
+
+Progress = Callable[[Any], None]
+_Handler = Callable[[ControlledNode, dict[str, Any], Progress], Awaitable[dict[str, Any]]]
+
+
+async def _op_status(
+    node: ControlledNode, args: dict[str, Any], progress: Progress
+) -> dict[str, Any]:
+    data = to_plain(node.status())
+    return data if isinstance(data, dict) else {"status": data}
+
+
+async def _op_peers(
+    node: ControlledNode, args: dict[str, Any], progress: Progress
+) -> dict[str, Any]:
+    return {"peers": to_plain(list(node.peers()))}
+
+
+async def _op_ls(node: ControlledNode, args: dict[str, Any], progress: Progress) -> dict[str, Any]:
+    return {"files": to_plain(list(node.list_files()))}
+
+
+async def _op_gc(node: ControlledNode, args: dict[str, Any], progress: Progress) -> dict[str, Any]:
+    return {"freed_bytes": int(node.gc())}
+
+
+async def _op_verify(
+    node: ControlledNode, args: dict[str, Any], progress: Progress
+) -> dict[str, Any]:
+    data = to_plain(await node.verify())
+    return data if isinstance(data, dict) else {"report": data}
+
+
+async def _op_providers(
+    node: ControlledNode, args: dict[str, Any], progress: Progress
+) -> dict[str, Any]:
+    return {
+        "key": args["key"].hex(),
+        "providers": to_plain(list(await node.find_providers(args["key"]))),
+    }
+
+
+async def _op_pin(node: ControlledNode, args: dict[str, Any], progress: Progress) -> dict[str, Any]:
+    node.pin(args["file_id"])
+    return {"file_id": args["file_id"].hex(), "pinned": True}
+
+
+async def _op_unpin(
+    node: ControlledNode, args: dict[str, Any], progress: Progress
+) -> dict[str, Any]:
+    node.unpin(args["file_id"])
+    return {"file_id": args["file_id"].hex(), "pinned": False}
+
+
+async def _op_put(node: ControlledNode, args: dict[str, Any], progress: Progress) -> dict[str, Any]:
+    path = Path(args["path"])
+    file_id = await node.put(path, disperse=args["disperse"], progress=progress)
+    info = next((f for f in node.list_files() if getattr(f, "file_id", None) == file_id), None)
+    size = getattr(info, "size", None)
+    return {
+        "file_id": file_id.hex(),
+        "size": size if isinstance(size, int) else path.stat().st_size,
+        "chunks": getattr(info, "chunks_total", None),
+    }
+
+
+def safe_file_name(name: object, fallback: str) -> str:
+    """A manifest's file name made safe to create in a chosen directory.
+
+    The name comes from whoever stored the file, so only its last path component is kept, and
+    empty, dot-only or hidden names (``.bashrc``) fall back to ``fallback``.
+    """
+    text = one_line(str(name or ""), 255).replace("\\", "/").rsplit("/", 1)[-1].strip()
+    if not text or text.startswith(".") or "\0" in text:
+        return fallback
+    return text
+
+
+async def _op_get(node: ControlledNode, args: dict[str, Any], progress: Progress) -> dict[str, Any]:
+    file_id: bytes = args["file_id"]
+    dest = Path(args["dest"]) if args["dest"] is not None else Path(args["cwd"])
+    if not dest.is_dir():
+        data = to_plain(await node.get(file_id, dest, progress=progress))
+        return data if isinstance(data, dict) else {"result": data}
+    # A directory: the file gets the manifest's name, known only once the download has it.
+    partial = dest / f".{file_id.hex()}.p2pstore-part"
+    try:
+        data = to_plain(await node.get(file_id, partial, progress=progress))
+        info = next((f for f in node.list_files() if getattr(f, "file_id", None) == file_id), None)
+        final = dest / safe_file_name(getattr(info, "name", None), file_id.hex())
+        if final.exists() or final.is_symlink():
+            raise FileExistsError(
+                errno.EEXIST, "File exists (choose another path with -o)", str(final)
+            )
+        os.rename(partial, final)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            partial.unlink()
+    if not isinstance(data, dict):
+        data = {"result": data}
+    data["path"] = os.fspath(final)
+    return data
+
+
+_HANDLERS: dict[str, _Handler] = {
+    "status": _op_status,
+    "peers": _op_peers,
+    "ls": _op_ls,
+    "gc": _op_gc,
+    "verify": _op_verify,
+    "providers": _op_providers,
+    "pin": _op_pin,
+    "unpin": _op_unpin,
+    "put": _op_put,
+    "get": _op_get,
+}
+assert set(_HANDLERS) == set(OPS)
+
+
+def error_code(exc: BaseException) -> str:
+    """The control-protocol error code for an exception an operation raised."""
+    if isinstance(exc, (ChunkNotFoundError, FileNotFoundError)):
+        return "not_found"
+    if isinstance(exc, (FileUnavailableError, NotEnoughSharesError)):
+        return "unavailable"
+    if isinstance(exc, ManifestError):
+        return "bad_manifest"
+    if isinstance(exc, QuotaExceededError):
+        return "quota"
+    if isinstance(exc, ConfigError):
+        return "config"
+    if isinstance(exc, ProtocolError):
+        return "protocol"
+    if isinstance(exc, OSError):
+        return "os"
+    if isinstance(exc, P2PStoreError):
+        return "failed"
+    return "internal"
+
+
+def error_message(exc: BaseException) -> str:
+    """A one-line human message for an exception an operation raised."""
+    if isinstance(exc, OSError) and exc.strerror:
+        where = f": {exc.filename}" if exc.filename else ""
+        return one_line(f"{exc.strerror}{where}")
+    text = str(exc) or type(exc).__name__
+    return one_line(text)
+
+
+class _ClientGone(Exception):
+    """The client disconnected or misbehaved during an operation."""
+
+
+class _Connection:
+    """One accepted stream plus its frame decoder; reads and writes whole messages."""
+
+    def __init__(self, stream: trio.abc.Stream, max_incoming: int) -> None:
+        self.stream = stream
+        self.max_incoming = max_incoming
+        self.decoder = FrameDecoder(max_incoming)
+        self.eof = False
+        self.error: ProtocolError | None = None
+
+    async def receive(self) -> dict[str, Any] | None:
+        """The next message, or ``None`` on a clean EOF between messages.
+
+        Raises :class:`ProtocolError` on malformed or oversized input or EOF mid-frame.
+        """
+        while True:
+            if self.error is not None:
+                raise self.error
+            frame = self.decoder.next_frame()
+            if frame is not None:
+                return decode_message(frame, max_bytes=self.max_incoming)
+            if self.eof:
+                if self.decoder.in_frame:
+                    raise ProtocolError("connection closed in the middle of a message")
+                return None
+            await self.read_more()
+
+    async def read_more(self) -> None:
+        """Read once from the stream into the decoder; records EOF and framing errors."""
+        data = await self.stream.receive_some(RECEIVE_SIZE)
+        if not data:
+            self.eof = True
+            return
+        try:
+            self.decoder.receive_data(bytes(data))
+        except ProtocolError as exc:
+            self.error = exc
+
+    async def read_ahead(self, eof_seen: Callable[[], None]) -> None:
+        """Buffer what the client sends while an operation runs (pipelined requests), up to one
+        request's worth, then stop reading (backpressure). Calls ``eof_seen`` on EOF."""
+        with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+            while (
+                not self.eof and self.error is None and self.decoder.buffered <= self.max_incoming
+            ):
+                await self.read_more()
+        if self.eof or self.error is not None:
+            eof_seen()
+
+    async def send(self, message: Mapping[str, Any]) -> None:
+        """Write one message within :data:`SEND_TIMEOUT` (raises ``trio.TooSlowError`` after)."""
+        with trio.fail_after(SEND_TIMEOUT):
+            await self.stream.send_all(encode_message(message))
+
+
+class ControlServer:
+    """Serves control connections for one node; :meth:`handle` is the per-connection task.
+
+    ``protocol_errors`` counts connections closed for malformed input.
+    """
+
+    def __init__(self, node: ControlledNode, *, max_connections: int = MAX_CONNECTIONS) -> None:
+        self.node = node
+        self.max_connections = max_connections
+        self.active = 0
+        self.protocol_errors = 0
+
+    async def handle(self, stream: trio.abc.Stream) -> None:
+        """Serve requests on ``stream`` until EOF, idleness, a protocol error or cancellation.
+
+        Never raises for anything the client does; the stream is closed on return.
+        """
+        async with stream:
+            if self.active >= self.max_connections:
+                log.warning("control: refusing a connection (%d open)", self.active)
+                return
+            self.active += 1
+            try:
+                await self._serve(_Connection(stream, MAX_REQUEST_BYTES))
+            finally:
+                self.active -= 1
+
+    async def _serve(self, conn: _Connection) -> None:
+        try:
+            while True:
+                message = None
+                with trio.move_on_after(IDLE_TIMEOUT) as idle:
+                    message = await conn.receive()
+                if idle.cancelled_caught:
+                    log.debug("control: closing an idle connection")
+                    return
+                if message is None:
+                    return
+                request = parse_request(message)
+                log.debug("control: %s", request.op)
+                await self._run(conn, request)
+        except ProtocolError as exc:
+            self.protocol_errors += 1
+            log.warning("control: bad request, closing the connection: %s", exc)
+            with contextlib.suppress(
+                trio.BrokenResourceError, trio.ClosedResourceError, trio.TooSlowError
+            ):
+                await conn.send(
+                    {"type": "error", "code": "bad_request", "message": one_line(str(exc))}
+                )
+        except (_ClientGone, trio.BrokenResourceError, trio.ClosedResourceError, trio.TooSlowError):
+            log.debug("control: client went away")
+
+    async def _run(self, conn: _Connection, request: Request) -> None:
+        handler = _HANDLERS[request.op]
+        latest: list[Any] = []
+        dirty = False
+        outcome: dict[str, Any] = {}
+        done = trio.Event()
+        gone = False
+
+        def progress(update: Any) -> None:
+            nonlocal dirty
+            latest[:] = [update]
+            dirty = True
+
+        async def run_op() -> None:
+            try:
+                data = await handler(self.node, request.args, progress)
+                outcome.update(type="result", data=data)
+            except Exception as exc:
+                if isinstance(exc, (P2PStoreError, OSError)):
+                    log.info("control: %s failed: %s", request.op, exc)
+                else:
+                    log.exception("control: %s failed unexpectedly", request.op)
+                outcome.update(type="error", code=error_code(exc), message=error_message(exc))
+            finally:
+                done.set()
+
+        probe = False
+
+        def eof_seen() -> None:
+            # Half-closed or gone? A write tells: it fails at once if the client has closed.
+            nonlocal probe
+            probe = True
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(run_op)
+            nursery.start_soon(conn.read_ahead, eof_seen)
+            last_sent = trio.current_time()
+            while True:
+                with trio.move_on_after(PROGRESS_INTERVAL):
+                    await done.wait()
+                if done.is_set():
+                    break
+                if dirty or probe or trio.current_time() - last_sent >= KEEPALIVE_INTERVAL:
+                    dirty = probe = False
+                    try:
+                        data = to_plain(latest[0]) if latest else {}
+                    except ValueError:
+                        data = {}
+                    try:
+                        await conn.send(
+                            {"type": "progress", "data": data if isinstance(data, dict) else {}}
+                        )
+                    except (trio.BrokenResourceError, trio.ClosedResourceError, trio.TooSlowError):
+                        gone = True
+                        break
+                    last_sent = trio.current_time()
+            nursery.cancel_scope.cancel()
+        if gone:
+            raise _ClientGone
+        try:
+            encode_message(outcome)
+        except (TypeError, ValueError, OverflowError):
+            log.exception("control: cannot encode the result of %s", request.op)
+            outcome = {"type": "error", "code": "internal", "message": "unencodable result"}
+        await conn.send(outcome)
+
+
+def control_socket_path(data_dir: Path) -> Path:
+    """Where the control socket of ``data_dir`` lives."""
+    return data_dir / CONTROL_SOCKET_NAME
+
+
+def _check_socket_path(path: Path) -> None:
+    if len(os.fsencode(path)) > MAX_UNIX_PATH_BYTES:
+        raise ConfigError(
+            f"control socket path {path} is longer than {MAX_UNIX_PATH_BYTES} bytes;"
+            " use a shorter --data-dir"
+        )
+
+
+async def _socket_is_live(path: Path) -> bool:
+    try:
+        with trio.fail_after(CONNECT_TIMEOUT):
+            stream = await trio.open_unix_socket(os.fspath(path))
+    except (OSError, trio.TooSlowError):
+        return False
+    await stream.aclose()
+    return True
+
+
+async def bind_control_socket(path: Path) -> trio.socket.SocketType:
+    """Create, bind (mode 0600) and listen on the control socket at ``path``.
+
+    A stale socket file left by a crashed daemon is replaced. Raises
+    :class:`DaemonAlreadyRunningError` if a live daemon answers there, :class:`ConfigError` if the
+    path is too long for a Unix socket, ``OSError`` if it cannot be bound.
+    """
+    _check_socket_path(path)
+    if path.exists() or path.is_symlink():
+        if await _socket_is_live(path):
+            raise DaemonAlreadyRunningError(
+                f"a p2pstore daemon is already running for {path.parent}"
+            )
+        path.unlink()
+    sock = trio.socket.socket(_stdlib_socket.AF_UNIX, _stdlib_socket.SOCK_STREAM)
+    try:
+        old_umask = os.umask(0o177)  # born 0600: no window in which others may connect
+        try:
+            await sock.bind(os.fspath(path))
+        finally:
+            os.umask(old_umask)
+        os.chmod(path, 0o600)
+        sock.listen(MAX_CONNECTIONS)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+async def serve_control(
+    node: ControlledNode,
+    data_dir: Path,
+    *,
+    task_status: trio.TaskStatus[Path] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve ``node`` on ``data_dir``'s control socket until cancelled; one task per connection.
+
+    ``task_status.started(socket_path)`` is called once the socket accepts connections. On exit
+    (cancellation included) every connection task is cancelled and the socket file removed.
+    Raises what :func:`bind_control_socket` raises before starting.
+    """
+    path = control_socket_path(data_dir)
+    sock = await bind_control_socket(path)
+    server = ControlServer(node)
+    identity = os.stat(path)
+    try:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(trio.serve_listeners, server.handle, [trio.SocketListener(sock)])
+            log.info("control socket listening at %s", path)
+            task_status.started(path)
+    finally:
+        with contextlib.suppress(OSError):
+            current = os.stat(path)
+            if (current.st_ino, current.st_dev) == (identity.st_ino, identity.st_dev):
+                path.unlink()
+
+
+# ----------------------------------------------------------------------------- client
+
+
+async def _connect(path: Path) -> trio.SocketStream:
+    _check_socket_path(path)
+    try:
+        with trio.fail_after(CONNECT_TIMEOUT):
+            return await trio.open_unix_socket(os.fspath(path))
+    except (FileNotFoundError, ConnectionRefusedError, NotADirectoryError):
+        raise DaemonNotRunningError(path) from None
+    except OSError as exc:
+        if exc.errno in (errno.ENOTSOCK, errno.ECONNREFUSED, errno.ENOENT):
+            raise DaemonNotRunningError(path) from None
+        raise ControlError("connect", f"cannot connect to {path}: {exc.strerror or exc}") from None
+    except trio.TooSlowError:
+        raise ControlError(
+            "timeout", f"the daemon at {path} did not accept the connection"
+        ) from None
+
+
+async def call(
+    data_dir: Path,
+    op: str,
+    args: Mapping[str, Any] | None = None,
+    *,
+    on_progress: Callable[[dict[str, Any]], None] | None = None,
+) -> dict[str, Any]:
+    """Run one operation on the daemon of ``data_dir`` and return its result data.
+
+    ``on_progress`` is called with each progress event's data (keepalives carry ``{}``). Raises
+    :class:`DaemonNotRunningError` when nothing listens, :class:`ControlError` for an error reply
+    (``code`` from the daemon), a timeout (``code="timeout"``) or a daemon that went away or
+    answered nonsense (``code="disconnected"``/``"protocol"``). Operations not in :data:`LONG_OPS`
+    must finish within :data:`OP_TIMEOUT`; long ones only need an event every :data:`STALL_TIMEOUT`.
+    Cancelling the call closes the connection, which cancels the operation in the daemon.
+    """
+    message = make_request(op, args)
+    path = control_socket_path(data_dir)
+    stream = await _connect(path)
+    deadline = trio.current_time() + OP_TIMEOUT if op not in LONG_OPS else float("inf")
+    async with stream:
+        conn = _Connection(stream, MAX_REPLY_BYTES)
+        try:
+            await conn.send(message)
+            while True:
+                with trio.move_on_at(min(deadline, trio.current_time() + STALL_TIMEOUT)):
+                    incoming = await conn.receive()
+                    if incoming is None:
+                        raise ControlError("disconnected", "the daemon closed the connection")
+                    reply = parse_reply(incoming)
+                    if reply.kind == "result":
+                        return reply.data
+                    if reply.kind == "error":
+                        raise ControlError(reply.code, reply.message)
+                    if on_progress is not None and reply.data:
+                        on_progress(reply.data)
+                    continue
+                raise ControlError("timeout", f"the daemon did not answer {op} in time")
+        except ProtocolError as exc:
+            raise ControlError("protocol", f"unexpected answer from the daemon: {exc}") from None
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            raise ControlError("disconnected", "the daemon closed the connection") from None
+        except trio.TooSlowError:
+            raise ControlError("timeout", "the daemon stopped reading requests") from None

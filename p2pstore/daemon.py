@@ -1,0 +1,147 @@
+"""``p2pstore daemon``: one node and its control socket in the foreground until SIGINT/SIGTERM.
+
+Start-up order: take the data directory's lock (one daemon per directory), open the node (binds
+its ports, bootstraps), bind the control socket, then report readiness. A signal cancels
+everything: the control server stops accepting, running operations are cancelled, and the node
+shuts down cleanly (transfers cancelled, routing table saved) before :func:`run_daemon` returns.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import logging
+import os
+import signal
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from .config import DaemonSettings, format_host_port
+from .control import ControlledNode, DaemonAlreadyRunningError, serve_control
+from .errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+LOCK_FILE_NAME = "daemon.lock"
+"""Lock file in the data directory; a daemon holds an exclusive ``flock`` on it while it runs."""
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+"""Signals that make the daemon shut down cleanly."""
+
+OpenNode = Callable[..., AbstractAsyncContextManager[Any]]
+"""``open_node(data_dir, **overrides)``: the node factory (``p2pstore.node.open_node``)."""
+
+
+@dataclass(frozen=True)
+class ReadyInfo:
+    """What the daemon reports once it is listening."""
+
+    node_id: bytes
+    udp: tuple[str, int]
+    tcp: tuple[str, int]
+    control_socket: Path
+
+    def as_json(self) -> dict[str, str]:
+        """The ``--json`` form: ``node_id`` hex and ``udp``/``tcp`` as ``HOST:PORT`` strings."""
+        return {
+            "node_id": self.node_id.hex(),
+            "udp": format_host_port(*self.udp),
+            "tcp": format_host_port(*self.tcp),
+        }
+
+    def as_text(self) -> str:
+        """The one human line printed once the daemon is listening."""
+        j = self.as_json()
+        return f"p2pstore node {j['node_id']} listening: udp {j['udp']} tcp {j['tcp']}"
+
+
+@contextlib.contextmanager
+def data_dir_lock(data_dir: Path) -> Iterator[None]:
+    """Hold the exclusive daemon lock of ``data_dir`` (created 0700 if missing) for the block.
+
+    Raises :class:`DaemonAlreadyRunningError` if another process holds it, :class:`ConfigError`
+    if the directory cannot be created or the lock file opened.
+    """
+    try:
+        data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fd = os.open(data_dir / LOCK_FILE_NAME, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    except OSError as exc:
+        raise ConfigError(f"cannot use data directory {data_dir}: {exc.strerror or exc}") from None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise DaemonAlreadyRunningError(
+                f"a p2pstore daemon is already running for {data_dir}"
+            ) from None
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
+
+
+def _default_open_node() -> OpenNode:
+    from .node import open_node  # imported late: the CLI's other commands never need it
+
+    return open_node
+
+
+async def _watch_signals(
+    signals: AsyncIterator[int], scope: trio.CancelScope, received: list[int]
+) -> None:
+    async for signum in signals:
+        log.info("received %s, shutting down", signal.Signals(signum).name)
+        received.append(signum)
+        scope.cancel()
+        return
+
+
+async def _serve(
+    data_dir: Path,
+    settings: DaemonSettings,
+    on_ready: Callable[[ReadyInfo], None],
+    open_node: OpenNode,
+) -> None:
+    async with open_node(data_dir, **settings.node_overrides()) as node:
+        controlled: ControlledNode = node
+        async with trio.open_nursery() as nursery:
+            socket_path = await nursery.start(serve_control, controlled, data_dir)
+            info = ReadyInfo(
+                node_id=bytes(node.node_id),
+                udp=(str(node.udp_address[0]), int(node.udp_address[1])),
+                tcp=(str(node.tcp_address[0]), int(node.tcp_address[1])),
+                control_socket=socket_path,
+            )
+            log.info("node %s ready (control socket %s)", info.node_id.hex(), socket_path)
+            on_ready(info)
+            await trio.sleep_forever()
+
+
+async def run_daemon(
+    data_dir: Path,
+    settings: DaemonSettings,
+    on_ready: Callable[[ReadyInfo], None],
+    *,
+    open_node: OpenNode | None = None,
+) -> int | None:
+    """Run a node for ``data_dir`` until SIGINT or SIGTERM; return the signal number.
+
+    ``on_ready`` is called once, when the node and its control socket are listening. Must run in
+    the main thread (signal handling). Start-up failures raise (possibly inside an
+    ``ExceptionGroup``, as Trio nurseries do): ``P2PStoreError`` subclasses with one-line
+    messages for port in use, unreachable bootstrap, a daemon already running, an unusable data
+    directory. Returns ``None`` only if the node stopped by itself, which a healthy node never does.
+    """
+    factory = open_node if open_node is not None else _default_open_node()
+    received: list[int] = []
+    with data_dir_lock(data_dir), trio.open_signal_receiver(*STOP_SIGNALS) as signals:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_watch_signals, signals, nursery.cancel_scope, received)
+            await _serve(data_dir, settings, on_ready, factory)
+            nursery.cancel_scope.cancel()
+    log.info("daemon stopped")
+    return received[0] if received else None

@@ -1,0 +1,40 @@
+"""Per-source token-bucket rate limiting of incoming requests, with a bounded table.
+
+Sans-IO: the caller passes ``now``. The table holds at most ``max_sources`` IPs; the least
+recently seen one is forgotten to make room (it then starts again with a full bucket, which costs
+an attacker nothing it could not get by waiting).
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+
+class RateLimiter:
+    """Allows each source ``rate`` events per second on average, ``burst`` at once."""
+
+    def __init__(self, rate: float, burst: float, max_sources: int) -> None:
+        self._rate = rate
+        self._burst = burst
+        self._max_sources = max_sources
+        self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()
+
+    def allow(self, source: str, now: float) -> bool:
+        """Spend one token of ``source``'s bucket; ``False`` (nothing spent) if it is empty."""
+        entry = self._buckets.get(source)
+        if entry is None:
+            tokens = self._burst
+            if len(self._buckets) >= self._max_sources:
+                self._buckets.popitem(last=False)
+        else:
+            tokens, last = entry
+            tokens = min(self._burst, tokens + max(0.0, now - last) * self._rate)
+        allowed = tokens >= 1.0
+        if allowed:
+            tokens -= 1.0
+        self._buckets[source] = (tokens, now)
+        self._buckets.move_to_end(source)
+        return allowed
+
+    def __len__(self) -> int:
+        return len(self._buckets)

@@ -1,0 +1,606 @@
+"""The node: one Trio nursery that owns a store, a DHT service, a chunk server and background work.
+
+:func:`open_node` is the way in::
+
+    async with p2pstore.open_node(data_dir, host="127.0.0.1", udp_port=0, tcp_port=0,
+                                  bootstrap=[("127.0.0.1", 8468)]) as node:
+        file_id = await node.put(path, disperse=True)
+        await node.get(file_id, dest)
+
+Everything the node starts runs in the nursery of that ``async with``; leaving it (normally, by an
+exception or by cancellation) cancels transfers, saves the routing table and closes the store.
+
+How a node is found over TCP: besides the provider records of the files it holds, every node
+announces a provider record for its **own node ID** (a "node record"), so any node can turn a
+DHT contact into a TCP address with one provider look-up. Announcements that reached fewer than
+``k`` nodes are repeated, with backoff, when the routing table grows (the first node of a network
+announces into an empty table).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from .chunking import DEFAULT_CHUNK_SIZE
+from .dht import Contact, DhtConfig, DhtService, ProviderRecord, open_dht
+from .errors import (
+    BootstrapError,
+    ChunkNotFoundError,
+    ConfigError,
+    CorruptChunkError,
+    ManifestError,
+    P2PStoreError,
+)
+from .identity import Identity
+from .manifest import Manifest, ManifestRoot
+from .ratelimit import RateLimiter
+from .store import ChunkStore, StoredFile, VerifyReport
+from .transfer.disperse import DispersalConfig, DispersalReport, disperse
+from .transfer.download import Download, DownloadConfig, Provider
+from .transfer.progress import Progress
+from .wire.client import ConnectionPool
+from .wire.config import WireConfig
+from .wire.server import ChunkServer
+
+log = logging.getLogger(__name__)
+
+#: Default UDP port of the DHT, as in the design this project replaces.
+DEFAULT_UDP_PORT = 8468
+#: Default TCP port of the chunk server, as in the design this project replaces.
+DEFAULT_TCP_PORT = 9000
+#: Seconds between checks for under-replicated announcements.
+REANNOUNCE_CHECK_INTERVAL = 2.0
+#: The longest wait between two attempts to re-announce an under-replicated key.
+REANNOUNCE_MAX_BACKOFF = 300.0
+#: Announcements run at most this many at once (each is a DHT look-up plus k stores).
+ANNOUNCE_CONCURRENCY = 8
+#: Token-bucket burst of the upload limiter, in seconds of the configured rate (at least a chunk).
+UPLOAD_BURST_SECONDS = 0.25
+
+
+@dataclass(frozen=True)
+class NodeConfig:
+    """Everything a node can be told; every field has a sensible default.
+
+    ``upload_limit`` caps the bytes per second this node's chunk server sends, shared by all its
+    connections (``None``: unlimited). ``quota_bytes`` caps the chunks accepted from other
+    nodes (``None``: unlimited). ``chunk_size``, ``k`` and ``m`` are the defaults for ``put``.
+    """
+
+    host: str = "127.0.0.1"
+    udp_port: int = DEFAULT_UDP_PORT
+    tcp_port: int = DEFAULT_TCP_PORT
+    bootstrap: tuple[tuple[str, int], ...] = ()
+    upload_limit: float | None = None
+    quota_bytes: int | None = None
+    chunk_size: int = DEFAULT_CHUNK_SIZE
+    k: int = 4
+    m: int = 2
+    dht: DhtConfig = field(default_factory=DhtConfig)
+    wire: WireConfig = field(default_factory=WireConfig)
+    download: DownloadConfig = field(default_factory=DownloadConfig)
+    dispersal: DispersalConfig = field(default_factory=DispersalConfig)
+
+    def __post_init__(self) -> None:
+        for label, port in (("udp_port", self.udp_port), ("tcp_port", self.tcp_port)):
+            if not 0 <= port <= 0xFFFF:
+                raise ConfigError(f"{label} must be in 0..65535, not {port}")
+        if self.upload_limit is not None and self.upload_limit <= 0:
+            raise ConfigError("upload_limit must be positive (or None for unlimited)")
+        if self.quota_bytes is not None and self.quota_bytes < 0:
+            raise ConfigError("quota_bytes must be >= 0 (or None for unlimited)")
+
+
+@dataclass(frozen=True)
+class PutProgress:
+    """Where a put is: ``phase`` is ``"store"``, ``"publish"`` or ``"disperse"``."""
+
+    phase: str
+    done: int
+    total: int
+
+
+@dataclass(frozen=True)
+class PeerProgress:
+    """Verified bytes received from one peer in a download, and its current rate (bytes/s)."""
+
+    bytes: int
+    rate: float
+
+
+@dataclass(frozen=True)
+class DownloadProgress:
+    """A download's progress: file bytes done of the total, and per-peer figures by label."""
+
+    bytes_done: int
+    bytes_total: int
+    peers: dict[str, PeerProgress]
+
+
+@dataclass(frozen=True)
+class GetResult:
+    """A finished download: where the file is and which peers it came from."""
+
+    file_id: bytes
+    path: Path
+    size: int
+    bytes_from_peers: dict[str, int]
+    seconds: float
+    resumed_chunks: int
+    first_chunk_seconds: float | None
+
+
+@dataclass
+class Transfer:
+    """An active put or get, for ``status``."""
+
+    kind: str
+    file_id: bytes | None
+    name: str
+    bytes_done: int = 0
+    bytes_total: int = 0
+    peers: int = 0
+    started: float = field(default_factory=time.time)
+
+
+@dataclass(frozen=True)
+class NodeStatus:
+    """A snapshot of a node for ``p2pstore status``."""
+
+    node_id: bytes
+    udp: tuple[str, int]
+    tcp: tuple[str, int]
+    routing_table_size: int
+    peers: int
+    stored_bytes: int
+    files: int
+    transfers: list[Transfer]
+
+
+@dataclass
+class _Announcement:
+    acked: int
+    table_size: int
+    next_try: float
+    backoff: float
+
+
+class Node:
+    """A running node; obtain one from :func:`open_node`, never construct it directly.
+
+    Its methods may be called concurrently from many tasks. Every method that touches the network
+    has deadlines; cancelling one stops that operation only.
+    """
+
+    def __init__(
+        self,
+        *,
+        data_dir: Path,
+        identity: Identity,
+        config: NodeConfig,
+        store: ChunkStore,
+        dht: DhtService,
+        pool: ConnectionPool,
+        nursery: trio.Nursery,
+    ) -> None:
+        self.data_dir = data_dir
+        self.identity = identity
+        self.node_id: bytes = identity.node_id
+        self.config = config
+        self.store = store
+        self.dht = dht
+        self.pool = pool
+        self.udp_address: tuple[str, int] = dht.address
+        self.tcp_address: tuple[str, int] = ("", 0)
+        self._nursery = nursery
+        self._announcements: dict[bytes, _Announcement] = {}
+        self._announce_limit = trio.Semaphore(ANNOUNCE_CONCURRENCY)
+        self._transfers: dict[int, Transfer] = {}
+        self._next_transfer = 0
+
+    # ------------------------------------------------------------------ put
+
+    async def put(
+        self,
+        path: Path,
+        *,
+        disperse: bool = True,
+        name: str | None = None,
+        progress: Callable[[PutProgress], None] | None = None,
+    ) -> bytes:
+        """Store the file at ``path``, announce it in the DHT and (by default) disperse its shares.
+
+        Returns the file ID. With ``disperse``, the ``n`` shares of each stripe are pushed to
+        distinct peers closest to the file ID (as many as exist when fewer than ``n``), each of
+        which keeps them and announces itself as a provider; the file then survives this node
+        and any ``m`` holders of each stripe leaving. Raises ``OSError`` if the file cannot be
+        read and :class:`ConfigError` for bad parameters. Peers that fail during dispersal are
+        logged and their shares given to the others (see :attr:`last_dispersal`).
+        """
+        transfer = self._begin("put", None, Path(path).name)
+        try:
+
+            def on_store(done: int, total: int) -> None:
+                transfer.bytes_done, transfer.bytes_total = done, total
+                if progress is not None:
+                    progress(PutProgress("store", done, total))
+
+            manifest = await self.store.put_file(
+                Path(path),
+                name=name,
+                chunk_size=self.config.chunk_size,
+                k=self.config.k,
+                m=self.config.m,
+                progress=on_store,
+            )
+            transfer.file_id = manifest.file_id
+            if progress is not None:
+                progress(PutProgress("publish", 0, 1))
+            await self.announce(manifest.file_id)
+            if progress is not None:
+                progress(PutProgress("publish", 1, 1))
+            if disperse:
+                self.last_dispersal = await self._disperse(manifest, progress)
+            return manifest.file_id
+        finally:
+            self._end(transfer)
+
+    last_dispersal: DispersalReport | None = None
+    """The report of the most recent dispersal (``None`` before the first)."""
+
+    async def _disperse(
+        self, manifest: Manifest, progress: Callable[[PutProgress], None] | None
+    ) -> DispersalReport | None:
+        targets = await self.dispersal_targets(manifest.file_id, manifest.k + manifest.m)
+        if not targets:
+            log.warning("no peer to disperse %s to; it is stored here only", manifest.name)
+            return None
+
+        def on_push(done: int, total: int) -> None:
+            if progress is not None:
+                progress(PutProgress("disperse", done, total))
+
+        report = await disperse(
+            manifest,
+            targets,
+            store=self.store,
+            pool=self.pool,
+            config=self.config.dispersal,
+            progress=on_push,
+        )
+        if report.failed:
+            log.warning("dispersal: %d peer(s) failed: %s", len(report.failed), report.failed)
+        return report
+
+    async def dispersal_targets(self, key: bytes, want: int) -> list[Provider]:
+        """Up to ``want`` peers closest to ``key`` whose TCP address is known, closest first."""
+        contacts = [c for c in await self.dht.find_node(key) if c.node_id != self.node_id]
+        resolved: dict[bytes, Provider] = {}
+
+        async def resolve(contact: Contact) -> None:
+            provider = await self.resolve_peer(contact.node_id)
+            if provider is not None:
+                resolved[contact.node_id] = provider
+
+        async with trio.open_nursery() as nursery:
+            for contact in contacts[: max(want * 2, want + 4)]:
+                nursery.start_soon(resolve, contact)
+        ordered = [resolved[c.node_id] for c in contacts if c.node_id in resolved]
+        return ordered[:want]
+
+    async def resolve_peer(self, node_id: bytes) -> Provider | None:
+        """The TCP address of the node ``node_id`` from its node record, or ``None``."""
+        for record in await self.dht.find_providers(node_id, limit=1):
+            if record.node_id == node_id:
+                return Provider(record.node_id, record.host, record.tcp_port)
+        return None
+
+    # ------------------------------------------------------------------ get
+
+    async def get(
+        self,
+        file_id: bytes,
+        dest: Path,
+        *,
+        progress: Callable[[DownloadProgress], None] | None = None,
+    ) -> GetResult:
+        """Download the file ``file_id`` from every provider at once into ``dest``.
+
+        ``dest`` appears only when the whole file is there and verified (temp file + rename).
+        Chunks already in the local store are not fetched again, so a ``get`` that was
+        cancelled or failed resumes. Raises :class:`FileUnavailableError` (naming the stripes and
+        chunks that cannot be found) when the file cannot be rebuilt from the reachable peers,
+        and :class:`ManifestError` if its manifest cannot be obtained intact. Afterwards this node
+        announces itself as a provider of the file.
+        """
+        if len(file_id) != 32:
+            raise ConfigError("a file ID is 32 bytes (64 hex digits)")
+        transfer = self._begin("get", file_id, Path(dest).name)
+        try:
+
+            def on_progress(p: Progress, labels: dict[Any, str]) -> None:
+                transfer.bytes_done, transfer.bytes_total = p.bytes_done, p.bytes_total
+                transfer.peers = sum(1 for pp in p.per_peer.values() if pp.active)
+                if progress is not None:
+                    peers = {
+                        labels[peer]: PeerProgress(pp.bytes, pp.rate)
+                        for peer, pp in p.per_peer.items()
+                    }
+                    progress(DownloadProgress(p.bytes_done, p.bytes_total, peers))
+
+            download = Download(
+                file_id,
+                Path(dest),
+                store=self.store,
+                pool=self.pool,
+                find_providers=self._find_file_providers,
+                self_node_id=self.node_id,
+                config=self.config.download,
+                progress=on_progress,
+            )
+            outcome = await download.run()
+        finally:
+            self._end(transfer)
+        self._nursery.start_soon(self._announce_quietly, file_id)
+        return GetResult(
+            file_id=file_id,
+            path=Path(dest),
+            size=outcome.manifest.size,
+            bytes_from_peers=outcome.bytes_from_peers,
+            seconds=outcome.seconds,
+            resumed_chunks=outcome.resumed_chunks,
+            first_chunk_seconds=outcome.first_chunk_seconds,
+        )
+
+    async def _find_file_providers(self, key: bytes) -> list[Provider]:
+        return [
+            Provider(r.node_id, r.host, r.tcp_port)
+            for r in await self.find_providers(key)
+            if r.node_id != self.node_id
+        ]
+
+    async def find_providers(self, key: bytes) -> list[ProviderRecord]:
+        """Who serves ``key`` (a file ID, or a chunk ID some node chose to announce)."""
+        return await self.dht.find_providers(key)
+
+    # ------------------------------------------------------------------ announcing
+
+    async def announce(self, key: bytes) -> int:
+        """Announce this node as a provider of ``key`` now; the DHT republishes it periodically.
+
+        Returns how many DHT nodes stored the record. If that is fewer than ``k``, the node
+        repeats the announcement (with backoff) as its routing table grows.
+        """
+        async with self._announce_limit:
+            acked = await self.dht.announce_provider(key, self.tcp_address[1])
+        self._announcements[key] = _Announcement(
+            acked=acked,
+            table_size=self.dht.routing_table_size(),
+            next_try=trio.current_time() + REANNOUNCE_CHECK_INTERVAL,
+            backoff=REANNOUNCE_CHECK_INTERVAL,
+        )
+        return acked
+
+    async def _announce_quietly(self, key: bytes) -> None:
+        try:
+            await self.announce(key)
+        except P2PStoreError as exc:
+            log.info("announcing %s failed: %s", key.hex()[:16], exc)
+
+    async def _reannounce_loop(self) -> None:
+        """Repeat announcements that reached fewer than k nodes once the table has grown."""
+        while True:
+            await trio.sleep(REANNOUNCE_CHECK_INTERVAL)
+            now = trio.current_time()
+            size = self.dht.routing_table_size()
+            for key, ann in list(self._announcements.items()):
+                if ann.acked >= self.config.dht.k or size <= ann.table_size or now < ann.next_try:
+                    continue
+                backoff = min(ann.backoff * 2, REANNOUNCE_MAX_BACKOFF)
+                await self._announce_quietly(key)
+                if key in self._announcements:
+                    self._announcements[key].backoff = backoff
+                    self._announcements[key].next_try = now + backoff
+
+    async def _announce_held_files(self) -> None:
+        """At start: the node record, then every file this node holds."""
+        await self._announce_quietly(self.node_id)
+        async with trio.open_nursery() as nursery:
+            for stored in self.store.list_files():
+                if stored.chunks_present > 0:
+                    nursery.start_soon(self._announce_quietly, stored.file_id)
+
+    # ------------------------------------------------------------------ receiving shares
+
+    def _on_put(self, chunk_id: bytes) -> None:
+        """Server hook: a peer pushed a chunk; if it completes a manifest, adopt that file."""
+        self._nursery.start_soon(self._maybe_adopt, chunk_id)
+
+    async def _maybe_adopt(self, chunk_id: bytes) -> None:
+        """If ``chunk_id`` is a root manifest whose index chunks are here, keep and announce it."""
+        try:
+            data = await self.store.get_chunk(chunk_id)
+            try:
+                root = ManifestRoot.decode(data)
+            except ManifestError:
+                return  # an ordinary chunk
+            parts: dict[bytes, bytes] = {}
+            while needed := root.needed_chunk_ids(parts):
+                for part_id in needed:
+                    parts[part_id] = await self.store.get_chunk(part_id)
+            manifest = Manifest.from_parts(root, parts)
+        except (ChunkNotFoundError, CorruptChunkError, ManifestError) as exc:
+            log.info("cannot adopt manifest %s yet: %s", chunk_id.hex()[:16], exc)
+            return
+        await self.store.add_manifest(manifest, pin=True)
+        log.info("holding shares of %s (%s) for the network", manifest.name, chunk_id.hex()[:16])
+        await self._announce_quietly(manifest.file_id)
+
+    # ------------------------------------------------------------------ local management
+
+    def list_files(self) -> list[StoredFile]:
+        """Files this node knows (its own and those it holds shares of)."""
+        return self.store.list_files()
+
+    def pin(self, file_id: bytes) -> None:
+        """Keep the file's chunks through ``gc``."""
+        self.store.pin(file_id)
+
+    def unpin(self, file_id: bytes) -> None:
+        """Let ``gc`` reclaim the file's chunks; the node stops announcing it."""
+        self.store.unpin(file_id)
+        self.dht.stop_providing(file_id)
+        self._announcements.pop(file_id, None)
+
+    def gc(self) -> int:
+        """Delete chunks no pinned file needs; returns the bytes freed."""
+        return self.store.gc()
+
+    async def verify(self) -> VerifyReport:
+        """Re-hash every stored chunk; corrupt ones are quarantined and reported."""
+        return await self.store.verify()
+
+    def peers(self) -> list[Contact]:
+        """The DHT routing table's contacts."""
+        return self.dht.contacts()
+
+    def status(self) -> NodeStatus:
+        """A snapshot: identity, addresses, table size, stored bytes, files, transfers."""
+        contacts = self.dht.contacts()
+        return NodeStatus(
+            node_id=self.node_id,
+            udp=self.udp_address,
+            tcp=self.tcp_address,
+            routing_table_size=len(contacts),
+            peers=len(self.pool),
+            stored_bytes=self.store.stored_bytes,
+            files=len(self.store.list_files()),
+            transfers=list(self._transfers.values()),
+        )
+
+    def _begin(self, kind: str, file_id: bytes | None, name: str) -> Transfer:
+        transfer = Transfer(kind, file_id, name)
+        self._next_transfer += 1
+        self._transfers[self._next_transfer] = transfer
+        return transfer
+
+    def _end(self, transfer: Transfer) -> None:
+        for key, value in list(self._transfers.items()):
+            if value is transfer:
+                del self._transfers[key]
+
+
+def _normalise_bootstrap(value: Iterable[Sequence[Any]]) -> tuple[tuple[str, int], ...]:
+    out = []
+    for entry in value:
+        host, port = entry
+        out.append((str(host), int(port)))
+    return tuple(out)
+
+
+@asynccontextmanager
+async def open_node(
+    data_dir: Path | str,
+    config: NodeConfig | None = None,
+    **overrides: Any,
+) -> AsyncIterator[Node]:
+    """Run a node in ``data_dir`` for the duration of the ``async with`` block.
+
+    ``overrides`` are :class:`NodeConfig` fields (``host``, ``udp_port``, ``tcp_port``,
+    ``bootstrap``, ``upload_limit``...) applied on top of ``config``. On entry the store is
+    opened, the DHT and the chunk server listen, and the node joins the network through
+    ``bootstrap`` or the contacts saved by its last run. Raises :class:`ConfigError` when a port
+    is in use or the data directory is unusable, and :class:`BootstrapError` when bootstrap
+    addresses were given and none answered. On exit (or cancellation) every transfer is
+    cancelled, the routing table saved and the store closed.
+    """
+    if "bootstrap" in overrides:
+        overrides["bootstrap"] = _normalise_bootstrap(overrides["bootstrap"])
+    config = replace(config or NodeConfig(), **overrides)
+    data_dir = Path(data_dir)
+    try:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        identity = Identity.load_or_create(data_dir)
+    except OSError as exc:
+        raise ConfigError(f"cannot use data directory {data_dir}: {exc.strerror or exc}") from exc
+    store = ChunkStore.open(data_dir, quota_bytes=config.quota_bytes)
+    async with contextlib.AsyncExitStack() as stack:
+        stack.callback(store.close)
+        nursery = await stack.enter_async_context(trio.open_nursery())
+        try:
+            dht = await stack.enter_async_context(
+                open_dht(
+                    identity, config.host, config.udp_port, config=config.dht, data_dir=data_dir
+                )
+            )
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot listen on UDP {config.host}:{config.udp_port}: {exc.strerror or exc}"
+            ) from exc
+        pool = await stack.enter_async_context(ConnectionPool(identity, config.wire))
+        node = Node(
+            data_dir=data_dir,
+            identity=identity,
+            config=config,
+            store=store,
+            dht=dht,
+            pool=pool,
+            nursery=nursery,
+        )
+        limiter = None
+        if config.upload_limit is not None:
+            burst = max(int(config.upload_limit * UPLOAD_BURST_SECONDS), config.chunk_size)
+            limiter = RateLimiter(config.upload_limit, burst)
+        server = ChunkServer(
+            identity, store, config.wire, rate_limiter=limiter, on_put=node._on_put
+        )
+        try:
+            node.tcp_address = await nursery.start(server.serve, config.host, config.tcp_port)
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot listen on TCP {config.host}:{config.tcp_port}: {exc.strerror or exc}"
+            ) from exc
+        await _join(dht, config.bootstrap)
+        nursery.start_soon(node._announce_held_files)
+        nursery.start_soon(node._reannounce_loop)
+        try:
+            yield node
+        finally:
+            nursery.cancel_scope.cancel()
+
+
+async def _join(dht: DhtService, bootstrap: Sequence[tuple[str, int]]) -> None:
+    """Join through ``bootstrap`` and the saved contacts. Only a failure of explicitly given
+    bootstrap addresses is an error: a node restarting alone (or the first node) carries on."""
+    if not bootstrap and not dht.saved_contacts():
+        return
+    try:
+        await dht.bootstrap(bootstrap)
+    except BootstrapError:
+        if bootstrap:
+            raise
+        log.warning("none of the saved DHT contacts answered; waiting for others to find us")
+
+
+__all__ = [
+    "DEFAULT_TCP_PORT",
+    "DEFAULT_UDP_PORT",
+    "DownloadProgress",
+    "GetResult",
+    "Node",
+    "NodeConfig",
+    "NodeStatus",
+    "PeerProgress",
+    "PutProgress",
+    "Transfer",
+    "open_node",
+]

@@ -1,0 +1,779 @@
+"""The local, content-addressed, crash-safe chunk store.
+
+Layout of a data directory::
+
+    chunks/ab/cd/<64 hex>    one file per chunk, named by its SHA-256, sharded by ID prefix
+    tmp/                     temp files being written (same filesystem, emptied at open)
+    quarantine/              chunks found corrupt, moved aside for inspection
+    index.sqlite3            the SQLite (WAL) index: chunks, files, file membership, pins
+    store.lock               exclusive flock: one open store per directory
+
+Crash safety. A chunk is written to ``tmp/``, fsynced, renamed into place and its directory
+fsynced *before* its index row is committed; a file's membership, row and pin are committed last,
+in one transaction. So after an exception or ``kill -9`` at any point no index row points at a
+missing chunk, no partial chunk is ever visible under ``chunks/`` and a file is listed only once
+all its chunks are durable. Re-running an interrupted :meth:`ChunkStore.put_file` completes it.
+Chunk files without an index row (a crash between rename and commit) are invisible and are
+removed by :meth:`ChunkStore.gc`.
+
+Threads. Hashing, coding, file I/O, fsync and SQLite run in ``trio.to_thread.run_sync`` in
+stripe-sized batches; the SQLite connection is shared under a lock. The synchronous methods
+(``has_chunk``, ``list_files``, ``pin``, ``gc`` ...) are short index queries, except ``gc``
+which may walk the chunk directories: run it in a thread for large stores.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import os
+import secrets
+import threading
+import time
+from collections import Counter, OrderedDict
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from types import TracebackType
+
+import trio
+
+from . import _index
+from .chunking import DEFAULT_CHUNK_SIZE, DEFAULT_K, DEFAULT_M, Layout, read_stripe
+from .erasure import ReedSolomon
+from .errors import (
+    ChunkNotFoundError,
+    ConfigError,
+    CorruptChunkError,
+    ManifestError,
+    QuotaExceededError,
+)
+from .manifest import ID_LEN, Manifest, ManifestRoot, validate_name
+from .reassembly import ProgressCallback, collapse_exception_groups, reassemble
+
+__all__ = [
+    "PUT_CONCURRENCY",
+    "ChunkStore",
+    "StoreInUseError",
+    "StoredFile",
+    "VerifyReport",
+]
+
+#: Stripes hashed/coded/written at once by put_file: overlaps fsync waits with hashing on 2+ cores
+#: while keeping memory at a few stripes (each <= k+m chunks).
+PUT_CONCURRENCY = 4
+#: Worker threads one store uses at once (hashing, coding, reads, writes, fsync waits): enough
+#: concurrent fsyncs to share journal commits; few enough that per-thread malloc arenas do not
+#: inflate the RSS with freed chunk buffers.
+STORE_THREADS = 6
+#: Bytes read and hashed per thread hop by verify(): big enough to amortise the hop.
+VERIFY_BATCH_BYTES = 32 * 1024 * 1024
+#: Decoded manifests kept in memory (have_bitmap is called for every HAVE request).
+MANIFEST_CACHE_SIZE = 32
+#: Reading a chunk file stops after this many bytes: no chunk may be larger.
+_MAX_READ = 16 * 1024 * 1024 + 1
+
+_INDEX_NAME = "index.sqlite3"
+_LOCK_NAME = "store.lock"
+_TMP_SUFFIX = ".tmp"
+
+
+class StoreInUseError(ConfigError):
+    """The data directory is already open by another :class:`ChunkStore` (in any process)."""
+
+
+@dataclass(frozen=True)
+class StoredFile:
+    """A file known to the store (its manifest is stored).
+
+    ``chunks_present``/``chunks_total`` count distinct data and parity chunk IDs;
+    ``pin_kind`` is ``"local"`` (the user's file), ``"held"`` (kept for other nodes) or ``None``.
+    """
+
+    file_id: bytes
+    name: str
+    size: int
+    chunk_size: int
+    k: int
+    m: int
+    created: float
+    pinned: bool
+    pin_kind: str | None
+    chunks_present: int
+    chunks_total: int
+
+
+@dataclass(frozen=True)
+class VerifyReport:
+    """Result of :meth:`ChunkStore.verify`: chunks checked, and the IDs found corrupt or missing.
+
+    Corrupt chunks were quarantined and both kinds were removed from the index.
+    """
+
+    checked: int
+    bytes_checked: int
+    corrupt: list[bytes]
+    missing: list[bytes]
+
+    @property
+    def ok(self) -> bool:
+        """True if nothing was wrong."""
+        return not self.corrupt and not self.missing
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_temp(path: Path, data: bytes | memoryview) -> None:
+    """Create ``path`` (must not exist) holding ``data``, fsynced. Removes it on failure."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+        os.fsync(fd)
+    except BaseException:
+        os.close(fd)
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+        raise
+    os.close(fd)
+
+
+class _Pending:
+    """Chunk IDs being written by a running put: gc must not delete them yet."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._ids: Counter[bytes] = Counter()
+
+    @contextlib.contextmanager
+    def hold(self) -> Iterator[Callable[[Sequence[bytes]], None]]:
+        held: list[bytes] = []
+
+        def add(ids: Sequence[bytes]) -> None:
+            with self._lock:
+                self._ids.update(ids)
+                held.extend(ids)
+
+        try:
+            yield add
+        finally:
+            with self._lock:
+                self._ids.subtract(held)
+                for cid in set(held):
+                    if self._ids[cid] <= 0:
+                        del self._ids[cid]
+
+    def snapshot(self) -> set[bytes]:
+        with self._lock:
+            return set(self._ids)
+
+
+class ChunkStore:
+    """A content-addressed chunk store with a SQLite index in a data directory.
+
+    Open with :meth:`open` (also a context manager). Every chunk handed out is verified against
+    its ID; every chunk written is verified first and written atomically. Async methods run their
+    disk and CPU work in worker threads; if cancelled they stop at the next batch boundary and
+    leave the store consistent (see the module docstring).
+    """
+
+    def __init__(
+        self, data_dir: Path, index: _index.Index, lock_fd: int, quota_bytes: int | None
+    ) -> None:
+        self._dir = data_dir
+        self._chunks = data_dir / "chunks"
+        self._tmp = data_dir / "tmp"
+        self._quarantine = data_dir / "quarantine"
+        self._index = index
+        self._lock_fd: int | None = lock_fd
+        self._quota = quota_bytes
+        self._reserved = 0
+        self._quota_lock = threading.Lock()
+        self._pending = _Pending()
+        self._manifests: OrderedDict[bytes, Manifest] = OrderedDict()
+        self._manifests_lock = threading.Lock()
+        self._limiter = trio.CapacityLimiter(STORE_THREADS)
+
+    # -- life cycle ------------------------------------------------------------------------------
+
+    @classmethod
+    def open(cls, data_dir: Path, *, quota_bytes: int | None = None) -> ChunkStore:
+        """Open (creating if needed) the store in ``data_dir``.
+
+        Takes an exclusive lock on the directory (:class:`StoreInUseError` if held elsewhere),
+        removes temp files left by an interrupted writer and opens the index. ``quota_bytes``
+        bounds what ``put_chunk(..., enforce_quota=True)`` may fill (``ConfigError`` if negative).
+        Blocking: call it before entering the event loop or via ``trio.to_thread.run_sync``.
+        """
+        if quota_bytes is not None and quota_bytes < 0:
+            raise ConfigError("quota_bytes must be >= 0")
+        data_dir = Path(data_dir)
+        try:
+            for sub in ("", "chunks", "tmp", "quarantine"):
+                (data_dir / sub).mkdir(mode=0o700, parents=True, exist_ok=True)
+            lock_fd = os.open(data_dir / _LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        except OSError as exc:
+            raise ConfigError(f"cannot use data directory {data_dir}: {exc}") from exc
+        try:
+            try:
+                fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise StoreInUseError(f"the store in {data_dir} is already open") from None
+            for entry in os.scandir(data_dir / "tmp"):
+                with contextlib.suppress(OSError):
+                    os.unlink(entry.path)
+            index = _index.Index(data_dir / _INDEX_NAME)
+        except BaseException:
+            os.close(lock_fd)
+            raise
+        return cls(data_dir, index, lock_fd, quota_bytes)
+
+    def close(self) -> None:
+        """Close the index and release the directory lock. Idempotent."""
+        if self._lock_fd is None:
+            return
+        self._index.close()
+        os.close(self._lock_fd)
+        self._lock_fd = None
+
+    def __enter__(self) -> ChunkStore:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    @property
+    def data_dir(self) -> Path:
+        """The store's data directory."""
+        return self._dir
+
+    @property
+    def stored_bytes(self) -> int:
+        """Total size of the indexed chunks."""
+        return self._index.total_bytes
+
+    @property
+    def quota_bytes(self) -> int | None:
+        """The quota enforced by ``put_chunk(..., enforce_quota=True)``, if any."""
+        return self._quota
+
+    def chunk_path(self, chunk_id: bytes) -> Path:
+        """Where the chunk's file lives (whether or not it exists)."""
+        h = chunk_id.hex()
+        return self._chunks / h[:2] / h[2:4] / h
+
+    # -- chunk writes (sync, in worker threads) --------------------------------------------------
+
+    def _ensure_dir(self, path: Path) -> None:
+        if path.is_dir():
+            return
+        parent = path.parent
+        if not parent.is_dir():
+            parent.mkdir(exist_ok=True)
+            _fsync_dir(parent.parent)
+        path.mkdir(exist_ok=True)
+        _fsync_dir(parent)
+
+    def _todo(
+        self, items: Sequence[tuple[bytes, bytes | memoryview]], add_pending: Callable[..., None]
+    ) -> list[tuple[bytes, bytes | memoryview]]:
+        """The distinct items not yet indexed; all IDs are first protected from gc."""
+        unique: dict[bytes, bytes | memoryview] = {}
+        for cid, data in items:
+            unique.setdefault(cid, data)
+        add_pending(list(unique))
+        present = self._index.present(list(unique))
+        return [(cid, data) for cid, data in unique.items() if cid not in present]
+
+    def _write_chunk_file(self, chunk_id: bytes, data: bytes | memoryview) -> None:
+        """Durably place one chunk file: temp file, fsync, rename into place, fsync its dir."""
+        tmp = self._tmp / f"{chunk_id.hex()}.{secrets.token_hex(6)}{_TMP_SUFFIX}"
+        _write_temp(tmp, data)
+        try:
+            final = self.chunk_path(chunk_id)
+            self._ensure_dir(final.parent)
+            os.replace(tmp, final)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+        _fsync_dir(final.parent)
+
+    def _store_chunks_sync(
+        self, items: Sequence[tuple[bytes, bytes | memoryview]], add_pending: Callable[..., None]
+    ) -> set[bytes]:
+        """Write the chunks not yet indexed, durably, then index them. Returns the new IDs.
+
+        The caller has verified every ID. ``add_pending`` protects the IDs from gc meanwhile.
+        """
+        todo = self._todo(items, add_pending)
+        for cid, data in todo:
+            self._write_chunk_file(cid, data)
+        if not todo:
+            return set()
+        return self._index.insert_chunks([(cid, len(data)) for cid, data in todo])
+
+    def _reserve(self, nbytes: int) -> None:
+        with self._quota_lock:
+            if self._quota is not None and (
+                self._index.total_bytes + self._reserved + nbytes > self._quota
+            ):
+                raise QuotaExceededError(
+                    f"storing {nbytes} bytes would exceed the quota of {self._quota} bytes"
+                    f" ({self._index.total_bytes} used)"
+                )
+            self._reserved += nbytes
+
+    def _unreserve(self, nbytes: int) -> None:
+        with self._quota_lock:
+            self._reserved -= nbytes
+
+    def _put_chunks_sync(
+        self,
+        items: Sequence[tuple[bytes, bytes]],
+        enforce_quota: bool,
+        file_id: bytes | None,
+    ) -> list[bool]:
+        for cid, data in items:
+            if len(cid) != ID_LEN or hashlib.sha256(data).digest() != cid:
+                raise CorruptChunkError(cid)
+        with self._pending.hold() as add:
+            reserved = 0
+            if enforce_quota:
+                present = self._index.present([cid for cid, _ in items])
+                sizes = {cid: len(d) for cid, d in items if cid not in present}
+                reserved = sum(sizes.values())
+                self._reserve(reserved)
+            try:
+                new = self._store_chunks_sync(items, add)
+            finally:
+                if reserved:
+                    self._unreserve(reserved)
+            if file_id is not None:
+                self._index.hold_chunks(file_id, [cid for cid, _ in items])
+        seen: set[bytes] = set()
+        result = []
+        for cid, _ in items:
+            result.append(cid in new and cid not in seen)
+            seen.add(cid)
+        return result
+
+    # -- public chunk API ----------------------------------------------------------------------
+
+    async def put_chunk(
+        self,
+        chunk_id: bytes,
+        data: bytes,
+        *,
+        enforce_quota: bool = False,
+        file_id: bytes | None = None,
+    ) -> bool:
+        """Verify and durably store one chunk; True if it was not stored before.
+
+        Raises :class:`CorruptChunkError` if ``data`` does not hash to ``chunk_id`` (nothing is
+        written) and :class:`QuotaExceededError` if ``enforce_quota`` and a new chunk would exceed
+        the quota. ``file_id``: the chunk is held for that file (a share kept for other nodes):
+        the file is pinned as ``"held"`` so gc keeps its chunks. Idempotent. If cancelled, the
+        chunk is either fully stored or not at all.
+        """
+        result = await self.put_chunks(
+            [(chunk_id, data)], enforce_quota=enforce_quota, file_id=file_id
+        )
+        return result[0]
+
+    async def put_chunks(
+        self,
+        items: Sequence[tuple[bytes, bytes]],
+        *,
+        enforce_quota: bool = False,
+        file_id: bytes | None = None,
+    ) -> list[bool]:
+        """Batched :meth:`put_chunk` in one thread hop; per item, True if newly stored.
+
+        All items are verified before anything is written: one bad item raises
+        :class:`CorruptChunkError` and stores nothing. The quota check covers the whole batch.
+        """
+        return await trio.to_thread.run_sync(
+            self._put_chunks_sync, list(items), enforce_quota, file_id, limiter=self._limiter
+        )
+
+    def has_chunk(self, chunk_id: bytes) -> bool:
+        """True if the chunk is indexed (see :meth:`verify` for checking the bytes)."""
+        return bool(self._index.present([chunk_id]))
+
+    def has_chunks(self, chunk_ids: Sequence[bytes]) -> list[bool]:
+        """:meth:`has_chunk` for many IDs, in order."""
+        present = self._index.present(list(chunk_ids))
+        return [cid in present for cid in chunk_ids]
+
+    def _quarantine_sync(self, chunk_id: bytes) -> None:
+        path = self.chunk_path(chunk_id)
+        self._index.delete_chunks([chunk_id])
+        dest = self._quarantine / f"{chunk_id.hex()}.{time.time_ns()}"
+        with contextlib.suppress(FileNotFoundError):
+            os.replace(path, dest)
+
+    def _read_verified_sync(self, chunk_id: bytes) -> bytes:
+        size = self._index.chunk_size(chunk_id) if len(chunk_id) == ID_LEN else None
+        if size is None:
+            raise ChunkNotFoundError(chunk_id)
+        try:
+            with open(self.chunk_path(chunk_id), "rb") as f:
+                data = f.read(_MAX_READ)
+        except FileNotFoundError:
+            self._index.delete_chunks([chunk_id])
+            raise ChunkNotFoundError(chunk_id) from None
+        if len(data) != size or hashlib.sha256(data).digest() != chunk_id:
+            self._quarantine_sync(chunk_id)
+            raise CorruptChunkError(chunk_id)
+        return data
+
+    async def get_chunk(self, chunk_id: bytes) -> bytes:
+        """The chunk's bytes, verified against its ID.
+
+        Raises :class:`ChunkNotFoundError` if it is not stored (or its file vanished: the index
+        row is dropped) and :class:`CorruptChunkError` if its bytes do not match (the chunk is
+        quarantined and dropped from the index, so it is never returned).
+        """
+        return await trio.to_thread.run_sync(
+            self._read_verified_sync, chunk_id, limiter=self._limiter
+        )
+
+    # -- files -------------------------------------------------------------------------------
+
+    def _prepare_stripe_sync(
+        self,
+        fd: int,
+        layout: Layout,
+        size: int,
+        stripe: int,
+        rs: ReedSolomon | None,
+        add_pending: Callable[..., None],
+    ) -> tuple[tuple[bytes, ...], list[tuple[bytes, bytes | memoryview]]]:
+        """Read, code and hash one stripe: its IDs and the chunks still to be written."""
+        data = read_stripe(fd, layout, size, stripe)
+        chunks: list[bytes | memoryview] = list(data)
+        if rs is not None:
+            length = len(data[0])
+            shares: list[bytes | memoryview] = list(data)
+            if len(data[-1]) != length:
+                shares[-1] = bytes(data[-1]) + bytes(length - len(data[-1]))
+            if len(shares) < layout.k:
+                zeros = bytes(length)
+                shares.extend([zeros] * (layout.k - len(shares)))
+            chunks.extend(rs.encode(shares))
+        ids = tuple(hashlib.sha256(c).digest() for c in chunks)
+        return ids, self._todo(list(zip(ids, chunks, strict=True)), add_pending)
+
+    async def _put_stripe(
+        self,
+        fd: int,
+        layout: Layout,
+        size: int,
+        stripe: int,
+        rs: ReedSolomon | None,
+        add_pending: Callable[..., None],
+    ) -> tuple[bytes, ...]:
+        ids, todo = await trio.to_thread.run_sync(
+            self._prepare_stripe_sync,
+            fd,
+            layout,
+            size,
+            stripe,
+            rs,
+            add_pending,
+            limiter=self._limiter,
+        )
+        # One thread per chunk file: concurrent fsyncs share journal commits.
+        with collapse_exception_groups():
+            async with trio.open_nursery() as nursery:
+                for cid, data in todo:
+                    nursery.start_soon(
+                        partial(
+                            trio.to_thread.run_sync,
+                            self._write_chunk_file,
+                            cid,
+                            data,
+                            limiter=self._limiter,
+                        )
+                    )
+        if todo:
+            rows = [(cid, len(data)) for cid, data in todo]
+            await trio.to_thread.run_sync(self._index.insert_chunks, rows, limiter=self._limiter)
+        return ids
+
+    def _commit_file_sync(
+        self, manifest: Manifest, pin_kind: str | None, add_pending: Callable[..., None]
+    ) -> None:
+        mchunks = manifest.manifest_chunks()
+        self._store_chunks_sync(mchunks, add_pending)
+        self._index.add_file(
+            file_id=manifest.file_id,
+            name=manifest.name,
+            size=manifest.size,
+            chunk_size=manifest.chunk_size,
+            k=manifest.k,
+            m=manifest.m,
+            share_ids=manifest.chunk_ids(),
+            manifest_ids=[cid for cid, _ in mchunks],
+            pin_kind=pin_kind,
+        )
+        self._cache_manifest(manifest)
+
+    async def put_file(
+        self,
+        path: Path,
+        *,
+        name: str | None = None,
+        chunk_size: int = DEFAULT_CHUNK_SIZE,
+        k: int = DEFAULT_K,
+        m: int = DEFAULT_M,
+        progress: ProgressCallback | None = None,
+    ) -> Manifest:
+        """Chunk, code and durably store the file at ``path``, then record and pin it.
+
+        Streams the file a few stripes at a time (``PUT_CONCURRENCY``) so memory stays bounded.
+        ``name`` defaults to the file's base name. ``progress(done_bytes, total_bytes)`` is called
+        in the Trio thread after each stripe. Idempotent: storing the same file again returns the
+        same manifest, rewriting nothing already stored; after an interruption (exception,
+        cancellation, crash) calling it again completes the put. The file is listed only once all
+        its chunks are durable. Raises :class:`ConfigError` for bad parameters or name,
+        ``OSError`` if the file cannot be read and ``EOFError`` if it shrinks while being read.
+        Quota is not enforced for the user's own files.
+        """
+        path = Path(path)
+        layout = Layout(chunk_size, k, m)
+        try:
+            name = validate_name(path.name if name is None else name)
+        except ManifestError as exc:
+            raise ConfigError(str(exc)) from None
+        rs = ReedSolomon(k, m) if m > 0 else None
+        fd = await trio.to_thread.run_sync(os.open, path, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            size = os.fstat(fd).st_size
+            n = layout.stripe_count(size)
+            ids: list[tuple[bytes, ...]] = [()] * n
+            done = 0
+            with self._pending.hold() as add:
+
+                async def one(stripe: int) -> None:
+                    nonlocal done
+                    try:
+                        ids[stripe] = await self._put_stripe(fd, layout, size, stripe, rs, add)
+                    finally:
+                        sem.release()
+                    done += layout.stripe_data_size(size, stripe)
+                    if progress is not None:
+                        progress(done, size)
+
+                sem = trio.Semaphore(PUT_CONCURRENCY)
+                with collapse_exception_groups():
+                    async with trio.open_nursery() as nursery:
+                        for stripe in range(n):
+                            await sem.acquire()
+                            nursery.start_soon(one, stripe)
+                manifest = Manifest(name, size, chunk_size, k, m, tuple(ids))
+                await trio.to_thread.run_sync(self._commit_file_sync, manifest, "local", add)
+        finally:
+            os.close(fd)
+        if progress is not None and n == 0:
+            progress(0, 0)
+        return manifest
+
+    async def add_manifest(self, manifest: Manifest, *, pin: bool = True) -> None:
+        """Record a file described by ``manifest`` (e.g. after a download, or to hold shares).
+
+        Stores the manifest's own chunks (root and index chunks) if needed, then records the file
+        and, if ``pin``, pins it (``"local"``) so gc keeps its chunks. Its data chunks need not be
+        present (see ``list_files``'s counts and :meth:`have_bitmap`). Idempotent.
+        """
+
+        def work() -> None:
+            with self._pending.hold() as add:
+                self._commit_file_sync(manifest, "local" if pin else None, add)
+
+        await trio.to_thread.run_sync(work, limiter=self._limiter)
+
+    def _cache_manifest(self, manifest: Manifest) -> None:
+        with self._manifests_lock:
+            self._manifests[manifest.file_id] = manifest
+            self._manifests.move_to_end(manifest.file_id)
+            while len(self._manifests) > MANIFEST_CACHE_SIZE:
+                self._manifests.popitem(last=False)
+
+    def _load_manifest_sync(self, file_id: bytes) -> Manifest:
+        with self._manifests_lock:
+            cached = self._manifests.get(file_id)
+        if cached is not None:
+            return cached
+        root = ManifestRoot.decode(self._read_verified_sync(file_id))
+        parts: dict[bytes, bytes] = {}
+        while needed := root.needed_chunk_ids(parts):
+            for cid in needed:
+                parts[cid] = self._read_verified_sync(cid)
+        manifest = Manifest.from_parts(root, parts)
+        self._cache_manifest(manifest)
+        return manifest
+
+    async def load_manifest(self, file_id: bytes) -> Manifest:
+        """The manifest of ``file_id`` from its stored root and index chunks.
+
+        Raises :class:`ChunkNotFoundError` if one of them is not stored,
+        :class:`CorruptChunkError` if one is corrupt and :class:`ManifestError` if the stored
+        root is not a manifest.
+        """
+        return await trio.to_thread.run_sync(
+            self._load_manifest_sync, file_id, limiter=self._limiter
+        )
+
+    async def have_bitmap(self, file_id: bytes) -> bytes | None:
+        """Which chunks of the file are stored, or ``None`` if its manifest is not.
+
+        Bit ``i`` refers to ``manifest.chunk_ids()[i]``: it is bit ``i % 8`` (least significant
+        first) of byte ``i // 8``; the bitmap has ``ceil(n / 8)`` bytes and unused bits are 0.
+        """
+
+        def work() -> bytes | None:
+            try:
+                manifest = self._load_manifest_sync(file_id)
+            except (ChunkNotFoundError, CorruptChunkError, ManifestError):
+                return None
+            ids = manifest.chunk_ids()
+            present = self._index.present(list(set(ids)))
+            bitmap = bytearray((len(ids) + 7) // 8)
+            for i, cid in enumerate(ids):
+                if cid in present:
+                    bitmap[i >> 3] |= 1 << (i & 7)
+            return bytes(bitmap)
+
+        return await trio.to_thread.run_sync(work, limiter=self._limiter)
+
+    async def reassemble(
+        self, manifest: Manifest, dest: Path, *, progress: ProgressCallback | None = None
+    ) -> None:
+        """Write the file to ``dest`` from local chunks (:func:`p2pstore.reassembly.reassemble`)."""
+        await reassemble(manifest, self, dest, progress=progress)
+
+    def list_files(self) -> list[StoredFile]:
+        """Every file whose manifest is recorded, oldest first."""
+        return [
+            StoredFile(
+                file_id=r.file_id,
+                name=r.name,
+                size=r.size,
+                chunk_size=r.chunk_size,
+                k=r.k,
+                m=r.m,
+                created=r.created,
+                pinned=r.pin_kind is not None,
+                pin_kind=r.pin_kind,
+                chunks_present=r.chunks_present,
+                chunks_total=r.chunks_total,
+            )
+            for r in self._index.files()
+        ]
+
+    def pin(self, file_id: bytes) -> None:
+        """Pin a known file (its chunks survive gc). ChunkNotFoundError if the file is unknown."""
+        if not self._index.is_known(file_id):
+            raise ChunkNotFoundError(file_id)
+        self._index.pin(file_id, "local")
+
+    def unpin(self, file_id: bytes) -> None:
+        """Unpin a file: the next gc frees its chunks unless another pinned file uses them."""
+        self._index.unpin(file_id)
+
+    def gc(self) -> int:
+        """Delete every chunk that belongs to no pinned file; returns the bytes freed.
+
+        Index rows go first, then the files, so a crash midway leaves only invisible orphan
+        files, which the next gc removes along with any other unindexed chunk file. Chunks being
+        written by a running put are kept. Blocking (walks the chunk directories).
+        """
+        self._index.forget_unpinned_held()
+        pending = self._pending.snapshot()
+        victims = [(cid, n) for cid, n in self._index.unreferenced_chunks() if cid not in pending]
+        freed = self._index.delete_chunks([cid for cid, _ in victims])
+        for cid, _ in victims:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.chunk_path(cid))
+        for entry in self._walk_chunk_files():
+            try:
+                cid = bytes.fromhex(entry.name)
+            except ValueError:
+                continue
+            if len(cid) != ID_LEN or cid in pending:
+                continue
+            # Re-check under the current index and pending set: a put may have just landed it.
+            if not self._index.present([cid]) and cid not in self._pending.snapshot():
+                with contextlib.suppress(FileNotFoundError):
+                    st = os.stat(entry.path)
+                    os.unlink(entry.path)
+                    freed += st.st_size
+        return freed
+
+    def _walk_chunk_files(self) -> Iterator[os.DirEntry[str]]:
+        for top in os.scandir(self._chunks):
+            if not top.is_dir():
+                continue
+            for mid in os.scandir(top.path):
+                if not mid.is_dir():
+                    continue
+                yield from (e for e in os.scandir(mid.path) if e.is_file())
+
+    async def verify(self) -> VerifyReport:
+        """Scrub the store: re-hash every indexed chunk.
+
+        Corrupt chunks are quarantined and dropped from the index; rows whose file is gone are
+        dropped. Runs in batches of about ``VERIFY_BATCH_BYTES`` per thread hop; if cancelled,
+        what was checked so far has been handled.
+        """
+        ids = await trio.to_thread.run_sync(self._index.all_chunk_ids)
+        corrupt: list[bytes] = []
+        missing: list[bytes] = []
+        checked = 0
+        nbytes = 0
+
+        def batch(start: int) -> int:
+            nonlocal checked, nbytes
+            budget = VERIFY_BATCH_BYTES
+            i = start
+            while i < len(ids) and budget > 0:
+                cid = ids[i]
+                i += 1
+                size = self._index.chunk_size(cid)
+                if size is None:  # removed meanwhile (gc, a concurrent read found it bad)
+                    continue
+                checked += 1
+                try:
+                    with open(self.chunk_path(cid), "rb") as f:
+                        data = f.read(_MAX_READ)
+                except FileNotFoundError:
+                    self._index.delete_chunks([cid])
+                    missing.append(cid)
+                    continue
+                nbytes += len(data)
+                budget -= len(data) + 1
+                if len(data) != size or hashlib.sha256(data).digest() != cid:
+                    self._quarantine_sync(cid)
+                    corrupt.append(cid)
+            return i
+
+        pos = 0
+        while pos < len(ids):
+            pos = await trio.to_thread.run_sync(batch, pos, limiter=self._limiter)
+        return VerifyReport(checked, nbytes, corrupt, missing)

@@ -1,0 +1,479 @@
+"""The parallel multi-peer download: the thin Trio layer around :class:`DownloadScheduler`.
+
+One :class:`Download` fetches one file. It finds providers, fetches and verifies the manifest, asks
+each provider what it holds (``HAVE``), and runs **one worker task per peer, each in its own cancel
+scope**, with one task per chunk request (each in its own cancel scope too). Every decision (which
+chunk from whom, when a peer is too slow, endgame duplicates, when a stripe is done) comes from the
+sans-IO scheduler; this module only moves bytes and time:
+
+* a verified chunk goes straight into the local store (so an interrupted download resumes);
+* ``CancelRequest`` cancels that request's scope, ``DropPeer`` cancels that peer's scope;
+* a peer that fails (connection refused, handshake, channel error) is reported and its work
+  re-queued; new providers are looked up again while some stripe is unreachable;
+* once every stripe has ``k`` verified chunks the file is rebuilt from the store into a temporary
+  file beside the destination and renamed into place.
+
+Memory is bounded by the requests in flight: chunks are never accumulated.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Awaitable, Callable, Hashable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import trio
+
+from ..errors import (
+    ChunkNotFoundError,
+    CorruptChunkError,
+    FileUnavailableError,
+    ManifestError,
+    P2PStoreError,
+)
+from ..manifest import Manifest, ManifestRoot
+from ..wire.client import ConnectionPool, PeerAddress, PeerConnection
+from .progress import Progress
+from .scheduler import (
+    CancelRequest,
+    ChunkRequest,
+    Decision,
+    DownloadScheduler,
+    DropPeer,
+    SchedulerConfig,
+    StripeSpec,
+)
+
+log = logging.getLogger(__name__)
+
+#: Seconds to wait for one chunk: generous, since a rate-limited peer with a full pipeline may
+#: take several seconds per chunk; slow peers are cut off by the scheduler's rate check instead.
+DEFAULT_CHUNK_TIMEOUT = 20.0
+#: Seconds for the TCP connect + handshake + HAVE of one peer.
+DEFAULT_PEER_SETUP_TIMEOUT = 5.0
+#: Seconds between provider look-ups while some stripe is unreachable with the current peers.
+DEFAULT_REDISCOVER_INTERVAL = 1.0
+#: Look-ups that find no new provider before an unreachable download gives up.
+DEFAULT_REDISCOVER_ATTEMPTS = 3
+#: How often the scheduler's slow-peer check runs.
+DEFAULT_SLOW_CHECK_INTERVAL = 0.5
+#: How often the progress callback is called at most.
+DEFAULT_PROGRESS_INTERVAL = 0.1
+#: Providers asked at once for the manifest; the first to answer wins, the others are cancelled.
+MANIFEST_RACE_WIDTH = 3
+
+
+@dataclass(frozen=True)
+class DownloadConfig:
+    """Timeouts and pacing of a download (the scheduler has its own :class:`SchedulerConfig`)."""
+
+    chunk_timeout: float = DEFAULT_CHUNK_TIMEOUT
+    peer_setup_timeout: float = DEFAULT_PEER_SETUP_TIMEOUT
+    rediscover_interval: float = DEFAULT_REDISCOVER_INTERVAL
+    rediscover_attempts: int = DEFAULT_REDISCOVER_ATTEMPTS
+    slow_check_interval: float = DEFAULT_SLOW_CHECK_INTERVAL
+    progress_interval: float = DEFAULT_PROGRESS_INTERVAL
+    scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
+
+
+@dataclass(frozen=True)
+class Provider:
+    """A peer believed to serve a file: its node ID (verified by the handshake) and TCP address."""
+
+    node_id: bytes
+    host: str
+    port: int
+
+    @property
+    def label(self) -> str:
+        """``host:port``, for progress reports and messages."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.port}"
+
+
+class LocalChunks(Protocol):
+    """What a download needs of the local store."""
+
+    def has_chunk(self, chunk_id: bytes) -> bool: ...
+
+    def has_chunks(self, chunk_ids: Sequence[bytes]) -> list[bool]: ...
+
+    async def get_chunk(self, chunk_id: bytes) -> bytes: ...
+
+    async def put_chunk(
+        self, chunk_id: bytes, data: bytes, *, enforce_quota: bool = False
+    ) -> bool: ...
+
+    async def load_manifest(self, file_id: bytes) -> Manifest: ...
+
+    async def add_manifest(self, manifest: Manifest, *, pin: bool = True) -> None: ...
+
+    async def reassemble(self, manifest: Manifest, dest: Path) -> None: ...
+
+
+FindProviders = Callable[[bytes], Awaitable[Sequence[Provider]]]
+ProgressCallback = Callable[[Progress, dict[Hashable, str]], None]
+
+
+@dataclass
+class DownloadOutcome:
+    """What a finished download did: per-peer verified bytes and how much was already local."""
+
+    manifest: Manifest
+    bytes_from_peers: dict[str, int]
+    resumed_chunks: int
+    seconds: float
+    first_chunk_seconds: float | None
+
+
+def stripe_specs(manifest: Manifest) -> list[StripeSpec]:
+    """The scheduler's view of a manifest: per stripe its chunk IDs, ``k`` and chunk sizes.
+
+    A short last stripe needs only as many shares as it has data chunks (the missing data chunks
+    are implicit zeros), so its ``k`` is its data-chunk count.
+    """
+    return [
+        StripeSpec(
+            chunk_ids=ids,
+            k=manifest.data_chunk_count(s),
+            chunk_sizes=tuple(manifest.chunk_length(s, j) for j in range(len(ids))),
+        )
+        for s, ids in enumerate(manifest.stripes)
+    ]
+
+
+def bitmap_indices(bitmap: bytes, count: int) -> list[int]:
+    """Indices ``i < count`` whose bit is set (LSB-first within each byte)."""
+    out: list[int] = []
+    for byte_index, byte in enumerate(bitmap[: (count + 7) // 8]):
+        if not byte:
+            continue
+        base = byte_index * 8
+        for bit in range(8):
+            if byte >> bit & 1 and base + bit < count:
+                out.append(base + bit)
+    return out
+
+
+class Download:
+    """Fetch one file from its providers into ``dest``; see the module docstring.
+
+    :meth:`run` returns a :class:`DownloadOutcome` once ``dest`` holds the verified file. It raises
+    :class:`FileUnavailableError` (naming the missing stripes and chunks) when no provider is
+    found or some stripe cannot reach ``k`` chunks after repeated look-ups, and
+    :class:`ManifestError` if the manifest cannot be obtained intact. Nothing is left at ``dest``
+    on failure or cancellation; every verified chunk stays in the store, so running again resumes.
+    """
+
+    def __init__(
+        self,
+        file_id: bytes,
+        dest: Path,
+        *,
+        store: LocalChunks,
+        pool: ConnectionPool,
+        find_providers: FindProviders,
+        self_node_id: bytes,
+        config: DownloadConfig | None = None,
+        progress: ProgressCallback | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.file_id = file_id
+        self.dest = dest
+        self.store = store
+        self.pool = pool
+        self.find_providers = find_providers
+        self.self_node_id = self_node_id
+        self.config = config or DownloadConfig()
+        self.progress_callback = progress
+        self.rng = rng or random.Random()
+        self._providers: dict[bytes, Provider] = {}
+        self._peer_scopes: dict[Hashable, trio.CancelScope] = {}
+        self._request_scopes: dict[tuple[Hashable, int], trio.CancelScope] = {}
+        self._changed = trio.Event()
+        self._started_at = 0.0
+        self._first_chunk_at: float | None = None
+        self._sched: DownloadScheduler | None = None
+        self._finished = trio.Event()
+        self._setups_pending = 0
+        self._failure: FileUnavailableError | None = None
+        self._chunk_count = 0
+
+    # ------------------------------------------------------------------ public
+
+    async def run(self) -> DownloadOutcome:
+        """Download and write the file; see the class docstring for what it raises."""
+        self._started_at = trio.current_time()
+        manifest = await self._obtain_manifest()
+        specs = stripe_specs(manifest)
+        ids = manifest.chunk_ids()
+        present = self.store.has_chunks(ids)
+        already = [i for i, ok in enumerate(present) if ok]
+        self._chunk_count = len(ids)
+        sched = self._sched = DownloadScheduler(
+            specs, already_have=already, config=self.config.scheduler, rng=self.rng
+        )
+        if not sched.is_complete():
+            await self._fetch_all(sched)
+        await self.store.add_manifest(manifest, pin=True)
+        await self.store.reassemble(manifest, self.dest)
+        progress = sched.progress(trio.current_time())
+        self._report(progress)
+        by_peer = {
+            self._label(peer): p.bytes for peer, p in progress.per_peer.items() if p.bytes > 0
+        }
+        first = None
+        if self._first_chunk_at is not None:
+            first = self._first_chunk_at - self._started_at
+        return DownloadOutcome(
+            manifest=manifest,
+            bytes_from_peers=by_peer,
+            resumed_chunks=len(already),
+            seconds=trio.current_time() - self._started_at,
+            first_chunk_seconds=first,
+        )
+
+    # ------------------------------------------------------------------ manifest
+
+    async def _discover(self) -> list[Provider]:
+        """Look providers up again; returns the ones not seen before."""
+        found = await self.find_providers(self.file_id)
+        fresh = []
+        for p in found:
+            if p.node_id == self.self_node_id or p.node_id in self._providers:
+                continue
+            self._providers[p.node_id] = p
+            fresh.append(p)
+        return fresh
+
+    async def _obtain_manifest(self) -> Manifest:
+        if self.store.has_chunk(self.file_id):
+            try:
+                return await self.store.load_manifest(self.file_id)
+            except (ChunkNotFoundError, CorruptChunkError):
+                pass  # part of a large manifest is missing: fetch it below
+        await self._discover()
+        if not self._providers:
+            raise FileUnavailableError(f"no provider found for file {self.file_id.hex()}", {})
+        candidates = list(self._providers.values())
+        self.rng.shuffle(candidates)
+        errors: list[str] = []
+        for start in range(0, len(candidates), MANIFEST_RACE_WIDTH):
+            batch = candidates[start : start + MANIFEST_RACE_WIDTH]
+            manifest = await self._race_manifest(batch, errors)
+            if manifest is not None:
+                return manifest
+        raise FileUnavailableError(
+            f"could not fetch the manifest of {self.file_id.hex()} from "
+            f"{len(candidates)} provider(s): " + "; ".join(errors[:5]),
+            {},
+        )
+
+    async def _race_manifest(self, batch: list[Provider], errors: list[str]) -> Manifest | None:
+        winner: list[Manifest] = []
+        async with trio.open_nursery() as nursery:
+
+            async def attempt(provider: Provider) -> None:
+                try:
+                    with trio.fail_after(self.config.peer_setup_timeout * 2):
+                        manifest = await self._manifest_from(provider)
+                except (P2PStoreError, OSError, trio.TooSlowError) as exc:
+                    errors.append(f"{provider.label}: {exc or type(exc).__name__}")
+                    return
+                if not winner:
+                    winner.append(manifest)
+                    nursery.cancel_scope.cancel()
+
+            for provider in batch:
+                nursery.start_soon(attempt, provider)
+        return winner[0] if winner else None
+
+    async def _manifest_from(self, provider: Provider) -> Manifest:
+        conn = await self._connect(provider)
+        root_bytes = await self._fetch_one(conn, self.file_id)
+        root = ManifestRoot.decode(root_bytes)
+        if root.file_id != self.file_id:  # cannot happen after the hash check; belt and braces
+            raise ManifestError("manifest does not hash to the file ID")
+        await self.store.put_chunk(self.file_id, root_bytes)
+        parts: dict[bytes, bytes] = {}
+        while needed := root.needed_chunk_ids(parts):
+            for chunk_id, data in await conn.get(needed):
+                if data is None:
+                    raise ManifestError(f"{provider.label} lacks manifest chunk {chunk_id.hex()}")
+                parts[chunk_id] = data
+                await self.store.put_chunk(chunk_id, data)
+        return Manifest.from_parts(root, parts)
+
+    async def _fetch_one(self, conn: PeerConnection, chunk_id: bytes) -> bytes:
+        ((_, data),) = await conn.get([chunk_id])
+        if data is None:
+            raise ChunkNotFoundError(chunk_id)
+        return data
+
+    async def _connect(self, provider: Provider) -> PeerConnection:
+        with trio.fail_after(self.config.peer_setup_timeout):
+            return await self.pool.connect(
+                PeerAddress(provider.node_id, provider.host, provider.port)
+            )
+
+    # ------------------------------------------------------------------ transfer
+
+    async def _fetch_all(self, sched: DownloadScheduler) -> None:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._watch_availability, sched, nursery)
+            nursery.start_soon(self._check_slow_peers, sched)
+            if self.progress_callback is not None:
+                nursery.start_soon(self._report_progress, sched)
+            for provider in list(self._providers.values()):
+                nursery.start_soon(self._peer_worker, sched, provider)
+            await self._finished.wait()
+            nursery.cancel_scope.cancel()
+        if self._failure is not None:
+            raise self._failure
+
+    def _notify(self) -> None:
+        """Wake every worker waiting for work; called after any scheduler event."""
+        assert self._sched is not None
+        if self._sched.is_complete():
+            self._finished.set()
+        self._changed.set()
+        self._changed = trio.Event()
+
+    def _apply(self, decisions: Sequence[Decision]) -> None:
+        for decision in decisions:
+            if isinstance(decision, CancelRequest):
+                scope = self._request_scopes.get((decision.peer, decision.index))
+                if scope is not None:
+                    scope.cancel()
+            elif isinstance(decision, DropPeer):
+                log.info("dropping peer %s: %s", self._label(decision.peer), decision.reason)
+                peer_scope = self._peer_scopes.get(decision.peer)
+                if peer_scope is not None:
+                    peer_scope.cancel()
+        self._notify()
+
+    async def _peer_worker(self, sched: DownloadScheduler, provider: Provider) -> None:
+        peer = provider.node_id
+        with trio.CancelScope() as scope:
+            self._peer_scopes[peer] = scope
+            try:
+                self._setups_pending += 1
+                try:
+                    conn = await self._connect(provider)
+                    with trio.fail_after(self.config.peer_setup_timeout):
+                        bitmap = await conn.have(self.file_id)
+                finally:
+                    self._setups_pending -= 1
+                if bitmap is None:
+                    return  # it announced the file but no longer knows it
+                have = bitmap_indices(bitmap, self._chunk_count)
+                sched.add_peer(peer, have, trio.current_time())
+                self._notify()
+                async with trio.open_nursery() as requests:
+                    while True:
+                        now = trio.current_time()
+                        for request in sched.next_requests(peer, now):
+                            requests.start_soon(self._request, sched, conn, request)
+                        await self._changed.wait()
+            except (P2PStoreError, OSError, trio.TooSlowError) as exc:
+                # OSError only escapes from the dial: store errors are P2PStoreErrors or fatal.
+                log.info("peer %s failed: %s", provider.label, exc or type(exc).__name__)
+            finally:
+                del self._peer_scopes[peer]
+                self._apply(sched.peer_failed(peer, trio.current_time()))
+
+    async def _request(
+        self, sched: DownloadScheduler, conn: PeerConnection, request: ChunkRequest
+    ) -> None:
+        key = (request.peer, request.index)
+        with trio.CancelScope() as scope:
+            self._request_scopes[key] = scope
+            try:
+                with trio.fail_after(self.config.chunk_timeout):
+                    data = await self._fetch_or_none(conn, request.chunk_id)
+            except trio.TooSlowError:
+                self._apply(
+                    sched.request_timed_out(request.peer, request.index, trio.current_time())
+                )
+                return
+            except CorruptChunkError:
+                self._apply(sched.chunk_corrupt(request.peer, request.index, trio.current_time()))
+                return
+            finally:
+                if self._request_scopes.get(key) is scope:
+                    del self._request_scopes[key]
+            if data is None:
+                self._apply(sched.chunk_missing(request.peer, request.index, trio.current_time()))
+                return
+            await self.store.put_chunk(request.chunk_id, data)
+            if self._first_chunk_at is None:
+                self._first_chunk_at = trio.current_time()
+            self._apply(
+                sched.chunk_received(request.peer, request.index, len(data), trio.current_time())
+            )
+
+    async def _fetch_or_none(self, conn: PeerConnection, chunk_id: bytes) -> bytes | None:
+        ((_, data),) = await conn.get([chunk_id])
+        return data
+
+    async def _watch_availability(self, sched: DownloadScheduler, nursery: trio.Nursery) -> None:
+        """While some stripe is unreachable, look for new providers; give up after a few tries.
+
+        A look-up counts as fruitless only while no peer is still being set up, so slow
+        handshakes are not mistaken for absent providers.
+        """
+        fruitless = 0
+        while True:
+            await trio.sleep(self.config.rediscover_interval)
+            if not sched.wants_more_peers():
+                fruitless = 0
+                continue
+            try:
+                with trio.move_on_after(self.config.rediscover_interval * 5):
+                    fresh = await self._discover()
+            except P2PStoreError as exc:
+                log.info("provider look-up failed: %s", exc)
+                fresh = []
+            for provider in fresh:
+                nursery.start_soon(self._peer_worker, sched, provider)
+            if fresh or self._setups_pending:
+                fruitless = 0
+                continue
+            fruitless += 1
+            if fruitless >= self.config.rediscover_attempts and sched.wants_more_peers():
+                self._failure = sched.unavailable_error()
+                self._finished.set()
+                return
+
+    async def _check_slow_peers(self, sched: DownloadScheduler) -> None:
+        while True:
+            await trio.sleep(self.config.slow_check_interval)
+            self._apply(sched.check_slow_peers(trio.current_time()))
+
+    async def _report_progress(self, sched: DownloadScheduler) -> None:
+        while True:
+            self._report(sched.progress(trio.current_time()))
+            await trio.sleep(self.config.progress_interval)
+
+    def _report(self, progress: Progress) -> None:
+        if self.progress_callback is not None:
+            labels = {peer: self._label(peer) for peer in progress.per_peer}
+            self.progress_callback(progress, labels)
+
+    def _label(self, peer: Hashable) -> str:
+        provider = self._providers.get(peer) if isinstance(peer, bytes) else None
+        return provider.label if provider is not None else str(peer)
+
+
+__all__ = [
+    "Download",
+    "DownloadConfig",
+    "DownloadOutcome",
+    "LocalChunks",
+    "Provider",
+    "bitmap_indices",
+    "stripe_specs",
+]

@@ -1,0 +1,92 @@
+"""Per-direction AEAD: ChaCha20-Poly1305 with an implicit counter nonce (sans-IO).
+
+Each direction has its own key and its own counter starting at 0; the nonce is 4 zero bytes and the
+counter as 8 bytes big-endian. The counter is never sent: the receiver expects exactly the next one,
+so a replayed, reordered, dropped, truncated or altered frame fails authentication. The frame's
+length prefix is the associated data.
+"""
+
+from __future__ import annotations
+
+import struct
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
+
+from ..errors import ProtocolError
+from .framing import HEADER
+
+TAG_BYTES = 16
+"""Poly1305 tag appended to every sealed frame."""
+
+MAX_COUNTER = 2**64 - 1
+"""The 64-bit nonce counter; a channel is closed long before it could wrap (2^64 frames)."""
+
+_NONCE = struct.Struct(">4xQ")
+
+
+def _nonce(counter: int) -> bytes:
+    return _NONCE.pack(counter)
+
+
+class Sealer:
+    """Seals outgoing frame payloads; frames must be written in the order their nonces were taken.
+
+    :meth:`next_nonce` and :meth:`seal_with` split the work so the (thread-safe, GIL-releasing)
+    encryption can run in a worker thread while the order is fixed on the event loop.
+    """
+
+    def __init__(self, key: bytes) -> None:
+        self._aead = ChaCha20Poly1305(key)
+        self._counter = 0
+
+    def next_nonce(self) -> int:
+        """Take the next counter value (raises :class:`ProtocolError` when exhausted)."""
+        counter = self._counter
+        if counter > MAX_COUNTER:
+            raise ProtocolError("nonce counter exhausted; the channel must be closed")
+        self._counter = counter + 1
+        return counter
+
+    def seal_with(self, counter: int, plaintext: bytes) -> bytes:
+        """The whole frame (length prefix, ciphertext, tag) of ``plaintext`` under ``counter``."""
+        header = HEADER.pack(len(plaintext) + TAG_BYTES)
+        return header + self._aead.encrypt(_nonce(counter), plaintext, header)
+
+    def seal(self, plaintext: bytes) -> bytes:
+        """Take the next nonce and seal ``plaintext`` into a frame."""
+        return self.seal_with(self.next_nonce(), plaintext)
+
+
+class Opener:
+    """Opens incoming frame payloads, which must arrive in nonce order.
+
+    Any failure raises :class:`ProtocolError`; the caller must then close the connection.
+    """
+
+    def __init__(self, key: bytes) -> None:
+        self._aead = ChaCha20Poly1305(key)
+        self._counter = 0
+
+    def next_nonce(self) -> int:
+        """Take the counter the next frame must have been sealed with."""
+        counter = self._counter
+        if counter > MAX_COUNTER:
+            raise ProtocolError("nonce counter exhausted")
+        self._counter = counter + 1
+        return counter
+
+    def open_with(self, counter: int, payload: bytes) -> bytes:
+        """The plaintext of a frame ``payload`` (ciphertext + tag) sealed under ``counter``."""
+        if len(payload) < TAG_BYTES:
+            raise ProtocolError("sealed frame shorter than its tag")
+        try:
+            return self._aead.decrypt(_nonce(counter), payload, HEADER.pack(len(payload)))
+        except InvalidTag:
+            raise ProtocolError(
+                "frame failed authentication (tampered, replayed, reordered or truncated)"
+            ) from None
+
+    def open(self, payload: bytes) -> bytes:
+        """Open the next frame's payload."""
+        return self.open_with(self.next_nonce(), payload)

@@ -1,0 +1,212 @@
+"""The chunk server: answers GET, HAVE and PUT on secure channels from a local store."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+from collections.abc import Callable
+from functools import partial
+from typing import Protocol
+
+import trio
+
+from ..errors import (
+    ChunkNotFoundError,
+    CorruptChunkError,
+    P2PStoreError,
+    ProtocolError,
+    QuotaExceededError,
+)
+from ..identity import Identity
+from ..ratelimit import RateLimiter
+from .channel import SecureChannel, accept
+from .config import THREAD_THRESHOLD_BYTES, WireConfig
+from .messages import (
+    Ack,
+    Bitmap,
+    Chunk,
+    Error,
+    ErrorCode,
+    Get,
+    Have,
+    Message,
+    Missing,
+    Put,
+)
+
+log = logging.getLogger(__name__)
+
+
+class ServerStore(Protocol):
+    """What the server needs of the store (``p2pstore.store.ChunkStore`` provides it).
+
+    ``get_chunk`` returns verified bytes or raises ``ChunkNotFoundError``/``CorruptChunkError``;
+    ``put_chunk`` verifies, stores and returns whether the chunk was new, or raises
+    ``QuotaExceededError``/``CorruptChunkError``; ``have_bitmap`` is ``None`` for an unknown file.
+    """
+
+    async def get_chunk(self, chunk_id: bytes) -> bytes: ...
+
+    async def put_chunk(
+        self, chunk_id: bytes, data: bytes, *, enforce_quota: bool = False
+    ) -> bool: ...
+
+    async def have_bitmap(self, file_id: bytes) -> bytes | None: ...
+
+
+async def sha256_digest(data: bytes) -> bytes:
+    """SHA-256 of ``data``, in a worker thread when it is big enough to be worth it."""
+    if len(data) >= THREAD_THRESHOLD_BYTES:
+        return await trio.to_thread.run_sync(_digest, data)
+    return _digest(data)
+
+
+def _digest(data: bytes) -> bytes:
+    return hashlib.sha256(data).digest()
+
+
+class ChunkServer:
+    """Serves the chunk protocol from ``store`` to any peer that completes the handshake.
+
+    Limits from ``config``: concurrent connections (extra ones are closed at once), requests in
+    flight per connection (the server stops reading beyond it), handshake, idle and per-frame
+    timeouts. An error on one connection closes that connection only and is logged at debug.
+    Chunk bytes sent are charged to ``rate_limiter`` if given (share one between servers to cap a
+    node's total upload). ``on_put(chunk_id)`` is called after every acknowledged PUT (new or
+    already stored: announcing twice is harmless, missing one is not); it must not block (start a
+    task from it if needed). PUTs are stored with ``enforce_quota=True``.
+    """
+
+    def __init__(
+        self,
+        identity: Identity,
+        store: ServerStore,
+        config: WireConfig | None = None,
+        *,
+        rate_limiter: RateLimiter | None = None,
+        on_put: Callable[[bytes], None] | None = None,
+    ) -> None:
+        self.identity = identity
+        self.store = store
+        self.config = config or WireConfig()
+        self.rate_limiter = rate_limiter
+        self.on_put = on_put
+        self.active_connections = 0
+        self.refused_connections = 0
+        self.failed_connections = 0
+
+    async def serve(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        task_status: trio.TaskStatus[tuple[str, int]] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Listen on ``host:port`` (0 = any free port) and serve until cancelled.
+
+        Use ``address = await nursery.start(server.serve, host, port)``: it returns once listening,
+        with the bound ``(host, port)``. Each connection is a task of this call's nursery, so
+        cancelling it closes every connection.
+        """
+        listeners = await trio.open_tcp_listeners(port, host=host)
+        sockname = listeners[0].socket.getsockname()
+        async with trio.open_nursery() as nursery:
+            await nursery.start(partial(trio.serve_listeners, self.handle_stream, listeners))
+            task_status.started((str(sockname[0]), int(sockname[1])))
+
+    async def handle_stream(self, stream: trio.abc.Stream) -> None:
+        """Serve one inbound connection to its end, then close it. Never raises (but Cancelled)."""
+        if self.active_connections >= self.config.max_connections:
+            self.refused_connections += 1
+            await trio.aclose_forcefully(stream)
+            return
+        self.active_connections += 1
+        try:
+            channel = await accept(stream, self.identity, self.config)
+            await self._serve_channel(channel)
+        except (P2PStoreError, trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+            self.failed_connections += 1
+            log.debug("connection closed: %s", exc)
+        except Exception:
+            self.failed_connections += 1
+            log.warning("connection closed by an unexpected error", exc_info=True)
+        finally:
+            self.active_connections -= 1
+            await trio.aclose_forcefully(stream)
+
+    async def _serve_channel(self, channel: SecureChannel) -> None:
+        error: BaseException | None = None
+        async with trio.open_nursery() as nursery:
+            slots = trio.Semaphore(self.config.max_in_flight)
+
+            async def dispatch(message: Message) -> None:
+                if not isinstance(message, Get | Have | Put):
+                    raise ProtocolError(f"unexpected {type(message).__name__} from a client")
+                await slots.acquire()
+                nursery.start_soon(self._serve_request, channel, message, slots)
+
+            try:
+                await channel.run(dispatch)
+            except Exception as exc:
+                error = exc
+            nursery.cancel_scope.cancel()
+        if error is not None:
+            raise error
+
+    async def _serve_request(
+        self, channel: SecureChannel, request: Get | Have | Put, slots: trio.Semaphore
+    ) -> None:
+        try:
+            if isinstance(request, Get):
+                await self._serve_get(channel, request)
+            elif isinstance(request, Have):
+                bitmap = await self.store.have_bitmap(request.file_id)
+                await channel.send(Bitmap(request.request_id, request.file_id, bitmap))
+            else:
+                await self._serve_put(channel, request)
+        except ProtocolError:
+            pass  # the channel closed under us; its run() reports why
+        except Exception as exc:
+            log.warning("request %r failed", type(request).__name__, exc_info=True)
+            reply = Error(request.request_id, ErrorCode.INTERNAL, f"internal error: {exc!r}"[:200])
+            with contextlib.suppress(ProtocolError):
+                await channel.send(reply)
+        finally:
+            slots.release()
+
+    async def _serve_get(self, channel: SecureChannel, request: Get) -> None:
+        rid = request.request_id
+        for chunk_id in dict.fromkeys(request.chunk_ids):
+            try:
+                data = await self.store.get_chunk(chunk_id)
+            except ChunkNotFoundError:
+                await channel.send(Missing(rid, chunk_id))
+                continue
+            except CorruptChunkError:
+                log.warning("chunk %s is corrupt in the store; reported missing", chunk_id.hex())
+                await channel.send(Missing(rid, chunk_id))
+                continue
+            if self.rate_limiter is not None:
+                await self.rate_limiter.acquire(len(data))
+            await channel.send(Chunk(rid, chunk_id, data))
+
+    async def _serve_put(self, channel: SecureChannel, request: Put) -> None:
+        rid, chunk_id = request.request_id, request.chunk_id
+        if "put" not in channel.peer.features:
+            await channel.send(Error(rid, ErrorCode.BAD_REQUEST, "PUT was not negotiated"))
+            return
+        if await sha256_digest(request.data) != chunk_id:
+            await channel.send(Error(rid, ErrorCode.CORRUPT_CHUNK, "bytes do not hash to the ID"))
+            return
+        try:
+            stored = await self.store.put_chunk(chunk_id, request.data, enforce_quota=True)
+        except QuotaExceededError as exc:
+            await channel.send(Error(rid, ErrorCode.QUOTA_EXCEEDED, str(exc)[:200]))
+            return
+        except CorruptChunkError:
+            await channel.send(Error(rid, ErrorCode.CORRUPT_CHUNK, "bytes do not hash to the ID"))
+            return
+        await channel.send(Ack(rid, chunk_id, stored))
+        if self.on_put is not None:
+            self.on_put(chunk_id)

@@ -1,0 +1,145 @@
+"""The sans-IO lookup state machine, driven over a simulated network of node IDs."""
+
+from __future__ import annotations
+
+import random
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from p2pstore.dht.contact import Contact, distance
+from p2pstore.dht.lookup import CandidateState, Lookup
+from p2pstore.dht.routing import RoutingTable
+
+K = 8
+ALPHA = 3
+
+
+def _network(seed: int, size: int) -> dict[bytes, RoutingTable]:
+    """``size`` nodes, each with a routing table that saw every other node in random order."""
+    rng = random.Random(seed)
+    ids = [rng.randbytes(32) for _ in range(size)]
+    tables = {}
+    for node_id in ids:
+        table = RoutingTable(node_id, k=K)
+        others = [(j, o) for j, o in enumerate(ids) if o != node_id]
+        rng.shuffle(others)
+        for t, (j, other) in enumerate(others):
+            table.update(Contact(other, "127.0.0.1", 1000 + j), float(t))
+        tables[node_id] = table
+    return tables
+
+
+def _run(
+    tables: dict[bytes, RoutingTable],
+    searcher: bytes,
+    target: bytes,
+    dead: set[bytes],
+    rng: random.Random,
+) -> tuple[Lookup, list[tuple[bytes, int, int]]]:
+    """Drive a lookup to completion, answering in-flight requests in random order.
+
+    Returns the lookup and a log of (node, round, round of the node it was learned from)."""
+    lookup = Lookup(target, tables[searcher].closest(target, K), k=K, alpha=ALPHA, own_id=searcher)
+    in_flight: list[Contact] = []
+    learned_from: dict[bytes, int] = {}
+    log = []
+    steps = 0
+    while True:
+        for contact, round_ in lookup.next_requests():
+            assert lookup.in_flight <= ALPHA
+            log.append((contact.node_id, round_, learned_from.get(contact.node_id, 0)))
+            in_flight.append(contact)
+        if lookup.done:
+            break
+        assert in_flight, "not done, yet nothing in flight"
+        contact = in_flight.pop(rng.randrange(len(in_flight)))
+        if contact.node_id in dead:
+            lookup.on_failure(contact.node_id)
+        else:
+            reply = tables[contact.node_id].closest(target, K)
+            this_round = lookup.round_of(contact.node_id)
+            assert this_round is not None
+            for c in reply:
+                if lookup.state_of(c.node_id) is None:
+                    learned_from.setdefault(c.node_id, this_round)
+            lookup.on_reply(contact.node_id, reply)
+        steps += 1
+        assert steps < 10_000
+    return lookup, log
+
+
+@given(
+    seed=st.integers(0, 2**32),
+    size=st.integers(1, 60),
+    order_seed=st.integers(0, 2**32),
+)
+def test_lookup_finds_exactly_the_k_closest(seed: int, size: int, order_seed: int) -> None:
+    tables = _network(seed, size)
+    rng = random.Random(order_seed)
+    ids = sorted(tables)
+    searcher = rng.choice(ids)
+    target = rng.randbytes(32)
+    lookup, log = _run(tables, searcher, target, set(), rng)
+    expected = sorted((i for i in ids if i != searcher), key=lambda i: distance(i, target))[:K]
+    assert [c.node_id for c in lookup.result()] == expected
+    # Rounds: first requests are round 1, later ones one more than the reply they came from.
+    for node_id, round_, parent_round in log:
+        assert round_ == parent_round + 1
+        assert lookup.state_of(node_id) is not CandidateState.NEW
+    assert lookup.rounds == max((r for _, r, _ in log), default=0)
+    assert lookup.messages == len(log)
+    assert searcher not in {n for n, _, _ in log}
+
+
+@given(
+    seed=st.integers(0, 2**32),
+    size=st.integers(2, 60),
+    order_seed=st.integers(0, 2**32),
+    dead_fraction=st.floats(0.0, 0.5),
+)
+def test_lookup_with_dead_nodes_returns_only_live_ones(
+    seed: int, size: int, order_seed: int, dead_fraction: float
+) -> None:
+    tables = _network(seed, size)
+    rng = random.Random(order_seed)
+    ids = sorted(tables)
+    searcher = rng.choice(ids)
+    dead = {i for i in ids if i != searcher and rng.random() < dead_fraction}
+    target = rng.randbytes(32)
+    lookup, log = _run(tables, searcher, target, dead, rng)
+    result = [c.node_id for c in lookup.result()]
+    assert not set(result) & dead
+    assert result == sorted(result, key=lambda i: distance(i, target))
+    assert len(set(n for n, _, _ in log)) == len(log), "nobody is asked twice"
+    # Everything that answered and is closer than the last result is in the result.
+    answered = [n for n, _, _ in log if n not in dead]
+    if len(result) == K:
+        bound = distance(result[-1], target)
+        assert {n for n in answered if distance(n, target) <= bound} == set(result)
+    else:
+        assert set(answered) == set(result)
+
+
+def test_empty_lookup_is_done_at_once() -> None:
+    lookup = Lookup(bytes(32), [], k=K, alpha=ALPHA)
+    assert lookup.done
+    assert lookup.next_requests() == []
+    assert lookup.rounds == 0
+    assert lookup.result() == []
+
+
+def test_replies_from_nodes_not_in_flight_are_ignored() -> None:
+    a = Contact(b"\x01" * 32, "127.0.0.1", 1)
+    b = Contact(b"\x02" * 32, "127.0.0.1", 2)
+    lookup = Lookup(bytes(32), [a], k=K, alpha=ALPHA)
+    lookup.on_reply(b.node_id, [b])  # unsolicited
+    assert lookup.state_of(b.node_id) is None
+    assert lookup.next_requests() == [(a, 1)]
+    lookup.on_reply(a.node_id, [b])
+    lookup.on_reply(a.node_id, [])  # duplicate
+    assert lookup.next_requests() == [(b, 2)]
+    lookup.on_failure(b.node_id)
+    assert lookup.done
+    assert lookup.result() == [a]
+    assert lookup.rounds == 2

@@ -1,0 +1,223 @@
+"""Issue 5: real nodes on 127.0.0.1 in one process — put, disperse, discover, parallel get."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import trio
+
+from p2pstore import FileUnavailableError
+from p2pstore.node import DownloadProgress
+from p2pstore.store import ChunkStore
+
+from .swarm import Swarm, random_file, sha256_file, start_rogue_peer, temp_files
+
+MiB = 1 << 20
+
+
+async def test_dispersed_file_survives_uploader_and_two_more(tmp_path: Path) -> None:
+    """8 nodes: put 20 MiB with dispersal, stop the uploader and two others, get elsewhere."""
+    src = tmp_path / "src.bin"
+    digest = random_file(src, 20 * MiB + 12345, seed=1)
+    async with trio.open_nursery() as nursery:
+        swarm = Swarm(nursery, tmp_path)
+        nodes = [await swarm.start() for _ in range(8)]
+        file_id = await nodes[1].put(src, disperse=True)
+        report = nodes[1].last_dispersal
+        assert report is not None and not report.failed
+        assert len(report.shares) == 6  # n = k + m distinct holders
+        for node in (nodes[1], nodes[2], nodes[3]):
+            await swarm.stop(node)
+        dest = tmp_path / "out" / "copy.bin"
+        dest.parent.mkdir()
+        seen: list[DownloadProgress] = []
+        result = await nodes[6].get(file_id, dest, progress=seen.append)
+        assert sha256_file(dest) == digest
+        assert result.size == 20 * MiB + 12345
+        assert len(result.bytes_from_peers) >= 2, "fetched from several peers at once"
+        assert seen and seen[-1].bytes_done == seen[-1].bytes_total
+        assert temp_files(dest.parent) == []
+        nursery.cancel_scope.cancel()
+
+
+async def test_get_without_dispersal_fetches_from_uploader(tmp_path: Path) -> None:
+    src = tmp_path / "small.bin"
+    digest = random_file(src, 3 * MiB + 7, seed=2)
+    async with trio.open_nursery() as nursery:
+        swarm = Swarm(nursery, tmp_path)
+        a, b = await swarm.start(), await swarm.start()
+        file_id = await a.put(src, disperse=False)
+        providers = await b.find_providers(file_id)
+        assert [p.node_id for p in providers] == [a.node_id]
+        result = await b.get(file_id, tmp_path / "got.bin")
+        assert sha256_file(tmp_path / "got.bin") == digest
+        assert set(result.bytes_from_peers) == {f"127.0.0.1:{a.tcp_address[1]}"}
+        # the downloader now serves the file too
+        with trio.fail_after(5):
+            while b.node_id not in {p.node_id for p in await a.find_providers(file_id)}:
+                await trio.sleep(0.1)
+        nursery.cancel_scope.cancel()
+
+
+async def test_empty_file_roundtrip(tmp_path: Path) -> None:
+    src = tmp_path / "empty"
+    src.write_bytes(b"")
+    async with trio.open_nursery() as nursery:
+        swarm = Swarm(nursery, tmp_path)
+        a, b = await swarm.start(), await swarm.start()
+        file_id = await a.put(src)
+        await b.get(file_id, tmp_path / "empty.out")
+        assert (tmp_path / "empty.out").read_bytes() == b""
+        nursery.cancel_scope.cancel()
+
+
+class _Lying:
+    """A chunk source that serves every chunk with one bit flipped."""
+
+    def __init__(self, store: ChunkStore) -> None:
+        self.store = store
+        self.served = 0
+
+    async def get_chunk(self, chunk_id: bytes) -> bytes:
+        data = bytearray(await self.store.get_chunk(chunk_id))
+        data[len(data) // 2] ^= 0x01
+        self.served += 1
+        return bytes(data)
+
+    async def put_chunk(self, chunk_id: bytes, data: bytes, enforce_quota: bool = True) -> bool:
+        return await self.store.put_chunk(chunk_id, data, enforce_quota=enforce_quota)
+
+    async def have_bitmap(self, file_id: bytes) -> bytes | None:
+        return await self.store.have_bitmap(file_id)
+
+
+class _Stalling(_Lying):
+    """Serves ``good`` chunks honestly, then never answers again."""
+
+    def __init__(self, store: ChunkStore, good: int) -> None:
+        super().__init__(store)
+        self.good = good
+
+    async def get_chunk(self, chunk_id: bytes) -> bytes:
+        if self.served >= self.good:
+            await trio.sleep_forever()
+        self.served += 1
+        return await self.store.get_chunk(chunk_id)
+
+
+async def _replica(tmp_path: Path, name: str, src: Path) -> ChunkStore:
+    store = ChunkStore.open(tmp_path / name)
+    await store.put_file(src)
+    return store
+
+
+async def test_lying_peer_is_dropped_and_download_is_correct(tmp_path: Path) -> None:
+    src = tmp_path / "src.bin"
+    digest = random_file(src, 6 * MiB + 99, seed=3)
+    async with trio.open_nursery() as nursery:
+        swarm = Swarm(nursery, tmp_path)
+        seeder = await swarm.start()
+        getter = await swarm.start()
+        file_id = await seeder.put(src, disperse=False)
+        liar = _Lying(await _replica(tmp_path, "liar", src))
+        await start_rogue_peer(nursery, swarm, liar, [file_id])
+        assert len(await getter.find_providers(file_id)) == 2
+        result = await getter.get(file_id, tmp_path / "out.bin")
+        assert sha256_file(tmp_path / "out.bin") == digest
+        assert liar.served >= 1, "the liar was asked for something"
+        assert set(result.bytes_from_peers) == {f"127.0.0.1:{seeder.tcp_address[1]}"}
+        liar.store.close()
+        nursery.cancel_scope.cancel()
+
+
+async def test_silent_and_stalling_peers_are_cut_off(tmp_path: Path) -> None:
+    src = tmp_path / "src.bin"
+    digest = random_file(src, 8 * MiB, seed=4)
+
+    async def never_answer(stream: trio.SocketStream) -> None:
+        async with stream:
+            await trio.sleep_forever()
+
+    async with trio.open_nursery() as nursery:
+        swarm = Swarm(nursery, tmp_path)
+        seeder = await swarm.start()
+        getter = await swarm.start()
+        file_id = await seeder.put(src, disperse=False)
+        staller = _Stalling(await _replica(tmp_path, "staller", src), good=2)
+        await start_rogue_peer(nursery, swarm, staller, [file_id])
+        await start_rogue_peer(nursery, swarm, staller, [file_id], serve=never_answer)
+        assert len(await getter.find_providers(file_id)) == 3
+        with trio.fail_after(20):  # chunk timeout 2 s, setup 1 s: well inside this bound
+            await getter.get(file_id, tmp_path / "out.bin")
+        assert sha256_file(tmp_path / "out.bin") == digest
+        staller.store.close()
+        nursery.cancel_scope.cancel()
+
+
+async def test_cancelled_get_resumes(tmp_path: Path) -> None:
+    src = tmp_path / "src.bin"
+    digest = random_file(src, 12 * MiB, seed=5)
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    dest = out_dir / "file.bin"
+    async with trio.open_nursery() as nursery:
+        swarm = Swarm(nursery, tmp_path)
+        seeder = await swarm.start(upload_limit=8_000_000)  # ~2 s for the whole file
+        getter = await swarm.start()
+        file_id = await seeder.put(src, disperse=False)
+        started = trio.Event()
+
+        def on_progress(p: DownloadProgress) -> None:
+            if p.bytes_done > 0:
+                started.set()
+
+        with trio.CancelScope() as scope:
+            async with trio.open_nursery() as inner:
+                inner.start_soon(lambda: getter.get(file_id, dest, progress=on_progress))
+                await started.wait()
+                scope.cancel()
+        assert not dest.exists()
+        assert temp_files(out_dir) == []
+        result = await getter.get(file_id, dest)
+        assert result.resumed_chunks > 0
+        assert sha256_file(dest) == digest
+        assert temp_files(out_dir) == []
+        nursery.cancel_scope.cancel()
+
+
+async def test_too_many_shares_gone_is_a_clear_error(tmp_path: Path) -> None:
+    src = tmp_path / "src.bin"
+    random_file(src, 5 * MiB, seed=6)
+    async with trio.open_nursery() as nursery:
+        swarm = Swarm(nursery, tmp_path)
+        uploader = await swarm.start()
+        holders = [await swarm.start() for _ in range(3)]  # with the getter: 4 targets
+        getter = await swarm.start()
+        file_id = await uploader.put(src, disperse=True)
+        # 6 shares per stripe over 4 peers: stop the uploader and the holders but one.
+        assert uploader.last_dispersal is not None
+        await swarm.stop(uploader)
+        for node in holders:
+            await swarm.stop(node)
+        # Left: the getter alone, holding at most 2 of the 6 shares of each stripe (< k = 4).
+        dest = tmp_path / "never.bin"
+        with pytest.raises(FileUnavailableError) as info:
+            with trio.fail_after(20):
+                await getter.get(file_id, dest)
+        assert "stripe" in str(info.value)
+        assert info.value.missing, "names the missing chunks"
+        assert not dest.exists()
+        assert temp_files(tmp_path) == []
+        nursery.cancel_scope.cancel()
+
+
+async def test_unknown_file_fails_fast(tmp_path: Path) -> None:
+    async with trio.open_nursery() as nursery:
+        swarm = Swarm(nursery, tmp_path)
+        await swarm.start()
+        b = await swarm.start()
+        with pytest.raises(FileUnavailableError, match="no provider"), trio.fail_after(10):
+            await b.get(b"\x42" * 32, tmp_path / "x")
+        nursery.cancel_scope.cancel()
+

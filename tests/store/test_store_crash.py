@@ -1,0 +1,176 @@
+"""Interrupted puts (injected faults, cancellation, kill -9) leave a consistent, resumable store."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import p2pstore.store as store_mod
+from p2pstore._index import Index
+from p2pstore.store import ChunkStore
+
+from .helpers import CS, assert_store_consistent, random_bytes
+
+
+class InjectedFault(Exception):
+    pass
+
+
+class FaultPlan:
+    """Raise InjectedFault on the Nth call to any of the patched write-path functions."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+        self.calls = 0
+        self.fired = False
+
+    def wrap(self, fn: Callable[..., Any], before: bool) -> Callable[..., Any]:
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            self.calls += 1
+            fire = self.calls == self.n
+            if fire and before:
+                self.fired = True
+                raise InjectedFault(fn.__name__)
+            result = fn(*args, **kwargs)
+            if fire:
+                self.fired = True
+                raise InjectedFault(fn.__name__)
+            return result
+
+        return wrapper
+
+
+TARGETS = [
+    (store_mod, "_write_temp"),
+    (store_mod, "_fsync_dir"),
+    (store_mod.os, "replace"),
+    (Index, "insert_chunks"),
+    (Index, "add_file"),
+]
+
+
+@settings(max_examples=30)
+@given(
+    n=st.integers(1, 80),
+    before=st.booleans(),
+    k=st.integers(1, 4),
+    m=st.integers(0, 2),
+    size=st.integers(1, 9 * CS),
+    seed=st.integers(0, 2**32),
+)
+def test_interrupted_put_is_consistent_and_resumable(
+    n: int, before: bool, k: int, m: int, size: int, seed: int
+) -> None:
+    content = random_bytes(seed, size)
+    plan = FaultPlan(n)
+    with tempfile.TemporaryDirectory() as tmp_str, pytest.MonkeyPatch.context() as mp:
+        tmp = Path(tmp_str)
+        src = tmp / "in.bin"
+        src.write_bytes(content)
+
+        async def put(store: ChunkStore) -> Any:
+            return await store.put_file(src, chunk_size=CS, k=k, m=m)
+
+        with ChunkStore.open(tmp / "store") as store:
+            for owner, attr in TARGETS:
+                mp.setattr(owner, attr, plan.wrap(getattr(owner, attr), before))
+            try:
+                trio.run(put, store)
+            except InjectedFault:
+                assert plan.fired
+                assert store.list_files() == []
+            else:
+                assert not plan.fired
+            mp.undo()
+        assert_store_consistent(tmp / "store")
+        with ChunkStore.open(tmp / "store") as store:
+            assert list((tmp / "store" / "tmp").iterdir()) == []
+            manifest = trio.run(put, store)
+            [listed] = store.list_files()
+            assert listed.file_id == manifest.file_id
+            assert listed.chunks_present == listed.chunks_total
+
+            async def get() -> None:
+                await store.reassemble(manifest, tmp / "out.bin")
+
+            trio.run(get)
+            assert (tmp / "out.bin").read_bytes() == content
+        assert_store_consistent(tmp / "store")
+
+
+async def test_cancelled_put_is_consistent_and_resumable(tmp_path: Path) -> None:
+    content = random_bytes(1, 40 * CS)
+    src = tmp_path / "in.bin"
+    src.write_bytes(content)
+    with ChunkStore.open(tmp_path / "store") as store:
+        with trio.move_on_after(0.02):
+            await store.put_file(src, chunk_size=CS, k=2, m=1)
+        assert_store_consistent(store.data_dir)
+        manifest = await store.put_file(src, chunk_size=CS, k=2, m=1)
+        await store.reassemble(manifest, tmp_path / "out.bin")
+    assert (tmp_path / "out.bin").read_bytes() == content
+
+
+_CHILD = textwrap.dedent(
+    """
+    import sys, trio
+    from pathlib import Path
+    from p2pstore.store import ChunkStore
+
+    async def main():
+        with ChunkStore.open(Path(sys.argv[1])) as store:
+            print("ready", flush=True)
+            await store.put_file(Path(sys.argv[2]), chunk_size=65536, k=4, m=2)
+            print("done", flush=True)
+
+    trio.run(main)
+    """
+)
+
+
+@pytest.mark.slow
+def test_kill_9_during_put(tmp_path: Path) -> None:
+    content = os.urandom(48 * 1024 * 1024)
+    src = tmp_path / "in.bin"
+    src.write_bytes(content)
+    data_dir = tmp_path / "store"
+    rng = random.Random(1)
+    for _ in range(6):
+        child = subprocess.Popen(
+            [sys.executable, "-c", _CHILD, str(data_dir), str(src)],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert child.stdout is not None
+        assert child.stdout.readline().strip() == "ready"
+        time.sleep(rng.uniform(0.05, 1.0))
+        child.send_signal(signal.SIGKILL)
+        child.wait(timeout=30)
+        assert_store_consistent(data_dir)
+        with ChunkStore.open(data_dir) as store:
+            assert list((data_dir / "tmp").iterdir()) == []
+            for f in store.list_files():
+                assert f.chunks_present == f.chunks_total
+
+    async def finish() -> None:
+        with ChunkStore.open(data_dir) as store:
+            manifest = await store.put_file(src, chunk_size=CS, k=4, m=2)
+            await store.reassemble(manifest, tmp_path / "out.bin")
+            assert (await store.verify()).ok
+
+    trio.run(finish)
+    assert (tmp_path / "out.bin").read_bytes() == content
