@@ -31,12 +31,11 @@ tags each contact with the round of the reply it was learned from). Percentiles 
 Also: ``mem_per_node_KiB`` = (RSS after the build - RSS before) / N; ``join_s`` = wall time of the
 whole build; ``join_median_ms`` = median duration of one node's bootstrap.
 
-Configuration: both sides use k=20, alpha=3 and their default timeouts. Ours uses ``DhtConfig()``
-defaults except the per-IP request rate limit, raised with ``--rate-limit`` (default 1e6/s, burst
-1e6): all N nodes share the source address 127.0.0.1, so the per-IP limit that protects one node
-from one host would throttle the whole simulated network as a single host. An operator running
-many nodes behind one address (NAT, a test LAN) would raise it the same way. ``--rate-limit 0``
-keeps the default.
+Configuration: both sides use k=20, alpha=3 and their default timeouts; ours is ``DhtConfig()``
+unchanged. All N nodes share the source address 127.0.0.1, so each node's per-IP request limit
+sees the whole simulated network as one host; requests it dropped are printed
+(``rate_limited``). ``--rate-limit R`` sets rate and burst to R for a run where they bite (an
+operator running many nodes behind one address would do the same).
 
 Usage: ``python benchmarks/bench_dht.py [--sizes 64,256,1024] [--lookups 100]
 [--node-lookups 100] [--join-concurrency 16] [--seed 1] [--no-peer]``. The last line of output is
@@ -60,6 +59,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
@@ -69,6 +69,7 @@ import trio
 
 from p2pstore.dht import CountingTransport, DhtConfig, DhtService, Transport, UdpTransport
 from p2pstore.dht.contact import distance
+from p2pstore.dht.messages import Request, Response, decode, method_of
 from p2pstore.errors import BootstrapError
 from p2pstore.identity import Identity
 
@@ -106,6 +107,17 @@ def _raise_fd_limit(needed: int) -> None:
             sys.exit(f"need {needed} file descriptors, the hard limit is {hard}")
 
 
+def _table_fill(ids: Sequence[int], sizes: Sequence[int]) -> float:
+    """Contacts in all tables / the most they could hold: for each node, the sum over buckets
+    (distance bit lengths) of min(k, live nodes at that distance). 1.0 = every bucket as full
+    as the network allows."""
+    ideal = 0
+    for own in ids:
+        per_bucket = Counter((own ^ other).bit_length() for other in ids if other != own)
+        ideal += sum(min(K, count) for count in per_bucket.values())
+    return sum(sizes) / ideal
+
+
 def _nearest_rank(values: Sequence[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[max(0, math.ceil(q * len(ordered)) - 1)]
@@ -113,7 +125,10 @@ def _nearest_rank(values: Sequence[float], q: float) -> float:
 
 @dataclass
 class _Counter:
+    """Datagrams sent by every node; by kind only with ``--breakdown`` (decoding costs time)."""
+
     sent: int = 0
+    by_kind: Counter[str] | None = None
 
 
 @dataclass
@@ -125,6 +140,7 @@ class _Samples:
     msgs_at_return: list[int] = field(default_factory=list)
     latency_ms: list[float] = field(default_factory=list)
     hops: list[int] = field(default_factory=list)
+    kinds: Counter[str] = field(default_factory=Counter)
 
     def summary(self) -> dict[str, float]:
         n = len(self.ok)
@@ -143,6 +159,11 @@ class _Samples:
             out["max_hops"] = max(self.hops)
         return out
 
+    def breakdown(self) -> dict[str, float]:
+        """Mean datagrams per lookup of each kind (empty without ``--breakdown``)."""
+        n = len(self.ok)
+        return {kind: round(count / n, 2) for kind, count in sorted(self.kinds.items())}
+
 
 async def _measure(
     counter: _Counter,
@@ -154,11 +175,14 @@ async def _measure(
     """Run one lookup on a quiet network and record success, datagrams, latency and hops."""
     await settle()
     before = counter.sent
+    kinds_before = Counter(counter.by_kind) if counter.by_kind is not None else None
     start = clock()
     ok, hops = await lookup()
     elapsed = clock() - start
     at_return = counter.sent
     await settle()
+    if kinds_before is not None and counter.by_kind is not None:
+        samples.kinds.update(counter.by_kind - kinds_before)
     samples.ok.append(ok)
     samples.msgs.append(counter.sent - before)
     samples.msgs_at_return.append(at_return - before)
@@ -179,6 +203,12 @@ class _SharedCountingTransport(CountingTransport):
 
     async def send(self, data: bytes, address: tuple[str, int]) -> bool:
         self._shared.sent += 1
+        if self._shared.by_kind is not None:
+            message = decode(data)
+            if isinstance(message, Request):
+                self._shared.by_kind[f"req {method_of(message.body)}"] += 1
+            elif isinstance(message, Response):
+                self._shared.by_kind[f"rep {message.method}"] += 1
         return await super().send(data, address)
 
 
@@ -195,7 +225,7 @@ async def _trio_settle(counter: _Counter, limit: float = SETTLE_MAX_SECONDS) -> 
 
 async def _run_ours(n: int, args: argparse.Namespace) -> dict[str, Any]:
     rng = random.Random(args.seed)
-    counter = _Counter()
+    counter = _Counter(by_kind=Counter() if args.breakdown else None)
     config = DhtConfig()
     if args.rate_limit > 0:
         config = DhtConfig(rate_limit_per_second=args.rate_limit, rate_limit_burst=args.rate_limit)
@@ -242,6 +272,12 @@ async def _run_ours(n: int, args: argparse.Namespace) -> dict[str, Any]:
         result["join_failures"] = join_failures
         result["build_msgs"] = counter.sent
         result["table_size_mean"] = round(statistics.mean(len(s.table) for s in nodes), 1)
+        result["table_fill"] = round(
+            _table_fill(
+                [int.from_bytes(s.node_id, "big") for s in nodes], [len(s.table) for s in nodes]
+            ),
+            3,
+        )
         result["build_rate_limited"] = sum(s.stats.dropped["rate_limited"] for s in nodes)
 
         def settle() -> Awaitable[None]:
@@ -259,7 +295,6 @@ async def _run_ours(n: int, args: argparse.Namespace) -> dict[str, Any]:
             publisher = two()
             key = rng.randbytes(32)
             await publisher.announce_provider(key, 1024 + i)
-            await settle()
             looker = two(publisher)
 
             async def find_provider(
@@ -271,6 +306,7 @@ async def _run_ours(n: int, args: argparse.Namespace) -> dict[str, Any]:
 
             await _measure(counter, settle, trio.current_time, find_provider, providers)
         result["providers"] = providers.summary()
+        result["providers"]["kinds"] = providers.breakdown()
 
         # Signed values.
         values = _Samples()
@@ -279,7 +315,6 @@ async def _run_ours(n: int, args: argparse.Namespace) -> dict[str, Any]:
             name = rng.randbytes(16)
             payload = rng.randbytes(64)
             await publisher.put_value(name, payload)
-            await settle()
             looker = two(publisher)
 
             async def find_value(
@@ -294,6 +329,7 @@ async def _run_ours(n: int, args: argparse.Namespace) -> dict[str, Any]:
 
             await _measure(counter, settle, trio.current_time, find_value, values)
         result["values"] = values.summary()
+        result["values"]["kinds"] = values.breakdown()
 
         # Node lookups.
         node_lookups = _Samples()
@@ -315,6 +351,7 @@ async def _run_ours(n: int, args: argparse.Namespace) -> dict[str, Any]:
 
             await _measure(counter, settle, trio.current_time, find_nodes, node_lookups)
         result["nodes"] = node_lookups.summary()
+        result["nodes"]["kinds"] = node_lookups.breakdown()
         result["nodes"]["mean_overlap"] = round(statistics.mean(exact_overlap), 4)
         result["dropped"] = dict(
             sum((s.stats.dropped for s in nodes), start=type(nodes[0].stats.dropped)())
@@ -328,6 +365,7 @@ async def _run_ours(n: int, args: argparse.Namespace) -> dict[str, Any]:
 
 
 async def _run_kademlia(n: int, args: argparse.Namespace) -> dict[str, Any]:
+    import umsgpack  # type: ignore[import-untyped]
     from kademlia.crawling import NodeSpiderCrawl
     from kademlia.network import Server
     from kademlia.node import Node
@@ -355,7 +393,7 @@ async def _run_kademlia(n: int, args: argparse.Namespace) -> dict[str, Any]:
     logging.getLogger("kademlia").setLevel(logging.CRITICAL)
     logging.getLogger("rpcudp").setLevel(logging.CRITICAL)
     rng = random.Random(args.seed)
-    counter = _Counter()
+    counter = _Counter(by_kind=Counter() if args.breakdown else None)
     loop = asyncio.get_running_loop()
     rss_before = _rss_bytes()
     servers: list[Any] = []
@@ -368,7 +406,15 @@ async def _run_kademlia(n: int, args: argparse.Namespace) -> dict[str, Any]:
             counter.sent += 1
             original(data, addr)
 
-        server.transport.sendto = sendto
+        def sendto_by_kind(data: bytes, addr: Any = None) -> None:
+            assert counter.by_kind is not None
+            if data[:1] == b"\x00":
+                counter.by_kind[f"req {umsgpack.unpackb(data[21:])[0]}"] += 1
+            else:
+                counter.by_kind["rep"] += 1
+            sendto(data, addr)
+
+        server.transport.sendto = sendto if counter.by_kind is None else sendto_by_kind
         assert server.protocol.transport is server.transport
 
     build_start = time.perf_counter()
@@ -416,9 +462,9 @@ async def _run_kademlia(n: int, args: argparse.Namespace) -> dict[str, Any]:
     result["join_median_ms"] = round(statistics.median(join_ms), 1)
     result["join_failures"] = n - len(joined)
     result["build_msgs"] = counter.sent
-    result["table_size_mean"] = round(
-        statistics.mean(sum(len(b) for b in s.protocol.router.buckets) for s in servers), 1
-    )
+    table_sizes = [sum(len(b) for b in s.protocol.router.buckets) for s in servers]
+    result["table_size_mean"] = round(statistics.mean(table_sizes), 1)
+    result["table_fill"] = round(_table_fill([s.node.long_id for s in servers], table_sizes), 3)
 
     def two(exclude: Any = None) -> Any:
         while True:
@@ -432,7 +478,6 @@ async def _run_kademlia(n: int, args: argparse.Namespace) -> dict[str, Any]:
         key = rng.randbytes(32)
         payload = rng.randbytes(64)
         await publisher.set(key, payload)
-        await settle()
         looker = two(publisher)
 
         async def get(
@@ -442,6 +487,7 @@ async def _run_kademlia(n: int, args: argparse.Namespace) -> dict[str, Any]:
 
         await _measure(counter, settle, loop.time, get, records)
     result["values"] = records.summary()
+    result["values"]["kinds"] = records.breakdown()
 
     node_lookups = _Samples()
     exact_overlap: list[float] = []
@@ -465,6 +511,7 @@ async def _run_kademlia(n: int, args: argparse.Namespace) -> dict[str, Any]:
 
         await _measure(counter, settle, loop.time, find_nodes, node_lookups)
     result["nodes"] = node_lookups.summary()
+    result["nodes"]["kinds"] = node_lookups.breakdown()
     result["nodes"]["mean_overlap"] = round(statistics.mean(exact_overlap), 4)
     for server in servers:
         server.stop()
@@ -495,6 +542,7 @@ def _phase(impl: str, n: int, args: argparse.Namespace) -> dict[str, Any]:
         str(args.rate_limit),
         "--build-timeout",
         str(args.build_timeout),
+        *(["--breakdown"] if args.breakdown else []),
     ]
     done = subprocess.run(
         command, capture_output=True, text=True, timeout=SUBPROCESS_TIMEOUT, check=False
@@ -541,9 +589,16 @@ def _print_table(n: int, ours: dict[str, Any], peer: dict[str, Any] | None) -> N
         print(
             f"{label:<9} join {res['join_s']:>7.2f} s total, {res['join_median_ms']:>7.1f} ms"
             f" median/node, {res['join_failures']} failed; {res['mem_per_node_KiB']:>7.1f} KiB"
-            f"/node; table {res['table_size_mean']} contacts/node; build {res['build_msgs']}"
+            f"/node; table {res['table_size_mean']} contacts/node"
+            f" (fill {res['table_fill']:.2f}); build {res['build_msgs']}"
             " datagrams"
         )
+    for label, res in (("ours", ours), ("kademlia", peer)):
+        if res is None:
+            continue
+        for workload in ("providers", "values", "nodes"):
+            if workload in res and res[workload]["kinds"]:
+                print(f"{label} {workload} datagrams/lookup by kind: {res[workload]['kinds']}")
     if "dropped" in ours:
         print(f"ours: dropped {ours['dropped']}, request timeouts {ours['timeouts']}")
 
@@ -558,10 +613,15 @@ def main() -> None:
     parser.add_argument(
         "--rate-limit",
         type=float,
-        default=1e6,
+        default=0.0,
         help="our per-IP request rate and burst (0 = DhtConfig default)",
     )
     parser.add_argument("--build-timeout", type=float, default=600.0, help="seconds per build")
+    parser.add_argument(
+        "--breakdown",
+        action="store_true",
+        help="decode every datagram to print the datagrams per lookup by kind (slower)",
+    )
     parser.add_argument("--no-peer", action="store_true", help="skip the kademlia package")
     parser.add_argument("--phase", choices=["ours", "kademlia"], help=argparse.SUPPRESS)
     args = parser.parse_args()

@@ -29,7 +29,6 @@ import contextlib
 import json
 import platform
 import statistics
-import sys
 import tempfile
 import time
 from importlib.metadata import PackageNotFoundError, version
@@ -39,6 +38,8 @@ import trio
 from _swarm_util import SwarmRun, file_sha256, parse_size, run_swarm, write_random_file
 
 MB = 1_000_000
+#: Phases of a get, in the order they happen (see ``_swarm_util._instrument``).
+PHASES = ("discovered", "manifest", "first_chunk", "transferred", "rebuilt", "returned")
 PEER_PACKAGES = ("trio", "cryptography", "msgpack", "reedsolo", "numpy", "libtorrent")
 
 
@@ -110,9 +111,21 @@ def _row(label: str, run: SwarmRun, size: int, rate: float | None) -> str:
     )
 
 
+def _phase_row(label: str, run: SwarmRun) -> str:
+    cells = " ".join(
+        f"{run.phases[p] * 1000:9.1f}" if p in run.phases else "        -" for p in PHASES
+    )
+    return f"{label:>9} {run.seeders:>2} {cells}"
+
+
+def _median_ms(values: list[float]) -> float | None:
+    return round(statistics.median(values) * 1000, 2) if values else None
+
+
 async def _main(args: argparse.Namespace) -> dict[str, object]:
     size: int = args.size
     rate = args.rate * MB
+    runs: list[tuple[str, SwarmRun]] = []
     with tempfile.TemporaryDirectory(prefix="bench_swarm_", dir=args.workdir) as tmp_name:
         tmp = Path(tmp_name)
         src = tmp / "swarm.bin"
@@ -124,63 +137,64 @@ async def _main(args: argparse.Namespace) -> dict[str, object]:
             f"{'run':>9} {'N':>2} {'wall s':>7} {'MB/s':>8} {'ratio':>6} {'1st ms':>8} "
             f"{'found':>5} {'setup':>6}  [MB from each seeder]"
         )
-        per_n: dict[int, list[SwarmRun]] = {}
-        firsts: list[float] = []
-        run_no = 0
+        plan: list[tuple[str, int, float | None]] = []
         for _ in range(args.repeat):
-            for n in args.seeder_counts:
-                run_no += 1
-                run = await run_swarm(
-                    tmp / f"run{run_no}",
-                    src,
-                    digest,
-                    n,
-                    rate,
-                    dht_request_timeout=args.request_timeout,
-                )
-                per_n.setdefault(n, []).append(run)
-                if run.first_chunk is not None:
-                    firsts.append(run.first_chunk)
-                print(_row("limited", run, size, rate), flush=True)
-        unlimited: list[SwarmRun] = []
+            plan.extend(("limited", n, rate) for n in args.seeder_counts)
         if args.unlimited_seeders > 0:
-            for _ in range(args.repeat):
-                run_no += 1
-                run = await run_swarm(
-                    tmp / f"run{run_no}",
-                    src,
-                    digest,
-                    args.unlimited_seeders,
-                    None,
-                    dht_request_timeout=args.request_timeout,
-                )
-                unlimited.append(run)
-                print(_row("unlimited", run, size, None), flush=True)
+            plan.extend(("unlimited", args.unlimited_seeders, None) for _ in range(args.repeat))
+        for run_no, (label, n, limit) in enumerate(plan):
+            run = await run_swarm(
+                tmp / f"run{run_no}",
+                src,
+                digest,
+                n,
+                limit,
+                dht_request_timeout=args.request_timeout,
+            )
+            runs.append((label, run))
+            print(_row(label, run, size, limit), flush=True)
 
-    def median_wall(runs: list[SwarmRun]) -> float:
-        return statistics.median(r.wall for r in runs)
+    print("\nphases of each get, ms from its call (transferred = all stripes complete):")
+    print(f"{'run':>9} {'N':>2} " + " ".join(f"{p:>9}" for p in PHASES))
+    for label, run in runs:
+        print(_phase_row(label, run))
 
-    result: dict[str, object] = {
-        "per_N": {str(n): round(size / median_wall(rs) / (n * rate), 4) for n, rs in per_n.items()},
-        "first_byte_ms": round(statistics.median(firsts) * 1000, 2) if firsts else None,
-        "unlimited_MBps": (round(size / median_wall(unlimited) / MB, 2) if unlimited else None),
-        "MBps_per_N": {str(n): round(size / median_wall(rs) / MB, 3) for n, rs in per_n.items()},
-        "wall_s_per_N": {str(n): round(median_wall(rs), 4) for n, rs in per_n.items()},
+    per_n: dict[int, list[SwarmRun]] = {}
+    for label, run in runs:
+        if label == "limited":
+            per_n.setdefault(run.seeders, []).append(run)
+    unlimited = [run for label, run in runs if label == "unlimited"]
+
+    def median_wall(group: list[SwarmRun]) -> float:
+        return statistics.median(r.wall for r in group)
+
+    def median_phases(group: list[SwarmRun]) -> dict[str, float]:
+        return {
+            p: round(statistics.median(r.phases[p] for r in group) * 1000, 1)
+            for p in PHASES
+            if all(p in r.phases for r in group)
+        }
+
+    return {
+        "per_N": {str(n): round(size / median_wall(g) / (n * rate), 4) for n, g in per_n.items()},
+        "first_byte_ms": _median_ms([r.first_chunk for _, r in runs if r.first_chunk is not None]),
+        "unlimited_MBps": round(size / median_wall(unlimited) / MB, 2) if unlimited else None,
+        "MBps_per_N": {str(n): round(size / median_wall(g) / MB, 3) for n, g in per_n.items()},
+        "wall_s_per_N": {str(n): round(median_wall(g), 4) for n, g in per_n.items()},
         "first_byte_ms_per_N": {
-            str(n): round(statistics.median(r.first_chunk for r in rs if r.first_chunk) * 1000, 2)
-            for n, rs in per_n.items()
-            if any(r.first_chunk for r in rs)
+            str(n): _median_ms([r.first_chunk for r in g if r.first_chunk is not None])
+            for n, g in per_n.items()
         },
-        "phases_ms_per_N": {
-            str(n): {k: round(v * 1000, 1) for k, v in rs[0].phases.items()}
-            for n, rs in per_n.items()
-        },
+        "first_byte_ms_unlimited": _median_ms(
+            [r.first_chunk for r in unlimited if r.first_chunk is not None]
+        ),
+        "phases_ms_per_N": {str(n): median_phases(g) for n, g in per_n.items()},
+        "phases_ms_unlimited": median_phases(unlimited) if unlimited else None,
         "size_bytes": size,
         "rate_MBps": args.rate,
         "repeat": args.repeat,
         "unlimited_seeders": args.unlimited_seeders,
     }
-    return result
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -192,4 +206,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

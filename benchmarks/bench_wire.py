@@ -106,7 +106,9 @@ def _batches(ids: list[bytes], batch: int) -> list[list[bytes]]:
     return [ids[i : i + batch] for i in range(0, len(ids), batch)]
 
 
-async def fetch_channel(port: int, node_id: bytes, ids: list[bytes], workers: int, batch: int) -> float:
+async def fetch_channel(
+    port: int, node_id: bytes, ids: list[bytes], workers: int, batch: int
+) -> float:
     queue = _batches(ids, batch)
     total = 0
     async with ConnectionPool(Identity.generate(), WireConfig(request_timeout=120)) as pool:
@@ -147,10 +149,11 @@ async def fetch_plain(port: int, ids: list[bytes], workers: int, batch: int) -> 
         while queue:
             request = queue.pop()
             next_id += 1
+            rid = next_id
             send, receive = trio.open_memory_channel[Message](math.inf)
-            waiting[next_id] = (send, len(request))
+            waiting[rid] = (send, len(request))
             async with send_lock:
-                await stream.send_all(framer.send(Get(next_id, tuple(request))))
+                await stream.send_all(framer.send(Get(rid, tuple(request))))
             for _ in request:
                 message = await receive.receive()
                 assert isinstance(message, Chunk)

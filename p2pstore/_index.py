@@ -128,30 +128,34 @@ class Index:
         """Index chunks whose files are durable; returns the IDs that were not indexed before."""
         now = time.time()
         new: set[bytes] = set()
-        with self._lock, self._db:
-            self._db.execute("BEGIN IMMEDIATE")
-            for cid, size in rows:
-                cur = self._db.execute(
-                    "INSERT OR IGNORE INTO chunks (id, size, stored_at) VALUES (?, ?, ?)",
-                    (cid, size, now),
-                )
-                if cur.rowcount == 1:
-                    new.add(cid)
-                    self._total += size
+        added = 0
+        with self._lock:
+            with self._db:
+                self._db.execute("BEGIN IMMEDIATE")
+                for cid, size in rows:
+                    cur = self._db.execute(
+                        "INSERT OR IGNORE INTO chunks (id, size, stored_at) VALUES (?, ?, ?)",
+                        (cid, size, now),
+                    )
+                    if cur.rowcount == 1:
+                        new.add(cid)
+                        added += size
+            self._total += added
         return new
 
     def delete_chunks(self, ids: Sequence[bytes]) -> int:
         """Remove chunk rows; returns the bytes they accounted for."""
         freed = 0
-        with self._lock, self._db:
-            self._db.execute("BEGIN IMMEDIATE")
-            for cid in ids:
-                row = self._db.execute(
-                    "DELETE FROM chunks WHERE id = ? RETURNING size", (cid,)
-                ).fetchone()
-                if row is not None:
-                    freed += int(row[0])
-        self._total -= freed
+        with self._lock:
+            with self._db:
+                self._db.execute("BEGIN IMMEDIATE")
+                for cid in ids:
+                    row = self._db.execute(
+                        "DELETE FROM chunks WHERE id = ? RETURNING size", (cid,)
+                    ).fetchone()
+                    if row is not None:
+                        freed += int(row[0])
+            self._total -= freed
         return freed
 
     def all_chunk_ids(self) -> list[bytes]:

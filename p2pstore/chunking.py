@@ -137,17 +137,21 @@ class Layout:
             raise IndexError(f"a file of {size} bytes has no stripe {stripe}")
 
 
-def read_stripe(fd: int, layout: Layout, size: int, stripe: int) -> list[memoryview]:
+def read_stripe(
+    fd: int, layout: Layout, size: int, stripe: int, buf: bytearray | None = None
+) -> list[memoryview]:
     """Read ``stripe`` of the file open at ``fd`` (of ``size`` bytes) and cut it into data chunks.
 
-    Uses positioned reads (``os.pread``), so several threads may read different stripes of one
+    Uses positioned reads (``os.preadv``), so several threads may read different stripes of one
     descriptor at once. Returns read-only views into one fresh buffer, one per data chunk.
     Raises ``OSError`` on I/O errors and ``EOFError`` if the file is shorter than ``size``
-    (it changed while being read).
+    (it changed while being read). ``buf`` (at least ``layout.stripe_bytes`` long) is used
+    instead of a fresh buffer if given; the views are then only valid until it is reused.
     """
     want = layout.stripe_data_size(size, stripe)
-    buf = bytearray(want)
-    view = memoryview(buf)
+    if buf is None or len(buf) < want:
+        buf = bytearray(want)
+    view = memoryview(buf)[:want]
     offset = layout.stripe_offset(stripe)
     got = 0
     while got < want:

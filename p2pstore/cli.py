@@ -498,7 +498,8 @@ def status(
     _setup(verbose, log_json)
     result = _call(data_dir, "status")
     if json_out:
-        _emit_json(result)
+        # Addresses as HOST:PORT strings, exactly as the daemon's ready line prints them.
+        _emit_json({**result, "udp": _addr(result.get("udp")), "tcp": _addr(result.get("tcp"))})
         return
     transfers = result.get("transfers") or []
     lines = [

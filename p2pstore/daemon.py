@@ -138,6 +138,7 @@ async def run_daemon(
     """
     factory = open_node if open_node is not None else _default_open_node()
     received: list[int] = []
+    log.info("starting a node for %s", data_dir)
     with data_dir_lock(data_dir), trio.open_signal_receiver(*STOP_SIGNALS) as signals:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(_watch_signals, signals, nursery.cancel_scope, received)

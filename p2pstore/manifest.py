@@ -27,7 +27,7 @@ must reproduce the input byte for byte). Everything malformed or inconsistent ra
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
@@ -405,12 +405,3 @@ class Manifest:
     def erasure_index(self, stripe_index: int, share_index: int) -> int:
         """Reed-Solomon share index (0..k+m-1) of ``stripes[stripe_index][share_index]``."""
         return self.layout.erasure_index(self.size, stripe_index, share_index)
-
-
-def build_manifest(
-    name: str, size: int, layout: Layout, stripes: Sequence[Sequence[bytes]]
-) -> Manifest:
-    """Convenience: a :class:`Manifest` from a layout and per-stripe ID sequences."""
-    return Manifest(
-        name, size, layout.chunk_size, layout.k, layout.m, tuple(tuple(s) for s in stripes)
-    )

@@ -287,7 +287,7 @@ class Node:
         resolved: dict[bytes, Provider] = {}
 
         async def resolve(contact: Contact) -> None:
-            provider = await self.resolve_peer(contact.node_id)
+            provider = await self.resolve_peer(contact)
             if provider is not None:
                 resolved[contact.node_id] = provider
 
@@ -297,10 +297,15 @@ class Node:
         ordered = [resolved[c.node_id] for c in contacts if c.node_id in resolved]
         return ordered[:want]
 
-    async def resolve_peer(self, node_id: bytes) -> Provider | None:
-        """The TCP address of the node ``node_id`` from its node record, or ``None``."""
-        for record in await self.dht.find_providers(node_id, limit=1):
-            if record.node_id == node_id:
+    async def resolve_peer(self, contact: Contact) -> Provider | None:
+        """The TCP address of ``contact`` from its node record, or ``None``.
+
+        Only a record whose IP is the contact's own (proven by its DHT replies) is trusted: the
+        node ID inside a provider record is the announcer's claim, so anyone could otherwise
+        publish a bogus address for somebody else's node ID.
+        """
+        for record in await self.dht.find_providers(contact.node_id):
+            if record.node_id == contact.node_id and record.host == contact.host:
                 return Provider(record.node_id, record.host, record.tcp_port)
         return None
 

@@ -202,6 +202,7 @@ class ChunkStore:
         self._manifests: OrderedDict[bytes, Manifest] = OrderedDict()
         self._manifests_lock = threading.Lock()
         self._limiter = trio.CapacityLimiter(STORE_THREADS)
+        self._dirs_lock = threading.Lock()
 
     # -- life cycle ------------------------------------------------------------------------------
 
@@ -279,14 +280,16 @@ class ChunkStore:
     # -- chunk writes (sync, in worker threads) --------------------------------------------------
 
     def _ensure_dir(self, path: Path) -> None:
-        if path.is_dir():
-            return
-        parent = path.parent
-        if not parent.is_dir():
-            parent.mkdir(exist_ok=True)
-            _fsync_dir(parent.parent)
-        path.mkdir(exist_ok=True)
-        _fsync_dir(parent)
+        # Under a lock: another thread must not see a new directory before its entry is durable.
+        with self._dirs_lock:
+            if path.is_dir():
+                return
+            parent = path.parent
+            if not parent.is_dir():
+                parent.mkdir(exist_ok=True)
+                _fsync_dir(parent.parent)
+            path.mkdir(exist_ok=True)
+            _fsync_dir(parent)
 
     def _todo(
         self, items: Sequence[tuple[bytes, bytes | memoryview]], add_pending: Callable[..., None]
@@ -463,9 +466,10 @@ class ChunkStore:
         stripe: int,
         rs: ReedSolomon | None,
         add_pending: Callable[..., None],
+        buf: bytearray,
     ) -> tuple[tuple[bytes, ...], list[tuple[bytes, bytes | memoryview]]]:
         """Read, code and hash one stripe: its IDs and the chunks still to be written."""
-        data = read_stripe(fd, layout, size, stripe)
+        data = read_stripe(fd, layout, size, stripe, buf)
         chunks: list[bytes | memoryview] = list(data)
         if rs is not None:
             length = len(data[0])
@@ -487,6 +491,24 @@ class ChunkStore:
         stripe: int,
         rs: ReedSolomon | None,
         add_pending: Callable[..., None],
+        buffers: list[bytearray],
+    ) -> tuple[bytes, ...]:
+        # Stripe buffers are reused: fresh 4 MiB buffers per stripe cost page faults and RSS.
+        buf = buffers.pop() if buffers else bytearray(layout.stripe_bytes)
+        try:
+            return await self._put_stripe_in(fd, layout, size, stripe, rs, add_pending, buf)
+        finally:
+            buffers.append(buf)
+
+    async def _put_stripe_in(
+        self,
+        fd: int,
+        layout: Layout,
+        size: int,
+        stripe: int,
+        rs: ReedSolomon | None,
+        add_pending: Callable[..., None],
+        buf: bytearray,
     ) -> tuple[bytes, ...]:
         ids, todo = await trio.to_thread.run_sync(
             self._prepare_stripe_sync,
@@ -496,6 +518,7 @@ class ChunkStore:
             stripe,
             rs,
             add_pending,
+            buf,
             limiter=self._limiter,
         )
         # One thread per chunk file: concurrent fsyncs share journal commits.
@@ -567,13 +590,16 @@ class ChunkStore:
             size = os.fstat(fd).st_size
             n = layout.stripe_count(size)
             ids: list[tuple[bytes, ...]] = [()] * n
+            buffers: list[bytearray] = []
             done = 0
             with self._pending.hold() as add:
 
                 async def one(stripe: int) -> None:
                     nonlocal done
                     try:
-                        ids[stripe] = await self._put_stripe(fd, layout, size, stripe, rs, add)
+                        ids[stripe] = await self._put_stripe(
+                            fd, layout, size, stripe, rs, add, buffers
+                        )
                     finally:
                         sem.release()
                     done += layout.stripe_data_size(size, stripe)
@@ -711,12 +737,15 @@ class ChunkStore:
         for cid, _ in victims:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self.chunk_path(cid))
+        with self._manifests_lock:
+            self._manifests.clear()
+        indexed = set(self._index.all_chunk_ids())
         for entry in self._walk_chunk_files():
             try:
                 cid = bytes.fromhex(entry.name)
             except ValueError:
                 continue
-            if len(cid) != ID_LEN or cid in pending:
+            if len(cid) != ID_LEN or cid in pending or cid in indexed:
                 continue
             # Re-check under the current index and pending set: a put may have just landed it.
             if not self._index.present([cid]) and cid not in self._pending.snapshot():

@@ -53,7 +53,15 @@ from .messages import (
 )
 from .persist import TABLE_FILE_NAME, load_contacts, save_contacts
 from .ratelimit import RateLimiter
-from .records import ProviderRecord, ProviderStore, SignedValue, ValueStore, value_key
+from .records import (
+    MAX_NAME_BYTES,
+    MAX_VALUE_BYTES,
+    ProviderRecord,
+    ProviderStore,
+    SignedValue,
+    ValueStore,
+    value_key,
+)
 from .routing import RoutingTable
 from .tokens import TokenManager
 from .transport import Transport, TransportWrapper, UdpTransport
@@ -251,9 +259,9 @@ class DhtService:
             for key, (port, due) in list(self._providing.items()):
                 if due <= now and key in self._providing:
                     await self.announce_provider(key, port)
-            for record, due in list(self._published.values()):
+            for key, (record, due) in list(self._published.items()):
                 if due <= now:
-                    await self._store_value(record)
+                    await self._store_value(key, _same(record))
             for index in self._table.buckets_to_refresh(now, cfg.bucket_refresh_interval):
                 await self.lookup_nodes(self._table.random_id_in_bucket(index))
                 self._table.touch(index, trio.current_time())
@@ -320,9 +328,14 @@ class DhtService:
             if verified
             else min(MAX_DATAGRAM_BYTES, self.config.amplification_factor * size)
         )
-        data = encode_response(
-            Response(request.txid, self.node_id, request.method, body), budget=budget
-        )
+        try:
+            data = encode_response(
+                Response(request.txid, self.node_id, request.method, body), budget=budget
+            )
+        except ValueError:  # a reply field out of range: a bug of ours, never the peer's input
+            log.exception("could not encode a reply to %s", request.method)
+            self._drop("encode_error")
+            return
         if len(data) > budget:
             self._drop("amplification")
         else:
@@ -429,7 +442,7 @@ class DhtService:
         """PING a stranger that sent us a request, so it can enter the table if it answers."""
         if (
             self._nursery is None
-            or contact.node_id in self._table
+            or self._table.get(contact.node_id) == contact  # known at this very address
             or contact.node_id in self._verifying
             or len(self._verifying) >= self.config.max_pending_verifications
             or self._ipv6 != is_ipv6(contact.host)
@@ -631,37 +644,54 @@ class DhtService:
 
     async def put_value(self, name: bytes, value: bytes, seq: int | None = None) -> int:
         """Sign ``value`` under ``name`` with this node's key and store it on the k closest
-        nodes; republished every ``republish_interval``. ``seq`` defaults to one more than the
-        highest sequence number seen. Returns how many nodes acknowledged.
+        nodes (one FIND_VALUE lookup, then STOREs); republished every ``republish_interval``.
+        ``seq`` defaults to one more than the highest sequence number seen (locally and in the
+        lookup); a ``seq`` not above what nodes hold is refused by them. Returns how many nodes
+        acknowledged.
 
         Raises :class:`ValueError` if ``name``/``value``/``seq`` are out of range.
         """
+        if len(name) > MAX_NAME_BYTES or len(value) > MAX_VALUE_BYTES:
+            raise ValueError(f"names are at most {MAX_NAME_BYTES} bytes, values {MAX_VALUE_BYTES}")
         key = value_key(self.identity.public_key, name)
+        seen: list[int] = []
+        local = self._values.get(key, trio.current_time())
+        if local is not None:
+            seen.append(local.seq)
+        if key in self._published:
+            seen.append(self._published[key][0].seq)
         if seq is None:
-            seen = [v.seq for v in (self._values.get(key, trio.current_time()),) if v is not None]
-            if key in self._published:
-                seen.append(self._published[key][0].seq)
-            found = await self.lookup_value(self.identity.public_key, name)
-            if found.value is not None:
-                seen.append(found.value.seq)
-            seq = max(seen) + 1 if seen else 0
-        record = SignedValue.sign(self.identity, name, seq, value)
-        self._values.put(record, trio.current_time())
-        return await self._store_value(record)
 
-    async def _store_value(self, record: SignedValue) -> int:
-        self._published[record.key] = (
-            record,
-            trio.current_time() + self.config.republish_interval,
+            def choose(found: list[SignedValue]) -> SignedValue:
+                best = max([*seen, *(v.seq for v in found)], default=-1)
+                return SignedValue.sign(self.identity, name, best + 1, value)
+
+            return await self._store_value(key, choose)
+        return await self._store_value(
+            key, _same(SignedValue.sign(self.identity, name, seq, value))
         )
+
+    async def _store_value(
+        self, key: bytes, choose: Callable[[list[SignedValue]], SignedValue]
+    ) -> int:
+        """Look up ``key`` (collecting write tokens and the valid values held), let ``choose``
+        make the record from those values, keep it for republishing and STORE it."""
         tokens: dict[bytes, bytes] = {}
+        found: list[SignedValue] = []
 
         def on_reply(contact: Contact, reply: ReplyBody) -> bool:
             if isinstance(reply, ValueReply):
                 tokens[contact.node_id] = reply.token
+                v = reply.value
+                if v is not None and v.key == key and v.verify():
+                    found.append(v)
             return False
 
-        lookup = await self._lookup(record.key, FindValue(record.key), on_reply)
+        lookup = await self._lookup(key, FindValue(key), on_reply)
+        record = choose(found)
+        now = trio.current_time()
+        self._values.put(record, now)
+        self._published[key] = (record, now + self.config.republish_interval)
 
         def make(contact: Contact) -> RequestBody | None:
             token = tokens.get(contact.node_id)
@@ -727,6 +757,15 @@ class DhtService:
         await self.lookup_nodes(self.node_id)
         await self._save_table()
         return len(self._table)
+
+
+def _same(record: SignedValue) -> Callable[[list[SignedValue]], SignedValue]:
+    """A record chooser for :meth:`DhtService._store_value` that ignores what it found."""
+
+    def choose(_found: list[SignedValue]) -> SignedValue:
+        return record
+
+    return choose
 
 
 @asynccontextmanager

@@ -18,7 +18,13 @@ import trio
 
 from ..errors import HandshakeError, ProtocolError
 from ..identity import Identity
-from .config import OUTBOUND_QUEUE, RECEIVE_SIZE, THREAD_THRESHOLD_BYTES, WireConfig
+from .config import (
+    OUTBOUND_QUEUE,
+    PIPELINE_DEPTH,
+    RECEIVE_SIZE,
+    THREAD_THRESHOLD_BYTES,
+    WireConfig,
+)
 from .framing import FrameDecoder
 from .handshake import (
     FEATURES,
@@ -115,6 +121,10 @@ class SecureChannel:
     handler given to :meth:`run`, which must be running for either to make progress. Any protocol
     violation, timeout or transport error ends :meth:`run` and closes the stream; the channel is
     never reused after that.
+
+    Inside :meth:`run`, four tasks form two pipelines so that AEAD work (in worker threads) overlaps
+    with socket I/O: reader (socket -> frames) -> opener (open, decode, handler) and sealer (encode,
+    take nonce, seal) -> writer (socket). One sealer and one opener keep nonces in stream order.
     """
 
     def __init__(
@@ -135,12 +145,17 @@ class SecureChannel:
         self._sealer = Sealer(peer.send_key)
         self._opener = Opener(peer.receive_key)
         self._out_send, self._out_receive = trio.open_memory_channel[Message](OUTBOUND_QUEUE)
+        self._sealed_send, self._sealed_receive = trio.open_memory_channel[tuple[bytearray, bool]](
+            PIPELINE_DEPTH
+        )
+        self._frames_send, self._frames_receive = trio.open_memory_channel[bytes](PIPELINE_DEPTH)
         self._cancel_scope: trio.CancelScope | None = None
         self._receive_scope: trio.CancelScope | None = None
         self._error: BaseException | None = None
         self._closed = False
         self._finished = trio.Event()
         self._last_activity = trio.current_time()
+        self._end_of_input = "closed by peer"
 
     @property
     def closed(self) -> bool:
@@ -168,18 +183,20 @@ class SecureChannel:
     ) -> None:
         """Pump messages until the channel ends, then close the stream.
 
-        Calls ``await handler(message)`` for each inbound message, in order, from the reader task
-        (a slow handler stops reading: that is the backpressure). Returns normally on an orderly end
-        (BYE, end of stream between frames, idle timeout or :meth:`aclose`); raises
+        Calls ``await handler(message)`` for each inbound message, in order, from one task (a slow
+        handler stops reading: that is the backpressure). Returns normally on an orderly end (BYE,
+        end of stream between frames, idle timeout or :meth:`aclose`); raises
         :class:`ProtocolError` if the peer misbehaved or the transport failed, and re-raises what
         ``handler`` raised. On cancellation the stream is closed and the cancellation propagates.
         """
         try:
             async with trio.open_nursery() as nursery:
                 self._cancel_scope = nursery.cancel_scope
-                nursery.start_soon(self._guard, self._writer)
+                nursery.start_soon(self._guard, self._sealer_task, False)
+                nursery.start_soon(self._guard, self._writer_task, True)
+                nursery.start_soon(self._guard, self._reader_task, False)
                 task_status.started()
-                await self._guard(self._reader, handler)
+                await self._guard(self._opener_task, True, handler)
         finally:
             self._closed = True
             self._out_send.close()
@@ -210,7 +227,9 @@ class SecureChannel:
         if self._cancel_scope is not None:
             self._cancel_scope.cancel()
 
-    async def _guard(self, pump: Callable[..., Awaitable[str]], *args: Any) -> None:
+    async def _guard(
+        self, pump: Callable[..., Awaitable[str]], stop_on_return: bool, *args: Any
+    ) -> None:
         try:
             reason = await pump(*args)
         except ProtocolError as exc:
@@ -220,7 +239,8 @@ class SecureChannel:
         except Exception as exc:
             self._stop(f"handler failed: {exc!r}", exc)
         else:
-            self._stop(reason)
+            if stop_on_return:
+                self._stop(reason)
 
     def _touch(self) -> None:
         self._last_activity = now = trio.current_time()
@@ -228,14 +248,17 @@ class SecureChannel:
         if scope is not None and not self._decoder.in_frame:
             scope.deadline = now + self.config.idle_timeout
 
-    async def _reader(self, handler: Handler) -> str:
+    async def _reader_task(self) -> str:
+        """Socket -> whole frames, with the idle and per-frame deadlines; EOF ends the input."""
         decoder = self._decoder
-        codec = self._codec
-        opener = self._opener
         frame_started = trio.current_time()
-        while True:
-            payload = decoder.next_frame()
-            if payload is None:
+        async with self._frames_send:
+            while True:
+                payload = decoder.next_frame()
+                if payload is not None:
+                    await self._frames_send.send(payload)
+                    frame_started = trio.current_time()  # time spent blocked is not the peer's
+                    continue
                 if decoder.in_frame:
                     deadline = frame_started + self.config.frame_timeout
                 else:
@@ -249,16 +272,22 @@ class SecureChannel:
                         raise ProtocolError(
                             f"frame not delivered within {self.config.frame_timeout} s"
                         )
-                    return "idle timeout"
+                    self._end_of_input = "idle timeout"
+                    return self._end_of_input
                 if not data:
                     if decoder.in_frame:
                         raise ProtocolError("connection closed in the middle of a frame")
-                    return "closed by peer"
+                    return self._end_of_input
                 if not decoder.in_frame:
                     frame_started = trio.current_time()
                 decoder.receive_data(bytes(data))
                 self._touch()
-                continue
+
+    async def _opener_task(self, handler: Handler) -> str:
+        """Frames -> open (in a thread if big) -> decode -> handler, in nonce order."""
+        codec = self._codec
+        opener = self._opener
+        async for payload in self._frames_receive:
             counter = opener.next_nonce()
             if len(payload) >= THREAD_THRESHOLD_BYTES:
                 message = await trio.to_thread.run_sync(
@@ -270,17 +299,27 @@ class SecureChannel:
                 self.bye_received = True
                 return "BYE from peer"
             await handler(message)
+        return self._end_of_input
 
-    async def _writer(self) -> str:
+    async def _sealer_task(self) -> str:
+        """Queued messages -> encode, take the next nonce, seal (in a thread if big)."""
         codec = self._codec
         sealer = self._sealer
-        async for message in self._out_receive:
-            plaintext = codec.encode(message)
-            counter = sealer.next_nonce()
-            if len(plaintext) >= THREAD_THRESHOLD_BYTES:
-                frame = await trio.to_thread.run_sync(sealer.seal_with, counter, plaintext)
-            else:
-                frame = sealer.seal_with(counter, plaintext)
+        async with self._sealed_send:
+            async for message in self._out_receive:
+                counter = sealer.next_nonce()
+                if len(getattr(message, "data", b"")) >= THREAD_THRESHOLD_BYTES:
+                    frame = await trio.to_thread.run_sync(
+                        _encode_and_seal, sealer, codec, counter, message
+                    )
+                else:
+                    frame = _encode_and_seal(sealer, codec, counter, message)
+                await self._sealed_send.send((frame, isinstance(message, Bye)))
+        return "closed locally"
+
+    async def _writer_task(self) -> str:
+        """Sealed frames -> socket, in order, each within the frame timeout."""
+        async for frame, is_bye in self._sealed_receive:
             with trio.move_on_after(self.config.frame_timeout) as scope:
                 await self.stream.send_all(frame)
             if scope.cancelled_caught:
@@ -288,9 +327,15 @@ class SecureChannel:
                     f"peer did not take a frame within {self.config.frame_timeout} s"
                 )
             self._touch()
-            if isinstance(message, Bye):
-                return "closed locally"
+            if is_bye:
+                break
         return "closed locally"
+
+
+def _encode_and_seal(
+    sealer: Sealer, codec: MessageCodec, counter: int, message: Message
+) -> bytearray:
+    return sealer.seal_with(counter, codec.encode(message))
 
 
 def _open_and_decode(opener: Opener, codec: MessageCodec, counter: int, payload: bytes) -> Message:

@@ -63,6 +63,10 @@ RECEIVE_SIZE = 1024 * 1024
 OUTBOUND_QUEUE = 4
 """Messages queued for a channel's writer before senders wait (bounds memory per connection)."""
 
+PIPELINE_DEPTH = 1
+"""Sealed frames waiting for the socket (and received frames waiting to be opened): one is enough
+for crypto and I/O to overlap; more only adds memory."""
+
 THREAD_THRESHOLD_BYTES = 64 * 1024
 """Frames at least this big are sealed, opened and hashed in a worker thread (they release the GIL);
 smaller ones are faster inline than the thread hand-off."""

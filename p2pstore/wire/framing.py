@@ -72,7 +72,8 @@ class FrameDecoder:
         end = HEADER_BYTES + length
         if len(buffer) < end:
             return None
-        payload = bytes(buffer[HEADER_BYTES:end])
+        with memoryview(buffer) as view:
+            payload = bytes(view[HEADER_BYTES:end])
         del buffer[:end]
         return payload
 

@@ -48,12 +48,17 @@ class Sealer:
         self._counter = counter + 1
         return counter
 
-    def seal_with(self, counter: int, plaintext: bytes) -> bytes:
+    def seal_with(self, counter: int, plaintext: bytes) -> bytearray:
         """The whole frame (length prefix, ciphertext, tag) of ``plaintext`` under ``counter``."""
-        header = HEADER.pack(len(plaintext) + TAG_BYTES)
-        return header + self._aead.encrypt(_nonce(counter), plaintext, header)
+        size = len(plaintext) + TAG_BYTES
+        header = HEADER.pack(size)
+        frame = bytearray(HEADER.size + size)
+        frame[: HEADER.size] = header
+        with memoryview(frame) as view:
+            self._aead.encrypt_into(_nonce(counter), plaintext, header, view[HEADER.size :])
+        return frame
 
-    def seal(self, plaintext: bytes) -> bytes:
+    def seal(self, plaintext: bytes) -> bytearray:
         """Take the next nonce and seal ``plaintext`` into a frame."""
         return self.seal_with(self.next_nonce(), plaintext)
 

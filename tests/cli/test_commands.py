@@ -194,7 +194,7 @@ def test_status(daemon: FakeNode, data_dir: Path) -> None:
     assert "routing table:  3 contacts" in result.stdout
     as_json = json.loads(invoke("status", "--json", "--data-dir", str(data_dir)).stdout)
     assert as_json["routing_table_size"] == 3
-    assert as_json["tcp"] == ["127.0.0.1", 19000]
+    assert as_json["tcp"] == "127.0.0.1:19000"
 
 
 def test_put_sends_the_absolute_path(
@@ -327,3 +327,22 @@ def test_unreachable_bootstrap(data_dir: Path) -> None:
         )  # fmt: skip
     assert_one_line_error(result, 1, f"127.0.0.1:{port}")
     assert not (data_dir / "control.sock").exists()
+
+
+def test_log_json_lines(data_dir: Path) -> None:
+    pytest.importorskip("p2pstore.node")
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+        udp.bind(("127.0.0.1", 0))
+        port = udp.getsockname()[1]
+        result = invoke(
+            "daemon", "-v", "--log-json", "--host", "127.0.0.1", "--udp-port", str(port),
+            "--data-dir", str(data_dir),
+        )  # fmt: skip
+    assert result.exit_code == 1
+    *logs, last = result.stderr.strip().splitlines()
+    assert last.startswith("error: daemon: cannot listen on UDP")
+    assert logs
+    assert json.loads(logs[0])["message"] == f"starting a node for {data_dir}"
+    for line in logs:
+        entry = json.loads(line)
+        assert {"ts", "level", "logger", "message"} <= set(entry)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import stat
 import struct
 from collections.abc import AsyncIterator
@@ -200,6 +201,24 @@ def test_to_plain_converts_node_results() -> None:
     }
 
 
+@pytest.mark.parametrize(
+    ("name", "safe"),
+    [
+        ("report.pdf", "report.pdf"),
+        ("../../etc/passwd", "passwd"),
+        ("a\\b\\c.txt", "c.txt"),
+        (".bashrc", "FALLBACK"),
+        ("dir/", "FALLBACK"),
+        ("", "FALLBACK"),
+        (None, "FALLBACK"),
+        ("..", "FALLBACK"),
+        ("evil\x1b[2Jname", "evil [2Jname"),
+    ],
+)
+def test_safe_file_name(name: object, safe: str) -> None:
+    assert control.safe_file_name(name, "FALLBACK") == safe
+
+
 def test_one_line_strips_control_characters() -> None:
     assert control.one_line("a\x1b[31mb\nc\td") == "a [31mb c d"
     assert len(control.one_line("x" * 5000)) == control.MAX_ERROR_MESSAGE_CHARS
@@ -258,13 +277,14 @@ async def test_every_operation_reaches_the_node(served: FakeNode, data_dir: Path
     assert (await control.call(data_dir, "unpin", {"file_id": FILE_ID}))["pinned"] is False
     assert (await control.call(data_dir, "gc"))["freed_bytes"] == 4096
     assert (await control.call(data_dir, "verify"))["checked"] == 7
-    got = await control.call(
-        data_dir, "get", {"file_id": FILE_ID, "dest": None, "cwd": str(data_dir)}
-    )
-    assert got["path"] == str(data_dir / "hello.txt")
+    out = data_dir / "out"
+    out.mkdir()
+    got = await control.call(data_dir, "get", {"file_id": FILE_ID, "dest": None, "cwd": str(out)})
+    assert got["path"] == str(out / "f.txt")  # the name from the (fake) manifest
+    assert os.listdir(out) == ["f.txt"]  # the partial file was renamed, nothing left behind
     assert [c[0] for c in served.calls] == [
         "put", "list_files", "list_files", "peers", "find_providers", "pin", "unpin", "gc",
-        "verify", "get",
+        "verify", "get", "list_files",
     ]  # fmt: skip
     assert served.calls[0][1] == (src, False)
 
@@ -440,3 +460,19 @@ async def test_too_long_socket_path_is_a_config_error(data_dir: Path) -> None:
         await serve_control(FakeNode(), deep)
     with pytest.raises(ConfigError):
         await control.call(deep, "status")
+
+
+async def test_server_survives_random_garbage(served: FakeNode, data_dir: Path) -> None:
+    rng = random.Random(1234)
+    for i in range(40):
+        stream = await _raw(data_dir)
+        if i % 2:
+            body = rng.randbytes(rng.randrange(0, 200))
+            await stream.send_all(encode_frame(body))
+        else:
+            await stream.send_all(rng.randbytes(rng.randrange(1, 300)))
+        await stream.send_eof()
+        replies = await _read_all(stream)  # never hangs: the server answers or closes
+        assert all(parse_reply(r).kind == "error" for r in replies)
+        await stream.aclose()
+    assert (await control.call(data_dir, "status"))["routing_table_size"] == 3

@@ -123,9 +123,9 @@ def test_three_daemons(base: Path) -> None:
 
         statuses = [d.json("status") for d in daemons]
         for d, status in zip(daemons, statuses, strict=True):
-            host, port = d.info["udp"].rsplit(":", 1)
             assert status["node_id"] == d.info["node_id"]
-            assert status["udp"] == [host, int(port)]
+            assert status["udp"] == d.info["udp"]
+            assert status["tcp"] == d.info["tcp"]
             assert status["routing_table_size"] >= 1
         assert statuses[0]["routing_table_size"] >= 2
         assert statuses[2]["files"] >= 1

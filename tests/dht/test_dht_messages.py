@@ -8,6 +8,7 @@ from hypothesis import strategies as st
 
 from p2pstore.dht.contact import (
     Contact,
+    canonical_host,
     distance,
     pack_contact,
     unpack_contact,
@@ -43,8 +44,8 @@ ids = st.binary(min_size=32, max_size=32)
 txids = st.binary(min_size=8, max_size=16)
 tokens = st.binary(min_size=4, max_size=32)
 ports = st.integers(1, 65535)
-ipv4 = st.ip_addresses(v=4).map(str)
-ipv6 = st.ip_addresses(v=6).map(str)
+ipv4 = st.ip_addresses(v=4).map(lambda a: canonical_host(str(a)))
+ipv6 = st.ip_addresses(v=6).map(lambda a: canonical_host(str(a)))
 contacts = st.builds(Contact, ids, st.one_of(ipv4, ipv6), ports)
 contact_lists = st.lists(contacts, max_size=20).map(tuple)
 signed_values = st.builds(
@@ -87,7 +88,7 @@ def responses(draw: st.DrawFn) -> Response:
             draw(tokens),
             draw(st.none() | signed_values),
         )
-    return Response(draw(txids), draw(ids), method, body)  # type: ignore[arg-type]
+    return Response(draw(txids), draw(ids), method, body)
 
 
 @given(txids, ids, request_bodies, st.integers(0, 600))

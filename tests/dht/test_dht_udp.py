@@ -135,10 +135,22 @@ async def test_restarted_node_rejoins_without_its_bootstrap_node(tmp_path: Path)
         async with open_dht(identity, config=CONFIG, data_dir=tmp_path) as node:
             size = await node.bootstrap([])
             assert size >= 4
+            # The nodes it pinged verify it at its new address and update their tables.
+            for _ in range(100):
+                if all(o.table.get(identity.node_id) in (None, node_contact(node)) for o in others):
+                    break
+                await trio.sleep(0.02)
+            known = [o.table.get(identity.node_id) for o in others[1:]]
+            assert node_contact(node) in known
+            assert all(c in (None, node_contact(node)) for c in known)
             key = os.urandom(32)
             await others[3].announce_provider(key, 4242)
             providers = await node.find_providers(key)
             assert [p.node_id for p in providers] == [others[3].node_id]
+
+
+def node_contact(node: DhtService) -> Contact:
+    return Contact(node.node_id, *node.address)
 
 
 async def test_corrupt_saved_table_is_ignored(tmp_path: Path) -> None:
@@ -156,6 +168,9 @@ async def test_values_roundtrip_and_newer_wins() -> None:
         assert await publisher.put_value(b"profile", b"v1") >= 5
         assert await reader.get_value(publisher.identity.public_key, b"profile") == b"v1"
         assert await publisher.put_value(b"profile", b"v2") >= 5
+        assert await reader.get_value(publisher.identity.public_key, b"profile") == b"v2"
+        # An explicit older sequence number is refused everywhere.
+        assert await publisher.put_value(b"profile", b"old", seq=0) == 0
         assert await reader.get_value(publisher.identity.public_key, b"profile") == b"v2"
         assert await reader.get_value(publisher.identity.public_key, b"other") is None
 

@@ -57,7 +57,7 @@ def put_cases(draw: st.DrawFn) -> tuple[Layout, bytes]:
     return layout, content
 
 
-@settings(max_examples=25)
+@settings(max_examples=max(1, settings().max_examples // 2))  # disk-heavy: half
 @given(put_cases())
 def test_put_then_reassemble_roundtrip(case: tuple[Layout, bytes]) -> None:
     layout, content = case

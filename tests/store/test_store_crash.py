@@ -63,7 +63,7 @@ TARGETS = [
 ]
 
 
-@settings(max_examples=30)
+@settings(max_examples=max(1, settings().max_examples // 2))  # disk-heavy: half
 @given(
     n=st.integers(1, 80),
     before=st.booleans(),
@@ -92,7 +92,9 @@ def test_interrupted_put_is_consistent_and_resumable(
                 trio.run(put, store)
             except InjectedFault:
                 assert plan.fired
-                assert store.list_files() == []
+                # Listed only if complete (the fault hit after the final commit).
+                for f in store.list_files():
+                    assert f.chunks_present == f.chunks_total
             else:
                 assert not plan.fired
             mp.undo()
