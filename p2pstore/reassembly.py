@@ -25,7 +25,7 @@ from .erasure import ReedSolomon
 from .errors import ChunkNotFoundError, CorruptChunkError, FileUnavailableError
 from .manifest import Manifest
 
-__all__ = ["REASSEMBLY_WINDOW", "ChunkSource", "ProgressCallback", "reassemble"]
+__all__ = ["REASSEMBLY_WINDOW", "ChunkSource", "ProgressCallback", "fetch_stripe", "reassemble"]
 
 #: Threads verifying/decoding/writing for one reassembly (the source has its own): about the
 #: number of cores; more only adds per-thread malloc arenas holding freed buffers.
@@ -49,9 +49,10 @@ class ChunkSource(Protocol):
     async def get_chunk(self, chunk_id: bytes) -> bytes: ...
 
 
-class _StripeUnavailable(Exception):
+class _StripeUnavailable(FileUnavailableError):
     def __init__(self, missing: list[bytes]) -> None:
-        self.missing = missing
+        super().__init__(f"a stripe lacks {len(missing)} chunk(s) and cannot be rebuilt")
+        self.stripe_missing = missing
 
 
 @dataclass
@@ -97,14 +98,17 @@ def _verify(items: dict[int, tuple[bytes, bytes, int]]) -> dict[int, bytes | Non
     return out
 
 
-async def _fetch_stripe(
+async def fetch_stripe(
     manifest: Manifest,
     source: ChunkSource,
     stripe: int,
     rs: ReedSolomon,
     limiter: trio.CapacityLimiter,
 ) -> list[bytes]:
-    """The stripe's data chunks (exact lengths), fetched and rebuilt as needed."""
+    """The stripe's data chunks (exact lengths), fetched from ``source`` and rebuilt as needed.
+
+    Raises :class:`FileUnavailableError` if fewer than ``k`` good shares can be obtained.
+    """
     ids = manifest.stripes[stripe]
     d = manifest.data_chunk_count(stripe)
     k = manifest.k
@@ -219,9 +223,9 @@ async def reassemble(
 
         async def fill(slot: _Slot) -> None:
             try:
-                slot.data = await _fetch_stripe(manifest, source, slot.index, rs, limiter)
+                slot.data = await fetch_stripe(manifest, source, slot.index, rs, limiter)
             except _StripeUnavailable as exc:
-                slot.missing = exc.missing
+                slot.missing = exc.stripe_missing
             finally:
                 slot.done.set()
 

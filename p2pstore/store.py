@@ -2,7 +2,7 @@
 
 Layout of a data directory::
 
-    chunks/ab/cd/<64 hex>    one file per chunk, named by its SHA-256, sharded by ID prefix
+    chunks/ab/<64 hex>       one file per chunk, named by its SHA-256, sharded by its first byte
     tmp/                     temp files being written (same filesystem, emptied at open)
     quarantine/              chunks found corrupt, moved aside for inspection
     index.sqlite3            the SQLite (WAL) index: chunks, files, file membership, pins
@@ -61,13 +61,15 @@ __all__ = [
     "VerifyReport",
 ]
 
-#: Stripes hashed/coded/written at once by put_file: overlaps fsync waits with hashing on 2+ cores
-#: while keeping memory at a few stripes (each <= k+m chunks).
+#: Stripes hashed/coded/written at once by put_file: keeps the writer threads fed while fsyncs
+#: wait, and bounds memory to this many stripe buffers plus their parity.
 PUT_CONCURRENCY = 4
-#: Worker threads one store uses at once (hashing, coding, reads, writes, fsync waits): enough
-#: concurrent fsyncs to share journal commits; few enough that per-thread malloc arenas do not
-#: inflate the RSS with freed chunk buffers.
-STORE_THREADS = 6
+#: Worker threads one store uses at once for hashing, coding and reading chunks: about the core
+#: count; more only adds per-thread malloc arenas that hold on to freed chunk buffers.
+STORE_THREADS = 4
+#: Chunk files written and fsynced at once by put_file: concurrent fsyncs share journal commits
+#: and keep a contended disk busy; these threads wait on the disk and allocate nothing large.
+WRITE_THREADS = 10
 #: Bytes read and hashed per thread hop by verify(): big enough to amortise the hop.
 VERIFY_BATCH_BYTES = 32 * 1024 * 1024
 #: Decoded manifests kept in memory (have_bitmap is called for every HAVE request).
@@ -147,6 +149,23 @@ def _write_temp(path: Path, data: bytes | memoryview) -> None:
     os.close(fd)
 
 
+def _make_shards(chunks: Path) -> None:
+    """Create the 256 shard directories once, durably, so no chunk write has to mkdir.
+
+    One level of 256 keeps every write free of directory creation (a new directory needs its
+    own fsync of the parent); ext4/xfs handle the ~40k entries per shard of a 10M-chunk store.
+    """
+    created = False
+    for i in range(256):
+        shard = chunks / f"{i:02x}"
+        if not shard.is_dir():
+            shard.mkdir(mode=0o700, exist_ok=True)
+            created = True
+    if created:
+        _fsync_dir(chunks)
+        _fsync_dir(chunks.parent)
+
+
 class _Pending:
     """Chunk IDs being written by a running put: gc must not delete them yet."""
 
@@ -202,6 +221,7 @@ class ChunkStore:
         self._manifests: OrderedDict[bytes, Manifest] = OrderedDict()
         self._manifests_lock = threading.Lock()
         self._limiter = trio.CapacityLimiter(STORE_THREADS)
+        self._write_limiter = trio.CapacityLimiter(WRITE_THREADS)
         self._dirs_lock = threading.Lock()
 
     # -- life cycle ------------------------------------------------------------------------------
@@ -232,6 +252,7 @@ class ChunkStore:
             for entry in os.scandir(data_dir / "tmp"):
                 with contextlib.suppress(OSError):
                     os.unlink(entry.path)
+            _make_shards(data_dir / "chunks")
             index = _index.Index(data_dir / _INDEX_NAME)
         except BaseException:
             os.close(lock_fd)
@@ -275,21 +296,19 @@ class ChunkStore:
     def chunk_path(self, chunk_id: bytes) -> Path:
         """Where the chunk's file lives (whether or not it exists)."""
         h = chunk_id.hex()
-        return self._chunks / h[:2] / h[2:4] / h
+        return self._chunks / h[:2] / h
 
     # -- chunk writes (sync, in worker threads) --------------------------------------------------
 
     def _ensure_dir(self, path: Path) -> None:
-        # Under a lock: another thread must not see a new directory before its entry is durable.
+        # The shard directories are made at open; this only repairs one deleted meanwhile. Under
+        # a lock: no thread may use a new directory before its entry is durable.
+        if path.is_dir():
+            return
         with self._dirs_lock:
-            if path.is_dir():
-                return
-            parent = path.parent
-            if not parent.is_dir():
-                parent.mkdir(exist_ok=True)
-                _fsync_dir(parent.parent)
-            path.mkdir(exist_ok=True)
-            _fsync_dir(parent)
+            if not path.is_dir():
+                path.mkdir(exist_ok=True)
+                _fsync_dir(path.parent)
 
     def _todo(
         self, items: Sequence[tuple[bytes, bytes | memoryview]], add_pending: Callable[..., None]
@@ -531,7 +550,7 @@ class ChunkStore:
                             self._write_chunk_file,
                             cid,
                             data,
-                            limiter=self._limiter,
+                            limiter=self._write_limiter,
                         )
                     )
         if todo:
@@ -756,13 +775,9 @@ class ChunkStore:
         return freed
 
     def _walk_chunk_files(self) -> Iterator[os.DirEntry[str]]:
-        for top in os.scandir(self._chunks):
-            if not top.is_dir():
-                continue
-            for mid in os.scandir(top.path):
-                if not mid.is_dir():
-                    continue
-                yield from (e for e in os.scandir(mid.path) if e.is_file())
+        for shard in os.scandir(self._chunks):
+            if shard.is_dir():
+                yield from (e for e in os.scandir(shard.path) if e.is_file())
 
     async def verify(self) -> VerifyReport:
         """Scrub the store: re-hash every indexed chunk.

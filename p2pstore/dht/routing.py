@@ -213,7 +213,7 @@ class RoutingTable:
         if bucket.pending_ping == node_id:
             bucket.pending_ping = None
         while bucket.replacements and len(bucket.entries) < self.k:
-            replacement = bucket.replacements.pop(0)
+            replacement = bucket.replacements.pop()
             other = self._by_address.get(replacement.contact.address)
             if other is not None:
                 continue  # that address now belongs to another node in the table

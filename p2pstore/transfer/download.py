@@ -35,7 +35,9 @@ from ..errors import (
     P2PStoreError,
 )
 from ..manifest import Manifest, ManifestRoot
+from ..reassembly import collapse_exception_groups
 from ..wire.client import ConnectionPool, PeerAddress, PeerConnection
+from .output import OutputFile
 from .progress import Progress
 from .scheduler import (
     CancelRequest,
@@ -44,6 +46,7 @@ from .scheduler import (
     DownloadScheduler,
     DropPeer,
     SchedulerConfig,
+    StripeComplete,
     StripeSpec,
 )
 
@@ -110,8 +113,6 @@ class LocalChunks(Protocol):
     async def load_manifest(self, file_id: bytes) -> Manifest: ...
 
     async def add_manifest(self, manifest: Manifest, *, pin: bool = True) -> None: ...
-
-    async def reassemble(self, manifest: Manifest, dest: Path) -> None: ...
 
 
 FindProviders = Callable[[bytes], Awaitable[Sequence[Provider]]]
@@ -197,30 +198,51 @@ class Download:
         self._started_at = 0.0
         self._first_chunk_at: float | None = None
         self._sched: DownloadScheduler | None = None
+        self._output: OutputFile | None = None
+        self._ready = trio.Event()  # set once the manifest, scheduler and output exist
         self._finished = trio.Event()
         self._setups_pending = 0
-        self._failure: FileUnavailableError | None = None
         self._chunk_count = 0
+        self._failure: P2PStoreError | None = None
 
     # ------------------------------------------------------------------ public
 
     async def run(self) -> DownloadOutcome:
         """Download and write the file; see the class docstring for what it raises."""
         self._started_at = trio.current_time()
-        manifest = await self._obtain_manifest()
-        specs = stripe_specs(manifest)
-        ids = manifest.chunk_ids()
-        present = self.store.has_chunks(ids)
-        already = [i for i, ok in enumerate(present) if ok]
-        self._chunk_count = len(ids)
-        sched = self._sched = DownloadScheduler(
-            specs, already_have=already, config=self.config.scheduler, rng=self.rng
-        )
-        if not sched.is_complete():
-            await self._fetch_all(sched)
+        manifest = await self._local_manifest()
+        already: list[int] = []
+        try:
+            with collapse_exception_groups():
+                async with trio.open_nursery() as writers:
+                    async with trio.open_nursery() as fetch:
+                        if manifest is None or not self._complete_locally(manifest):
+                            for provider in await self._discover():
+                                fetch.start_soon(self._peer_worker, provider)
+                        if manifest is None:
+                            manifest = await self._fetch_manifest()
+                        already = await self._prepare(manifest, writers)
+                        sched = self._sched
+                        assert sched is not None
+                        if not sched.is_complete():
+                            fetch.start_soon(self._watch_availability, sched, fetch)
+                            fetch.start_soon(self._check_slow_peers, sched)
+                            if self.progress_callback is not None:
+                                fetch.start_soon(self._report_progress, sched)
+                            await self._finished.wait()
+                        fetch.cancel_scope.cancel()
+                    if self._failure is not None:
+                        raise self._failure
+            assert self._output is not None
+            assert manifest is not None
+            await self._output.finish()
+        except BaseException:
+            if self._output is not None:
+                self._output.abort()
+            raise
         await self.store.add_manifest(manifest, pin=True)
-        await self.store.reassemble(manifest, self.dest)
-        progress = sched.progress(trio.current_time())
+        assert self._sched is not None
+        progress = self._sched.progress(trio.current_time())
         self._report(progress)
         by_peer = {
             self._label(peer): p.bytes for peer, p in progress.per_peer.items() if p.bytes > 0
@@ -236,7 +258,47 @@ class Download:
             first_chunk_seconds=first,
         )
 
+    async def _prepare(self, manifest: Manifest, writers: trio.Nursery) -> list[int]:
+        """Create the scheduler and the output file; queue the stripes already stored."""
+        ids = manifest.chunk_ids()
+        present = self.store.has_chunks(ids)
+        already = [i for i, ok in enumerate(present) if ok]
+        self._chunk_count = len(ids)
+        sched = DownloadScheduler(
+            stripe_specs(manifest),
+            already_have=already,
+            config=self.config.scheduler,
+            rng=self.rng,
+        )
+        output = OutputFile(manifest, self.dest)
+        await output.open()
+        self._sched, self._output, self._writers = sched, output, writers
+        for s in range(len(manifest.stripes)):
+            if sched.stripe_done(s):
+                writers.start_soon(output.complete_stripe, s, self.store)
+        self._ready.set()
+        if sched.is_complete():
+            self._finished.set()
+        return already
+
+    def _complete_locally(self, manifest: Manifest) -> bool:
+        present = self.store.has_chunks(manifest.chunk_ids())
+        pos = 0
+        for s, ids in enumerate(manifest.stripes):
+            if sum(present[pos : pos + len(ids)]) < manifest.data_chunk_count(s):
+                return False
+            pos += len(ids)
+        return True
+
     # ------------------------------------------------------------------ manifest
+
+    async def _local_manifest(self) -> Manifest | None:
+        if not self.store.has_chunk(self.file_id):
+            return None
+        try:
+            return await self.store.load_manifest(self.file_id)
+        except (ChunkNotFoundError, CorruptChunkError):
+            return None  # part of a large manifest is missing: fetch it from peers
 
     async def _discover(self) -> list[Provider]:
         """Look providers up again; returns the ones not seen before."""
@@ -249,13 +311,7 @@ class Download:
             fresh.append(p)
         return fresh
 
-    async def _obtain_manifest(self) -> Manifest:
-        if self.store.has_chunk(self.file_id):
-            try:
-                return await self.store.load_manifest(self.file_id)
-            except (ChunkNotFoundError, CorruptChunkError):
-                pass  # part of a large manifest is missing: fetch it below
-        await self._discover()
+    async def _fetch_manifest(self) -> Manifest:
         if not self._providers:
             raise FileUnavailableError(f"no provider found for file {self.file_id.hex()}", {})
         candidates = list(self._providers.values())
@@ -321,23 +377,9 @@ class Download:
 
     # ------------------------------------------------------------------ transfer
 
-    async def _fetch_all(self, sched: DownloadScheduler) -> None:
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(self._watch_availability, sched, nursery)
-            nursery.start_soon(self._check_slow_peers, sched)
-            if self.progress_callback is not None:
-                nursery.start_soon(self._report_progress, sched)
-            for provider in list(self._providers.values()):
-                nursery.start_soon(self._peer_worker, sched, provider)
-            await self._finished.wait()
-            nursery.cancel_scope.cancel()
-        if self._failure is not None:
-            raise self._failure
-
     def _notify(self) -> None:
         """Wake every worker waiting for work; called after any scheduler event."""
-        assert self._sched is not None
-        if self._sched.is_complete():
+        if self._sched is not None and self._sched.is_complete():
             self._finished.set()
         self._changed.set()
         self._changed = trio.Event()
@@ -353,10 +395,16 @@ class Download:
                 peer_scope = self._peer_scopes.get(decision.peer)
                 if peer_scope is not None:
                     peer_scope.cancel()
+            elif isinstance(decision, StripeComplete):
+                assert self._output is not None
+                self._writers.start_soon(self._output.complete_stripe, decision.stripe, self.store)
         self._notify()
 
-    async def _peer_worker(self, sched: DownloadScheduler, provider: Provider) -> None:
+    async def _peer_worker(self, provider: Provider) -> None:
+        """Connect and ask for HAVE (while the manifest is being fetched), then keep the peer's
+        pipeline full until the download ends or the peer is dropped."""
         peer = provider.node_id
+        added = False
         with trio.CancelScope() as scope:
             self._peer_scopes[peer] = scope
             try:
@@ -369,8 +417,11 @@ class Download:
                     self._setups_pending -= 1
                 if bitmap is None:
                     return  # it announced the file but no longer knows it
-                have = bitmap_indices(bitmap, self._chunk_count)
-                sched.add_peer(peer, have, trio.current_time())
+                await self._ready.wait()
+                sched = self._sched
+                assert sched is not None
+                sched.add_peer(peer, bitmap_indices(bitmap, self._chunk_count), trio.current_time())
+                added = True
                 self._notify()
                 async with trio.open_nursery() as requests:
                     while True:
@@ -383,7 +434,8 @@ class Download:
                 log.info("peer %s failed: %s", provider.label, exc or type(exc).__name__)
             finally:
                 del self._peer_scopes[peer]
-                self._apply(sched.peer_failed(peer, trio.current_time()))
+                if added and self._sched is not None:
+                    self._apply(self._sched.peer_failed(peer, trio.current_time()))
 
     async def _request(
         self, sched: DownloadScheduler, conn: PeerConnection, request: ChunkRequest
@@ -408,9 +460,13 @@ class Download:
             if data is None:
                 self._apply(sched.chunk_missing(request.peer, request.index, trio.current_time()))
                 return
-            await self.store.put_chunk(request.chunk_id, data)
             if self._first_chunk_at is None:
                 self._first_chunk_at = trio.current_time()
+            # Into the output first, then the store (for resume), then tell the scheduler: a
+            # stripe it declares complete has every reported chunk written and stored.
+            assert self._output is not None
+            await self._output.write_chunk(request.stripe, request.share, data)
+            await self.store.put_chunk(request.chunk_id, data)
             self._apply(
                 sched.chunk_received(request.peer, request.index, len(data), trio.current_time())
             )
@@ -438,7 +494,7 @@ class Download:
                 log.info("provider look-up failed: %s", exc)
                 fresh = []
             for provider in fresh:
-                nursery.start_soon(self._peer_worker, sched, provider)
+                nursery.start_soon(self._peer_worker, provider)
             if fresh or self._setups_pending:
                 fruitless = 0
                 continue

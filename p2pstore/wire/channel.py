@@ -252,7 +252,9 @@ class SecureChannel:
         """Socket -> whole frames, with the idle and per-frame deadlines; EOF ends the input."""
         decoder = self._decoder
         frame_started = trio.current_time()
-        async with self._frames_send:
+        # Closed synchronously (not ``async with``) so that an error here is recorded before the
+        # opener, seeing the end of its input, can end the channel as if it were an orderly close.
+        with self._frames_send:
             while True:
                 payload = decoder.next_frame()
                 if payload is not None:
@@ -305,7 +307,7 @@ class SecureChannel:
         """Queued messages -> encode, take the next nonce, seal (in a thread if big)."""
         codec = self._codec
         sealer = self._sealer
-        async with self._sealed_send:
+        with self._sealed_send:
             async for message in self._out_receive:
                 counter = sealer.next_nonce()
                 if len(getattr(message, "data", b"")) >= THREAD_THRESHOLD_BYTES:

@@ -190,9 +190,15 @@ async def test_loss_and_duplication_in_a_small_network() -> None:
         for w in wrappers:
             w.loss = 0.2
         found = 0
-        for node in nodes[2:]:
+
+        async def look(node: DhtService) -> None:
+            nonlocal found
             providers = await node.find_providers(key)
             found += any(p.node_id == nodes[1].node_id for p in providers)
+
+        async with trio.open_nursery() as nursery:
+            for node in nodes[2:]:
+                nursery.start_soon(look, node)
         assert found >= 9
         assert sum(n.stats.dropped["unexpected_reply"] for n in nodes) > 0, "duplicates seen"
 

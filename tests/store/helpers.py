@@ -94,7 +94,7 @@ def assert_store_consistent(data_dir: Path) -> set[bytes]:
     ids = set()
     for cid, size in rows:
         h = cid.hex()
-        path = data_dir / "chunks" / h[:2] / h[2:4] / h
+        path = data_dir / "chunks" / h[:2] / h
         data = path.read_bytes()
         assert len(data) == size, h
         assert sha(data) == cid, h

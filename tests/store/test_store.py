@@ -263,7 +263,6 @@ async def test_gc_and_pins(tmp_path: Path, store: ChunkStore) -> None:
 async def test_gc_removes_orphan_files(tmp_path: Path, store: ChunkStore) -> None:
     orphan = b"orphan"
     path = store.chunk_path(sha(orphan))
-    path.parent.mkdir(parents=True)
     path.write_bytes(orphan)
     assert store.gc() == len(orphan)
     assert not path.exists()

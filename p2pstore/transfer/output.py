@@ -1,0 +1,155 @@
+"""The destination file of a download, written in whatever order chunks arrive.
+
+A download writes each verified data chunk straight to its offset in a temporary file beside the
+destination, and rebuilds from the local store only the stripes whose data chunks did not all
+arrive over the network (those completed with parity, or already stored by an earlier run). So
+when the last chunk lands, only an fsync and a rename remain: there is no second pass that reads
+the whole file back.
+
+The temporary file is ``.<name>.<random>.part`` in the destination's directory; :meth:`finish`
+fsyncs it and renames it into place, :meth:`abort` removes it. Either way nothing half-written is
+ever visible under the destination name.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import secrets
+from pathlib import Path
+
+import trio
+
+from ..erasure import ReedSolomon
+from ..errors import CorruptChunkError, FileUnavailableError
+from ..manifest import Manifest
+from ..reassembly import ChunkSource, fetch_stripe
+
+__all__ = ["REBUILD_CONCURRENCY", "OutputFile"]
+
+#: Stripes rebuilt from the store at once: each holds up to k chunks in memory.
+REBUILD_CONCURRENCY = 4
+#: Worker threads for writes and rebuilds of one download (about the number of cores).
+OUTPUT_THREADS = 2
+
+
+def _pwrite_all(fd: int, data: bytes, offset: int) -> None:
+    view = memoryview(data)
+    while view:
+        written = os.pwrite(fd, view, offset)
+        view, offset = view[written:], offset + written
+
+
+def _finish(fd: int, tmp: Path, dest: Path) -> None:
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, dest)
+    dir_fd = os.open(dest.parent, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+class OutputFile:
+    """A file being assembled for ``manifest`` at ``dest``; see the module docstring.
+
+    Use ``await open()`` first, then :meth:`write_chunk` / :meth:`complete_stripe` from any number
+    of tasks, then :meth:`finish`, or :meth:`abort` on failure.
+    """
+
+    def __init__(self, manifest: Manifest, dest: Path) -> None:
+        self.manifest = manifest
+        self.dest = Path(dest)
+        self.tmp = self.dest.parent / f".{self.dest.name}.{secrets.token_hex(4)}.part"
+        self._fd: int | None = None
+        self._written: list[set[int]] = [set() for _ in manifest.stripes]
+        self._rs = ReedSolomon(manifest.k, manifest.m)
+        self._threads = trio.CapacityLimiter(OUTPUT_THREADS)
+        self._rebuilds = trio.Semaphore(REBUILD_CONCURRENCY)
+
+    async def open(self) -> None:
+        """Create the temporary file, sized to the whole file (sparse until written)."""
+
+        def create() -> int:
+            fd = os.open(self.tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+            try:
+                os.ftruncate(fd, self.manifest.size)
+            except BaseException:
+                os.close(fd)
+                raise
+            return fd
+
+        self._fd = await trio.to_thread.run_sync(create)
+
+    def _offset(self, stripe: int, share: int) -> int:
+        return self.manifest.layout.stripe_offset(stripe) + share * self.manifest.chunk_size
+
+    def is_data(self, stripe: int, share: int) -> bool:
+        """Whether ``share`` of ``stripe`` is a data chunk (the others are parity)."""
+        return share < self.manifest.data_chunk_count(stripe)
+
+    async def write_chunk(self, stripe: int, share: int, data: bytes) -> None:
+        """Write a verified data chunk at its place; parity chunks are ignored."""
+        if not self.is_data(stripe, share) or share in self._written[stripe]:
+            return
+        assert self._fd is not None, "open() first"
+        fd = self._fd
+        await trio.to_thread.run_sync(
+            _pwrite_all, fd, data, self._offset(stripe, share), limiter=self._threads
+        )
+        self._written[stripe].add(share)
+
+    async def complete_stripe(self, stripe: int, source: ChunkSource) -> None:
+        """Write the data chunks of ``stripe`` not written yet, from ``source`` (the store),
+        decoding from parity where needed. Rebuilt chunks are checked against their IDs.
+
+        Raises :class:`FileUnavailableError` if ``source`` lacks what the stripe needs.
+        """
+        missing = [
+            j
+            for j in range(self.manifest.data_chunk_count(stripe))
+            if j not in self._written[stripe]
+        ]
+        if not missing:
+            return
+        async with self._rebuilds:
+            data = await fetch_stripe(self.manifest, source, stripe, self._rs, self._threads)
+            ids = self.manifest.stripes[stripe]
+
+            def check_and_write() -> None:
+                assert self._fd is not None
+                for j in missing:
+                    if hashlib.sha256(data[j]).digest() != ids[j]:
+                        raise CorruptChunkError(ids[j], f"rebuilt chunk {ids[j].hex()} is wrong")
+                    _pwrite_all(self._fd, data[j], self._offset(stripe, j))
+
+            await trio.to_thread.run_sync(check_and_write, limiter=self._threads)
+        self._written[stripe].update(missing)
+
+    def all_written(self) -> bool:
+        """Whether every data chunk of every stripe is in the file."""
+        return all(
+            len(self._written[s]) == self.manifest.data_chunk_count(s)
+            for s in range(len(self.manifest.stripes))
+        )
+
+    async def finish(self) -> None:
+        """Fsync and rename into place. Raises if some data chunk was never written."""
+        if not self.all_written():
+            raise FileUnavailableError("internal error: the output is incomplete")
+        fd, self._fd = self._fd, None
+        assert fd is not None
+        await trio.to_thread.run_sync(_finish, fd, self.tmp, self.dest)
+
+    def abort(self) -> None:
+        """Remove the temporary file (safe to call at any time; does not block on anything
+        slower than an unlink, so it is fine on the cleanup path of a cancelled task)."""
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            os.close(fd)
+        with contextlib.suppress(OSError):
+            os.unlink(self.tmp)
