@@ -5,6 +5,8 @@ is in ``docs/protocol.md``; each concern lives in its own module (``messages``, 
 ``lookup``, ``records``, ``tokens``, ``ratelimit``, ``transport``, ``persist``, ``service``).
 """
 
+from __future__ import annotations
+
 from ..errors import BootstrapError
 from .config import DhtConfig
 from .contact import Contact, distance

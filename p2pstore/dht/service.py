@@ -72,6 +72,9 @@ MAX_RECENT_VERIFICATIONS = 4096
 """Addresses remembered as recently PINGed for verification, so a chatty stranger costs one PING."""
 VERIFY_RETRY_FACTOR = 10
 """A stranger is re-verified at most once per this many request timeouts."""
+REPUBLISH_CONCURRENCY = 8
+"""Keys re-announced at once: enough to get through thousands of chunk IDs per interval without
+flooding the network (each announcement is a lookup plus k ADD_PROVIDERs)."""
 SHUTDOWN_SAVE_TIMEOUT = 5.0
 """Seconds the routing-table save on shutdown may take before it is abandoned."""
 
@@ -256,17 +259,33 @@ class DhtService:
             now = trio.current_time()
             self._providers.expire(now)
             self._values.expire(now)
-            for key, (port, due) in list(self._providing.items()):
-                if due <= now and key in self._providing:
-                    await self.announce_provider(key, port)
-            for key, (record, due) in list(self._published.items()):
-                if due <= now:
-                    await self._store_value(key, _same(record))
+            await self._republish(now)
             for index in self._table.buckets_to_refresh(now, cfg.bucket_refresh_interval):
                 await self.lookup_nodes(self._table.random_id_in_bucket(index))
                 self._table.touch(index, trio.current_time())
             if trio.current_time() - self._last_save >= cfg.table_save_interval:
                 await self._save_table()
+
+    async def _republish(self, now: float) -> None:
+        """Re-announce every provided key and re-store every published value that is due."""
+        limiter = trio.CapacityLimiter(REPUBLISH_CONCURRENCY)
+
+        async def announce(key: bytes, port: int) -> None:
+            async with limiter:
+                if key in self._providing:  # not stopped meanwhile
+                    await self.announce_provider(key, port)
+
+        async def store(key: bytes, record: SignedValue) -> None:
+            async with limiter:
+                await self._store_value(key, _same(record))
+
+        async with trio.open_nursery() as nursery:
+            for key, (port, due) in list(self._providing.items()):
+                if due <= now:
+                    nursery.start_soon(announce, key, port)
+            for key, (record, due) in list(self._published.items()):
+                if due <= now:
+                    nursery.start_soon(store, key, record)
 
     # Datagrams -------------------------------------------------------------------------------
 
@@ -358,8 +377,13 @@ class DhtService:
         if isinstance(body, GetProviders):
             nodes = self._closest_for(body.key, request.sender_id)
             records = reversed(self._providers.get(body.key, now))  # freshest first
-            providers = tuple(Contact(r.node_id, r.host, r.tcp_port) for r in records)
-            return ProvidersReply(nodes, self._tokens.issue(host, now), providers)
+            providers = [Contact(r.node_id, r.host, r.tcp_port) for r in records]
+            own = self._providing.get(body.key)
+            if own is not None and all(p.node_id != self.node_id for p in providers):
+                # A node that provides the key says so itself; the requester reads this entry
+                # with the reply's source IP (we may not know the address others see us at).
+                providers.insert(0, Contact(self.node_id, self.address[0], own[0]))
+            return ProvidersReply(nodes, self._tokens.issue(host, now), tuple(providers))
         if isinstance(body, FindValue):
             nodes = self._closest_for(body.key, request.sender_id)
             value = self._values.get(body.key, now)
@@ -597,7 +621,9 @@ class DhtService:
             if isinstance(reply, ProvidersReply):
                 for p in reply.providers:
                     if p.node_id != self.node_id and p.node_id not in found:
-                        found[p.node_id] = ProviderRecord(key, p.node_id, p.host, p.port)
+                        # The replier naming itself: its address is where the reply came from.
+                        host = contact.host if p.node_id == contact.node_id else p.host
+                        found[p.node_id] = ProviderRecord(key, p.node_id, host, p.port)
             return enough()
 
         if enough():

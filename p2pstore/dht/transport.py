@@ -247,8 +247,6 @@ class MemoryTransport(Transport):
         self._inbox_send, self._inbox_receive = trio.open_memory_channel[tuple[bytes, Address]](
             MEMORY_QUEUE_DATAGRAMS
         )
-        self.sent: list[tuple[bytes, Address]] = []
-        """Every datagram sent, in order (for tests to inspect)."""
 
     @property
     def local_address(self) -> Address:
@@ -256,7 +254,6 @@ class MemoryTransport(Transport):
 
     async def send(self, data: bytes, address: Address) -> bool:
         await trio.lowlevel.checkpoint()
-        self.sent.append((data, address))
         return self._network.inject(data, self._address, address)
 
     async def receive(self) -> tuple[bytes, Address]:

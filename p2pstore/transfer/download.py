@@ -107,7 +107,12 @@ class LocalChunks(Protocol):
     async def get_chunk(self, chunk_id: bytes) -> bytes: ...
 
     async def put_chunk(
-        self, chunk_id: bytes, data: bytes, *, enforce_quota: bool = False
+        self,
+        chunk_id: bytes,
+        data: bytes,
+        *,
+        enforce_quota: bool = False,
+        file_id: bytes | None = None,
     ) -> bool: ...
 
     async def load_manifest(self, file_id: bytes) -> Manifest: ...
@@ -353,14 +358,14 @@ class Download:
         root = ManifestRoot.decode(root_bytes)
         if root.file_id != self.file_id:  # cannot happen after the hash check; belt and braces
             raise ManifestError("manifest does not hash to the file ID")
-        await self.store.put_chunk(self.file_id, root_bytes)
+        await self.store.put_chunk(self.file_id, root_bytes, file_id=self.file_id)
         parts: dict[bytes, bytes] = {}
         while needed := root.needed_chunk_ids(parts):
             for chunk_id, data in await conn.get(needed):
                 if data is None:
                     raise ManifestError(f"{provider.label} lacks manifest chunk {chunk_id.hex()}")
                 parts[chunk_id] = data
-                await self.store.put_chunk(chunk_id, data)
+                await self.store.put_chunk(chunk_id, data, file_id=self.file_id)
         return Manifest.from_parts(root, parts)
 
     async def _fetch_one(self, conn: PeerConnection, chunk_id: bytes) -> bytes:
@@ -466,7 +471,8 @@ class Download:
             # stripe it declares complete has every reported chunk written and stored.
             assert self._output is not None
             await self._output.write_chunk(request.stripe, request.share, data)
-            await self.store.put_chunk(request.chunk_id, data)
+            # file_id pins the chunks as held, so a gc during the download cannot take them.
+            await self.store.put_chunk(request.chunk_id, data, file_id=self.file_id)
             self._apply(
                 sched.chunk_received(request.peer, request.index, len(data), trio.current_time())
             )

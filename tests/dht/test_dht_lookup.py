@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import random
 
-from hypothesis import given
+import pytest
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from p2pstore.dht.contact import Contact, distance
@@ -143,3 +144,18 @@ def test_replies_from_nodes_not_in_flight_are_ignored() -> None:
     assert lookup.done
     assert lookup.result() == [a]
     assert lookup.rounds == 2
+
+
+@pytest.mark.slow
+@settings(max_examples=10)
+@given(seed=st.integers(0, 2**32), order_seed=st.integers(0, 2**32))
+def test_lookup_is_exact_in_a_large_simulated_network(seed: int, order_seed: int) -> None:
+    tables = _network(seed, 400)
+    rng = random.Random(order_seed)
+    ids = sorted(tables)
+    for _ in range(20):
+        searcher = rng.choice(ids)
+        target = rng.randbytes(32)
+        lookup, _ = _run(tables, searcher, target, set(), rng)
+        expected = sorted((i for i in ids if i != searcher), key=lambda i: distance(i, target))
+        assert [c.node_id for c in lookup.result()] == expected[:K]
