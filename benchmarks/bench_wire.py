@@ -23,6 +23,7 @@ import json
 import math
 import os
 import platform
+import resource
 import subprocess
 import sys
 import tempfile
@@ -172,7 +173,15 @@ async def fetch_plain(port: int, ids: list[bytes], workers: int, batch: int) -> 
     return total / elapsed / 1e6
 
 
-def run_mode(mode: str, data_dir: Path, ids: list[bytes], args: argparse.Namespace) -> float:
+def _cpu_seconds(usage: resource.struct_rusage) -> float:
+    return usage.ru_utime + usage.ru_stime
+
+
+def run_mode(
+    mode: str, data_dir: Path, ids: list[bytes], args: argparse.Namespace
+) -> tuple[float, float, float]:
+    """One timed fetch of every chunk: (MB/s, client CPU seconds, server CPU seconds)."""
+    client_before = _cpu_seconds(resource.getrusage(resource.RUSAGE_SELF))
     server = subprocess.Popen(
         [sys.executable, __file__, "--serve", str(data_dir), "--mode", mode],
         stdin=subprocess.PIPE,
@@ -184,18 +193,21 @@ def run_mode(mode: str, data_dir: Path, ids: list[bytes], args: argparse.Namespa
         port_text, node_hex = server.stdout.readline().split()
         port = int(port_text)
         if mode == "channel":
-            return trio.run(
+            mbps = trio.run(
                 fetch_channel, port, bytes.fromhex(node_hex), ids, args.workers, args.batch
             )
-        return trio.run(fetch_plain, port, ids, args.workers, args.batch)
+        else:
+            mbps = trio.run(fetch_plain, port, ids, args.workers, args.batch)
+        client_cpu = _cpu_seconds(resource.getrusage(resource.RUSAGE_SELF)) - client_before
     finally:
         assert server.stdin is not None
         server.stdin.close()
         try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
+            _, _, usage = os.wait4(server.pid, 0)
+        except ChildProcessError:
+            usage = None
+        server.wait()
+    return mbps, client_cpu, _cpu_seconds(usage) if usage is not None else math.nan
 
 
 async def populate(data_dir: Path, n_chunks: int) -> None:
@@ -243,10 +255,12 @@ def main() -> None:
                 store.chunk_path(cid).read_bytes()
         print(f"populated {len(ids)} x 1 MiB chunks in {time.perf_counter() - t0:.1f} s")
         results: dict[str, list[float]] = {"channel": [], "plain": []}
+        print(f"{'run':10s}{'MB/s':>10s}{'client CPU s':>14s}{'server CPU s':>14s}")
         for _ in range(args.repeat):
             for mode in ("plain", "channel"):
-                results[mode].append(run_mode(mode, data_dir, ids, args))
-                print(f"  {mode:8s} {results[mode][-1]:8.1f} MB/s")
+                mbps, client_cpu, server_cpu = run_mode(mode, data_dir, ids, args)
+                results[mode].append(mbps)
+                print(f"{mode:10s}{mbps:10.1f}{client_cpu:14.2f}{server_cpu:14.2f}")
     channel, plain = max(results["channel"]), max(results["plain"])
     print(f"{'mode':10s}{'best MB/s':>12s}  runs")
     for mode, runs in results.items():

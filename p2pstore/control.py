@@ -367,7 +367,7 @@ class ControlledNode(Protocol):
 
     def unpin(self, file_id: bytes) -> None: ...
 
-    def gc(self) -> int: ...
+    async def gc(self) -> int: ...
 
     async def verify(self) -> Any: ...
 
@@ -398,7 +398,7 @@ async def _op_ls(node: ControlledNode, args: dict[str, Any], progress: Progress)
 
 
 async def _op_gc(node: ControlledNode, args: dict[str, Any], progress: Progress) -> dict[str, Any]:
-    return {"freed_bytes": int(node.gc())}
+    return {"freed_bytes": int(await node.gc())}
 
 
 async def _op_verify(

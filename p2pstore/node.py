@@ -71,9 +71,10 @@ UPLOAD_BURST_SECONDS = 0.25
 class NodeConfig:
     """Everything a node can be told; every field has a sensible default.
 
-    ``upload_limit`` caps the bytes per second this node's chunk server sends, shared by all its
-    connections (``None``: unlimited). ``quota_bytes`` caps the chunks accepted from other
-    nodes (``None``: unlimited). ``chunk_size``, ``k`` and ``m`` are the defaults for ``put``.
+    ``upload_limit`` caps the bytes per second this node's chunk server sends in answer to GETs,
+    shared by all its connections (``None``: unlimited). ``quota_bytes`` caps the store's total
+    size as far as chunks pushed by other nodes are concerned: a PUT that would take the store
+    over it is refused (the user's own puts and downloads are never refused). ``chunk_size``, ``k`` and ``m`` are the defaults for ``put``.
     """
 
     host: str = "127.0.0.1"
@@ -466,9 +467,9 @@ class Node:
         self.dht.stop_providing(file_id)
         self._announcements.pop(file_id, None)
 
-    def gc(self) -> int:
-        """Delete chunks no pinned file needs; returns the bytes freed."""
-        return self.store.gc()
+    async def gc(self) -> int:
+        """Delete chunks no pinned file needs (in a worker thread); returns the bytes freed."""
+        return await trio.to_thread.run_sync(self.store.gc)
 
     async def verify(self) -> VerifyReport:
         """Re-hash every stored chunk; corrupt ones are quarantined and reported."""

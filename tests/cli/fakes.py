@@ -174,7 +174,7 @@ class FakeNode:
     def unpin(self, file_id: bytes) -> None:
         self.calls.append(("unpin", file_id))
 
-    def gc(self) -> int:
+    async def gc(self) -> int:
         self.calls.append(("gc", None))
         return 4096
 

@@ -78,17 +78,32 @@ async def _interpret(program: list[Op], root: Path) -> None:
                 data = hashlib.shake_256(f"{step}:{op.arg}".encode()).digest(op.arg)
                 src.write_bytes(data)
                 file_id = await node.put(src, disperse=True)
-                files[file_id] = (hashlib.sha256(data).digest(), await node.store.load_manifest(file_id))
+                files[file_id] = (
+                    hashlib.sha256(data).digest(),
+                    await node.store.load_manifest(file_id),
+                )
             elif op.kind == "get" and live and files:
                 file_id = sorted(files)[op.arg % len(files)]
                 digest, manifest = files[file_id]
                 node = live[op.who % len(live)]
-                holders = [set(
-                    cid for cid, ok in zip(manifest.chunk_ids(), n.store.has_chunks(manifest.chunk_ids()), strict=True) if ok
-                ) for n in swarm.live]
-                reachable = _reachable(manifest, holders) and node.store.has_chunk(file_id) or any(
-                    n.store.has_chunk(file_id) for n in swarm.live
-                ) and _reachable(manifest, holders)
+                holders = [
+                    set(
+                        cid
+                        for cid, ok in zip(
+                            manifest.chunk_ids(),
+                            n.store.has_chunks(manifest.chunk_ids()),
+                            strict=True,
+                        )
+                        if ok
+                    )
+                    for n in swarm.live
+                ]
+                reachable = (
+                    _reachable(manifest, holders)
+                    and node.store.has_chunk(file_id)
+                    or any(n.store.has_chunk(file_id) for n in swarm.live)
+                    and _reachable(manifest, holders)
+                )
                 dest = root / f"got{step}"
                 try:
                     with trio.fail_after(30):

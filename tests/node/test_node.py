@@ -220,4 +220,3 @@ async def test_unknown_file_fails_fast(tmp_path: Path) -> None:
         with pytest.raises(FileUnavailableError, match="no provider"), trio.fail_after(10):
             await b.get(b"\x42" * 32, tmp_path / "x")
         nursery.cancel_scope.cancel()
-

@@ -52,7 +52,9 @@ def test_plan_assigns_every_share_once_and_spreads_stripes(p: tuple[int, int, in
     st.lists(st.tuples(st.integers(0, 20), st.integers(0, 5)), max_size=40),
     st.lists(st.integers(0, 9), min_size=1, max_size=6, unique=True),
 )
-def test_reassign_hands_out_every_share(failed: list[tuple[int, int]], survivors: list[int]) -> None:
+def test_reassign_hands_out_every_share(
+    failed: list[tuple[int, int]], survivors: list[int]
+) -> None:
     holdings = {t: set() for t in survivors}
     out = reassign(failed, survivors, holdings)
     assert sorted(pair for shares in out.values() for pair in shares) == sorted(failed)

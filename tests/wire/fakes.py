@@ -41,9 +41,7 @@ class FakeStore:
             raise CorruptChunkError(chunk_id)
         return data
 
-    async def put_chunk(
-        self, chunk_id: bytes, data: bytes, *, enforce_quota: bool = False
-    ) -> bool:
+    async def put_chunk(self, chunk_id: bytes, data: bytes, *, enforce_quota: bool = False) -> bool:
         if chunk_id_of(data) != chunk_id:
             raise CorruptChunkError(chunk_id)
         if chunk_id in self.chunks:

@@ -31,7 +31,9 @@ async def _attacker(kind: str, host: str, port: int, rng: random.Random) -> None
                 await stream.send_all(rng.randbytes(rng.randrange(1, 3000)))
                 await stream.receive_some(1024)
             elif kind == "stall":
-                await stream.send_all(b"\x00\x00\x00\x50\x81")  # a HELLO's first bytes, then nothing
+                await stream.send_all(
+                    b"\x00\x00\x00\x50\x81"
+                )  # a HELLO's first bytes, then nothing
                 while await stream.receive_some(1024):
                     pass  # wait for the server to hang up
             elif kind == "oversized":

@@ -118,8 +118,15 @@ def _raw(body: object) -> bytes:
         {"t": "CHUNK", "id": 1, "cid": b"x" * 32, "data": "text"},
         {"t": "ACK", "id": 1, "cid": b"x" * 32, "stored": 1},
         {"t": "ERROR", "id": 1, "code": 1, "msg": "x" * 5000},
-        {"t": "HELLO", "id": 0, "versions": [], "features": [], "node_id": b"x" * 32,
-         "public_key": b"x" * 32, "ephemeral": b"x" * 32},
+        {
+            "t": "HELLO",
+            "id": 0,
+            "versions": [],
+            "features": [],
+            "node_id": b"x" * 32,
+            "public_key": b"x" * 32,
+            "ephemeral": b"x" * 32,
+        },
         {1: 2},
     ],
 )
