@@ -13,12 +13,15 @@ soon as it has it (ours: ``lookup_providers(key, limit=1)`` / ``lookup_value(...
 theirs: ``get``).
 
 - ``success_rate``: fraction (0..1) of lookups that returned the record.
-- ``msgs_per_lookup``: median number of datagrams sent by all nodes (requests and replies), from
-  the start of the lookup until the network is quiet again (no datagram for ``QUIET_SECONDS``), so
-  replies to requests the lookup made still count after it returned; nothing else runs meanwhile
-  (the network is also let settle before each lookup). Every node's send is wrapped: ours with a
-  ``transport_wrapper`` counting into one shared counter, theirs by wrapping each transport's
-  ``sendto``. The count at the moment the lookup returned is printed beside it.
+- ``msgs_per_lookup`` (table: ``msgs``): median number of datagrams sent by all nodes (requests
+  and replies), from the start of the lookup until the looker's traffic is quiet (no datagram from
+  or to it for ``QUIET_SECONDS``), so replies to requests the lookup made still count after it
+  returned. Before each lookup the whole network is let settle (at most
+  ``PRE_SETTLE_MAX_SECONDS``); nothing else runs meanwhile. Every node's send is wrapped: ours
+  with a ``transport_wrapper`` counting into one shared counter, theirs by wrapping each
+  transport's ``sendto``. Printed beside it: ``@ret``, the count when the lookup returned, and
+  ``looker``, only the datagrams sent by or to the looking node in the same window (immune to
+  background traffic elsewhere in the network, e.g. the peer's store/ping loops at N=1024).
 - ``median_latency_ms``: median wall time of a lookup.
 
 Node lookups (``--node-lookups`` times, default 100): a random node looks up the k closest nodes to
@@ -81,7 +84,9 @@ QUIET_SECONDS = 0.1
 POLL_SECONDS = 0.01
 """How often the shared counter is polled while waiting for quiet."""
 SETTLE_MAX_SECONDS = 10.0
-"""Longest wait for quiet; longer than either side's request timeout (1 s ours, 5 s theirs)."""
+"""Longest wait for the looker's quiet; longer than either side's request timeout (1 s / 5 s)."""
+PRE_SETTLE_MAX_SECONDS = 1.0
+"""Longest wait for the whole network's quiet before a lookup (the peer may never be quiet)."""
 BUILD_SETTLE_MAX_SECONDS = 60.0
 """Longest wait for quiet after the build (verification PINGs, evictions)."""
 SUBPROCESS_TIMEOUT = 1500.0
@@ -129,6 +134,13 @@ class _Counter:
 
     sent: int = 0
     by_kind: Counter[str] | None = None
+    involving: Counter[tuple[str, int]] = field(default_factory=Counter)
+    """Datagrams sent by or to each address."""
+
+    def add(self, source: tuple[str, int], destination: tuple[str, int]) -> None:
+        self.sent += 1
+        self.involving[source] += 1
+        self.involving[(str(destination[0]), int(destination[1]))] += 1
 
 
 @dataclass
@@ -138,6 +150,7 @@ class _Samples:
     ok: list[bool] = field(default_factory=list)
     msgs: list[int] = field(default_factory=list)
     msgs_at_return: list[int] = field(default_factory=list)
+    looker_msgs: list[int] = field(default_factory=list)
     latency_ms: list[float] = field(default_factory=list)
     hops: list[int] = field(default_factory=list)
     kinds: Counter[str] = field(default_factory=Counter)
@@ -149,6 +162,7 @@ class _Samples:
             "success_rate": sum(self.ok) / n if n else 0.0,
             "msgs_per_lookup": statistics.median(self.msgs),
             "msgs_at_return": statistics.median(self.msgs_at_return),
+            "looker_msgs": statistics.median(self.looker_msgs),
             "p95_msgs": _nearest_rank(self.msgs, 0.95),
             "median_latency_ms": round(statistics.median(self.latency_ms), 2),
             "p95_latency_ms": round(_nearest_rank(self.latency_ms, 0.95), 2),
@@ -167,20 +181,27 @@ class _Samples:
 
 async def _measure(
     counter: _Counter,
-    settle: Callable[[], Awaitable[None]],
+    settle: Callable[[Callable[[], int], float], Awaitable[None]],
     clock: Callable[[], float],
+    looker: tuple[str, int],
     lookup: Callable[[], Awaitable[tuple[bool, int | None]]],
     samples: _Samples,
 ) -> None:
-    """Run one lookup on a quiet network and record success, datagrams, latency and hops."""
-    await settle()
+    """Run one lookup and record success, datagrams, latency and hops.
+
+    Before: the whole network quiet (at most ``PRE_SETTLE_MAX_SECONDS``). After the return: the
+    looker's traffic quiet (its in-flight requests answered), at most ``SETTLE_MAX_SECONDS``.
+    """
+    await settle(lambda: counter.sent, PRE_SETTLE_MAX_SECONDS)
     before = counter.sent
+    looker_before = counter.involving[looker]
     kinds_before = Counter(counter.by_kind) if counter.by_kind is not None else None
     start = clock()
     ok, hops = await lookup()
     elapsed = clock() - start
     at_return = counter.sent
-    await settle()
+    await settle(lambda: counter.involving[looker], SETTLE_MAX_SECONDS)
+    samples.looker_msgs.append(counter.involving[looker] - looker_before)
     if kinds_before is not None and counter.by_kind is not None:
         samples.kinds.update(counter.by_kind - kinds_before)
     samples.ok.append(ok)
@@ -202,7 +223,7 @@ class _SharedCountingTransport(CountingTransport):
         self._shared = counter
 
     async def send(self, data: bytes, address: tuple[str, int]) -> bool:
-        self._shared.sent += 1
+        self._shared.add(self.local_address, address)
         if self._shared.by_kind is not None:
             message = decode(data)
             if isinstance(message, Request):
@@ -212,14 +233,15 @@ class _SharedCountingTransport(CountingTransport):
         return await super().send(data, address)
 
 
-async def _trio_settle(counter: _Counter, limit: float = SETTLE_MAX_SECONDS) -> None:
+async def _trio_settle(read: Callable[[], int], limit: float) -> None:
+    """Wait until ``read()`` has not changed for ``QUIET_SECONDS`` (at most ``limit`` s)."""
     with trio.move_on_after(limit):
-        last = counter.sent
+        last = read()
         quiet_since = trio.current_time()
         while trio.current_time() - quiet_since < QUIET_SECONDS:
             await trio.sleep(POLL_SECONDS)
-            if counter.sent != last:
-                last = counter.sent
+            if read() != last:
+                last = read()
                 quiet_since = trio.current_time()
 
 
@@ -266,7 +288,7 @@ async def _run_ours(n: int, args: argparse.Namespace) -> dict[str, Any]:
                     await limiter.acquire()
                     joins.start_soon(join, node, rng.choice(joined))
         result["join_s"] = round(time.perf_counter() - build_start, 2)
-        await _trio_settle(counter, BUILD_SETTLE_MAX_SECONDS)
+        await _trio_settle(lambda: counter.sent, BUILD_SETTLE_MAX_SECONDS)
         result["mem_per_node_KiB"] = round((_rss_bytes() - rss_before) / n / 1024, 1)
         result["join_median_ms"] = round(statistics.median(join_ms), 1)
         result["join_failures"] = join_failures
@@ -280,8 +302,7 @@ async def _run_ours(n: int, args: argparse.Namespace) -> dict[str, Any]:
         )
         result["build_rate_limited"] = sum(s.stats.dropped["rate_limited"] for s in nodes)
 
-        def settle() -> Awaitable[None]:
-            return _trio_settle(counter)
+        settle = _trio_settle
 
         def two(exclude: DhtService | None = None) -> DhtService:
             while True:
@@ -304,7 +325,9 @@ async def _run_ours(n: int, args: argparse.Namespace) -> dict[str, Any]:
                 ok = any(p.node_id == publisher.node_id for p in found.providers)
                 return ok, found.rounds
 
-            await _measure(counter, settle, trio.current_time, find_provider, providers)
+            await _measure(
+                counter, settle, trio.current_time, looker.address, find_provider, providers
+            )
         result["providers"] = providers.summary()
         result["providers"]["kinds"] = providers.breakdown()
 
@@ -327,7 +350,7 @@ async def _run_ours(n: int, args: argparse.Namespace) -> dict[str, Any]:
                 ok = found.value is not None and found.value.value == payload
                 return ok, found.rounds
 
-            await _measure(counter, settle, trio.current_time, find_value, values)
+            await _measure(counter, settle, trio.current_time, looker.address, find_value, values)
         result["values"] = values.summary()
         result["values"]["kinds"] = values.breakdown()
 
@@ -349,7 +372,9 @@ async def _run_ours(n: int, args: argparse.Namespace) -> dict[str, Any]:
                 exact_overlap.append(len(set(got) & set(truth)) / len(truth))
                 return got == truth, found.rounds
 
-            await _measure(counter, settle, trio.current_time, find_nodes, node_lookups)
+            await _measure(
+                counter, settle, trio.current_time, looker.address, find_nodes, node_lookups
+            )
         result["nodes"] = node_lookups.summary()
         result["nodes"]["kinds"] = node_lookups.breakdown()
         result["nodes"]["mean_overlap"] = round(statistics.mean(exact_overlap), 4)
@@ -399,11 +424,16 @@ async def _run_kademlia(n: int, args: argparse.Namespace) -> dict[str, Any]:
     servers: list[Any] = []
     result: dict[str, Any] = {"impl": "kademlia", "N": n}
 
+    def address(server: Any) -> tuple[str, int]:
+        host, port = server.transport.get_extra_info("sockname")[:2]
+        return str(host), int(port)
+
     def wrap_send(server: Any) -> None:
         original = server.transport.sendto
+        own = address(server)
 
         def sendto(data: bytes, addr: Any = None) -> None:
-            counter.sent += 1
+            counter.add(own, addr)
             original(data, addr)
 
         def sendto_by_kind(data: bytes, addr: Any = None) -> None:
@@ -427,10 +457,6 @@ async def _run_kademlia(n: int, args: argparse.Namespace) -> dict[str, Any]:
     join_ms: list[float] = []
     limiter = asyncio.Semaphore(args.join_concurrency)
 
-    def address(server: Any) -> tuple[str, int]:
-        host, port = server.transport.get_extra_info("sockname")[:2]
-        return str(host), int(port)
-
     async def join(server: Any, via: Any) -> None:
         try:
             start = time.perf_counter()
@@ -447,17 +473,17 @@ async def _run_kademlia(n: int, args: argparse.Namespace) -> dict[str, Any]:
     await asyncio.wait_for(asyncio.gather(*tasks), args.build_timeout)
     result["join_s"] = round(time.perf_counter() - build_start, 2)
 
-    async def settle(limit: float = SETTLE_MAX_SECONDS) -> None:
+    async def settle(read: Callable[[], int], limit: float) -> None:
         deadline = loop.time() + limit
-        last = counter.sent
+        last = read()
         quiet_since = loop.time()
         while loop.time() - quiet_since < QUIET_SECONDS and loop.time() < deadline:
             await asyncio.sleep(POLL_SECONDS)
-            if counter.sent != last:
-                last = counter.sent
+            if read() != last:
+                last = read()
                 quiet_since = loop.time()
 
-    await settle(BUILD_SETTLE_MAX_SECONDS)
+    await settle(lambda: counter.sent, BUILD_SETTLE_MAX_SECONDS)
     result["mem_per_node_KiB"] = round((_rss_bytes() - rss_before) / n / 1024, 1)
     result["join_median_ms"] = round(statistics.median(join_ms), 1)
     result["join_failures"] = n - len(joined)
@@ -485,7 +511,7 @@ async def _run_kademlia(n: int, args: argparse.Namespace) -> dict[str, Any]:
         ) -> tuple[bool, int | None]:
             return (await looker.get(key)) == payload, None
 
-        await _measure(counter, settle, loop.time, get, records)
+        await _measure(counter, settle, loop.time, address(looker), get, records)
     result["values"] = records.summary()
     result["values"]["kinds"] = records.breakdown()
 
@@ -509,7 +535,7 @@ async def _run_kademlia(n: int, args: argparse.Namespace) -> dict[str, Any]:
             exact_overlap.append(len(set(got) & set(truth)) / len(truth))
             return got == truth, crawl.hops
 
-        await _measure(counter, settle, loop.time, find_nodes, node_lookups)
+        await _measure(counter, settle, loop.time, address(looker), find_nodes, node_lookups)
     result["nodes"] = node_lookups.summary()
     result["nodes"]["kinds"] = node_lookups.breakdown()
     result["nodes"]["mean_overlap"] = round(statistics.mean(exact_overlap), 4)
@@ -558,7 +584,8 @@ def _row(label: str, s: dict[str, Any], hops: dict[str, Any] | None = None) -> s
     hop_text = f"{h['median_hops']:>5} {h['p95_hops']:>5}" if "median_hops" in h else f"{'-':>11}"
     return (
         f"{label:<22} {s['success_rate'] * 100:>6.1f}% {hop_text} {s['msgs_per_lookup']:>6}"
-        f" {s['msgs_at_return']:>6} {s['median_latency_ms']:>9.1f} {s['p95_latency_ms']:>9.1f}"
+        f" {s['msgs_at_return']:>6} {s['looker_msgs']:>6} {s['median_latency_ms']:>9.1f}"
+        f" {s['p95_latency_ms']:>9.1f}"
     )
 
 
@@ -567,7 +594,7 @@ def _print_table(n: int, ours: dict[str, Any], peer: dict[str, Any] | None) -> N
     print(f"\nN = {n}  (hops target: median <= {target})")
     print(
         f"{'workload':<22} {'success':>7} {'hops':>5} {'p95':>5} {'msgs':>6} {'@ret':>6}"
-        f" {'med ms':>9} {'p95 ms':>9}"
+        f" {'looker':>6} {'med ms':>9} {'p95 ms':>9}"
     )
     print(_row("ours provider", ours["providers"]))
     print(_row("ours value", ours["values"]))
@@ -580,7 +607,7 @@ def _print_table(n: int, ours: dict[str, Any], peer: dict[str, Any] | None) -> N
         print(
             f"{label + ' node lookup':<22} {nl['success_rate'] * 100:>5.1f}%x"
             f" {nl['median_hops']:>5} {nl['p95_hops']:>5} {nl['msgs_per_lookup']:>6}"
-            f" {nl['msgs_at_return']:>6} {nl['median_latency_ms']:>9.1f}"
+            f" {nl['msgs_at_return']:>6} {nl['looker_msgs']:>6} {nl['median_latency_ms']:>9.1f}"
             f" {nl['p95_latency_ms']:>9.1f}   overlap {nl['mean_overlap']:.3f}"
         )
     for label, res in (("ours", ours), ("kademlia", peer)):
@@ -666,6 +693,7 @@ def main() -> None:
             "median_hops": ours["nodes"]["median_hops"],
             "p95_hops": ours["nodes"]["p95_hops"],
             "msgs_per_lookup": ours["providers"]["msgs_per_lookup"],
+            "looker_msgs_per_lookup": ours["providers"]["looker_msgs"],
             "median_latency_ms": ours["providers"]["median_latency_ms"],
             "value_success_rate": ours["values"]["success_rate"],
             "value_msgs_per_lookup": ours["values"]["msgs_per_lookup"],
@@ -681,6 +709,7 @@ def main() -> None:
                     "kademlia_median_hops": peer["nodes"]["median_hops"],
                     "kademlia_p95_hops": peer["nodes"]["p95_hops"],
                     "kademlia_msgs_per_lookup": peer["values"]["msgs_per_lookup"],
+                    "kademlia_looker_msgs_per_lookup": peer["values"]["looker_msgs"],
                     "kademlia_median_latency_ms": peer["values"]["median_latency_ms"],
                     "kademlia_node_lookup_exact": peer["nodes"]["success_rate"],
                     "kademlia_mem_per_node_KiB": peer["mem_per_node_KiB"],

@@ -18,6 +18,7 @@ The server half is this script with ``--serve``. The last line of output is one 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import math
@@ -202,10 +203,9 @@ def run_mode(
     finally:
         assert server.stdin is not None
         server.stdin.close()
-        try:
+        usage: resource.struct_rusage | None = None
+        with contextlib.suppress(ChildProcessError):
             _, _, usage = os.wait4(server.pid, 0)
-        except ChildProcessError:
-            usage = None
         server.wait()
     return mbps, client_cpu, _cpu_seconds(usage) if usage is not None else math.nan
 
@@ -221,10 +221,6 @@ async def populate(data_dir: Path, n_chunks: int) -> None:
             await store.put_chunks(items)
             ids.extend(cid for cid, _ in items)
     (data_dir / "ids.txt").write_text("\n".join(cid.hex() for cid in ids))
-    for cid in ids:  # warm the page cache for both modes alike
-        with ChunkStore.open(data_dir) as store:
-            store.chunk_path(cid).read_bytes()
-            break
 
 
 def main() -> None:
@@ -251,7 +247,7 @@ def main() -> None:
         trio.run(populate, data_dir, args.size_mib)
         ids = _chunk_ids(data_dir)
         with ChunkStore.open(data_dir) as store:
-            for cid in ids:
+            for cid in ids:  # warm the page cache for both modes alike
                 store.chunk_path(cid).read_bytes()
         print(f"populated {len(ids)} x 1 MiB chunks in {time.perf_counter() - t0:.1f} s")
         results: dict[str, list[float]] = {"channel": [], "plain": []}

@@ -74,7 +74,8 @@ class NodeConfig:
     ``upload_limit`` caps the bytes per second this node's chunk server sends in answer to GETs,
     shared by all its connections (``None``: unlimited). ``quota_bytes`` caps the store's total
     size as far as chunks pushed by other nodes are concerned: a PUT that would take the store
-    over it is refused (the user's own puts and downloads are never refused). ``chunk_size``, ``k`` and ``m`` are the defaults for ``put``.
+    over it is refused (the user's own puts and downloads are never refused). ``chunk_size``,
+    ``k`` and ``m`` are the defaults for ``put``.
     """
 
     host: str = "127.0.0.1"

@@ -91,6 +91,13 @@ MANIFEST_CACHE_SIZE = 32
 #: Reading a chunk file stops after this many bytes: no chunk may be larger.
 _MAX_READ = MAX_CHUNK_SIZE + 1
 
+
+def _read_chunk_file(path: Path, expected: int) -> bytes:
+    """The file's bytes, reading at most one byte more than ``expected`` (so a longer file is
+    detected without allocating ``_MAX_READ``: a read buffer is sized by its request)."""
+    with open(path, "rb") as f:
+        return f.read(min(expected + 1, _MAX_READ))
+
 #: glibc malloc arenas allowed in the process (unless ``$MALLOC_ARENA_MAX`` says otherwise). By
 #: default every worker thread may get its own arena, and freed chunk-sized buffers stay cached
 #: in each: the RSS then creeps up by tens of MiB per GiB stored. Two keep it flat.
@@ -472,6 +479,10 @@ class ChunkStore:
         """True if the chunk is indexed (see :meth:`verify` for checking the bytes)."""
         return bool(self._index.present([chunk_id]))
 
+    def chunk_size(self, chunk_id: bytes) -> int | None:
+        """The stored chunk's size in bytes from the index, or ``None`` if it is not stored."""
+        return self._index.chunk_size(chunk_id) if len(chunk_id) == ID_LEN else None
+
     def has_chunks(self, chunk_ids: Sequence[bytes]) -> list[bool]:
         """:meth:`has_chunk` for many IDs, in order."""
         present = self._index.present(list(chunk_ids))
@@ -489,8 +500,7 @@ class ChunkStore:
         if size is None:
             raise ChunkNotFoundError(chunk_id)
         try:
-            with open(self.chunk_path(chunk_id), "rb") as f:
-                data = f.read(_MAX_READ)
+            data = _read_chunk_file(self.chunk_path(chunk_id), size)
         except FileNotFoundError:
             self._index.delete_chunks([chunk_id])
             raise ChunkNotFoundError(chunk_id) from None
@@ -839,8 +849,7 @@ class ChunkStore:
                     continue
                 checked += 1
                 try:
-                    with open(self.chunk_path(cid), "rb") as f:
-                        data = f.read(_MAX_READ)
+                    data = _read_chunk_file(self.chunk_path(cid), size)
                 except FileNotFoundError:
                     self._index.delete_chunks([cid])
                     missing.append(cid)

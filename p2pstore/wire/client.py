@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hmac
 import logging
 import math
@@ -21,6 +22,7 @@ from .messages import MAX_REQUEST_ID as _MAX_REQUEST_ID
 from .messages import (
     Ack,
     Bitmap,
+    Cancel,
     Chunk,
     Error,
     ErrorCode,
@@ -33,6 +35,9 @@ from .messages import (
 from .server import sha256_digest
 
 log = logging.getLogger(__name__)
+
+#: Seconds an abandoned request may spend queueing its CANCEL: it only saves the peer work.
+CANCEL_SEND_TIMEOUT = 1.0
 
 
 @dataclass(frozen=True)
@@ -184,7 +189,20 @@ class PeerConnection:
                         found[reply.chunk_id] = reply.data
                 finally:
                     del self._pending[rid]
+                    if not slot.done:
+                        await self._cancel_remotely(rid)
         return [(chunk_id, found[chunk_id]) for chunk_id in ids]
+
+    async def _cancel_remotely(self, rid: int) -> None:
+        """Tell the peer to stop serving an abandoned request (best effort, briefly shielded,
+        so a cancelled caller still spares the peer's upload)."""
+        if "cancel" not in self.channel.peer.features or self.channel.closed:
+            return
+        quiet = contextlib.suppress(
+            ProtocolError, trio.BrokenResourceError, trio.ClosedResourceError
+        )
+        with trio.CancelScope(shield=True), trio.move_on_after(CANCEL_SEND_TIMEOUT), quiet:
+            await self.channel.send(Cancel(rid))
 
     async def have(self, file_id: bytes) -> bytes | None:
         """Which chunks of ``file_id`` the peer holds, as its bitmap (bit i, LSB-first, = chunk i

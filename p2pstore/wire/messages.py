@@ -148,13 +148,26 @@ class Error:
 
 
 @dataclass(frozen=True, slots=True)
+class Cancel:
+    """The client no longer wants the replies to request ``request_id`` (a GET it abandoned).
+
+    The server stops serving it; replies already on their way are discarded by the client. Sent
+    only when both sides announced the ``cancel`` feature. Never answered.
+    """
+
+    request_id: int
+
+
+@dataclass(frozen=True, slots=True)
 class Bye:
     """The sender is closing the channel in an orderly way."""
 
     request_id: int = 0
 
 
-Message: TypeAlias = Hello | Auth | Get | Chunk | Missing | Have | Bitmap | Put | Ack | Error | Bye
+Message: TypeAlias = (
+    Hello | Auth | Get | Chunk | Missing | Have | Bitmap | Put | Ack | Error | Cancel | Bye
+)
 
 _Check = Callable[[Any, int], Any]
 
@@ -250,6 +263,7 @@ _SCHEMAS: dict[str, tuple[type[Any], dict[str, tuple[str, _Check]]]] = {
     "PUT": (Put, {"cid": ("chunk_id", _id), "data": ("data", _data)}),
     "ACK": (Ack, {"cid": ("chunk_id", _id), "stored": ("stored", _bool)}),
     "ERROR": (Error, {"code": ("code", _uint), "msg": ("message", _text)}),
+    "CANCEL": (Cancel, {}),
     "BYE": (Bye, {}),
 }
 _TYPE_NAMES: dict[type[Any], str] = {cls: name for name, (cls, _) in _SCHEMAS.items()}

@@ -25,6 +25,7 @@ from .config import THREAD_THRESHOLD_BYTES, WireConfig
 from .messages import (
     Ack,
     Bitmap,
+    Cancel,
     Chunk,
     Error,
     ErrorCode,
@@ -47,6 +48,8 @@ class ServerStore(Protocol):
     """
 
     async def get_chunk(self, chunk_id: bytes) -> bytes: ...
+
+    def chunk_size(self, chunk_id: bytes) -> int | None: ...
 
     async def put_chunk(
         self, chunk_id: bytes, data: bytes, *, enforce_quota: bool = False
@@ -137,14 +140,21 @@ class ChunkServer:
 
     async def _serve_channel(self, channel: SecureChannel) -> None:
         error: BaseException | None = None
+        running: dict[int, trio.CancelScope] = {}
         async with trio.open_nursery() as nursery:
             slots = trio.Semaphore(self.config.max_in_flight)
 
             async def dispatch(message: Message) -> None:
+                if isinstance(message, Cancel):
+                    scope = running.get(message.request_id)
+                    if scope is not None:
+                        scope.cancel()
+                    return
                 if not isinstance(message, Get | Have | Put):
                     raise ProtocolError(f"unexpected {type(message).__name__} from a client")
                 await slots.acquire()
-                nursery.start_soon(self._serve_request, channel, message, slots)
+                scope = running[message.request_id] = trio.CancelScope()
+                nursery.start_soon(self._serve_request, channel, message, slots, scope, running)
 
             try:
                 await channel.run(dispatch)
@@ -155,16 +165,22 @@ class ChunkServer:
             raise error
 
     async def _serve_request(
-        self, channel: SecureChannel, request: Get | Have | Put, slots: trio.Semaphore
+        self,
+        channel: SecureChannel,
+        request: Get | Have | Put,
+        slots: trio.Semaphore,
+        scope: trio.CancelScope,
+        running: dict[int, trio.CancelScope],
     ) -> None:
         try:
-            if isinstance(request, Get):
-                await self._serve_get(channel, request)
-            elif isinstance(request, Have):
-                bitmap = await self.store.have_bitmap(request.file_id)
-                await channel.send(Bitmap(request.request_id, request.file_id, bitmap))
-            else:
-                await self._serve_put(channel, request)
+            with scope:
+                if isinstance(request, Get):
+                    await self._serve_get(channel, request)
+                elif isinstance(request, Have):
+                    bitmap = await self.store.have_bitmap(request.file_id)
+                    await channel.send(Bitmap(request.request_id, request.file_id, bitmap))
+                else:
+                    await self._serve_put(channel, request)
         except ProtocolError:
             pass  # the channel closed under us; its run() reports why
         except Exception as exc:
@@ -173,11 +189,22 @@ class ChunkServer:
             with contextlib.suppress(ProtocolError):
                 await channel.send(reply)
         finally:
+            if running.get(request.request_id) is scope:
+                del running[request.request_id]
             slots.release()
 
     async def _serve_get(self, channel: SecureChannel, request: Get) -> None:
         rid = request.request_id
         for chunk_id in dict.fromkeys(request.chunk_ids):
+            if self.rate_limiter is not None:
+                # Tokens first, then the read: a rate-limited server then holds one chunk per
+                # waiting request in memory, not a whole batch, and the first reply is not
+                # queued behind the reads and hashes of chunks that may not be sent for seconds.
+                size = self.store.chunk_size(chunk_id)
+                if size is None:
+                    await channel.send(Missing(rid, chunk_id))
+                    continue
+                await self.rate_limiter.acquire(size)
             try:
                 data = await self.store.get_chunk(chunk_id)
             except ChunkNotFoundError:
@@ -187,8 +214,6 @@ class ChunkServer:
                 log.warning("chunk %s is corrupt in the store; reported missing", chunk_id.hex())
                 await channel.send(Missing(rid, chunk_id))
                 continue
-            if self.rate_limiter is not None:
-                await self.rate_limiter.acquire(len(data))
             await channel.send(Chunk(rid, chunk_id, data))
 
     async def _serve_put(self, channel: SecureChannel, request: Put) -> None:

@@ -98,11 +98,9 @@ async def _interpret(program: list[Op], root: Path) -> None:
                     )
                     for n in swarm.live
                 ]
-                reachable = (
-                    _reachable(manifest, holders)
-                    and node.store.has_chunk(file_id)
-                    or any(n.store.has_chunk(file_id) for n in swarm.live)
-                    and _reachable(manifest, holders)
+                # Reachable: some live node has the manifest, and live nodes hold k per stripe.
+                reachable = any(n.store.has_chunk(file_id) for n in swarm.live) and _reachable(
+                    manifest, holders
                 )
                 dest = root / f"got{step}"
                 try:

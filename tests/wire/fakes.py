@@ -41,6 +41,10 @@ class FakeStore:
             raise CorruptChunkError(chunk_id)
         return data
 
+    def chunk_size(self, chunk_id: bytes) -> int | None:
+        data = self.chunks.get(chunk_id)
+        return None if data is None else len(data)
+
     async def put_chunk(self, chunk_id: bytes, data: bytes, *, enforce_quota: bool = False) -> bool:
         if chunk_id_of(data) != chunk_id:
             raise CorruptChunkError(chunk_id)

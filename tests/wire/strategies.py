@@ -53,5 +53,7 @@ def messages() -> st.SearchStrategy[Message]:
 def splits(data: bytes) -> st.SearchStrategy[list[bytes]]:
     """``data`` cut into pieces at arbitrary points (including empty pieces)."""
     return st.lists(st.integers(0, len(data)), max_size=12).map(
-        lambda cuts: [data[a:b] for a, b in zip([0, *sorted(cuts)], [*sorted(cuts), len(data)])]
+        lambda cuts: [
+            data[a:b] for a, b in zip([0, *sorted(cuts)], [*sorted(cuts), len(data)], strict=True)
+        ]
     )

@@ -18,8 +18,8 @@ from p2pstore.wire import (
     Message,
     MessageCodec,
     Missing,
-    SecureChannel,
     Sealer,
+    SecureChannel,
     WireConfig,
     accept,
     encode_frame,
@@ -125,7 +125,7 @@ async def test_unknown_version_over_memory_streams() -> None:
 
 
 async def test_handshake_stall_times_out() -> None:
-    left, right = trio.testing.memory_stream_pair()
+    _left, right = trio.testing.memory_stream_pair()
     with trio.fail_after(5), pytest.raises(HandshakeError, match="within"):
         await accept(right, Identity.generate(), WireConfig(handshake_timeout=0.2))
 
@@ -154,12 +154,14 @@ async def test_bad_ciphertext_closes_channel(attack: str, build: Any) -> None:
     got: list[Message] = []
     async with trio.open_nursery() as nursery:
         outcome: list[BaseException] = []
+        ended = trio.Event()
 
         async def server() -> None:
             try:
                 await _serve_collect(right, b, got)
             except ProtocolError as exc:
                 outcome.append(exc)
+            ended.set()
 
         nursery.start_soon(server)
         keys = await _raw_initiator(left, a, b.node_id)
@@ -170,8 +172,7 @@ async def test_bad_ciphertext_closes_channel(attack: str, build: Any) -> None:
         if attack == "truncated":
             await left.aclose()
         with trio.fail_after(5):
-            while not outcome:
-                await trio.sleep(0.01)
+            await ended.wait()
     assert isinstance(outcome[0], ProtocolError)
     # nothing after the bad frame was delivered (a replay delivers the original once at most)
     assert len(got) <= 1
@@ -182,6 +183,7 @@ async def test_slow_frame_times_out() -> None:
     a, b = Identity.generate(), Identity.generate()
     left, right = trio.testing.memory_stream_pair()
     outcome: list[BaseException] = []
+    ended = trio.Event()
     async with trio.open_nursery() as nursery:
 
         async def server() -> None:
@@ -189,13 +191,13 @@ async def test_slow_frame_times_out() -> None:
                 await _serve_collect(right, b, [])
             except ProtocolError as exc:
                 outcome.append(exc)
+            ended.set()
 
         nursery.start_soon(server)
         await _raw_initiator(left, a, b.node_id)
         await left.send_all(b"\x00\x00\x10\x00" + os.urandom(10))
         with trio.fail_after(5):
-            while not outcome:
-                await trio.sleep(0.05)
+            await ended.wait()
     assert "not delivered" in str(outcome[0])
 
 
@@ -230,10 +232,12 @@ async def test_handshake_over_real_loopback() -> None:
     listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
     port = listeners[0].socket.getsockname()[1]
     peer_ids: list[bytes] = []
+    accepted = trio.Event()
 
     async def handler(stream: trio.SocketStream) -> None:
         channel = await accept(stream, b, CONFIG)
         peer_ids.append(channel.peer.peer_node_id)
+        accepted.set()
         await stream.aclose()
 
     async with trio.open_nursery() as nursery:
@@ -247,7 +251,6 @@ async def test_handshake_over_real_loopback() -> None:
             await initiate(stream, a, a.node_id, CONFIG)
         await stream.aclose()
         with trio.fail_after(5):
-            while not peer_ids:
-                await trio.sleep(0.01)
+            await accepted.wait()
         nursery.cancel_scope.cancel()
     assert peer_ids[0] == a.node_id
