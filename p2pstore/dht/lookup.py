@@ -50,8 +50,11 @@ class Lookup:
         alpha: int,
         own_id: bytes | None = None,
         accept: Callable[[Contact], bool] | None = None,
+        probes: int = 0,
     ) -> None:
         self.target = target
+        self._probes = probes
+        self._replies = 0
         self.k = k
         self.alpha = alpha
         self._own_id = own_id
@@ -85,17 +88,31 @@ class Lookup:
                     break
         return out
 
+    def _parallelism(self) -> int:
+        # Probing: after the first wave, ask the single closest candidate, ``probes`` times.
+        return 1 if self._probes > 0 and self._replies > 0 else self.alpha
+
     def next_requests(self) -> list[tuple[Contact, int]]:
-        """Contacts to query now, each with its round; they are marked in flight."""
+        """Contacts to query now, each with its round; they are marked in flight.
+
+        Normally up to ``alpha`` in flight. With ``probes`` (for look-ups that stop at the first
+        record found), once the first wave has answered, the next ``probes`` requests go one at a
+        time to the closest candidate known after every reply is in: any of the k closest nodes
+        holds the record, and the best candidate usually is one, so the look-up tends to end with
+        one request where ``alpha`` would send several.
+        """
         out: list[tuple[Contact, int]] = []
+        limit = self._parallelism()
         for candidate in self._closest_live():
-            if self._in_flight >= self.alpha:
+            if self._in_flight >= limit:
                 break
             if candidate.state is CandidateState.NEW:
                 candidate.state = CandidateState.IN_FLIGHT
                 self._in_flight += 1
                 self.messages += 1
                 self.rounds = max(self.rounds, candidate.round)
+                if self._replies > 0 and self._probes > 0:
+                    self._probes -= 1
                 out.append((candidate.contact, candidate.round))
         return out
 
@@ -106,6 +123,7 @@ class Lookup:
             return
         candidate.state = CandidateState.ANSWERED
         self._in_flight -= 1
+        self._replies += 1
         for contact in contacts:
             self._learn(contact, candidate.round + 1)
 
@@ -116,6 +134,7 @@ class Lookup:
             return
         candidate.state = CandidateState.FAILED
         self._in_flight -= 1
+        self._replies += 1
 
     @property
     def in_flight(self) -> int:

@@ -237,6 +237,21 @@ class RoutingTable:
         """Mark bucket ``index`` as refreshed (a lookup of an ID in its range was made)."""
         self._buckets[index].last_touched = now
 
+    def has_room_for(self, node_id: bytes) -> bool:
+        """Whether ``node_id``'s bucket has a free slot (a new contact would enter directly)."""
+        return (
+            node_id != self.own_id
+            and len(self._buckets[self.bucket_index(node_id)].entries) < self.k
+        )
+
+    def sparse_buckets(self) -> list[int]:
+        """Indices of non-full buckets from the nearest occupied one outwards: the ranges a
+        joining node looks up to fill its table (Kademlia paper, section 2.3)."""
+        occupied = [i for i, b in enumerate(self._buckets) if b.entries]
+        if not occupied:
+            return []
+        return [i for i in range(occupied[0], ID_BITS) if len(self._buckets[i].entries) < self.k]
+
     def random_id_in_bucket(self, index: int) -> bytes:
         """A random ID whose distance to us falls in bucket ``index``."""
         rand = int.from_bytes(os.urandom(ID_BITS // 8), "big") & ((1 << index) - 1)

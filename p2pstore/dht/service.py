@@ -68,6 +68,10 @@ from .transport import Transport, TransportWrapper, UdpTransport
 
 log = logging.getLogger(__name__)
 
+#: Sequential probes of look-ups that stop at the first record (see :class:`Lookup`): two cover
+#: the usual case; a record that is absent costs at most two extra round trips.
+EARLY_STOP_PROBES = 2
+
 MAX_RECENT_VERIFICATIONS = 4096
 """Addresses remembered as recently PINGed for verification, so a chatty stranger costs one PING."""
 VERIFY_RETRY_FACTOR = 10
@@ -463,9 +467,15 @@ class DhtService:
                 self._table.abandon_ping(contact.node_id)
 
     def _maybe_verify(self, contact: Contact, now: float) -> None:
-        """PING a stranger that sent us a request, so it can enter the table if it answers."""
+        """PING a stranger that sent us a request, so it can enter the table if it answers.
+
+        Only when its bucket has room: in a full bucket a verified stranger could at best wait in
+        the replacement cache, which our own lookups fill anyway, so the PING (two datagrams per
+        requester, the bulk of a lookup's traffic in a large network) would buy nothing.
+        """
         if (
             self._nursery is None
+            or not self._table.has_room_for(contact.node_id)
             or self._table.get(contact.node_id) == contact  # known at this very address
             or contact.node_id in self._verifying
             or len(self._verifying) >= self.config.max_pending_verifications
@@ -524,8 +534,13 @@ class DhtService:
         target: bytes,
         body: RequestBody,
         on_reply: Callable[[Contact, ReplyBody], bool] | None = None,
+        *,
+        probes: int = 0,
     ) -> Lookup:
-        """Run an iterative lookup; ``on_reply`` sees every reply and returns ``True`` to stop."""
+        """Run an iterative lookup; ``on_reply`` sees every reply and returns ``True`` to stop.
+
+        ``probes``: see :class:`Lookup` (for look-ups that stop at the first record found).
+        """
         self.stats.lookups += 1
         now = trio.current_time()
         if target != self.node_id:
@@ -537,6 +552,7 @@ class DhtService:
             alpha=self.config.alpha,
             own_id=self.node_id,
             accept=self._accept,
+            probes=probes,
         )
         send_channel, receive_channel = trio.open_memory_channel[tuple[Contact, Response | None]](
             math.inf
@@ -629,7 +645,8 @@ class DhtService:
         if enough():
             providers = list(found.values())
             return ProviderLookupResult(providers[:limit], [], 0, 0)
-        lookup = await self._lookup(key, GetProviders(key), on_reply)
+        probes = EARLY_STOP_PROBES if limit is not None else 0
+        lookup = await self._lookup(key, GetProviders(key), on_reply, probes=probes)
         providers = list(found.values())
         if limit is not None:
             providers = providers[:limit]
@@ -658,7 +675,8 @@ class DhtService:
 
         if first and best is not None:
             return ValueLookupResult(best, [], 0, 0)
-        lookup = await self._lookup(key, FindValue(key), on_reply)
+        probes = EARLY_STOP_PROBES if first else 0
+        lookup = await self._lookup(key, FindValue(key), on_reply, probes=probes)
         return ValueLookupResult(best, lookup.result(), lookup.rounds, lookup.messages)
 
     async def get_value(
@@ -781,8 +799,24 @@ class DhtService:
                 f"and none of {len(saved)} saved contacts answered"
             )
         await self.lookup_nodes(self.node_id)
+        await self._fill_table()
         await self._save_table()
         return len(self._table)
+
+    async def _fill_table(self) -> None:
+        """Look up a random ID in every non-full bucket beyond the nearest neighbour, so a new
+        node knows the whole ID space, not just its own neighbourhood (paper, section 2.3);
+        ``alpha`` look-ups at a time."""
+        limit = trio.Semaphore(self.config.alpha)
+
+        async def refresh(index: int) -> None:
+            async with limit:
+                await self.lookup_nodes(self._table.random_id_in_bucket(index))
+                self._table.touch(index, trio.current_time())
+
+        async with trio.open_nursery() as nursery:
+            for index in self._table.sparse_buckets():
+                nursery.start_soon(refresh, index)
 
 
 def _same(record: SignedValue) -> Callable[[list[SignedValue]], SignedValue]:

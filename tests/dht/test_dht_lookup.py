@@ -159,3 +159,36 @@ def test_lookup_is_exact_in_a_large_simulated_network(seed: int, order_seed: int
         lookup, _ = _run(tables, searcher, target, set(), rng)
         expected = sorted((i for i in ids if i != searcher), key=lambda i: distance(i, target))
         assert [c.node_id for c in lookup.result()] == expected[:K]
+
+
+def test_probes_go_one_at_a_time_after_the_first_wave() -> None:
+    """A first-record look-up: alpha requests, then ``probes`` single requests, then alpha again."""
+    tables = _network(7, 40)
+    searcher, target = next(iter(tables)), bytes(32)
+    lookup = Lookup(
+        target, tables[searcher].closest(target, K), k=K, alpha=ALPHA, own_id=searcher, probes=2
+    )
+    first = lookup.next_requests()
+    assert len(first) == ALPHA
+    # One reply: the others of the first wave are still out, so nothing new is sent.
+    lookup.on_reply(first[0][0].node_id, tables[first[0][0].node_id].closest(target, K))
+    assert lookup.next_requests() == []
+    for contact, _ in first[1:]:
+        lookup.on_reply(contact.node_id, tables[contact.node_id].closest(target, K))
+    probes_sent = []
+    for _ in range(2):
+        batch = lookup.next_requests()
+        assert len(batch) == 1, "a probe is a single request"
+        probe = batch[0][0]
+        # it is the closest candidate not yet asked
+        asked = {c.node_id for c, _ in first} | {p.node_id for p in probes_sent}
+        assert all(
+            distance(probe.node_id, target) <= distance(c.node_id, target)
+            for c in tables[searcher].contacts()
+            if c.node_id not in asked and lookup.state_of(c.node_id) is CandidateState.NEW
+        )
+        probes_sent.append(probe)
+        lookup.on_reply(probe.node_id, tables[probe.node_id].closest(target, K))
+    if not lookup.done:
+        assert len(lookup.next_requests()) > 1 or lookup.in_flight <= ALPHA
+    assert lookup.messages == ALPHA + 2 + lookup.in_flight
