@@ -25,7 +25,14 @@ from .erasure import ReedSolomon
 from .errors import ChunkNotFoundError, CorruptChunkError, FileUnavailableError
 from .manifest import Manifest
 
-__all__ = ["REASSEMBLY_WINDOW", "ChunkSource", "ProgressCallback", "fetch_stripe", "reassemble"]
+__all__ = [
+    "REASSEMBLY_WINDOW",
+    "ChunkSource",
+    "ProgressCallback",
+    "fetch_stripe",
+    "finish_temp_file",
+    "reassemble",
+]
 
 #: Threads verifying/decoding/writing for one reassembly (the source has its own): about the
 #: number of cores; more only adds per-thread malloc arenas holding freed buffers.
@@ -171,7 +178,8 @@ def _write_all(fd: int, chunks: list[bytes]) -> None:
             view = view[os.write(fd, view) :]
 
 
-def _finish(fd: int, tmp: Path, dest: Path) -> None:
+def finish_temp_file(fd: int, tmp: Path, dest: Path) -> None:
+    """Fsync and close ``fd`` (the temp file ``tmp``), rename it to ``dest``, fsync its dir."""
     try:
         os.fsync(fd)
     finally:
@@ -266,7 +274,7 @@ async def reassemble(
                 missing,
             )
         fd_open = False
-        await trio.to_thread.run_sync(_finish, fd, tmp, dest)
+        await trio.to_thread.run_sync(finish_temp_file, fd, tmp, dest)
         if progress is not None and n == 0:
             progress(0, 0)
     except BaseException:

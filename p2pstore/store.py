@@ -98,6 +98,7 @@ def _read_chunk_file(path: Path, expected: int) -> bytes:
     with open(path, "rb") as f:
         return f.read(min(expected + 1, _MAX_READ))
 
+
 #: glibc malloc arenas allowed in the process (unless ``$MALLOC_ARENA_MAX`` says otherwise). By
 #: default every worker thread may get its own arena, and freed chunk-sized buffers stay cached
 #: in each: the RSS then creeps up by tens of MiB per GiB stored. Two keep it flat.

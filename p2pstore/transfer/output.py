@@ -24,7 +24,7 @@ import trio
 from ..erasure import ReedSolomon
 from ..errors import CorruptChunkError, FileUnavailableError
 from ..manifest import Manifest
-from ..reassembly import ChunkSource, fetch_stripe
+from ..reassembly import ChunkSource, fetch_stripe, finish_temp_file
 
 __all__ = ["REBUILD_CONCURRENCY", "OutputFile"]
 
@@ -39,19 +39,6 @@ def _pwrite_all(fd: int, data: bytes, offset: int) -> None:
     while view:
         written = os.pwrite(fd, view, offset)
         view, offset = view[written:], offset + written
-
-
-def _finish(fd: int, tmp: Path, dest: Path) -> None:
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, dest)
-    dir_fd = os.open(dest.parent, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
 
 
 class OutputFile:
@@ -143,7 +130,7 @@ class OutputFile:
             raise FileUnavailableError("internal error: the output is incomplete")
         fd, self._fd = self._fd, None
         assert fd is not None
-        await trio.to_thread.run_sync(_finish, fd, self.tmp, self.dest)
+        await trio.to_thread.run_sync(finish_temp_file, fd, self.tmp, self.dest)
 
     def abort(self) -> None:
         """Remove the temporary file (safe to call at any time; does not block on anything
