@@ -43,6 +43,7 @@ from .errors import (
 from .identity import Identity
 from .manifest import Manifest, ManifestRoot
 from .ratelimit import RateLimiter
+from .reassembly import collapse_exception_groups
 from .store import ChunkStore, StoredFile, VerifyReport
 from .transfer.disperse import DispersalConfig, DispersalReport, disperse
 from .transfer.download import Download, DownloadConfig, Provider
@@ -63,6 +64,9 @@ REANNOUNCE_CHECK_INTERVAL = 2.0
 REANNOUNCE_MAX_BACKOFF = 300.0
 #: Announcements run at most this many at once (each is a DHT look-up plus k stores).
 ANNOUNCE_CONCURRENCY = 8
+#: Manifest roots checked for adoption at once, and the most waiting (more PUTs are not checked).
+ADOPT_CONCURRENCY = 4
+MAX_PENDING_ADOPTIONS = 64
 #: Token-bucket burst of the upload limiter, in seconds of the configured rate (at least a chunk).
 UPLOAD_BURST_SECONDS = 0.25
 
@@ -206,6 +210,9 @@ class Node:
         self._nursery = nursery
         self._announcements: dict[bytes, _Announcement] = {}
         self._announce_limit = trio.Semaphore(ANNOUNCE_CONCURRENCY)
+        self._adopt_limit = trio.Semaphore(ADOPT_CONCURRENCY)
+        self._adopting: set[bytes] = set()
+        self._withdrawn: set[bytes] = set()
         self._transfers: dict[int, Transfer] = {}
         self._next_transfer = 0
 
@@ -389,6 +396,9 @@ class Node:
         """
         async with self._announce_limit:
             acked = await self.dht.announce_provider(key, self.tcp_address[1])
+        if key in self._withdrawn:  # unpinned while we were announcing
+            self.dht.stop_providing(key)
+            return acked
         self._announcements[key] = _Announcement(
             acked=acked,
             table_size=self.dht.routing_table_size(),
@@ -429,28 +439,54 @@ class Node:
     # ------------------------------------------------------------------ receiving shares
 
     def _on_put(self, chunk_id: bytes) -> None:
-        """Server hook: a peer pushed a chunk; if it completes a manifest, adopt that file."""
+        """Server hook: a peer pushed a chunk; if it completes a manifest, adopt that file.
+
+        Bounded: at most ``MAX_PENDING_ADOPTIONS`` checks wait at once (a flood of PUTs is
+        dropped here, not queued), and a file the store already knows is never adopted again,
+        so re-sending a root cannot undo an ``unpin`` or trigger announcements.
+        """
+        if chunk_id in self._adopting or len(self._adopting) >= MAX_PENDING_ADOPTIONS:
+            return
+        self._adopting.add(chunk_id)
         self._nursery.start_soon(self._maybe_adopt, chunk_id)
 
     async def _maybe_adopt(self, chunk_id: bytes) -> None:
         """If ``chunk_id`` is a root manifest whose index chunks are here, keep and announce it."""
         try:
-            data = await self.store.get_chunk(chunk_id)
-            try:
-                root = ManifestRoot.decode(data)
-            except ManifestError:
-                return  # an ordinary chunk
-            parts: dict[bytes, bytes] = {}
+            async with self._adopt_limit:
+                if self.store.knows_file(chunk_id):
+                    return
+                manifest = await self._local_manifest(chunk_id)
+                if manifest is None:
+                    return
+                await self.store.add_manifest(manifest, pin=True)
+            log.info(
+                "holding shares of %s (%s) for the network", manifest.name, chunk_id.hex()[:16]
+            )
+            await self._announce_quietly(manifest.file_id)
+        except (P2PStoreError, OSError) as exc:
+            # A remote PUT led here: whatever goes wrong, it must not take the node down.
+            log.warning("could not adopt %s: %s", chunk_id.hex()[:16], exc)
+        finally:
+            self._adopting.discard(chunk_id)
+
+    async def _local_manifest(self, chunk_id: bytes) -> Manifest | None:
+        """The manifest whose root is the stored chunk ``chunk_id``, or ``None`` if that chunk
+        is not a root or its index chunks are not all here yet."""
+        data = await self.store.get_chunk(chunk_id)
+        try:
+            root = ManifestRoot.decode(data)
+        except ManifestError:
+            return None  # an ordinary chunk
+        parts: dict[bytes, bytes] = {}
+        try:
             while needed := root.needed_chunk_ids(parts):
                 for part_id in needed:
                     parts[part_id] = await self.store.get_chunk(part_id)
-            manifest = Manifest.from_parts(root, parts)
+            return Manifest.from_parts(root, parts)
         except (ChunkNotFoundError, CorruptChunkError, ManifestError) as exc:
             log.info("cannot adopt manifest %s yet: %s", chunk_id.hex()[:16], exc)
-            return
-        await self.store.add_manifest(manifest, pin=True)
-        log.info("holding shares of %s (%s) for the network", manifest.name, chunk_id.hex()[:16])
-        await self._announce_quietly(manifest.file_id)
+            return None
 
     # ------------------------------------------------------------------ local management
 
@@ -459,12 +495,16 @@ class Node:
         return self.store.list_files()
 
     def pin(self, file_id: bytes) -> None:
-        """Keep the file's chunks through ``gc``."""
+        """Keep the file's chunks through ``gc``, and announce it again if it was unpinned."""
         self.store.pin(file_id)
+        if file_id in self._withdrawn:
+            self._withdrawn.discard(file_id)
+            self._nursery.start_soon(self._announce_quietly, file_id)
 
     def unpin(self, file_id: bytes) -> None:
         """Let ``gc`` reclaim the file's chunks; the node stops announcing it."""
         self.store.unpin(file_id)
+        self._withdrawn.add(file_id)
         self.dht.stop_providing(file_id)
         self._announcements.pop(file_id, None)
 
@@ -540,6 +580,17 @@ async def open_node(
     except OSError as exc:
         raise ConfigError(f"cannot use data directory {data_dir}: {exc.strerror or exc}") from exc
     store = ChunkStore.open(data_dir, quota_bytes=config.quota_bytes)
+    # Callers get the documented exceptions (ConfigError, BootstrapError, their own errors from
+    # the block), not ExceptionGroups from the node's nursery.
+    with collapse_exception_groups():
+        async with _running_node(data_dir, config, identity, store) as node:
+            yield node
+
+
+@asynccontextmanager
+async def _running_node(
+    data_dir: Path, config: NodeConfig, identity: Identity, store: ChunkStore
+) -> AsyncIterator[Node]:
     async with contextlib.AsyncExitStack() as stack:
         stack.callback(store.close)
         nursery = await stack.enter_async_context(trio.open_nursery())

@@ -480,6 +480,10 @@ class ChunkStore:
         """True if the chunk is indexed (see :meth:`verify` for checking the bytes)."""
         return bool(self._index.present([chunk_id]))
 
+    def knows_file(self, file_id: bytes) -> bool:
+        """Whether the store has a record of the file (listed, or holding chunks for it)."""
+        return self._index.is_known(file_id)
+
     def chunk_size(self, chunk_id: bytes) -> int | None:
         """The stored chunk's size in bytes from the index, or ``None`` if it is not stored."""
         return self._index.chunk_size(chunk_id) if len(chunk_id) == ID_LEN else None

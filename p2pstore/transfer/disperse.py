@@ -18,6 +18,7 @@ import trio
 
 from ..errors import P2PStoreError
 from ..manifest import Manifest
+from ..reassembly import collapse_exception_groups
 from ..wire.client import ConnectionPool, PeerAddress
 from .download import LocalChunks, Provider
 
@@ -107,9 +108,10 @@ async def disperse(
 ) -> DispersalReport:
     """Push ``manifest``'s shares (and its manifest chunks) to ``targets`` per the plan.
 
-    Returns a report; never raises for a target's failure (its shares go to the survivors).
-    Raises :class:`P2PStoreError` only if ``targets`` is empty. Cancellation stops every push;
-    the peers keep what they acknowledged.
+    Returns a report; never raises for a target's failure: every share planned for a failed
+    target (it never got the manifest, so it holds none of them) goes to the survivors. Raises
+    :class:`P2PStoreError` if ``targets`` is empty, and the store's own errors if a local chunk
+    cannot be read. Cancellation stops every push; the peers keep what they acknowledged.
     """
     if not targets:
         raise P2PStoreError("no peer to disperse to")
@@ -119,63 +121,100 @@ async def disperse(
     holdings = {t: {s for s, _ in plan[t]} for t in range(len(targets))}
     total = manifest.chunk_count
     done = 0
+    failed: set[int] = set()
 
     def advance() -> None:
         nonlocal done
         done += 1
         if progress is not None:
-            progress(done, total)
+            progress(min(done, total), total)
 
     async def push_all(round_plan: dict[int, list[tuple[int, int]]]) -> list[tuple[int, int]]:
         leftovers: list[tuple[int, int]] = []
-        async with trio.open_nursery() as nursery:
-            for t, shares in round_plan.items():
-                if shares:
-                    nursery.start_soon(push_target, t, shares, leftovers)
+        with collapse_exception_groups():
+            async with trio.open_nursery() as nursery:
+                for t, shares in round_plan.items():
+                    if shares or manifest.chunk_count == 0:
+                        nursery.start_soon(push_target, t, shares, leftovers)
         return leftovers
 
     async def push_target(
         t: int, shares: list[tuple[int, int]], leftovers: list[tuple[int, int]]
     ) -> None:
         target = targets[t]
-        pending = list(shares)
+        error = await push_to(target, shares)
+        if error is not None:
+            log.info("dispersal to %s failed: %s", target.label, error)
+            failed.add(t)
+            report.failed[target.label] = error
+            # All of them, acknowledged or not: without the manifest root the target adopts
+            # none of its shares, so none of them counts as held.
+            leftovers.extend(shares)
+            return
+        report.shares[target.label] = report.shares.get(target.label, 0) + len(shares)
+
+    async def push_to(target: Provider, shares: list[tuple[int, int]]) -> str | None:
+        """Push ``shares`` then the manifest chunks; the target's failure as text, or None.
+
+        Local errors (reading our own chunks) are not the target's fault and propagate.
+        """
         try:
             with trio.fail_after(config.connect_timeout):
                 conn = await pool.connect(PeerAddress(target.node_id, target.host, target.port))
-            send, receive = trio.open_memory_channel[tuple[int, int]](len(pending))
-            for item in pending:
-                send.send_nowait(item)
-            send.close()
+        except _REMOTE_ERRORS as exc:
+            return _describe(exc)
+        remote: list[BaseException] = []
+        send, receive = trio.open_memory_channel[tuple[int, int]](max(1, len(shares)))
+        for item in shares:
+            send.send_nowait(item)
+        send.close()
 
-            async def putter() -> None:
-                async for stripe, share in receive:
-                    chunk_id = manifest.stripes[stripe][share]
-                    data = await store.get_chunk(chunk_id)
+        async def putter(workers: trio.CancelScope) -> None:
+            async for stripe, share in receive:
+                chunk_id = manifest.stripes[stripe][share]
+                data = await store.get_chunk(chunk_id)
+                try:
                     with trio.fail_after(config.put_timeout):
                         await conn.put(chunk_id, data)
-                    pending.remove((stripe, share))
-                    report.shares[target.label] = report.shares.get(target.label, 0) + 1
-                    advance()
+                except _REMOTE_ERRORS as exc:
+                    remote.append(exc)
+                    workers.cancel()
+                    return
+                advance()
 
-            async with trio.open_nursery() as workers:
+        with collapse_exception_groups():
+            async with trio.open_nursery() as nursery:
                 for _ in range(config.puts_in_flight):
-                    workers.start_soon(putter)
-            # Index chunks before the root: the root is what makes the target adopt the file.
-            for chunk_id, data in reversed(manifest.manifest_chunks()):
+                    nursery.start_soon(putter, nursery.cancel_scope)
+        if remote:
+            return _describe(remote[0])
+        # Index chunks before the root: the root is what makes the target adopt the file.
+        for chunk_id, data in reversed(manifest.manifest_chunks()):
+            try:
                 with trio.fail_after(config.put_timeout):
                     await conn.put(chunk_id, data)
-        except (P2PStoreError, OSError, trio.TooSlowError) as exc:
-            log.info("dispersal to %s failed: %s", target.label, exc or type(exc).__name__)
-            report.failed[target.label] = str(exc) or type(exc).__name__
-            leftovers.extend(pending)
+            except _REMOTE_ERRORS as exc:
+                return _describe(exc)
+        return None
 
-    leftovers = await push_all(dict(enumerate(plan)))
+    first_round = dict(enumerate(plan))
+    if manifest.chunk_count == 0:  # nothing to spread, but holders still need the manifest
+        first_round = {t: [] for t in range(min(len(targets), manifest.k + manifest.m))}
+    leftovers = await push_all(first_round)
     while leftovers:
-        survivors = [t for t in range(len(targets)) if targets[t].label not in report.failed]
+        survivors = [t for t in range(len(targets)) if t not in failed]
         if not survivors:
             break
         leftovers = await push_all(reassign(leftovers, survivors, holdings))
     return report
+
+
+_REMOTE_ERRORS = (P2PStoreError, OSError, trio.TooSlowError)
+"""What a target can cause: refusals, quota, broken channels, timeouts, refused connections."""
+
+
+def _describe(exc: BaseException) -> str:
+    return str(exc) or type(exc).__name__
 
 
 __all__ = [

@@ -65,6 +65,8 @@ DEFAULT_REDISCOVER_ATTEMPTS = 3
 DEFAULT_SLOW_CHECK_INTERVAL = 0.5
 #: How often the progress callback is called at most.
 DEFAULT_PROGRESS_INTERVAL = 0.1
+#: Times a provider that failed (not one the scheduler dropped) is tried again in one download.
+MAX_PEER_RETRIES = 2
 #: Providers asked at once for the manifest; the first to answer wins, the others are cancelled.
 MANIFEST_RACE_WIDTH = 3
 
@@ -209,6 +211,7 @@ class Download:
         self._setups_pending = 0
         self._chunk_count = 0
         self._failure: P2PStoreError | None = None
+        self._retries: dict[bytes, int] = {}
 
     # ------------------------------------------------------------------ public
 
@@ -222,7 +225,8 @@ class Download:
                 async with trio.open_nursery() as writers:
                     async with trio.open_nursery() as fetch:
                         if manifest is None or not self._complete_locally(manifest):
-                            for provider in await self._discover():
+                            new, _ = await self._discover()
+                            for provider in new:
                                 fetch.start_soon(self._peer_worker, provider)
                         if manifest is None:
                             manifest = await self._fetch_manifest()
@@ -240,12 +244,13 @@ class Download:
                         raise self._failure
             assert self._output is not None
             assert manifest is not None
-            await self._output.finish()
+            with trio.CancelScope(shield=True):  # renamed into place <=> recorded in the store
+                await self._output.finish()
+                await self.store.add_manifest(manifest, pin=True)
         except BaseException:
             if self._output is not None:
                 self._output.abort()
             raise
-        await self.store.add_manifest(manifest, pin=True)
         assert self._sched is not None
         progress = self._sched.progress(trio.current_time())
         self._report(progress)
@@ -275,9 +280,9 @@ class Download:
             config=self.config.scheduler,
             rng=self.rng,
         )
-        output = OutputFile(manifest, self.dest)
+        output = self._output = OutputFile(manifest, self.dest)
         await output.open()
-        self._sched, self._output, self._writers = sched, output, writers
+        self._sched, self._writers = sched, writers
         for s in range(len(manifest.stripes)):
             if sched.stripe_done(s):
                 writers.start_soon(output.complete_stripe, s, self.store)
@@ -305,16 +310,26 @@ class Download:
         except (ChunkNotFoundError, CorruptChunkError):
             return None  # part of a large manifest is missing: fetch it from peers
 
-    async def _discover(self) -> list[Provider]:
-        """Look providers up again; returns the ones not seen before."""
+    async def _discover(self) -> tuple[list[Provider], list[Provider]]:
+        """Look providers up again: ``(new, retried)``. ``new`` were never seen; ``retried``
+        failed before (connection lost, pool full...) and get another chance, at most
+        ``MAX_PEER_RETRIES`` times; peers the scheduler dropped are never retried."""
         found = await self.find_providers(self.file_id)
-        fresh = []
+        new, retried = [], []
         for p in found:
-            if p.node_id == self.self_node_id or p.node_id in self._providers:
+            if p.node_id == self.self_node_id or p.node_id in self._peer_scopes:
+                continue
+            if self._sched is not None and self._sched.is_dropped(p.node_id):
+                continue
+            if p.node_id not in self._providers:
+                new.append(p)
+            elif self._retries.get(p.node_id, 0) < MAX_PEER_RETRIES:
+                self._retries[p.node_id] = self._retries.get(p.node_id, 0) + 1
+                retried.append(p)
+            else:
                 continue
             self._providers[p.node_id] = p
-            fresh.append(p)
-        return fresh
+        return new, retried
 
     async def _fetch_manifest(self) -> Manifest:
         if not self._providers:
@@ -459,6 +474,14 @@ class Download:
             except CorruptChunkError:
                 self._apply(sched.chunk_corrupt(request.peer, request.index, trio.current_time()))
                 return
+            except P2PStoreError as exc:
+                # The channel closed, the peer refused, the pool dropped it: that peer's problem,
+                # so end that peer's worker (its requests are re-queued), never the download.
+                log.info("peer %s failed: %s", self._label(request.peer), exc)
+                peer_scope = self._peer_scopes.get(request.peer)
+                if peer_scope is not None:
+                    peer_scope.cancel()
+                return
             finally:
                 if self._request_scopes.get(key) is scope:
                     del self._request_scopes[key]
@@ -493,14 +516,17 @@ class Download:
             if not sched.wants_more_peers():
                 fruitless = 0
                 continue
+            fresh: list[Provider] = []
+            retried: list[Provider] = []
             try:
                 with trio.move_on_after(self.config.rediscover_interval * 5):
-                    fresh = await self._discover()
+                    fresh, retried = await self._discover()
             except P2PStoreError as exc:
                 log.info("provider look-up failed: %s", exc)
-                fresh = []
-            for provider in fresh:
+            for provider in (*fresh, *retried):
                 nursery.start_soon(self._peer_worker, provider)
+            # Only never-seen providers (or set-ups still running) reset the give-up count, so
+            # a stale record of a departed node cannot keep a hopeless download alive.
             if fresh or self._setups_pending:
                 fruitless = 0
                 continue

@@ -67,6 +67,8 @@ class OutputFile:
                 os.ftruncate(fd, self.manifest.size)
             except BaseException:
                 os.close(fd)
+                with contextlib.suppress(OSError):
+                    os.unlink(self.tmp)
                 raise
             return fd
 

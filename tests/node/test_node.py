@@ -11,6 +11,7 @@ from p2pstore import FileUnavailableError
 from p2pstore.node import DownloadProgress
 from p2pstore.store import ChunkStore
 
+from .swarm import FAST as FAST_CONFIG
 from .swarm import Swarm, random_file, sha256_file, start_rogue_peer, temp_files
 
 MiB = 1 << 20
@@ -224,4 +225,66 @@ async def test_unknown_file_fails_fast(tmp_path: Path) -> None:
         b = await swarm.start()
         with pytest.raises(FileUnavailableError, match="no provider"), trio.fail_after(10):
             await b.get(b"\x42" * 32, tmp_path / "x")
+        nursery.cancel_scope.cancel()
+
+
+async def test_provider_leaving_mid_download_does_not_stop_it(tmp_path: Path) -> None:
+    src = tmp_path / "src.bin"
+    digest = random_file(src, 12 * MiB, seed=7)
+    async with trio.open_nursery() as nursery:
+        swarm = Swarm(nursery, tmp_path)
+        leaving = await swarm.start(upload_limit=6_000_000)
+        staying = await swarm.start(upload_limit=6_000_000)
+        getter = await swarm.start()
+        file_id = await leaving.put(src, disperse=False)
+        assert await staying.put(src, disperse=False) == file_id
+        half = trio.Event()
+
+        def on_progress(p: DownloadProgress) -> None:
+            if p.bytes_done >= p.bytes_total // 4:
+                half.set()
+
+        async def stop_midway() -> None:
+            await half.wait()
+            await swarm.stop(leaving)
+
+        nursery.start_soon(stop_midway)
+        with trio.fail_after(30):
+            result = await getter.get(file_id, tmp_path / "out.bin", progress=on_progress)
+        assert half.is_set()
+        assert sha256_file(tmp_path / "out.bin") == digest
+        assert f"127.0.0.1:{staying.tcp_address[1]}" in result.bytes_from_peers
+        nursery.cancel_scope.cancel()
+
+
+async def test_dispersal_target_refusing_shares_does_not_fail_the_put(tmp_path: Path) -> None:
+    src = tmp_path / "src.bin"
+    random_file(src, 4 * MiB, seed=8)
+    async with trio.open_nursery() as nursery:
+        swarm = Swarm(nursery, tmp_path)
+        uploader = await swarm.start()
+        others = [await swarm.start() for _ in range(3)]
+        stingy = await swarm.start(quota_bytes=100_000)  # refuses every 1 MiB share
+        file_id = await uploader.put(src, disperse=True)
+        report = uploader.last_dispersal
+        assert report is not None
+        assert f"127.0.0.1:{stingy.tcp_address[1]}" in report.failed
+        # every share went somewhere else, and the others adopted the file
+        assert sum(report.shares.values()) == 6
+        with trio.fail_after(10):
+            for node in others:
+                while not node.store.knows_file(file_id):  # noqa: ASYNC110
+                    await trio.sleep(0.05)
+        nursery.cancel_scope.cancel()
+
+
+async def test_open_node_port_in_use_is_a_plain_config_error(tmp_path: Path) -> None:
+    from p2pstore import ConfigError, open_node
+
+    async with trio.open_nursery() as nursery:
+        swarm = Swarm(nursery, tmp_path)
+        first = await swarm.start()
+        with pytest.raises(ConfigError, match="TCP"):
+            async with open_node(tmp_path / "second", FAST_CONFIG, tcp_port=first.tcp_address[1]):
+                pass  # pragma: no cover
         nursery.cancel_scope.cancel()
