@@ -30,6 +30,7 @@ from typing import Any
 
 import trio
 
+from ._groups import collapse_exception_groups
 from .chunking import DEFAULT_CHUNK_SIZE
 from .dht import Contact, DhtConfig, DhtService, ProviderRecord, open_dht
 from .errors import (
@@ -43,7 +44,6 @@ from .errors import (
 from .identity import Identity
 from .manifest import Manifest, ManifestRoot
 from .ratelimit import RateLimiter
-from .reassembly import collapse_exception_groups
 from .store import ChunkStore, StoredFile, VerifyReport
 from .transfer.disperse import DispersalConfig, DispersalReport, disperse
 from .transfer.download import Download, DownloadConfig, Provider

@@ -14,13 +14,14 @@ import contextlib
 import hashlib
 import os
 import secrets
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
 import trio
 
+from ._groups import collapse_exception_groups
 from .erasure import ReedSolomon
 from .errors import ChunkNotFoundError, CorruptChunkError, FileUnavailableError
 from .manifest import Manifest
@@ -68,32 +69,6 @@ class _Slot:
     done: trio.Event = field(default_factory=trio.Event)
     data: list[bytes] | None = None
     missing: list[bytes] | None = None
-
-
-@contextlib.contextmanager
-def collapse_exception_groups() -> Iterator[None]:
-    """Re-raise the first non-``Cancelled`` exception of a nursery's group on its own.
-
-    Callers of the store and of :func:`reassemble` get the documented plain exceptions
-    (``OSError``, ``ChunkNotFoundError``...) rather than an ``ExceptionGroup``; concurrent
-    failures beyond the first are consequences of the same fault. Groups of only ``Cancelled``
-    pass through unchanged.
-    """
-    try:
-        yield
-    except BaseExceptionGroup as group:
-        for exc in _leaves(group):
-            if not isinstance(exc, trio.Cancelled):
-                raise exc from None
-        raise
-
-
-def _leaves(exc: BaseException) -> Iterator[BaseException]:
-    if isinstance(exc, BaseExceptionGroup):
-        for sub in exc.exceptions:
-            yield from _leaves(sub)
-    else:
-        yield exc
 
 
 def _verify(items: dict[int, tuple[bytes, bytes, int]]) -> dict[int, bytes | None]:

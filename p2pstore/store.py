@@ -45,6 +45,7 @@ from types import TracebackType
 import trio
 
 from . import _index
+from ._groups import collapse_exception_groups
 from .chunking import (
     DEFAULT_CHUNK_SIZE,
     DEFAULT_K,
@@ -62,7 +63,7 @@ from .errors import (
     QuotaExceededError,
 )
 from .manifest import ID_LEN, Manifest, ManifestRoot, validate_name
-from .reassembly import ProgressCallback, collapse_exception_groups, reassemble
+from .reassembly import ProgressCallback, reassemble
 
 __all__ = [
     "MALLOC_ARENA_MAX",

@@ -16,9 +16,9 @@ from dataclasses import dataclass, field
 
 import trio
 
+from .._groups import collapse_exception_groups
 from ..errors import P2PStoreError
 from ..manifest import Manifest
-from ..reassembly import collapse_exception_groups
 from ..wire.client import ConnectionPool, PeerAddress
 from .download import LocalChunks, Provider
 

@@ -27,6 +27,7 @@ from typing import Protocol
 
 import trio
 
+from .._groups import collapse_exception_groups
 from ..errors import (
     ChunkNotFoundError,
     CorruptChunkError,
@@ -35,7 +36,6 @@ from ..errors import (
     P2PStoreError,
 )
 from ..manifest import Manifest, ManifestRoot
-from ..reassembly import collapse_exception_groups
 from ..wire.client import ConnectionPool, PeerAddress, PeerConnection
 from .output import OutputFile
 from .progress import Progress

@@ -180,8 +180,7 @@ class PeerConnection:
                         if isinstance(reply, Missing):
                             found[reply.chunk_id] = None
                             continue
-                        digest = reply.digest or await sha256_digest(reply.data)
-                        if not hmac.compare_digest(digest, reply.chunk_id):
+                        if not hmac.compare_digest(await sha256_digest(reply.data), reply.chunk_id):
                             raise CorruptChunkError(
                                 reply.chunk_id,
                                 f"{self._peer_name()} sent chunk {reply.chunk_id.hex()} "

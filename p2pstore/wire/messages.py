@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, TypeAlias
 
 import msgpack
@@ -88,16 +88,11 @@ class Get:
 
 @dataclass(frozen=True, slots=True)
 class Chunk:
-    """One chunk's bytes, answering a GET.
-
-    ``digest`` is never sent: the receiving channel fills it with the SHA-256 of ``data`` in the
-    same worker-thread hop that decrypts the frame, so the client need not hash it again.
-    """
+    """One chunk's bytes, answering a GET."""
 
     request_id: int
     chunk_id: bytes
     data: bytes
-    digest: bytes | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
