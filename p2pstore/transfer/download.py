@@ -67,6 +67,11 @@ DEFAULT_SLOW_CHECK_INTERVAL = 0.5
 DEFAULT_PROGRESS_INTERVAL = 0.1
 #: Times a provider that failed (not one the scheduler dropped) is tried again in one download.
 MAX_PEER_RETRIES = 2
+#: Largest file (data + parity chunks) a download accepts, checked on the root manifest before
+#: any index chunk is fetched: a file ID from a stranger may describe up to 1 PiB, and the plan
+#: costs about 200 bytes of memory per chunk. 2**21 chunks is 1.4 TiB of data at 1 MiB chunks with
+#: k=4, m=2 (about 400 MiB of plan); raise it for bigger files.
+DEFAULT_MAX_FILE_CHUNKS = 1 << 21
 #: Providers asked at once for the manifest; the first to answer wins, the others are cancelled.
 MANIFEST_RACE_WIDTH = 3
 
@@ -81,6 +86,7 @@ class DownloadConfig:
     rediscover_attempts: int = DEFAULT_REDISCOVER_ATTEMPTS
     slow_check_interval: float = DEFAULT_SLOW_CHECK_INTERVAL
     progress_interval: float = DEFAULT_PROGRESS_INTERVAL
+    max_file_chunks: int = DEFAULT_MAX_FILE_CHUNKS
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
 
 
@@ -354,8 +360,7 @@ class Download:
 
             async def attempt(provider: Provider) -> None:
                 try:
-                    with trio.fail_after(self.config.peer_setup_timeout * 2):
-                        manifest = await self._manifest_from(provider)
+                    manifest = await self._manifest_from(provider)
                 except (P2PStoreError, OSError, trio.TooSlowError) as exc:
                     errors.append(f"{provider.label}: {exc or type(exc).__name__}")
                     return
@@ -368,15 +373,26 @@ class Download:
         return winner[0] if winner else None
 
     async def _manifest_from(self, provider: Provider) -> Manifest:
-        conn = await self._connect(provider)
-        root_bytes = await self._fetch_one(conn, self.file_id)
+        """The manifest from ``provider``: the root within the set-up deadline, then each batch
+        of index chunks within the chunk deadline (a big file's index is many MiB)."""
+        with trio.fail_after(self.config.peer_setup_timeout * 2):
+            conn = await self._connect(provider)
+            root_bytes = await self._fetch_one(conn, self.file_id)
         root = ManifestRoot.decode(root_bytes)
         if root.file_id != self.file_id:  # cannot happen after the hash check; belt and braces
             raise ManifestError("manifest does not hash to the file ID")
+        chunks = root.layout.total_chunks(root.size)
+        if chunks > self.config.max_file_chunks:
+            raise ManifestError(
+                f"file {root.name!r} has {chunks} chunks, more than this node accepts "
+                f"({self.config.max_file_chunks}; see DownloadConfig.max_file_chunks)"
+            )
         await self.store.put_chunk(self.file_id, root_bytes, file_id=self.file_id)
         parts: dict[bytes, bytes] = {}
         while needed := root.needed_chunk_ids(parts):
-            for chunk_id, data in await conn.get(needed):
+            with trio.fail_after(self.config.chunk_timeout):
+                fetched = await conn.get(needed)
+            for chunk_id, data in fetched:
                 if data is None:
                     raise ManifestError(f"{provider.label} lacks manifest chunk {chunk_id.hex()}")
                 parts[chunk_id] = data

@@ -288,3 +288,22 @@ async def test_open_node_port_in_use_is_a_plain_config_error(tmp_path: Path) -> 
             async with open_node(tmp_path / "second", FAST_CONFIG, tcp_port=first.tcp_address[1]):
                 pass  # pragma: no cover
         nursery.cancel_scope.cancel()
+
+
+async def test_a_file_bigger_than_the_node_accepts_is_refused_before_its_index(
+    tmp_path: Path,
+) -> None:
+    from dataclasses import replace
+
+    src = tmp_path / "src.bin"
+    random_file(src, 3 * MiB, seed=9)
+    async with trio.open_nursery() as nursery:
+        swarm = Swarm(nursery, tmp_path)
+        seeder = await swarm.start()
+        small = replace(FAST_CONFIG.download, max_file_chunks=4)  # the file has 3 + 2 chunks
+        getter = await swarm.start(download=small)
+        file_id = await seeder.put(src, disperse=False)
+        with pytest.raises(FileUnavailableError, match="more than this node accepts"):
+            await getter.get(file_id, tmp_path / "out.bin")
+        assert not (tmp_path / "out.bin").exists()
+        nursery.cancel_scope.cancel()
