@@ -20,6 +20,7 @@ from .errors import (
     P2PStoreError,
     ProtocolError,
     QuotaExceededError,
+    UnknownFileError,
 )
 from .identity import Identity
 from .manifest import Manifest
@@ -63,6 +64,7 @@ __all__ = [
     "QuotaExceededError",
     "ReedSolomon",
     "StoredFile",
+    "UnknownFileError",
     "VerifyReport",
     "WireConfig",
     "__version__",

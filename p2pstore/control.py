@@ -411,9 +411,12 @@ async def _op_verify(
 async def _op_providers(
     node: ControlledNode, args: dict[str, Any], progress: Progress
 ) -> dict[str, Any]:
+    records = await node.find_providers(args["key"])
     return {
         "key": args["key"].hex(),
-        "providers": to_plain(list(await node.find_providers(args["key"]))),
+        "providers": [
+            {"node_id": r.node_id.hex(), "host": r.host, "tcp_port": r.tcp_port} for r in records
+        ],
     }
 
 
@@ -453,22 +456,30 @@ def safe_file_name(name: object, fallback: str) -> str:
     return text
 
 
+def _refuse_existing(path: Path) -> None:
+    """The CLI never overwrites: ``FileExistsError`` if ``path`` exists (or is a dangling link)."""
+    if path.exists() or path.is_symlink():
+        raise FileExistsError(errno.EEXIST, "File exists (choose another path with -o)", str(path))
+
+
 async def _op_get(node: ControlledNode, args: dict[str, Any], progress: Progress) -> dict[str, Any]:
     file_id: bytes = args["file_id"]
     dest = Path(args["dest"]) if args["dest"] is not None else Path(args["cwd"])
     if not dest.is_dir():
+        _refuse_existing(dest)  # before downloading anything
         data = to_plain(await node.get(file_id, dest, progress=progress))
         return data if isinstance(data, dict) else {"result": data}
-    # A directory: the file gets the manifest's name, known only once the download has it.
+    # A directory: the file gets the manifest's name, known before the download only if the
+    # file is already known here; otherwise it is checked again once the download has it.
+    known = next((f for f in node.list_files() if getattr(f, "file_id", None) == file_id), None)
+    if known is not None:
+        _refuse_existing(dest / safe_file_name(getattr(known, "name", None), file_id.hex()))
     partial = dest / f".{file_id.hex()}.p2pstore-part"
     try:
         data = to_plain(await node.get(file_id, partial, progress=progress))
         info = next((f for f in node.list_files() if getattr(f, "file_id", None) == file_id), None)
         final = dest / safe_file_name(getattr(info, "name", None), file_id.hex())
-        if final.exists() or final.is_symlink():
-            raise FileExistsError(
-                errno.EEXIST, "File exists (choose another path with -o)", str(final)
-            )
+        _refuse_existing(final)
         os.rename(partial, final)
     finally:
         with contextlib.suppress(FileNotFoundError):

@@ -271,7 +271,9 @@ async def _run(
     display: _Display,
 ) -> DemoReport:
     bootstrap: tuple[tuple[str, int], ...] = ()
-    for i, handle in enumerate(handles):
+
+    async def start(handle: _NodeHandle) -> None:
+        nonlocal bootstrap
         node_dir = root / handle.name
         node_dir.mkdir()
         overrides: dict[str, Any] = {
@@ -281,16 +283,21 @@ async def _run(
             "bootstrap": bootstrap,
         }
         node = await nursery.start(_node_task, factory, node_dir, overrides, handle)
-        if i == 0:
+        role = "" if bootstrap else " (bootstrap)"
+        if not bootstrap:
             bootstrap = ((str(node.udp_address[0]), int(node.udp_address[1])),)
-        role = " (bootstrap)" if i == 0 else ""
         role += " (uploader)" if handle is uploader else ""
         role += " (downloader)" if handle is downloader else ""
         display.say(
             f"started {handle.name}{role}: udp {node.udp_address[0]}:{node.udp_address[1]}"
             f" tcp {node.tcp_address[0]}:{node.tcp_address[1]}"
         )
-    names = _labels(handles)
+
+    # The downloader joins only after the dispersal, so it holds none of the file and every byte
+    # it gets crosses the network from the nodes that keep the shares.
+    for handle in handles:
+        if handle is not downloader:
+            await start(handle)
 
     source = root / "original.bin"
     original_digest = await trio.to_thread.run_sync(_generate, source, size)
@@ -312,7 +319,10 @@ async def _run(
         await uploader.stopped.wait()
     if not uploader.stopped.is_set():
         raise DemoError(f"{uploader.name} did not stop within {STOP_TIMEOUT:.0f} s")
-    display.say(f"stopped {uploader.name}; fetching on {downloader.name}")
+    display.say(f"stopped {uploader.name}")
+    await start(downloader)
+    names = _labels([h for h in handles if h is not uploader])
+    display.say(f"fetching on {downloader.name}")
 
     dest = root / "downloaded.bin"
     display.start_download(size)

@@ -52,6 +52,14 @@ class ChunkNotFoundError(P2PStoreError):
         super().__init__(f"chunk {chunk_id.hex()} is not in the store")
 
 
+class UnknownFileError(ChunkNotFoundError):
+    """A file ID this node has no record of (neither put, fetched nor held here)."""
+
+    def __init__(self, file_id: bytes) -> None:
+        P2PStoreError.__init__(self, f"file {file_id.hex()} is not known to this node")
+        self.chunk_id = file_id
+
+
 class ManifestError(P2PStoreError):
     """A manifest is malformed, or does not hash to the file ID it was fetched for."""
 

@@ -40,6 +40,7 @@ from .errors import (
     CorruptChunkError,
     ManifestError,
     P2PStoreError,
+    UnknownFileError,
 )
 from .identity import Identity
 from .manifest import Manifest, ManifestRoot
@@ -329,7 +330,8 @@ class Node:
     ) -> GetResult:
         """Download the file ``file_id`` from every provider at once into ``dest``.
 
-        ``dest`` appears only when the whole file is there and verified (temp file + rename).
+        ``dest`` appears only when the whole file is there and verified (temp file + rename);
+        an existing file at ``dest`` is replaced (as by ``os.replace``).
         Chunks already in the local store are not fetched again, so a ``get`` that was
         cancelled or failed resumes. Raises :class:`FileUnavailableError` (naming the stripes and
         chunks that cannot be found) when the file cannot be rebuilt from the reachable peers,
@@ -383,8 +385,13 @@ class Node:
         ]
 
     async def find_providers(self, key: bytes) -> list[ProviderRecord]:
-        """Who serves ``key`` (a file ID, or a chunk ID some node chose to announce)."""
-        return await self.dht.find_providers(key)
+        """Who serves ``key`` (a file ID, or a chunk ID some node chose to announce), this node
+        first if it provides it itself (the DHT look-up never returns the asking node)."""
+        records = await self.dht.find_providers(key)
+        if key in self.dht.providing():
+            host, port = self.tcp_address
+            records.insert(0, ProviderRecord(key, self.node_id, host, port))
+        return records
 
     # ------------------------------------------------------------------ announcing
 
@@ -495,14 +502,22 @@ class Node:
         return self.store.list_files()
 
     def pin(self, file_id: bytes) -> None:
-        """Keep the file's chunks through ``gc``, and announce it again if it was unpinned."""
+        """Keep the file's chunks through ``gc``, and announce it again if it was unpinned.
+
+        Raises :class:`UnknownFileError` for a file this node has no record of."""
+        if not self.store.knows_file(file_id):
+            raise UnknownFileError(file_id)
         self.store.pin(file_id)
         if file_id in self._withdrawn:
             self._withdrawn.discard(file_id)
             self._nursery.start_soon(self._announce_quietly, file_id)
 
     def unpin(self, file_id: bytes) -> None:
-        """Let ``gc`` reclaim the file's chunks; the node stops announcing it."""
+        """Let ``gc`` reclaim the file's chunks; the node stops announcing it.
+
+        Raises :class:`UnknownFileError` for a file this node has no record of."""
+        if not self.store.knows_file(file_id):
+            raise UnknownFileError(file_id)
         self.store.unpin(file_id)
         self._withdrawn.add(file_id)
         self.dht.stop_providing(file_id)

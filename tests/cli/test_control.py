@@ -284,7 +284,7 @@ async def test_every_operation_reaches_the_node(served: FakeNode, data_dir: Path
     assert os.listdir(out) == ["f.txt"]  # the partial file was renamed, nothing left behind
     assert [c[0] for c in served.calls] == [
         "put", "list_files", "list_files", "peers", "find_providers", "pin", "unpin", "gc",
-        "verify", "get", "list_files",
+        "verify", "list_files", "get", "list_files",
     ]  # fmt: skip
     assert served.calls[0][1] == (src, False)
 
@@ -476,3 +476,16 @@ async def test_server_survives_random_garbage(served: FakeNode, data_dir: Path) 
         assert all(parse_reply(r).kind == "error" for r in replies)
         await stream.aclose()
     assert (await control.call(data_dir, "status"))["routing_table_size"] == 3
+
+
+async def test_get_refuses_an_existing_destination_before_downloading(
+    served: FakeNode, data_dir: Path
+) -> None:
+    existing = data_dir / "already.bin"
+    existing.write_bytes(b"keep me")
+    with pytest.raises(control.ControlError, match="File exists"):
+        await control.call(
+            data_dir, "get", {"file_id": FILE_ID, "dest": str(existing), "cwd": str(data_dir)}
+        )
+    assert "get" not in [c[0] for c in served.calls]
+    assert existing.read_bytes() == b"keep me"
