@@ -377,11 +377,12 @@ class Node:
             first_chunk_seconds=outcome.first_chunk_seconds,
         )
 
-    async def _find_file_providers(self, key: bytes) -> list[Provider]:
+    async def _find_file_providers(self, key: bytes, *, quick: bool = False) -> list[Provider]:
+        """Providers of ``key`` other than this node; ``quick`` stops at the first reply naming
+        any (a download starts on those while the full look-up goes on)."""
+        records = await self.dht.find_providers(key, limit=1 if quick else None)
         return [
-            Provider(r.node_id, r.host, r.tcp_port)
-            for r in await self.find_providers(key)
-            if r.node_id != self.node_id
+            Provider(r.node_id, r.host, r.tcp_port) for r in records if r.node_id != self.node_id
         ]
 
     async def find_providers(self, key: bytes) -> list[ProviderRecord]:

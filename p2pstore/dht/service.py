@@ -624,7 +624,8 @@ class DhtService:
         self, key: bytes, *, limit: int | None = None
     ) -> ProviderLookupResult:
         """Iterative GET_PROVIDERS. Collects providers from the k closest nodes, or stops as soon
-        as ``limit`` distinct providers are known. Records this node stores are included."""
+        as at least ``limit`` distinct providers are known, returning every one known by then
+        (one reply often names several). Records this node stores are included."""
         now = trio.current_time()
         found: dict[bytes, ProviderRecord] = {
             r.node_id: r for r in self._providers.get(key, now) if r.node_id != self.node_id
@@ -643,13 +644,10 @@ class DhtService:
             return enough()
 
         if enough():
-            providers = list(found.values())
-            return ProviderLookupResult(providers[:limit], [], 0, 0)
+            return ProviderLookupResult(list(found.values()), [], 0, 0)
         probes = EARLY_STOP_PROBES if limit is not None else 0
         lookup = await self._lookup(key, GetProviders(key), on_reply, probes=probes)
         providers = list(found.values())
-        if limit is not None:
-            providers = providers[:limit]
         return ProviderLookupResult(providers, lookup.result(), lookup.rounds, lookup.messages)
 
     async def find_providers(self, key: bytes, *, limit: int | None = None) -> list[ProviderRecord]:

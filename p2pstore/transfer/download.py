@@ -128,7 +128,12 @@ class LocalChunks(Protocol):
     async def add_manifest(self, manifest: Manifest, *, pin: bool = True) -> None: ...
 
 
-FindProviders = Callable[[bytes], Awaitable[Sequence[Provider]]]
+class FindProviders(Protocol):
+    """Looks up the providers of a key; ``quick`` may return after the first reply naming any."""
+
+    def __call__(self, key: bytes, *, quick: bool = False) -> Awaitable[Sequence[Provider]]: ...
+
+
 ProgressCallback = Callable[[Progress, dict[Hashable, str]], None]
 
 
@@ -231,9 +236,12 @@ class Download:
                 async with trio.open_nursery() as writers:
                     async with trio.open_nursery() as fetch:
                         if manifest is None or not self._complete_locally(manifest):
-                            new, _ = await self._discover()
+                            # Start on the first providers found; the full look-up (which may
+                            # wait out departed nodes' timeouts) adds the others as it ends.
+                            new, _ = await self._discover(quick=True)
                             for provider in new:
                                 fetch.start_soon(self._peer_worker, provider)
+                            fetch.start_soon(self._discover_rest, fetch)
                         if manifest is None:
                             manifest = await self._fetch_manifest()
                         already = await self._prepare(manifest, writers)
@@ -316,11 +324,20 @@ class Download:
         except (ChunkNotFoundError, CorruptChunkError):
             return None  # part of a large manifest is missing: fetch it from peers
 
-    async def _discover(self) -> tuple[list[Provider], list[Provider]]:
+    async def _discover_rest(self, nursery: trio.Nursery) -> None:
+        try:
+            new, _ = await self._discover()
+        except P2PStoreError as exc:
+            log.info("provider look-up failed: %s", exc)
+            return
+        for provider in new:
+            nursery.start_soon(self._peer_worker, provider)
+
+    async def _discover(self, *, quick: bool = False) -> tuple[list[Provider], list[Provider]]:
         """Look providers up again: ``(new, retried)``. ``new`` were never seen; ``retried``
         failed before (connection lost, pool full...) and get another chance, at most
         ``MAX_PEER_RETRIES`` times; peers the scheduler dropped are never retried."""
-        found = await self.find_providers(self.file_id)
+        found = await self.find_providers(self.file_id, quick=quick)
         new, retried = [], []
         for p in found:
             if p.node_id == self.self_node_id or p.node_id in self._peer_scopes:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import msgpack
-from hypothesis import given
+from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from p2pstore.dht.contact import (
@@ -102,6 +102,9 @@ def test_request_roundtrip(txid: bytes, sender: bytes, body: object, pad_to: int
 @given(responses())
 def test_response_roundtrip(response: Response) -> None:
     data = encode_response(response, budget=10**6)
+    # Every response that fits a datagram comes back intact (bigger ones are trimmed by the
+    # sender, which other tests cover, or rejected by the receiver).
+    assume(len(data) <= MAX_DATAGRAM_BYTES)
     assert decode(data) == response
 
 
