@@ -19,6 +19,7 @@ import trio
 
 from p2pstore.control import serve_control
 from p2pstore.errors import FileUnavailableError
+from p2pstore.node import DownloadProgress, GetResult, PeerProgress, PutProgress
 
 FILE_ID = bytes(range(32))
 OTHER_ID = bytes(32)
@@ -32,36 +33,6 @@ class FakeFileInfo:
     pinned: bool
     chunks_present: int
     chunks_total: int
-
-
-@dataclass(frozen=True)
-class FakePutProgress:
-    phase: str
-    done: int
-    total: int
-
-
-@dataclass(frozen=True)
-class FakePeerProgress:
-    bytes: int
-    rate: float
-
-
-@dataclass(frozen=True)
-class FakeDownloadProgress:
-    bytes_done: int
-    bytes_total: int
-    peers: dict[str, FakePeerProgress]
-
-
-@dataclass(frozen=True)
-class FakeGetResult:
-    file_id: bytes
-    path: Path
-    size: int
-    bytes_from_peers: dict[str, int]
-    seconds: float
-    resumed_chunks: int
 
 
 class FakeContact(NamedTuple):
@@ -119,7 +90,7 @@ class FakeNode:
         *,
         disperse: bool = True,
         name: str | None = None,
-        progress: Callable[[FakePutProgress], None] | None = None,
+        progress: Callable[[PutProgress], None] | None = None,
     ) -> bytes:
         self.calls.append(("put", (path, disperse)))
         self.put_started.set()
@@ -127,7 +98,7 @@ class FakeNode:
             size = path.stat().st_size
             for i in range(1, 4):
                 if progress is not None:
-                    progress(FakePutProgress("store", i, 3))
+                    progress(PutProgress("store", i, 3))
                 await trio.sleep(self.put_delay)
             if self.put_forever:
                 await trio.sleep_forever()
@@ -142,21 +113,17 @@ class FakeNode:
         file_id: bytes,
         dest: Path,
         *,
-        progress: Callable[[FakeDownloadProgress], None] | None = None,
-    ) -> FakeGetResult:
+        progress: Callable[[DownloadProgress], None] | None = None,
+    ) -> GetResult:
         self.calls.append(("get", (file_id, dest)))
         if file_id != FILE_ID:
             raise FileUnavailableError(f"file {file_id.hex()[:16]} has no reachable providers")
         data = b"hello world\n"
         if progress is not None:
-            progress(
-                FakeDownloadProgress(
-                    len(data), len(data), {"127.0.0.1:1": FakePeerProgress(12, 1.0)}
-                )
-            )
+            progress(DownloadProgress(len(data), len(data), {"127.0.0.1:1": PeerProgress(12, 1.0)}))
         target = dest / "hello.txt" if dest.is_dir() else dest
         target.write_bytes(data)
-        return FakeGetResult(file_id, target, len(data), {"127.0.0.1:1": len(data)}, 0.5, 0)
+        return GetResult(file_id, target, len(data), {"127.0.0.1:1": len(data)}, 0.5, 0, 0.1)
 
     async def find_providers(self, key: bytes) -> list[FakeProvider]:
         self.calls.append(("find_providers", key))
