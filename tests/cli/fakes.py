@@ -19,7 +19,7 @@ import trio
 
 from p2pstore.control import serve_control
 from p2pstore.errors import FileUnavailableError
-from p2pstore.node import DownloadProgress, GetResult, PeerProgress, PutProgress
+from p2pstore.node import DownloadProgress, GetResult, NodeStatus, PeerProgress, PutProgress
 
 FILE_ID = bytes(range(32))
 OTHER_ID = bytes(32)
@@ -53,18 +53,6 @@ class FakeVerifyReport:
     checked: int
     corrupt: list[bytes]
     missing: int
-
-
-@dataclass(frozen=True)
-class FakeStatus:
-    node_id: bytes
-    udp: tuple[str, int]
-    tcp: tuple[str, int]
-    routing_table_size: int
-    peers: int
-    stored_bytes: int
-    files: int
-    transfers: list[dict[str, Any]]
 
 
 @dataclass
@@ -150,9 +138,9 @@ class FakeNode:
         await trio.sleep(self.verify_delay)
         return FakeVerifyReport(checked=7, corrupt=list(self.corrupt), missing=0)
 
-    def status(self) -> FakeStatus:
+    def status(self) -> NodeStatus:
         self.calls.append(("status", None))
-        return FakeStatus(
+        return NodeStatus(
             self.node_id, self.udp_address, self.tcp_address, 3, 2, 1234, len(self.files), []
         )
 
