@@ -204,7 +204,7 @@ def encode_message(message: Mapping[str, Any]) -> bytes:
     return encode_frame(msgpack.packb(message, use_bin_type=True))
 
 
-def decode_message(frame: bytes, *, max_bytes: int) -> dict[str, Any]:
+def decode_message(frame: bytes | bytearray, *, max_bytes: int) -> dict[str, Any]:
     """Decode one frame's payload into a map with string keys.
 
     Raises :class:`ProtocolError` if it is larger than ``max_bytes``, not msgpack, not exactly one

@@ -100,6 +100,18 @@ def _read_chunk_file(path: Path, expected: int) -> bytes:
         return f.read(min(expected + 1, _MAX_READ))
 
 
+def _read_chunk_file_into(path: Path, buffer: memoryview) -> bool:
+    """Fill ``buffer`` from the file; True if the file is exactly that long."""
+    with open(path, "rb", buffering=0) as f:
+        filled = 0
+        while filled < len(buffer):
+            count = f.readinto(buffer[filled:])
+            if not count:
+                return False
+            filled += count
+        return not f.read(1)
+
+
 #: glibc malloc arenas allowed in the process (unless ``$MALLOC_ARENA_MAX`` says otherwise). By
 #: default every worker thread may get its own arena, and freed chunk-sized buffers stay cached
 #: in each: the RSS then creeps up by tens of MiB per GiB stored. Two keep it flat.
@@ -514,6 +526,33 @@ class ChunkStore:
             self._quarantine_sync(chunk_id)
             raise CorruptChunkError(chunk_id)
         return data
+
+    def read_chunk_into(
+        self, chunk_id: bytes, buffer_for: Callable[[int], memoryview]
+    ) -> memoryview:
+        """Read the chunk's bytes, verified against its ID, into ``buffer_for(size)`` (a buffer
+        of exactly the chunk's size) and return that buffer; blocking (call it from a worker
+        thread). Raises like :meth:`get_chunk`; after a :class:`CorruptChunkError` the buffer
+        holds unverified bytes and must not be used.
+
+        This spares a copy of the chunk where the caller wants it somewhere in particular (the
+        chunk server reads it straight into the frame it seals).
+        """
+        size = self.chunk_size(chunk_id)
+        if size is None:
+            raise ChunkNotFoundError(chunk_id)
+        buffer = buffer_for(size)
+        if len(buffer) != size:
+            raise ValueError(f"buffer of {len(buffer)} bytes for a chunk of {size}")
+        try:
+            exact = _read_chunk_file_into(self.chunk_path(chunk_id), buffer)
+        except FileNotFoundError:
+            self._index.delete_chunks([chunk_id])
+            raise ChunkNotFoundError(chunk_id) from None
+        if not exact or hashlib.sha256(buffer).digest() != chunk_id:
+            self._quarantine_sync(chunk_id)
+            raise CorruptChunkError(chunk_id)
+        return buffer
 
     async def get_chunk(self, chunk_id: bytes) -> bytes:
         """The chunk's bytes, verified against its ID.

@@ -1,18 +1,24 @@
 """The secure channel on a Trio stream: handshake drivers and the sealed message pump.
 
 :func:`initiate` and :func:`accept` run the sans-IO handshake over a :class:`trio.abc.Stream` and
-return a :class:`SecureChannel`. The channel's :meth:`~SecureChannel.run` moves messages: a reader
-task opens, decodes and hands each inbound message to a handler; a writer task encodes, seals and
-writes queued outbound messages. AEAD work on big frames runs in worker threads (it releases the
-GIL); nonces are taken in send order and frames written in that order by the single writer.
+return a :class:`SecureChannel`. The channel's :meth:`~SecureChannel.run` moves messages: reader
+and opener tasks read, open, decode and hand each inbound message to a handler; senders seal their
+own outbound frames and a writer task writes them in nonce order. AEAD and hashing of big frames
+run in worker threads (they release the GIL), and chunk bytes are copied as little as possible:
+read from the socket into their frame's buffer and opened there; read from the store into the frame
+that is sealed in place.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import hashlib
 import logging
+import threading
 from collections.abc import Awaitable, Callable
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, TypeAlias
 
 import trio
 
@@ -21,11 +27,10 @@ from ..identity import Identity
 from .config import (
     OUTBOUND_QUEUE,
     PIPELINE_DEPTH,
-    RECEIVE_SIZE,
     THREAD_THRESHOLD_BYTES,
     WireConfig,
 )
-from .framing import FrameDecoder
+from .framing import HEADER_BYTES, OWN_BUFFER_BYTES, FrameDecoder
 from .handshake import (
     FEATURES,
     SUPPORTED_VERSIONS,
@@ -34,8 +39,8 @@ from .handshake import (
     InitiatorHandshake,
     ResponderHandshake,
 )
-from .messages import Bye, Message, MessageCodec
-from .seal import Opener, Sealer
+from .messages import Bye, Chunk, Message, MessageCodec, Missing, Put, data_message_head
+from .seal import TAG_BYTES, Opener, Sealer
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +51,31 @@ BYE_TIMEOUT = 1.0
 """Seconds :meth:`SecureChannel.aclose` waits to flush queued messages and BYE before cutting."""
 
 Handler = Callable[[Message], Awaitable[None]]
+
+
+def _always() -> bool:
+    return True
+
+
+@dataclass(frozen=True)
+class DeferredChunk:
+    """A CHUNK reply whose bytes are read only when its frame is built, in the worker thread that
+    seals it: one thread hop per chunk, and the bytes go straight into the frame (no copy).
+
+    ``read(buffer_for)`` runs in that worker thread: it must call ``buffer_for(size)`` with the
+    chunk's size, fill the buffer it gets with the chunk's verified bytes and return True, or
+    return False if it cannot (the chunk is gone or corrupt), and then MISSING is sent in its
+    place. It must not raise. ``wanted()`` is asked after the read (from that thread): if False
+    (the request was cancelled meanwhile), nothing is sent.
+    """
+
+    request_id: int
+    chunk_id: bytes
+    read: Callable[[Callable[[int], memoryview]], bool]
+    wanted: Callable[[], bool] = _always
+
+
+Outbound: TypeAlias = Message | DeferredChunk
 
 _TRANSPORT_ERRORS = (trio.BrokenResourceError, trio.ClosedResourceError, OSError)
 
@@ -122,9 +152,12 @@ class SecureChannel:
     violation, timeout or transport error ends :meth:`run` and closes the stream; the channel is
     never reused after that.
 
-    Inside :meth:`run`, four tasks form two pipelines so that AEAD work (in worker threads) overlaps
-    with socket I/O: reader (socket -> frames) -> opener (open, decode, handler) and sealer (encode,
-    take nonce, seal) -> writer (socket). One sealer and one opener keep nonces in stream order.
+    Inbound, two tasks inside :meth:`run` form a pipeline so that AEAD work (in worker threads)
+    overlaps with socket I/O: reader (socket -> frames, big ones read into their own buffers) ->
+    opener (open in place, decode, hash chunk data, handler), one frame at a time in nonce order.
+    Outbound, each :meth:`send` call builds and seals its own frame (big ones in a worker thread,
+    so several at once), taking the next nonce once the frame is built; the writer task puts the
+    frames on the socket in nonce order.
     """
 
     def __init__(
@@ -144,11 +177,18 @@ class SecureChannel:
         self._codec = MessageCodec(config.max_chunk_bytes)
         self._sealer = Sealer(peer.send_key)
         self._opener = Opener(peer.receive_key)
-        self._out_send, self._out_receive = trio.open_memory_channel[Message](OUTBOUND_QUEUE)
-        self._sealed_send, self._sealed_receive = trio.open_memory_channel[tuple[bytearray, bool]](
+        # Outbound frames are sealed by the tasks that send them (big ones in worker threads, so
+        # several at once), each taking the next nonce once its frame is built; the writer puts
+        # them on the wire in nonce order. ``_unwritten`` counts frames being sealed or waiting.
+        self._nonce_lock = threading.Lock()
+        self._sealed: dict[int, tuple[bytearray, bool]] = {}
+        self._next_to_write = 0
+        self._unwritten = 0
+        self._room = trio.Event()
+        self._frame_sealed = trio.Event()
+        self._frames_send, self._frames_receive = trio.open_memory_channel[bytes | bytearray](
             PIPELINE_DEPTH
         )
-        self._frames_send, self._frames_receive = trio.open_memory_channel[bytes](PIPELINE_DEPTH)
         self._cancel_scope: trio.CancelScope | None = None
         self._receive_scope: trio.CancelScope | None = None
         self._error: BaseException | None = None
@@ -162,18 +202,56 @@ class SecureChannel:
         """Whether the channel has stopped (no more messages in or out)."""
         return self._closed
 
-    async def send(self, message: Message) -> None:
-        """Queue ``message`` for the writer; waits while the queue is full (backpressure).
+    async def send(self, message: Outbound) -> None:
+        """Seal ``message`` and queue it for the writer; waits while ``OUTBOUND_QUEUE`` frames are
+        already unwritten (backpressure).
 
-        Returns once queued, not once written. Raises :class:`ProtocolError` if the channel is
-        closed. Cancellation before it returns means the message was not queued.
+        Big messages are sealed in a worker thread (a :class:`DeferredChunk` is read there too),
+        so several senders' frames are sealed at once; frames are written in the order they
+        finish sealing. Returns once queued, not once written. Raises :class:`ProtocolError` if the
+        channel is closed. Cancelled while waiting for room, the message is not sent; cancelled
+        while its frame is being sealed, it is still sent (a sealed frame must be written: its
+        nonce is taken), except that a DeferredChunk no longer ``wanted`` is dropped unsent.
         """
-        if self._closed:
-            raise ProtocolError(f"channel closed: {self.close_reason or 'closed'}")
+        while True:
+            if self._closed:
+                raise ProtocolError(f"channel closed: {self.close_reason or 'closed'}")
+            if self._unwritten < OUTBOUND_QUEUE:
+                break
+            await self._room.wait()
+        self._unwritten += 1
         try:
-            await self._out_send.send(message)
-        except (trio.ClosedResourceError, trio.BrokenResourceError):
-            raise ProtocolError(f"channel closed: {self.close_reason or 'closed'}") from None
+            if _payload_size(message) >= THREAD_THRESHOLD_BYTES or isinstance(
+                message, DeferredChunk
+            ):
+                sealed = await trio.to_thread.run_sync(self._seal, message)
+            else:
+                sealed = self._seal(message)
+        except BaseException:
+            self._frame_written()
+            raise
+        if sealed is None:  # a DeferredChunk abandoned while it was read
+            self._frame_written()
+            return
+        counter, frame = sealed
+        self._sealed[counter] = (frame, isinstance(message, Bye))
+        self._frame_sealed.set()
+
+    def _seal(self, item: Outbound) -> tuple[int, bytearray] | None:
+        """Build ``item``'s frame, take the next nonce and seal it (maybe in a worker thread)."""
+        frame = _build_frame(self._codec, item)
+        if frame is None:
+            return None
+        with self._nonce_lock:
+            counter = self._sealer.next_nonce()
+        # Nothing below may fail: a nonce taken and never written would stall the writer.
+        self._sealer.seal_in_place(counter, frame)
+        return counter, frame
+
+    def _frame_written(self) -> None:
+        self._unwritten -= 1
+        self._room.set()
+        self._room = trio.Event()
 
     async def run(
         self,
@@ -192,14 +270,13 @@ class SecureChannel:
         try:
             async with trio.open_nursery() as nursery:
                 self._cancel_scope = nursery.cancel_scope
-                nursery.start_soon(self._guard, self._sealer_task, False)
                 nursery.start_soon(self._guard, self._writer_task, True)
                 nursery.start_soon(self._guard, self._reader_task, False)
                 task_status.started()
                 await self._guard(self._opener_task, True, handler)
         finally:
             self._closed = True
-            self._out_send.close()
+            self._room.set()  # senders waiting for room see the channel closed
             self._finished.set()
             await trio.aclose_forcefully(self.stream)
         if self._error is not None:
@@ -213,8 +290,8 @@ class SecureChannel:
         if self._closed:
             return
         with trio.move_on_after(BYE_TIMEOUT):
-            with contextlib.suppress(trio.ClosedResourceError, trio.BrokenResourceError):
-                await self._out_send.send(Bye())
+            with contextlib.suppress(ProtocolError):
+                await self.send(Bye())
             await self._finished.wait()
         self._stop("closed locally")
 
@@ -249,9 +326,15 @@ class SecureChannel:
             scope.deadline = now + self.config.idle_timeout
 
     async def _reader_task(self) -> str:
-        """Socket -> whole frames, with the idle and per-frame deadlines; EOF ends the input."""
+        """Socket -> whole frames, with the idle and per-frame deadlines; EOF ends the input.
+
+        On a socket, the rest of a big frame is read straight into its own buffer
+        (``recv_into``); other bytes are read into a small scratch buffer and copied.
+        """
         decoder = self._decoder
         frame_started = trio.current_time()
+        sock = self.stream.socket if isinstance(self.stream, trio.SocketStream) else None
+        scratch = memoryview(bytearray(OWN_BUFFER_BYTES))
         # Closed synchronously (not ``async with``) so that an error here is recorded before the
         # opener, seeing the end of its input, can end the channel as if it were an orderly close.
         with self._frames_send:
@@ -265,9 +348,14 @@ class SecureChannel:
                     deadline = frame_started + self.config.frame_timeout
                 else:
                     deadline = self._last_activity + self.config.idle_timeout
+                target = decoder.receive_buffer()
                 with trio.CancelScope(deadline=deadline) as scope:
                     self._receive_scope = scope
-                    data = await self.stream.receive_some(RECEIVE_SIZE)
+                    if sock is None:
+                        data = await self.stream.receive_some(OWN_BUFFER_BYTES)
+                        count = len(data)
+                    else:
+                        count = await sock.recv_into(scratch if target is None else target)
                 self._receive_scope = None
                 if scope.cancelled_caught:
                     if decoder.in_frame:
@@ -276,13 +364,19 @@ class SecureChannel:
                         )
                     self._end_of_input = "idle timeout"
                     return self._end_of_input
-                if not data:
+                if not count:
                     if decoder.in_frame:
                         raise ProtocolError("connection closed in the middle of a frame")
                     return self._end_of_input
                 if not decoder.in_frame:
                     frame_started = trio.current_time()
-                decoder.receive_data(bytes(data))
+                if sock is None:
+                    decoder.receive_data(data)
+                elif target is None:
+                    decoder.receive_data(scratch[:count])
+                else:
+                    decoder.received_into(count)
+                del target
                 self._touch()
 
     async def _opener_task(self, handler: Handler) -> str:
@@ -303,42 +397,77 @@ class SecureChannel:
             await handler(message)
         return self._end_of_input
 
-    async def _sealer_task(self) -> str:
-        """Queued messages -> encode, take the next nonce, seal (in a thread if big)."""
-        codec = self._codec
-        sealer = self._sealer
-        with self._sealed_send:
-            async for message in self._out_receive:
-                counter = sealer.next_nonce()
-                if len(getattr(message, "data", b"")) >= THREAD_THRESHOLD_BYTES:
-                    frame = await trio.to_thread.run_sync(
-                        _encode_and_seal, sealer, codec, counter, message
-                    )
-                else:
-                    frame = _encode_and_seal(sealer, codec, counter, message)
-                await self._sealed_send.send((frame, isinstance(message, Bye)))
-        return "closed locally"
-
     async def _writer_task(self) -> str:
-        """Sealed frames -> socket, in order, each within the frame timeout."""
-        async for frame, is_bye in self._sealed_receive:
+        """Sealed frames -> socket, in nonce order, each within the frame timeout."""
+        while True:
+            entry = self._sealed.pop(self._next_to_write, None)
+            if entry is None:
+                self._frame_sealed = trio.Event()
+                await self._frame_sealed.wait()
+                continue
+            self._next_to_write += 1
+            frame, is_bye = entry
             with trio.move_on_after(self.config.frame_timeout) as scope:
                 await self.stream.send_all(frame)
             if scope.cancelled_caught:
                 raise ProtocolError(
                     f"peer did not take a frame within {self.config.frame_timeout} s"
                 )
+            self._frame_written()
             self._touch()
             if is_bye:
-                break
-        return "closed locally"
+                return "closed locally"
 
 
-def _encode_and_seal(
-    sealer: Sealer, codec: MessageCodec, counter: int, message: Message
-) -> bytearray:
-    return sealer.seal_with(counter, codec.encode(message))
+def _payload_size(item: Outbound) -> int:
+    return len(item.data) if isinstance(item, Chunk | Put) else 0
 
 
-def _open_and_decode(opener: Opener, codec: MessageCodec, counter: int, payload: bytes) -> Message:
-    return codec.decode(opener.open_with(counter, payload))
+def _build_frame(codec: MessageCodec, item: Outbound) -> bytearray | None:
+    """``item``'s frame ready to seal in place (room for the length prefix and the tag), its
+    data written once, into the frame; ``None`` for a DeferredChunk no longer wanted."""
+    if isinstance(item, DeferredChunk):
+        read = _read_deferred(item)
+        if not isinstance(read, Missing):
+            return read
+        item = read
+    head, data = codec.encode_parts(item)
+    start = HEADER_BYTES + len(head)
+    frame = bytearray(start + len(data) + TAG_BYTES)
+    frame[HEADER_BYTES:start] = head
+    frame[start : start + len(data)] = data
+    return frame
+
+
+def _read_deferred(item: DeferredChunk) -> bytearray | Missing | None:
+    """A DeferredChunk's frame with the chunk read into it, MISSING if it could not be read, or
+    ``None`` if it is no longer wanted."""
+    request_id, chunk_id = item.request_id, item.chunk_id
+    frames: list[bytearray] = []
+
+    def buffer_for(size: int) -> memoryview:
+        head = data_message_head(Chunk, request_id, chunk_id, size)
+        start = HEADER_BYTES + len(head)
+        frame = bytearray(start + size + TAG_BYTES)
+        frame[HEADER_BYTES:start] = head
+        frames.append(frame)
+        return memoryview(frame)[start : start + size]
+
+    found = item.read(buffer_for)
+    if not item.wanted():
+        return None
+    if found and len(frames) == 1:
+        return frames[0]
+    return Missing(request_id, chunk_id)
+
+
+def _open_and_decode(
+    opener: Opener, codec: MessageCodec, counter: int, payload: bytes | bytearray
+) -> Message:
+    """Open and decode a frame; a CHUNK's or PUT's data is hashed here too, in the same thread,
+    and the result recorded as its ``intact``."""
+    message = codec.decode(opener.open_with(counter, payload))
+    if isinstance(message, Chunk | Put):
+        intact = hashlib.sha256(message.data).digest() == message.chunk_id
+        message = dataclasses.replace(message, intact=intact)
+    return message

@@ -93,6 +93,8 @@ class PeerConnection:
         self.config = config
         self.peer_node_id = channel.peer.peer_node_id
         self.authenticated_as_expected = channel.peer.authenticated_as_expected
+        self.late_replies = 0
+        """Replies that came after their request timed out or was cancelled (and were dropped)."""
         self._pending: dict[int, _Slot] = {}
         self._last_id = 0
         self._wrapped = False
@@ -128,7 +130,8 @@ class PeerConnection:
         slot = self._pending.get(message.request_id)
         if slot is None:
             if 0 < message.request_id <= (_MAX_REQUEST_ID if self._wrapped else self._last_id):
-                return  # a late reply to a request that timed out or was cancelled
+                self.late_replies += 1  # to a request that timed out or was cancelled
+                return
             raise ProtocolError(f"{self._peer_name()} replied to a request never made")
         slot.accept(message)
 
@@ -160,7 +163,8 @@ class PeerConnection:
     async def get(self, chunk_ids: Iterable[bytes]) -> list[tuple[bytes, bytes | None]]:
         """Fetch chunks: ``(chunk_id, bytes)`` if the peer sent it, ``(chunk_id, None)`` if missing.
 
-        Results are in the order asked. Every chunk's SHA-256 is checked (in a worker thread): a
+        Results are in the order asked. Every chunk's SHA-256 is checked (by the channel, in the
+        worker thread that opened its frame): a
         mismatch raises :class:`CorruptChunkError` naming the peer (drop that peer). Batches larger
         than ``MAX_GET_BATCH`` are sent as several requests.
         """
@@ -180,7 +184,7 @@ class PeerConnection:
                         if isinstance(reply, Missing):
                             found[reply.chunk_id] = None
                             continue
-                        if not hmac.compare_digest(await sha256_digest(reply.data), reply.chunk_id):
+                        if not await _intact(reply):
                             raise CorruptChunkError(
                                 reply.chunk_id,
                                 f"{self._peer_name()} sent chunk {reply.chunk_id.hex()} "
@@ -241,6 +245,13 @@ class PeerConnection:
         if reply.chunk_id != chunk_id:
             raise ProtocolError(f"{self._peer_name()} acknowledged another chunk")
         return reply.stored
+
+
+async def _intact(message: Chunk) -> bool:
+    """Whether a CHUNK's data hashes to its ID (checked by the channel on receipt, else here)."""
+    if message.intact is not None:
+        return message.intact
+    return hmac.compare_digest(await sha256_digest(message.data), message.chunk_id)
 
 
 _PoolKey = bytes | tuple[str, int]

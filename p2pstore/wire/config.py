@@ -61,11 +61,12 @@ RECEIVE_SIZE = 1024 * 1024
 """Bytes asked of the socket per read: large reads keep per-call overhead low on MiB frames."""
 
 OUTBOUND_QUEUE = 4
-"""Messages queued for a channel's writer before senders wait (bounds memory per connection)."""
+"""Outbound frames of a channel being sealed or waiting for the writer before senders wait: bounds
+memory per connection, and the served chunks read and sealed at once (in worker threads)."""
 
 PIPELINE_DEPTH = 1
-"""Sealed frames waiting for the socket (and received frames waiting to be opened): one is enough
-for crypto and I/O to overlap; more only adds memory."""
+"""Received frames waiting to be opened: one is enough for crypto and I/O to overlap; more only
+adds memory."""
 
 THREAD_THRESHOLD_BYTES = 64 * 1024
 """Frames at least this big are sealed, opened and hashed in a worker thread (they release the GIL);

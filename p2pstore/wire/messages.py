@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeAlias
 
 import msgpack
@@ -88,11 +88,16 @@ class Get:
 
 @dataclass(frozen=True, slots=True)
 class Chunk:
-    """One chunk's bytes, answering a GET."""
+    """One chunk's bytes, answering a GET.
+
+    ``intact`` is not on the wire: the secure channel sets it on receipt to whether ``data`` hashes
+    to ``chunk_id`` (checked in the worker thread that opened the frame); ``None`` = not checked.
+    """
 
     request_id: int
     chunk_id: bytes
     data: bytes
+    intact: bool | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,11 +127,12 @@ class Bitmap:
 
 @dataclass(frozen=True, slots=True)
 class Put:
-    """Offer a chunk for the receiver to keep; answered by ACK or ERROR."""
+    """Offer a chunk for the receiver to keep; answered by ACK or ERROR. ``intact``: as CHUNK's."""
 
     request_id: int
     chunk_id: bytes
     data: bytes
+    intact: bool | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -282,6 +288,18 @@ class MessageCodec:
 
     def encode(self, message: Message) -> bytes:
         """The msgpack bytes of ``message`` (a bug, not a peer, if it does not fit the schema)."""
+        head, data = self.encode_parts(message)
+        return head + data if data else head
+
+    def encode_parts(self, message: Message) -> tuple[bytes, bytes]:
+        """``(head, data)`` such that ``head + data`` is :meth:`encode`'s result, where ``data``
+        is a CHUNK's or PUT's bytes (empty for other messages): a sender can then place the data
+        in its frame without building the message's bytes first (see :func:`data_message_head`)."""
+        if isinstance(message, Chunk | Put):
+            head = data_message_head(
+                type(message), message.request_id, message.chunk_id, len(message.data)
+            )
+            return head, message.data
         name = _TYPE_NAMES[type(message)]
         fields = _HELLO_REPLY_FIELDS if isinstance(message, Hello) else _SCHEMAS[name][1]
         body: dict[str, Any] = {"t": name, "id": message.request_id}
@@ -293,9 +311,9 @@ class MessageCodec:
                 continue
             body[key] = value
         packed: bytes = msgpack.packb(body, use_bin_type=True)
-        return packed
+        return packed, b""
 
-    def decode(self, payload: bytes) -> Message:
+    def decode(self, payload: bytes | bytearray | memoryview) -> Message:
         """The message in ``payload``; raises :class:`ProtocolError` if it is not exactly one."""
         try:
             body = msgpack.unpackb(
@@ -326,6 +344,33 @@ class MessageCodec:
             values[attribute] = check(body[key], self.max_chunk_bytes)
         message: Message = cls(**values)
         return message
+
+
+def data_message_head(
+    kind: type[Chunk] | type[Put], request_id: int, chunk_id: bytes, size: int
+) -> bytes:
+    """The msgpack bytes of a CHUNK or PUT message up to its ``size`` bytes of data, which follow.
+
+    The data is the map's last value, so the head is the map with an empty ``data`` and that
+    ``bin`` header swapped for one of ``size`` bytes.
+    """
+    body = {"t": _TYPE_NAMES[kind], "id": request_id, "cid": chunk_id, "data": b""}
+    packed: bytes = msgpack.packb(body, use_bin_type=True)
+    assert packed.endswith(_EMPTY_BIN)
+    return packed[: -len(_EMPTY_BIN)] + _bin_header(size)
+
+
+_EMPTY_BIN = b"\xc4\x00"
+
+
+def _bin_header(size: int) -> bytes:
+    """msgpack's ``bin 8/16/32`` header for ``size`` bytes (the smallest that fits, as msgpack
+    itself writes it)."""
+    if size < 2**8:
+        return b"\xc4" + size.to_bytes(1, "big")
+    if size < 2**16:
+        return b"\xc5" + size.to_bytes(2, "big")
+    return b"\xc6" + size.to_bytes(4, "big")
 
 
 class MessageFramer:

@@ -48,15 +48,26 @@ class Sealer:
         self._counter = counter + 1
         return counter
 
-    def seal_with(self, counter: int, plaintext: bytes) -> bytearray:
+    def seal_with(self, counter: int, plaintext: bytes | bytearray | memoryview) -> bytearray:
         """The whole frame (length prefix, ciphertext, tag) of ``plaintext`` under ``counter``."""
-        size = len(plaintext) + TAG_BYTES
+        frame = bytearray(HEADER.size + len(plaintext) + TAG_BYTES)
+        frame[HEADER.size : HEADER.size + len(plaintext)] = plaintext
+        self.seal_in_place(counter, frame)
+        return frame
+
+    def seal_in_place(self, counter: int, frame: bytearray) -> None:
+        """Seal a frame built in place: ``frame`` is the plaintext with ``HEADER.size`` bytes of
+        room before it and ``TAG_BYTES`` after it; the length prefix, ciphertext and tag are
+        written over it. (Saves a copy of big payloads: they can be read straight into a frame.)"""
+        size = len(frame) - HEADER.size
+        if size < TAG_BYTES:
+            raise ValueError("frame has no room for the tag")
         header = HEADER.pack(size)
-        frame = bytearray(HEADER.size + size)
         frame[: HEADER.size] = header
         with memoryview(frame) as view:
-            self._aead.encrypt_into(_nonce(counter), plaintext, header, view[HEADER.size :])
-        return frame
+            plaintext, output = view[HEADER.size : len(frame) - TAG_BYTES], view[HEADER.size :]
+            # In place: OpenSSL's AEAD allows the output to be the input exactly.
+            self._aead.encrypt_into(_nonce(counter), plaintext, header, output)
 
     def seal(self, plaintext: bytes) -> bytearray:
         """Take the next nonce and seal ``plaintext`` into a frame."""
@@ -81,17 +92,26 @@ class Opener:
         self._counter = counter + 1
         return counter
 
-    def open_with(self, counter: int, payload: bytes) -> bytes:
-        """The plaintext of a frame ``payload`` (ciphertext + tag) sealed under ``counter``."""
+    def open_with(self, counter: int, payload: bytes | bytearray) -> bytes | memoryview:
+        """The plaintext of a frame ``payload`` (ciphertext + tag) sealed under ``counter``.
+
+        A ``bytearray`` payload is decrypted in place (saving a copy of big frames) and a view of
+        its first ``len(payload) - TAG_BYTES`` bytes is returned; ``bytes`` give new ``bytes``.
+        """
         if len(payload) < TAG_BYTES:
             raise ProtocolError("sealed frame shorter than its tag")
+        nonce, associated = _nonce(counter), HEADER.pack(len(payload))
         try:
-            return self._aead.decrypt(_nonce(counter), payload, HEADER.pack(len(payload)))
+            if isinstance(payload, bytearray):
+                view = memoryview(payload)
+                self._aead.decrypt_into(nonce, view, associated, view[: len(payload) - TAG_BYTES])
+                return view[: len(payload) - TAG_BYTES]
+            return self._aead.decrypt(nonce, payload, associated)
         except InvalidTag:
             raise ProtocolError(
                 "frame failed authentication (tampered, replayed, reordered or truncated)"
             ) from None
 
-    def open(self, payload: bytes) -> bytes:
+    def open(self, payload: bytes | bytearray) -> bytes | memoryview:
         """Open the next frame's payload."""
         return self.open_with(self.next_nonce(), payload)

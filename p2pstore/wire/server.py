@@ -20,13 +20,12 @@ from ..errors import (
 )
 from ..identity import Identity
 from ..ratelimit import RateLimiter
-from .channel import SecureChannel, accept
+from .channel import DeferredChunk, SecureChannel, accept
 from .config import THREAD_THRESHOLD_BYTES, WireConfig
 from .messages import (
     Ack,
     Bitmap,
     Cancel,
-    Chunk,
     Error,
     ErrorCode,
     Get,
@@ -42,14 +41,18 @@ log = logging.getLogger(__name__)
 class ServerStore(Protocol):
     """What the server needs of the store (``p2pstore.store.ChunkStore`` provides it).
 
-    ``get_chunk`` returns verified bytes or raises ``ChunkNotFoundError``/``CorruptChunkError``;
-    ``put_chunk`` verifies, stores and returns whether the chunk was new, or raises
-    ``QuotaExceededError``/``CorruptChunkError``; ``have_bitmap`` is ``None`` for an unknown file.
+    ``chunk_size`` is the stored chunk's size or ``None``; ``read_chunk_into`` (blocking: it is
+    called from a worker thread) fills ``buffer_for(size)`` with the chunk's verified bytes and
+    returns it, or raises ``ChunkNotFoundError``/``CorruptChunkError``; ``put_chunk`` verifies,
+    stores and returns whether the chunk was new, or raises ``QuotaExceededError`` or
+    ``CorruptChunkError``; ``have_bitmap`` is ``None`` for an unknown file.
     """
 
-    async def get_chunk(self, chunk_id: bytes) -> bytes: ...
-
     def chunk_size(self, chunk_id: bytes) -> int | None: ...
+
+    def read_chunk_into(
+        self, chunk_id: bytes, buffer_for: Callable[[int], memoryview]
+    ) -> memoryview: ...
 
     async def put_chunk(
         self, chunk_id: bytes, data: bytes, *, enforce_quota: bool = False
@@ -67,6 +70,21 @@ async def sha256_digest(data: bytes) -> bytes:
 
 def _digest(data: bytes) -> bytes:
     return hashlib.sha256(data).digest()
+
+
+class _Request:
+    """A request being served: its cancel scope, and a flag that worker threads may read."""
+
+    def __init__(self) -> None:
+        self.scope = trio.CancelScope()
+        self.cancelled = False
+
+    def cancel(self) -> None:
+        self.cancelled = True
+        self.scope.cancel()
+
+    def wanted(self) -> bool:
+        return not self.cancelled
 
 
 class ChunkServer:
@@ -140,21 +158,21 @@ class ChunkServer:
 
     async def _serve_channel(self, channel: SecureChannel) -> None:
         error: BaseException | None = None
-        running: dict[int, trio.CancelScope] = {}
+        running: dict[int, _Request] = {}
         async with trio.open_nursery() as nursery:
             slots = trio.Semaphore(self.config.max_in_flight)
 
             async def dispatch(message: Message) -> None:
                 if isinstance(message, Cancel):
-                    scope = running.get(message.request_id)
-                    if scope is not None:
-                        scope.cancel()
+                    cancelled = running.get(message.request_id)
+                    if cancelled is not None:
+                        cancelled.cancel()
                     return
                 if not isinstance(message, Get | Have | Put):
                     raise ProtocolError(f"unexpected {type(message).__name__} from a client")
                 await slots.acquire()
-                scope = running[message.request_id] = trio.CancelScope()
-                nursery.start_soon(self._serve_request, channel, message, slots, scope, running)
+                state = running[message.request_id] = _Request()
+                nursery.start_soon(self._serve_request, channel, message, slots, state, running)
 
             try:
                 await channel.run(dispatch)
@@ -169,13 +187,13 @@ class ChunkServer:
         channel: SecureChannel,
         request: Get | Have | Put,
         slots: trio.Semaphore,
-        scope: trio.CancelScope,
-        running: dict[int, trio.CancelScope],
+        state: _Request,
+        running: dict[int, _Request],
     ) -> None:
         try:
-            with scope:
+            with state.scope:
                 if isinstance(request, Get):
-                    await self._serve_get(channel, request)
+                    await self._serve_get(channel, request, state)
                 elif isinstance(request, Have):
                     bitmap = await self.store.have_bitmap(request.file_id)
                     await channel.send(Bitmap(request.request_id, request.file_id, bitmap))
@@ -189,11 +207,11 @@ class ChunkServer:
             with contextlib.suppress(ProtocolError):
                 await channel.send(reply)
         finally:
-            if running.get(request.request_id) is scope:
+            if running.get(request.request_id) is state:
                 del running[request.request_id]
             slots.release()
 
-    async def _serve_get(self, channel: SecureChannel, request: Get) -> None:
+    async def _serve_get(self, channel: SecureChannel, request: Get, state: _Request) -> None:
         rid = request.request_id
         for chunk_id in dict.fromkeys(request.chunk_ids):
             if self.rate_limiter is not None:
@@ -205,23 +223,37 @@ class ChunkServer:
                     await channel.send(Missing(rid, chunk_id))
                     continue
                 await self.rate_limiter.acquire(size)
-            try:
-                data = await self.store.get_chunk(chunk_id)
-            except ChunkNotFoundError:
-                await channel.send(Missing(rid, chunk_id))
-                continue
-            except CorruptChunkError:
-                log.warning("chunk %s is corrupt in the store; reported missing", chunk_id.hex())
-                await channel.send(Missing(rid, chunk_id))
-                continue
-            await channel.send(Chunk(rid, chunk_id, data))
+            # The chunk is looked up, read, verified and sealed in one worker thread, straight
+            # into its frame; if the request is cancelled meanwhile, it is dropped there.
+            await channel.send(
+                DeferredChunk(
+                    rid, chunk_id, partial(self._read_chunk, chunk_id), wanted=state.wanted
+                )
+            )
+
+    def _read_chunk(self, chunk_id: bytes, buffer_for: Callable[[int], memoryview]) -> bool:
+        """Runs in a worker thread: fill ``buffer_for(size)``; False (logged) if it cannot."""
+        try:
+            self.store.read_chunk_into(chunk_id, buffer_for)
+        except ChunkNotFoundError:
+            return False
+        except CorruptChunkError:
+            log.warning("chunk %s is corrupt in the store; reported missing", chunk_id.hex())
+            return False
+        except Exception:
+            log.warning("reading chunk %s failed; reported missing", chunk_id.hex(), exc_info=True)
+            return False
+        return True
 
     async def _serve_put(self, channel: SecureChannel, request: Put) -> None:
         rid, chunk_id = request.request_id, request.chunk_id
         if "put" not in channel.peer.features:
             await channel.send(Error(rid, ErrorCode.BAD_REQUEST, "PUT was not negotiated"))
             return
-        if await sha256_digest(request.data) != chunk_id:
+        intact = request.intact
+        if intact is None:
+            intact = await sha256_digest(request.data) == chunk_id
+        if not intact:
             await channel.send(Error(rid, ErrorCode.CORRUPT_CHUNK, "bytes do not hash to the ID"))
             return
         try:

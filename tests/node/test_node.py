@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import trio
 
 from p2pstore import FileUnavailableError
+from p2pstore.errors import ChunkNotFoundError
 from p2pstore.node import DownloadProgress
 from p2pstore.store import ChunkStore
 
@@ -82,11 +85,13 @@ class _Lying:
         self.store = store
         self.served = 0
 
-    async def get_chunk(self, chunk_id: bytes) -> bytes:
-        data = bytearray(await self.store.get_chunk(chunk_id))
-        data[len(data) // 2] ^= 0x01
+    def read_chunk_into(
+        self, chunk_id: bytes, buffer_for: Callable[[int], memoryview]
+    ) -> memoryview:
+        buffer = self.store.read_chunk_into(chunk_id, buffer_for)
+        buffer[len(buffer) // 2] ^= 0x01
         self.served += 1
-        return bytes(data)
+        return buffer
 
     def chunk_size(self, chunk_id: bytes) -> int | None:
         return self.store.chunk_size(chunk_id)
@@ -99,17 +104,26 @@ class _Lying:
 
 
 class _Stalling(_Lying):
-    """Serves ``good`` chunks honestly, then never answers again."""
+    """Serves ``good`` chunks honestly; every later read blocks (its worker thread) until
+    :meth:`release`, so the peer never answers again."""
 
     def __init__(self, store: ChunkStore, good: int) -> None:
         super().__init__(store)
         self.good = good
+        self._released = threading.Event()
 
-    async def get_chunk(self, chunk_id: bytes) -> bytes:
+    def read_chunk_into(
+        self, chunk_id: bytes, buffer_for: Callable[[int], memoryview]
+    ) -> memoryview:
         if self.served >= self.good:
-            await trio.sleep_forever()
+            self._released.wait(timeout=60)
+            raise ChunkNotFoundError(chunk_id)
         self.served += 1
-        return await self.store.get_chunk(chunk_id)
+        return self.store.read_chunk_into(chunk_id, buffer_for)
+
+    def release(self) -> None:
+        """Let the blocked reads end (before the test tears the peer down)."""
+        self._released.set()
 
 
 async def _replica(tmp_path: Path, name: str, src: Path) -> ChunkStore:
@@ -157,6 +171,7 @@ async def test_silent_and_stalling_peers_are_cut_off(tmp_path: Path) -> None:
         with trio.fail_after(20):  # chunk timeout 2 s, setup 1 s: well inside this bound
             await getter.get(file_id, tmp_path / "out.bin")
         assert sha256_file(tmp_path / "out.bin") == digest
+        staller.release()
         staller.store.close()
         nursery.cancel_scope.cancel()
 

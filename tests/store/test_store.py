@@ -303,3 +303,29 @@ async def test_progress_is_reported(tmp_path: Path, store: ChunkStore) -> None:
     )
     assert seen[-1] == (size, size)
     assert len(seen) == 3
+
+
+async def test_read_chunk_into_fills_the_callers_buffer_verified(
+    tmp_path: Path, store: ChunkStore
+) -> None:
+    content = random_bytes(9, 3 * CS)
+    manifest = await store.put_file(write(tmp_path / "f", content), chunk_size=CS)
+    good, shorter, flipped = manifest.stripes[0][0], manifest.stripes[0][1], manifest.stripes[0][2]
+    frame = bytearray(10 + CS)
+    buffer = store.read_chunk_into(good, lambda size: memoryview(frame)[10 : 10 + size])
+    assert bytes(buffer) == await store.get_chunk(good)
+    assert frame[10:] == await store.get_chunk(good)
+    with pytest.raises(ValueError, match="buffer of"):
+        store.read_chunk_into(good, lambda size: memoryview(bytearray(size + 1)))
+    with pytest.raises(ChunkNotFoundError):
+        store.read_chunk_into(os.urandom(32), lambda size: memoryview(bytearray(size)))
+    store.chunk_path(shorter).write_bytes(store.chunk_path(shorter).read_bytes()[:-1])
+    raw = bytearray(store.chunk_path(flipped).read_bytes())
+    raw[7] ^= 1
+    store.chunk_path(flipped).write_bytes(raw)
+    for cid in (shorter, flipped):
+        with pytest.raises(CorruptChunkError):
+            store.read_chunk_into(cid, lambda size: memoryview(bytearray(size)))
+        assert not store.has_chunk(cid)  # quarantined, as get_chunk does
+    assert len(list((store.data_dir / "quarantine").iterdir())) == 2
+    assert_store_consistent(store.data_dir)

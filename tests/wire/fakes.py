@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+import time
+from collections.abc import Callable
 
 import trio
 
@@ -16,8 +18,9 @@ def chunk_id_of(data: bytes) -> bytes:
 class FakeStore:
     """Chunks in a dict; ``quota_bytes`` caps the total size; ``files`` maps file ID -> chunk IDs.
 
-    ``delays`` (chunk ID -> seconds) makes ``get_chunk`` slow for some chunks, to make replies come
-    back out of order.
+    ``delays`` (chunk ID -> seconds) makes reading some chunks slow (``get_chunk`` sleeps, and
+    ``read_chunk_into`` blocks its worker thread), to make replies come back out of order.
+    ``reads`` lists the chunk IDs ``read_chunk_into`` finished reading, in order.
     """
 
     def __init__(self, quota_bytes: int | None = None) -> None:
@@ -25,6 +28,7 @@ class FakeStore:
         self.files: dict[bytes, list[bytes]] = {}
         self.quota_bytes = quota_bytes
         self.delays: dict[bytes, float] = {}
+        self.reads: list[bytes] = []
 
     def add(self, data: bytes) -> bytes:
         cid = chunk_id_of(data)
@@ -40,6 +44,21 @@ class FakeStore:
         if chunk_id_of(data) != chunk_id:
             raise CorruptChunkError(chunk_id)
         return data
+
+    def read_chunk_into(
+        self, chunk_id: bytes, buffer_for: Callable[[int], memoryview]
+    ) -> memoryview:
+        time.sleep(self.delays.get(chunk_id, 0))
+        try:
+            data = self.chunks[chunk_id]
+        except KeyError:
+            raise ChunkNotFoundError(chunk_id) from None
+        buffer = buffer_for(len(data))
+        buffer[:] = data
+        self.reads.append(chunk_id)
+        if chunk_id_of(data) != chunk_id:
+            raise CorruptChunkError(chunk_id)
+        return buffer
 
     def chunk_size(self, chunk_id: bytes) -> int | None:
         data = self.chunks.get(chunk_id)
