@@ -223,6 +223,7 @@ class Download:
         self._chunk_count = 0
         self._failure: P2PStoreError | None = None
         self._retries: dict[bytes, int] = {}
+        self._discovery_done = trio.Event()  # the full provider look-up has ended
 
     # ------------------------------------------------------------------ public
 
@@ -330,6 +331,8 @@ class Download:
         except P2PStoreError as exc:
             log.info("provider look-up failed: %s", exc)
             return
+        finally:
+            self._discovery_done.set()
         for provider in new:
             nursery.start_soon(self._peer_worker, provider)
 
@@ -355,19 +358,27 @@ class Download:
         return new, retried
 
     async def _fetch_manifest(self) -> Manifest:
-        if not self._providers:
-            raise FileUnavailableError(f"no provider found for file {self.file_id.hex()}", {})
-        candidates = list(self._providers.values())
-        self.rng.shuffle(candidates)
+        """The manifest from the providers found so far; if none of them gives it, from those the
+        full look-up still running adds (the quick look-up may have named only departed nodes)."""
+        tried: set[bytes] = set()
         errors: list[str] = []
-        for start in range(0, len(candidates), MANIFEST_RACE_WIDTH):
-            batch = candidates[start : start + MANIFEST_RACE_WIDTH]
-            manifest = await self._race_manifest(batch, errors)
-            if manifest is not None:
-                return manifest
+        while True:
+            candidates = [p for p in self._providers.values() if p.node_id not in tried]
+            self.rng.shuffle(candidates)
+            for start in range(0, len(candidates), MANIFEST_RACE_WIDTH):
+                batch = candidates[start : start + MANIFEST_RACE_WIDTH]
+                tried.update(p.node_id for p in batch)
+                manifest = await self._race_manifest(batch, errors)
+                if manifest is not None:
+                    return manifest
+            if self._discovery_done.is_set() and all(p in tried for p in self._providers):
+                break
+            await self._discovery_done.wait()
+        if not tried:
+            raise FileUnavailableError(f"no provider found for file {self.file_id.hex()}", {})
         raise FileUnavailableError(
             f"could not fetch the manifest of {self.file_id.hex()} from "
-            f"{len(candidates)} provider(s): " + "; ".join(errors[:5]),
+            f"{len(tried)} provider(s): " + "; ".join(errors[:5]),
             {},
         )
 

@@ -53,6 +53,10 @@ BYE_TIMEOUT = 1.0
 Handler = Callable[[Message], Awaitable[None]]
 
 
+class _SealFailed(Exception):
+    """Sealing failed after the frame's nonce was taken (the cause is chained)."""
+
+
 def _always() -> bool:
     return True
 
@@ -73,6 +77,9 @@ class DeferredChunk:
     chunk_id: bytes
     read: Callable[[Callable[[int], memoryview]], bool]
     wanted: Callable[[], bool] = _always
+    limiter: trio.CapacityLimiter | None = None
+    """Bounds the worker threads reading at once (e.g. the server's disk readers); ``None`` is
+    trio's default limiter."""
 
 
 Outbound: TypeAlias = Message | DeferredChunk
@@ -224,9 +231,16 @@ class SecureChannel:
             if _payload_size(message) >= THREAD_THRESHOLD_BYTES or isinstance(
                 message, DeferredChunk
             ):
-                sealed = await trio.to_thread.run_sync(self._seal, message)
+                limiter = message.limiter if isinstance(message, DeferredChunk) else None
+                sealed = await trio.to_thread.run_sync(self._seal, message, limiter=limiter)
             else:
                 sealed = self._seal(message)
+        except _SealFailed as failed:
+            # Its nonce is taken: the writer would wait for that frame forever.
+            error = ProtocolError(f"sealing a frame failed: {failed.__cause__!r}")
+            self._stop(str(error), error)
+            self._frame_written()
+            raise error from failed.__cause__
         except BaseException:
             self._frame_written()
             raise
@@ -244,8 +258,10 @@ class SecureChannel:
             return None
         with self._nonce_lock:
             counter = self._sealer.next_nonce()
-        # Nothing below may fail: a nonce taken and never written would stall the writer.
-        self._sealer.seal_in_place(counter, frame)
+        try:
+            self._sealer.seal_in_place(counter, frame)
+        except BaseException as exc:
+            raise _SealFailed from exc
         return counter, frame
 
     def _frame_written(self) -> None:

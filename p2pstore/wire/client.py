@@ -229,8 +229,10 @@ class PeerConnection:
 
         Raises :class:`QuotaExceededError` if the peer's quota refuses it, :class:`ProtocolError`
         for any other refusal (e.g. a hash mismatch) and :class:`ValueError` (before sending) if
-        ``data`` does not hash to ``chunk_id``.
+        ``data`` does not hash to ``chunk_id`` or is longer than ``config.max_chunk_bytes``.
         """
+        if len(data) > self.config.max_chunk_bytes:
+            raise ValueError(f"chunk of {len(data)} bytes exceeds {self.config.max_chunk_bytes}")
         if await sha256_digest(data) != chunk_id:
             raise ValueError("data does not hash to chunk_id")
         slot = _Slot(Put)

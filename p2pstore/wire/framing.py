@@ -32,9 +32,11 @@ OWN_BUFFER_BYTES = 64 * 1024
 caller as is, with no copy); shorter ones are sliced out of the pending bytes as ``bytes``."""
 
 EAGER_BODY_BYTES = 2 * 1024 * 1024
-"""A frame's own buffer is allocated whole when its header arrives if it is at most this long;
-longer frames' buffers grow (doubling) as their bytes arrive, so a peer that announces a huge
-frame and sends nothing does not make us commit its size in memory."""
+"""A frame's own buffer is allocated whole when its header arrives if it is at most this long and
+at most as long as all the peer has sent so far; other buffers start at ``OWN_BUFFER_BYTES`` and
+grow (doubling) as their bytes arrive. A peer that announces big frames and sends nothing thus
+never makes us hold more memory than it has sent (the first big frame of a connection pays a few
+copies; later ones are received with none)."""
 
 
 class FrameDecoder:
@@ -61,6 +63,7 @@ class FrameDecoder:
         self._body: bytearray | None = None  # the open frame's own buffer
         self._body_length = 0  # the open frame's length (its buffer may still be shorter)
         self._body_filled = 0
+        self._received = 0  # all bytes ever received: bounds what a frame may commit up front
         self._error: ProtocolError | None = None
 
     @property
@@ -77,6 +80,7 @@ class FrameDecoder:
         """Append bytes read from the stream; :class:`ProtocolError` on an oversized frame."""
         if self._error is not None:
             raise self._error
+        self._received += len(data)
         if self._body is not None and self._body_filled < self._body_length:
             take = min(len(data), self._body_length - self._body_filled)
             self._fill_body(data[:take])
@@ -93,7 +97,8 @@ class FrameDecoder:
         remaining = self._body_length - self._body_filled
         if remaining == 0:
             return None
-        self._reserve(self._body_filled + min(remaining, max(self._body_filled, OWN_BUFFER_BYTES)))
+        if self._body_filled == len(self._body):  # full: grow it (doubling) before reading on
+            self._reserve(self._body_filled + min(remaining, OWN_BUFFER_BYTES))
         return memoryview(self._body)[self._body_filled :]
 
     def received_into(self, count: int) -> None:
@@ -102,6 +107,7 @@ class FrameDecoder:
         if self._body is None or not 0 <= count <= len(self._body) - self._body_filled:
             raise ValueError("received_into() without a receive_buffer() of that size")
         self._body_filled += count
+        self._received += count
 
     def next_frame(self) -> bytes | bytearray | None:
         """The next whole frame's payload, or ``None`` until more bytes arrive."""
@@ -121,7 +127,8 @@ class FrameDecoder:
         end = HEADER_BYTES + length
         if length >= OWN_BUFFER_BYTES and len(pending) < end:
             # Open the frame's own buffer; its bytes then go straight there.
-            self._body = bytearray(min(length, EAGER_BODY_BYTES))
+            eager = min(length, EAGER_BODY_BYTES, max(OWN_BUFFER_BYTES, self._received))
+            self._body = bytearray(eager)
             self._body_length = length
             self._body_filled = 0
             with memoryview(pending) as view:

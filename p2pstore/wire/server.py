@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
+import os
 from collections.abc import Callable
 from functools import partial
 from typing import Protocol
@@ -72,6 +73,10 @@ def _digest(data: bytes) -> bytes:
     return hashlib.sha256(data).digest()
 
 
+READ_THREADS = max(4, os.cpu_count() or 1)
+"""Worker threads one server uses at once to read, verify and seal the chunks it serves."""
+
+
 class _Request:
     """A request being served: its cancel scope, and a flag that worker threads may read."""
 
@@ -114,6 +119,9 @@ class ChunkServer:
         self.rate_limiter = rate_limiter
         self.on_put = on_put
         self.active_connections = 0
+        # Chunk reads (each also verifies and seals its frame) share a few threads, as the
+        # store's own reads do: a slow disk then cannot tie up every worker thread.
+        self._read_limiter = trio.CapacityLimiter(READ_THREADS)
         self.refused_connections = 0
         self.failed_connections = 0
 
@@ -227,7 +235,11 @@ class ChunkServer:
             # into its frame; if the request is cancelled meanwhile, it is dropped there.
             await channel.send(
                 DeferredChunk(
-                    rid, chunk_id, partial(self._read_chunk, chunk_id), wanted=state.wanted
+                    rid,
+                    chunk_id,
+                    partial(self._read_chunk, chunk_id),
+                    wanted=state.wanted,
+                    limiter=self._read_limiter,
                 )
             )
 

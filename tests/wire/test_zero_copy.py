@@ -283,3 +283,23 @@ async def test_deferred_chunk_missing_corrupt_and_unwanted() -> None:
     assert isinstance(good, Chunk)
     assert good.intact is True
     assert good.data == data
+
+
+def test_a_bare_header_commits_no_more_than_the_peer_has_sent() -> None:
+    """Announcing a big frame and sending nothing pins at most OWN_BUFFER_BYTES; once the peer
+    has sent that much, a frame's whole buffer is allocated when its header arrives."""
+    size = EAGER_BODY_BYTES
+    decoder = FrameDecoder(max_frame_bytes=size)
+    decoder.receive_data(struct.pack(">I", size) + b"x")
+    assert decoder.next_frame() is None
+    target = decoder.receive_buffer()
+    assert target is not None
+    assert len(target) == OWN_BUFFER_BYTES - 1
+    del target
+    first = b"x" + os.urandom(size - 1)
+    assert _receive_like_a_socket(decoder, first[1:], [300_000]) == [first]
+    decoder.receive_data(struct.pack(">I", size) + b"y")
+    assert decoder.next_frame() is None
+    target = decoder.receive_buffer()
+    assert target is not None
+    assert len(target) == size - 1  # the whole frame, up front: no copies while it arrives
