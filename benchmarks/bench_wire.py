@@ -36,7 +36,7 @@ from pathlib import Path
 import trio
 
 from p2pstore.identity import Identity
-from p2pstore.store import ChunkStore
+from p2pstore.store import ChunkStore, _read_chunk_file_into
 from p2pstore.wire import (
     Chunk,
     ChunkServer,
@@ -47,6 +47,7 @@ from p2pstore.wire import (
     PeerAddress,
     WireConfig,
 )
+from p2pstore.wire.channel import receive_into
 from p2pstore.wire.config import RECEIVE_SIZE
 from p2pstore.wire.framing import HEADER, HEADER_BYTES, OWN_BUFFER_BYTES
 from p2pstore.wire.messages import data_message_head
@@ -65,16 +66,13 @@ def _chunk_ids(data_dir: Path) -> list[bytes]:
 
 def _plain_frame(path: Path, head: bytes, size: int) -> bytearray:
     """A CHUNK frame with the chunk file read straight into it, as the channel's server builds
-    its frames, minus the hash and the seal."""
+    its frames (with the store's own file reader), minus the hash and the seal."""
     frame = bytearray(HEADER_BYTES + len(head) + size)
     frame[:HEADER_BYTES] = HEADER.pack(len(frame) - HEADER_BYTES)
     frame[HEADER_BYTES : HEADER_BYTES + len(head)] = head
-    with open(path, "rb", buffering=0) as f, memoryview(frame) as view:
-        filled = HEADER_BYTES + len(head)
-        while filled < len(frame):
-            count = f.readinto(view[filled:])
-            assert count, "chunk file shorter than indexed"
-            filled += count
+    with memoryview(frame) as view:
+        if not _read_chunk_file_into(path, view[HEADER_BYTES + len(head) :]):
+            raise RuntimeError(f"{path} is not {size} bytes long")
     return frame
 
 
@@ -200,14 +198,8 @@ async def fetch_plain(
             while (frame := decoder.next_frame()) is not None:
                 message = codec.decode(frame)
                 waiting[message.request_id][0].send_nowait(message)
-            target = decoder.receive_buffer()
-            count = await stream.socket.recv_into(scratch if target is None else target)
-            if not count:
+            if not await receive_into(stream, decoder, scratch):
                 return
-            if target is None:
-                decoder.receive_data(scratch[:count])
-            else:
-                decoder.received_into(count)
 
     async def worker() -> None:
         nonlocal total, next_id

@@ -41,6 +41,7 @@ from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from types import TracebackType
+from typing import TypeVar
 
 import trio
 
@@ -111,6 +112,8 @@ def _read_chunk_file_into(path: Path, buffer: memoryview) -> bool:
             filled += count
         return not f.read(1)
 
+
+_Bytes = TypeVar("_Bytes", bytes, memoryview)
 
 #: glibc malloc arenas allowed in the process (unless ``$MALLOC_ARENA_MAX`` says otherwise). By
 #: default every worker thread may get its own arena, and freed chunk-sized buffers stay cached
@@ -514,18 +517,11 @@ class ChunkStore:
             os.replace(path, dest)
 
     def _read_verified_sync(self, chunk_id: bytes) -> bytes:
-        size = self._index.chunk_size(chunk_id) if len(chunk_id) == ID_LEN else None
-        if size is None:
-            raise ChunkNotFoundError(chunk_id)
-        try:
-            data = _read_chunk_file(self.chunk_path(chunk_id), size)
-        except FileNotFoundError:
-            self._index.delete_chunks([chunk_id])
-            raise ChunkNotFoundError(chunk_id) from None
-        if len(data) != size or hashlib.sha256(data).digest() != chunk_id:
-            self._quarantine_sync(chunk_id)
-            raise CorruptChunkError(chunk_id)
-        return data
+        def read(path: Path, size: int) -> bytes | None:
+            data = _read_chunk_file(path, size)
+            return data if len(data) == size else None
+
+        return self._verified_read(chunk_id, read)
 
     def read_chunk_into(
         self, chunk_id: bytes, buffer_for: Callable[[int], memoryview]
@@ -538,21 +534,33 @@ class ChunkStore:
         This spares a copy of the chunk where the caller wants it somewhere in particular (the
         chunk server reads it straight into the frame it seals).
         """
+
+        def read(path: Path, size: int) -> memoryview | None:
+            buffer = buffer_for(size)
+            if len(buffer) != size:
+                raise ValueError(f"buffer of {len(buffer)} bytes for a chunk of {size}")
+            return buffer if _read_chunk_file_into(path, buffer) else None
+
+        return self._verified_read(chunk_id, read)
+
+    def _verified_read(self, chunk_id: bytes, read: Callable[[Path, int], _Bytes | None]) -> _Bytes:
+        """``read(path, size)`` of the chunk's file, checked against its ID. ``read`` returns
+        ``None`` if the file is not ``size`` bytes long. A vanished file drops the index row
+        (:class:`ChunkNotFoundError`); wrong bytes quarantine the chunk
+        (:class:`CorruptChunkError`).
+        """
         size = self.chunk_size(chunk_id)
         if size is None:
             raise ChunkNotFoundError(chunk_id)
-        buffer = buffer_for(size)
-        if len(buffer) != size:
-            raise ValueError(f"buffer of {len(buffer)} bytes for a chunk of {size}")
         try:
-            exact = _read_chunk_file_into(self.chunk_path(chunk_id), buffer)
+            data = read(self.chunk_path(chunk_id), size)
         except FileNotFoundError:
             self._index.delete_chunks([chunk_id])
             raise ChunkNotFoundError(chunk_id) from None
-        if not exact or hashlib.sha256(buffer).digest() != chunk_id:
+        if data is None or hashlib.sha256(data).digest() != chunk_id:
             self._quarantine_sync(chunk_id)
             raise CorruptChunkError(chunk_id)
-        return buffer
+        return data
 
     async def get_chunk(self, chunk_id: bytes) -> bytes:
         """The chunk's bytes, verified against its ID.

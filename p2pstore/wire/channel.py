@@ -344,12 +344,11 @@ class SecureChannel:
     async def _reader_task(self) -> str:
         """Socket -> whole frames, with the idle and per-frame deadlines; EOF ends the input.
 
-        On a socket, the rest of a big frame is read straight into its own buffer
-        (``recv_into``); other bytes are read into a small scratch buffer and copied.
+        Reads go through :func:`receive_into`: on a socket, the rest of a big frame is read
+        straight into its own buffer.
         """
         decoder = self._decoder
         frame_started = trio.current_time()
-        sock = self.stream.socket if isinstance(self.stream, trio.SocketStream) else None
         scratch = memoryview(bytearray(OWN_BUFFER_BYTES))
         # Closed synchronously (not ``async with``) so that an error here is recorded before the
         # opener, seeing the end of its input, can end the channel as if it were an orderly close.
@@ -360,39 +359,29 @@ class SecureChannel:
                     await self._frames_send.send(payload)
                     frame_started = trio.current_time()  # time spent blocked is not the peer's
                     continue
-                if decoder.in_frame:
+                in_frame = decoder.in_frame
+                if in_frame:
                     deadline = frame_started + self.config.frame_timeout
                 else:
                     deadline = self._last_activity + self.config.idle_timeout
-                target = decoder.receive_buffer()
+                count = 0
                 with trio.CancelScope(deadline=deadline) as scope:
                     self._receive_scope = scope
-                    if sock is None:
-                        data = await self.stream.receive_some(OWN_BUFFER_BYTES)
-                        count = len(data)
-                    else:
-                        count = await sock.recv_into(scratch if target is None else target)
+                    count = await receive_into(self.stream, decoder, scratch)
                 self._receive_scope = None
                 if scope.cancelled_caught:
-                    if decoder.in_frame:
+                    if in_frame:
                         raise ProtocolError(
                             f"frame not delivered within {self.config.frame_timeout} s"
                         )
                     self._end_of_input = "idle timeout"
                     return self._end_of_input
                 if not count:
-                    if decoder.in_frame:
+                    if in_frame:
                         raise ProtocolError("connection closed in the middle of a frame")
                     return self._end_of_input
-                if not decoder.in_frame:
+                if not in_frame:
                     frame_started = trio.current_time()
-                if sock is None:
-                    decoder.receive_data(data)
-                elif target is None:
-                    decoder.receive_data(scratch[:count])
-                else:
-                    decoder.received_into(count)
-                del target
                 self._touch()
 
     async def _opener_task(self, handler: Handler) -> str:
@@ -433,6 +422,28 @@ class SecureChannel:
             self._touch()
             if is_bye:
                 return "closed locally"
+
+
+async def receive_into(stream: trio.abc.Stream, decoder: FrameDecoder, scratch: memoryview) -> int:
+    """Read once from ``stream`` into ``decoder``; the number of bytes read (0 at end of stream).
+
+    On a :class:`trio.SocketStream` the bytes go straight into the open frame's own buffer when
+    the decoder offers one (``recv_into``), else into ``scratch`` and are copied in; other
+    streams are read with ``receive_some`` (at most ``len(scratch)`` bytes). Raises what the
+    read or :meth:`FrameDecoder.receive_data` raises.
+    """
+    if not isinstance(stream, trio.SocketStream):
+        data = await stream.receive_some(len(scratch))
+        decoder.receive_data(data)
+        return len(data)
+    target = decoder.receive_buffer()
+    if target is None:
+        count = await stream.socket.recv_into(scratch)
+        decoder.receive_data(scratch[:count])
+    else:
+        count = await stream.socket.recv_into(target)
+        decoder.received_into(count)
+    return count
 
 
 def _payload_size(item: Outbound) -> int:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import hmac
 import logging
 import math
 from collections import OrderedDict
@@ -32,7 +31,7 @@ from .messages import (
     Missing,
     Put,
 )
-from .server import sha256_digest
+from .server import data_intact, sha256_digest
 
 log = logging.getLogger(__name__)
 
@@ -184,7 +183,7 @@ class PeerConnection:
                         if isinstance(reply, Missing):
                             found[reply.chunk_id] = None
                             continue
-                        if not await _intact(reply):
+                        if not await data_intact(reply):
                             raise CorruptChunkError(
                                 reply.chunk_id,
                                 f"{self._peer_name()} sent chunk {reply.chunk_id.hex()} "
@@ -247,13 +246,6 @@ class PeerConnection:
         if reply.chunk_id != chunk_id:
             raise ProtocolError(f"{self._peer_name()} acknowledged another chunk")
         return reply.stored
-
-
-async def _intact(message: Chunk) -> bool:
-    """Whether a CHUNK's data hashes to its ID (checked by the channel on receipt, else here)."""
-    if message.intact is not None:
-        return message.intact
-    return hmac.compare_digest(await sha256_digest(message.data), message.chunk_id)
 
 
 _PoolKey = bytes | tuple[str, int]

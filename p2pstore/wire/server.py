@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import hmac
 import logging
 import os
 from collections.abc import Callable
@@ -27,6 +28,7 @@ from .messages import (
     Ack,
     Bitmap,
     Cancel,
+    Chunk,
     Error,
     ErrorCode,
     Get,
@@ -71,6 +73,14 @@ async def sha256_digest(data: bytes) -> bytes:
 
 def _digest(data: bytes) -> bytes:
     return hashlib.sha256(data).digest()
+
+
+async def data_intact(message: Chunk | Put) -> bool:
+    """Whether a CHUNK's or PUT's data hashes to its ID: as the channel found on receipt, or
+    computed now for a message it did not check."""
+    if message.intact is not None:
+        return message.intact
+    return hmac.compare_digest(await sha256_digest(message.data), message.chunk_id)
 
 
 READ_THREADS = max(4, os.cpu_count() or 1)
@@ -262,10 +272,7 @@ class ChunkServer:
         if "put" not in channel.peer.features:
             await channel.send(Error(rid, ErrorCode.BAD_REQUEST, "PUT was not negotiated"))
             return
-        intact = request.intact
-        if intact is None:
-            intact = await sha256_digest(request.data) == chunk_id
-        if not intact:
+        if not await data_intact(request):
             await channel.send(Error(rid, ErrorCode.CORRUPT_CHUNK, "bytes do not hash to the ID"))
             return
         try:

@@ -6,8 +6,6 @@ import hashlib
 import time
 from collections.abc import Callable
 
-import trio
-
 from p2pstore.errors import ChunkNotFoundError, CorruptChunkError, QuotaExceededError
 
 
@@ -18,8 +16,8 @@ def chunk_id_of(data: bytes) -> bytes:
 class FakeStore:
     """Chunks in a dict; ``quota_bytes`` caps the total size; ``files`` maps file ID -> chunk IDs.
 
-    ``delays`` (chunk ID -> seconds) makes reading some chunks slow (``get_chunk`` sleeps, and
-    ``read_chunk_into`` blocks its worker thread), to make replies come back out of order.
+    ``delays`` (chunk ID -> seconds) makes reading some chunks slow (``read_chunk_into`` blocks
+    its worker thread), to make replies come back out of order.
     ``reads`` lists the chunk IDs ``read_chunk_into`` finished reading, in order.
     """
 
@@ -34,16 +32,6 @@ class FakeStore:
         cid = chunk_id_of(data)
         self.chunks[cid] = data
         return cid
-
-    async def get_chunk(self, chunk_id: bytes) -> bytes:
-        await trio.sleep(self.delays.get(chunk_id, 0))
-        try:
-            data = self.chunks[chunk_id]
-        except KeyError:
-            raise ChunkNotFoundError(chunk_id) from None
-        if chunk_id_of(data) != chunk_id:
-            raise CorruptChunkError(chunk_id)
-        return data
 
     def read_chunk_into(
         self, chunk_id: bytes, buffer_for: Callable[[int], memoryview]
