@@ -8,10 +8,16 @@ read and the client verifies each chunk's SHA-256), pipelined: ``--workers`` tas
 of ``--batch`` chunks in flight. ``plain_MBps``: the same chunks, read from the same chunk files,
 over plain TCP in the same framing (length prefix + msgpack GET/CHUNK) with the same pipelining
 and the same buffer handling (the server reads each chunk file straight into its frame in a worker
-thread; the client reads the rest of each big frame straight into the frame's buffer), no crypto
-and no hashing: the ceiling. MB/s = 10^6 bytes per second of wall time, from the first
-request to the last byte (connect and handshake excluded). Each mode runs ``--repeat`` times,
-alternating; the best run of each is the figure (all are printed). ``ratio`` = channel / plain.
+thread; the client reads the rest of each big frame straight into the frame's buffer; frame
+buffers are reused through the same pool as the channel's), no crypto and no hashing: the ceiling.
+``floor_MBps``: plain plus exactly the cryptographic work the channel must do per chunk and
+nothing else (no handshake, no nonce bookkeeping, one fixed key and nonce): the server's store
+verifies each chunk on read into a pooled frame, sealed in place in the reading thread; the client
+opens, decodes and hashes each frame in a worker thread beside its reader, with the channel's own
+functions. MB/s = 10^6 bytes per second of wall time, from the first request to the last byte
+(connect and handshake excluded). Each mode runs ``--repeat`` times, alternating; the best run of
+each is the figure (all are printed). ``ratio`` = channel / plain; ``floor_ratio`` = floor /
+plain, what this machine leaves for an encrypted channel; ``channel_vs_floor`` = channel / floor.
 
 Usage: ``python benchmarks/bench_wire.py [--size-mib N] [--workers N] [--batch N] [--repeat N]``.
 The server half is this script with ``--serve``. The last line of output is one JSON object.
@@ -47,14 +53,24 @@ from p2pstore.wire import (
     PeerAddress,
     WireConfig,
 )
-from p2pstore.wire.channel import receive_into
-from p2pstore.wire.config import RECEIVE_SIZE
+from p2pstore.wire.buffers import SHARED_FRAME_POOL
+from p2pstore.wire.channel import _open_and_decode, receive_into
+from p2pstore.wire.config import PIPELINE_DEPTH, RECEIVE_SIZE
 from p2pstore.wire.framing import HEADER, HEADER_BYTES, OWN_BUFFER_BYTES
 from p2pstore.wire.messages import data_message_head
+from p2pstore.wire.seal import TAG_BYTES, Opener, Sealer
 
 CHUNK_BYTES = 1024 * 1024
 POPULATE_BATCH = 16
 """Chunks per ``put_chunks`` call while filling the store (not timed)."""
+
+FLOOR_KEY = bytes(32)
+"""The floor mode's fixed AEAD key (it measures the cost of the cryptography, not a protocol)."""
+
+FLOOR_NONCE = 0
+"""The floor mode seals every frame under one nonce: no ordering to keep, same work per byte."""
+
+MODES = ("plain", "floor", "channel")
 
 
 def _chunk_ids(data_dir: Path) -> list[bytes]:
@@ -66,8 +82,8 @@ def _chunk_ids(data_dir: Path) -> list[bytes]:
 
 def _plain_frame(path: Path, head: bytes, size: int) -> bytearray:
     """A CHUNK frame with the chunk file read straight into it, as the channel's server builds
-    its frames (with the store's own file reader), minus the hash and the seal."""
-    frame = bytearray(HEADER_BYTES + len(head) + size)
+    its frames (with the store's own file reader and frame pool), minus the hash and the seal."""
+    frame = SHARED_FRAME_POOL.take(HEADER_BYTES + len(head) + size)
     frame[:HEADER_BYTES] = HEADER.pack(len(frame) - HEADER_BYTES)
     frame[HEADER_BYTES : HEADER_BYTES + len(head)] = head
     with memoryview(frame) as view:
@@ -76,9 +92,28 @@ def _plain_frame(path: Path, head: bytes, size: int) -> bytearray:
     return frame
 
 
-async def _serve_plain(store: ChunkStore, task_status: trio.TaskStatus[int]) -> None:
-    """GET -> CHUNK over plain TCP: the same frames as the channel's, with no hashing and no
-    crypto, each built by one worker thread and written as soon as it is ready."""
+def _floor_frame(store: ChunkStore, cid: bytes, head: bytes, sealer: Sealer) -> bytearray:
+    """A CHUNK frame as the channel's server builds it (pooled buffer, the store's verified read
+    straight into it, sealed in place), minus the channel's nonce bookkeeping."""
+    frames: list[bytearray] = []
+
+    def buffer_for(size: int) -> memoryview:
+        frame = SHARED_FRAME_POOL.take(HEADER_BYTES + len(head) + size + TAG_BYTES)
+        frames.append(frame)
+        return memoryview(frame)[HEADER_BYTES + len(head) : len(frame) - TAG_BYTES]
+
+    store.read_chunk_into(cid, buffer_for)
+    frame = frames[0]
+    frame[HEADER_BYTES : HEADER_BYTES + len(head)] = head
+    sealer.seal_in_place(FLOOR_NONCE, frame)
+    return frame
+
+
+async def _serve_plain(store: ChunkStore, sealed: bool, task_status: trio.TaskStatus[int]) -> None:
+    """GET -> CHUNK over TCP: the same frames as the channel's, each built by one worker thread
+    and written as soon as it is ready; with no hashing and no crypto, or (``sealed``: the floor
+    mode) verified on read and sealed."""
+    sealer = Sealer(FLOOR_KEY)
 
     async def handle(stream: trio.SocketStream) -> None:
         framer = MessageFramer(max_frame_bytes=WireConfig().max_frame_bytes)
@@ -89,11 +124,15 @@ async def _serve_plain(store: ChunkStore, task_status: trio.TaskStatus[int]) -> 
                 size = store.chunk_size(cid)
                 assert size is not None
                 head = data_message_head(Chunk, request.request_id, cid, size)
-                frame = await trio.to_thread.run_sync(
-                    _plain_frame, store.chunk_path(cid), head, size
-                )
+                if sealed:
+                    frame = await trio.to_thread.run_sync(_floor_frame, store, cid, head, sealer)
+                else:
+                    frame = await trio.to_thread.run_sync(
+                        _plain_frame, store.chunk_path(cid), head, size
+                    )
                 async with send_lock:
                     await stream.send_all(frame)
+                SHARED_FRAME_POOL.give(frame)
 
         async with trio.open_nursery() as nursery:
             while data := await stream.receive_some(RECEIVE_SIZE):
@@ -115,7 +154,7 @@ async def serve(data_dir: Path, mode: str) -> None:
             if mode == "channel":
                 _, port = await nursery.start(ChunkServer(identity, store, WireConfig()).serve)
             else:
-                port = await nursery.start(_serve_plain, store)
+                port = await nursery.start(_serve_plain, store, mode == "floor")
             print(port, identity.node_id.hex(), flush=True)
             await trio.to_thread.run_sync(sys.stdin.read)  # parent closes stdin to stop us
             nursery.cancel_scope.cancel()
@@ -180,26 +219,51 @@ async def fetch_channel(
 
 
 async def fetch_plain(
-    port: int, ids: list[bytes], workers: int, batch: int, meter: CpuMeter
+    port: int, ids: list[bytes], workers: int, batch: int, meter: CpuMeter, sealed: bool
 ) -> float:
+    """Fetch every chunk over TCP with the channel's framing; ``sealed`` (the floor mode) opens
+    and hashes each frame as the channel does: in a worker thread, beside the reader."""
     queue = _batches(ids, batch)
     total = 0
     stream = await trio.open_tcp_stream("127.0.0.1", port)
     framer = MessageFramer(max_frame_bytes=WireConfig().max_frame_bytes)
+    framer.decoder.pool = SHARED_FRAME_POOL
     waiting: dict[int, tuple[trio.MemorySendChannel[Message], int]] = {}
     next_id = 0
     send_lock = trio.Lock()
+
+    opener = Opener(FLOOR_KEY)
+    frames_send, frames_receive = trio.open_memory_channel[bytes | bytearray](PIPELINE_DEPTH)
+
+    def deliver(message: Message) -> None:
+        waiting[message.request_id][0].send_nowait(message)
 
     async def reader() -> None:
         # As the channel's reader: the rest of a big frame straight into its own buffer.
         decoder, codec = framer.decoder, framer.codec
         scratch = memoryview(bytearray(OWN_BUFFER_BYTES))
-        while True:
-            while (frame := decoder.next_frame()) is not None:
-                message = codec.decode(frame)
-                waiting[message.request_id][0].send_nowait(message)
-            if not await receive_into(stream, decoder, scratch):
-                return
+        async with frames_send:
+            while True:
+                while (frame := decoder.next_frame()) is not None:
+                    if sealed:
+                        await frames_send.send(frame)
+                        continue
+                    message = codec.decode(frame)
+                    if isinstance(frame, bytearray):
+                        SHARED_FRAME_POOL.give(frame)
+                    deliver(message)
+                if not await receive_into(stream, decoder, scratch):
+                    return
+
+    async def open_sealed() -> None:
+        # As the channel's opener: open, decode and hash in a worker thread, one frame at a time.
+        async for frame in frames_receive:
+            message = await trio.to_thread.run_sync(
+                _open_and_decode, opener, framer.codec, FLOOR_NONCE, frame, SHARED_FRAME_POOL
+            )
+            assert isinstance(message, Chunk)
+            assert message.intact
+            deliver(message)
 
     async def worker() -> None:
         nonlocal total, next_id
@@ -218,6 +282,7 @@ async def fetch_plain(
 
     async with trio.open_nursery() as nursery:
         nursery.start_soon(reader)
+        nursery.start_soon(open_sealed)
         meter.start()
         start = time.perf_counter()
         async with trio.open_nursery() as workers_nursery:
@@ -255,7 +320,9 @@ def run_mode(
                 fetch_channel, port, bytes.fromhex(node_hex), ids, args.workers, args.batch, meter
             )
         else:
-            mbps = trio.run(fetch_plain, port, ids, args.workers, args.batch, meter)
+            mbps = trio.run(
+                fetch_plain, port, ids, args.workers, args.batch, meter, mode == "floor"
+            )
     finally:
         assert server.stdin is not None
         server.stdin.close()
@@ -283,7 +350,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=2)
     parser.add_argument("--repeat", type=int, default=2)
     parser.add_argument("--serve", type=Path, help=argparse.SUPPRESS)
-    parser.add_argument("--mode", choices=["channel", "plain"], help=argparse.SUPPRESS)
+    parser.add_argument("--mode", choices=MODES, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve is not None:
         trio.run(serve, args.serve, args.mode)
@@ -303,11 +370,11 @@ def main() -> None:
             for cid in ids:  # warm the page cache for both modes alike
                 store.chunk_path(cid).read_bytes()
         print(f"populated {len(ids)} x 1 MiB chunks in {time.perf_counter() - t0:.1f} s")
-        results: dict[str, list[float]] = {"channel": [], "plain": []}
+        results: dict[str, list[float]] = {mode: [] for mode in MODES}
         # CPU per MiB: core-milliseconds each process spent per MiB moved, in the timed window.
         print(f"{'run':10s}{'MB/s':>10s}{'client CPU ms/MiB':>19s}{'server CPU ms/MiB':>19s}")
         for _ in range(args.repeat):
-            for mode in ("plain", "channel"):
+            for mode in MODES:
                 mbps, meter = run_mode(mode, data_dir, ids, args)
                 results[mode].append(mbps)
                 per_mib = 1000 / len(ids)
@@ -315,17 +382,22 @@ def main() -> None:
                     f"{mode:10s}{mbps:10.1f}{meter.client * per_mib:19.2f}"
                     f"{meter.server * per_mib:19.2f}"
                 )
-    channel, plain = max(results["channel"]), max(results["plain"])
+    channel, plain, floor = (max(results[mode]) for mode in ("channel", "plain", "floor"))
     print(f"{'mode':10s}{'best MB/s':>12s}  runs")
     for mode, runs in results.items():
         print(f"{mode:10s}{max(runs):12.1f}  {', '.join(f'{r:.1f}' for r in runs)}")
     print(f"ratio channel/plain: {channel / plain:.3f}")
+    print(f"floor/plain (plain + the channel's cryptography, nothing else): {floor / plain:.3f}")
+    print(f"channel/floor (the channel against that floor): {channel / floor:.3f}")
     print(
         json.dumps(
             {
                 "channel_MBps": round(channel, 1),
                 "plain_MBps": round(plain, 1),
                 "ratio": round(channel / plain, 3),
+                "floor_MBps": round(floor, 1),
+                "floor_ratio": round(floor / plain, 3),
+                "channel_vs_floor": round(channel / floor, 3),
                 "size_MiB": args.size_mib,
                 "workers": args.workers,
                 "batch": args.batch,

@@ -24,6 +24,7 @@ import trio
 
 from ..errors import HandshakeError, ProtocolError
 from ..identity import Identity
+from .buffers import SHARED_FRAME_POOL, FramePool
 from .config import (
     OUTBOUND_QUEUE,
     PIPELINE_DEPTH,
@@ -173,6 +174,7 @@ class SecureChannel:
         peer: HandshakeResult,
         decoder: FrameDecoder,
         config: WireConfig,
+        pool: FramePool = SHARED_FRAME_POOL,
     ) -> None:
         self.stream = stream
         self.peer = peer
@@ -180,7 +182,9 @@ class SecureChannel:
         self.close_reason = ""
         self.bye_received = False
         decoder.max_frame_bytes = config.max_frame_bytes
+        decoder.pool = pool
         self._decoder = decoder
+        self._pool = pool
         self._codec = MessageCodec(config.max_chunk_bytes)
         self._sealer = Sealer(peer.send_key)
         self._opener = Opener(peer.receive_key)
@@ -253,7 +257,7 @@ class SecureChannel:
 
     def _seal(self, item: Outbound) -> tuple[int, bytearray] | None:
         """Build ``item``'s frame, take the next nonce and seal it (maybe in a worker thread)."""
-        frame = _build_frame(self._codec, item)
+        frame = _build_frame(self._codec, item, self._pool)
         if frame is None:
             return None
         with self._nonce_lock:
@@ -392,10 +396,10 @@ class SecureChannel:
             counter = opener.next_nonce()
             if len(payload) >= THREAD_THRESHOLD_BYTES:
                 message = await trio.to_thread.run_sync(
-                    _open_and_decode, opener, codec, counter, payload
+                    _open_and_decode, opener, codec, counter, payload, self._pool
                 )
             else:
-                message = _open_and_decode(opener, codec, counter, payload)
+                message = _open_and_decode(opener, codec, counter, payload, self._pool)
             if isinstance(message, Bye):
                 self.bye_received = True
                 return "BYE from peer"
@@ -419,6 +423,7 @@ class SecureChannel:
                     f"peer did not take a frame within {self.config.frame_timeout} s"
                 )
             self._frame_written()
+            self._pool.give(frame)
             self._touch()
             if is_bye:
                 return "closed locally"
@@ -450,50 +455,59 @@ def _payload_size(item: Outbound) -> int:
     return len(item.data) if isinstance(item, Chunk | Put) else 0
 
 
-def _build_frame(codec: MessageCodec, item: Outbound) -> bytearray | None:
+def _build_frame(codec: MessageCodec, item: Outbound, pool: FramePool) -> bytearray | None:
     """``item``'s frame ready to seal in place (room for the length prefix and the tag), its
-    data written once, into the frame; ``None`` for a DeferredChunk no longer wanted."""
+    data written once, into the frame (from ``pool``); ``None`` for a DeferredChunk no longer
+    wanted."""
     if isinstance(item, DeferredChunk):
-        read = _read_deferred(item)
+        read = _read_deferred(item, pool)
         if not isinstance(read, Missing):
             return read
         item = read
     head, data = codec.encode_parts(item)
     start = HEADER_BYTES + len(head)
-    frame = bytearray(start + len(data) + TAG_BYTES)
+    frame = pool.take(start + len(data) + TAG_BYTES)
     frame[HEADER_BYTES:start] = head
     frame[start : start + len(data)] = data
     return frame
 
 
-def _read_deferred(item: DeferredChunk) -> bytearray | Missing | None:
-    """A DeferredChunk's frame with the chunk read into it, MISSING if it could not be read, or
-    ``None`` if it is no longer wanted."""
+def _read_deferred(item: DeferredChunk, pool: FramePool) -> bytearray | Missing | None:
+    """A DeferredChunk's frame (from ``pool``) with the chunk read into it, MISSING if it could
+    not be read, or ``None`` if it is no longer wanted."""
     request_id, chunk_id = item.request_id, item.chunk_id
     frames: list[bytearray] = []
 
     def buffer_for(size: int) -> memoryview:
         head = data_message_head(Chunk, request_id, chunk_id, size)
         start = HEADER_BYTES + len(head)
-        frame = bytearray(start + size + TAG_BYTES)
+        frame = pool.take(start + size + TAG_BYTES)
         frame[HEADER_BYTES:start] = head
         frames.append(frame)
         return memoryview(frame)[start : start + size]
 
     found = item.read(buffer_for)
-    if not item.wanted():
-        return None
-    if found and len(frames) == 1:
+    if found and len(frames) == 1 and item.wanted():
         return frames[0]
-    return Missing(request_id, chunk_id)
+    for frame in frames:
+        pool.give(frame)
+    return Missing(request_id, chunk_id) if item.wanted() else None
 
 
 def _open_and_decode(
-    opener: Opener, codec: MessageCodec, counter: int, payload: bytes | bytearray
+    opener: Opener, codec: MessageCodec, counter: int, payload: bytes | bytearray, pool: FramePool
 ) -> Message:
     """Open and decode a frame; a CHUNK's or PUT's data is hashed here too, in the same thread,
-    and the result recorded as its ``intact``."""
-    message = codec.decode(opener.open_with(counter, payload))
+    and the result recorded as its ``intact``. A ``bytearray`` frame goes back to ``pool`` once
+    decoded (the message holds copies of its fields, never views of the frame)."""
+    plaintext = opener.open_with(counter, payload)
+    try:
+        message = codec.decode(plaintext)
+    finally:
+        if isinstance(plaintext, memoryview):
+            plaintext.release()
+    if isinstance(payload, bytearray):
+        pool.give(payload)
     if isinstance(message, Chunk | Put):
         intact = hashlib.sha256(message.data).digest() == message.chunk_id
         message = dataclasses.replace(message, intact=intact)

@@ -7,8 +7,12 @@ No sockets here: :class:`FrameDecoder` is fed bytes and hands back whole frames;
 from __future__ import annotations
 
 import struct
+from typing import TYPE_CHECKING
 
 from ..errors import ProtocolError
+
+if TYPE_CHECKING:
+    from .buffers import FramePool
 
 HEADER = struct.Struct(">I")
 """The length prefix: unsigned 32-bit big-endian."""
@@ -55,10 +59,15 @@ class FrameDecoder:
     which the reader fills directly (``socket.recv_into``) and then reports with
     :meth:`received_into`. Frames from :meth:`next_frame` are ``bytes``, or for frames received
     into their own buffer a ``bytearray`` that belongs to the caller from then on.
+
+    With a ``pool``, a frame's own buffer is an idle one of the pool when one of exactly the
+    frame's length is there (reusing memory commits none, so it is taken whole at once); the
+    caller may hand such frames back with :meth:`FramePool.give` once done with them.
     """
 
-    def __init__(self, max_frame_bytes: int) -> None:
+    def __init__(self, max_frame_bytes: int, pool: FramePool | None = None) -> None:
         self.max_frame_bytes = max_frame_bytes
+        self.pool = pool
         self._pending = bytearray()  # received bytes not yet part of a returned or open frame
         self._body: bytearray | None = None  # the open frame's own buffer
         self._body_length = 0  # the open frame's length (its buffer may still be shorter)
@@ -127,8 +136,12 @@ class FrameDecoder:
         end = HEADER_BYTES + length
         if length >= OWN_BUFFER_BYTES and len(pending) < end:
             # Open the frame's own buffer; its bytes then go straight there.
-            eager = min(length, EAGER_BODY_BYTES, max(OWN_BUFFER_BYTES, self._received))
-            self._body = bytearray(eager)
+            reused = self.pool.take_idle(length) if self.pool is not None else None
+            if reused is not None:
+                self._body = reused
+            else:
+                eager = min(length, EAGER_BODY_BYTES, max(OWN_BUFFER_BYTES, self._received))
+                self._body = bytearray(eager)
             self._body_length = length
             self._body_filled = 0
             with memoryview(pending) as view:
