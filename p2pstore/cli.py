@@ -432,6 +432,11 @@ PIPE_WIDTH = 240
 """Table width when stdout is not a terminal: wide enough that 64-character IDs are never cut."""
 
 
+def _counted(n: int, noun: str) -> str:
+    """``n`` and ``noun``, plural unless ``n`` is 1: "1 peer", "3 peers"."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
 def _table(title: str, columns: list[str], rows: list[list[str]]) -> None:
     """Print a table; the first column holds full 64-character IDs and is never truncated."""
     console = Console()
@@ -484,7 +489,7 @@ def ls_(
     if not rows:
         typer.echo("no files")
         return
-    _table(f"{len(rows)} files", ["file ID", "name", "size", "pinned", "chunks"], rows)
+    _table(_counted(len(rows), "file"), ["file ID", "name", "size", "pinned", "chunks"], rows)
 
 
 @app.command()
@@ -544,7 +549,7 @@ def peers(
     if not rows:
         typer.echo("no peers")
         return
-    _table(f"{len(rows)} peers", ["node ID", "host", "udp port"], rows)
+    _table(_counted(len(rows), "peer"), ["node ID", "host", "udp port"], rows)
 
 
 @app.command()
@@ -568,7 +573,11 @@ def providers(
     if not rows:
         typer.echo("no providers found")
         return
-    _table(f"{len(rows)} providers of {raw.hex()[:16]}...", ["node ID", "host", "tcp port"], rows)
+    _table(
+        f"{_counted(len(rows), 'provider')} of {raw.hex()[:16]}...",
+        ["node ID", "host", "tcp port"],
+        rows,
+    )
 
 
 @app.command()

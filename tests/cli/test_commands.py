@@ -256,6 +256,9 @@ def test_listing_commands(daemon: FakeNode, data_dir: Path) -> None:
     assert peers.exit_code == 0
     assert "33" * 32 in peers.stdout
     assert "18469" in peers.stdout
+    assert peers.stdout.splitlines()[0].strip() == "1 peer"  # the title: singular for one
+    providers = invoke("providers", HEX, "--data-dir", str(data_dir))
+    assert f"1 provider of {HEX[:16]}..." in providers.stdout
     prov = json.loads(invoke("providers", HEX, "--json", "--data-dir", str(data_dir)).stdout)
     assert prov["providers"][0]["tcp_port"] == 19001
     assert "no files" in invoke("ls", "--data-dir", str(data_dir)).stdout
