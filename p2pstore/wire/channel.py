@@ -93,6 +93,7 @@ async def _drive(
     handshake: InitiatorHandshake | ResponderHandshake,
     first: bytes,
     config: WireConfig,
+    pool: FramePool,
 ) -> SecureChannel:
     with trio.move_on_after(config.handshake_timeout):
         try:
@@ -112,7 +113,7 @@ async def _drive(
                     await stream.send_all(out)
         except _TRANSPORT_ERRORS as exc:
             raise HandshakeError(f"connection lost during the handshake: {exc!r}") from exc
-        return SecureChannel(stream, handshake.result, handshake.decoder, config)
+        return SecureChannel(stream, handshake.result, handshake.decoder, config, pool)
     raise HandshakeError(f"handshake not complete within {config.handshake_timeout} s")
 
 
@@ -124,16 +125,18 @@ async def initiate(
     *,
     versions: tuple[int, ...] = SUPPORTED_VERSIONS,
     features: tuple[str, ...] = FEATURES,
+    pool: FramePool = SHARED_FRAME_POOL,
 ) -> SecureChannel:
     """Run the dialling side of the handshake on ``stream`` within ``config.handshake_timeout``.
 
     With ``expected_node_id`` set, the peer must prove it is that node; with ``None`` any peer is
     accepted and ``channel.peer.authenticated_as_expected`` is False. Raises
     :class:`HandshakeError` on any failure (timeout, wrong node, bad signature, no common version,
-    connection lost); the caller closes the stream, also on cancellation.
+    connection lost); the caller closes the stream, also on cancellation. The channel's big frame
+    buffers come from and go back to ``pool``.
     """
     handshake = InitiatorHandshake(identity, expected_node_id, versions=versions, features=features)
-    return await _drive(stream, handshake, handshake.initial_bytes(), config)
+    return await _drive(stream, handshake, handshake.initial_bytes(), config, pool)
 
 
 async def accept(
@@ -143,13 +146,14 @@ async def accept(
     *,
     versions: tuple[int, ...] = SUPPORTED_VERSIONS,
     features: tuple[str, ...] = FEATURES,
+    pool: FramePool = SHARED_FRAME_POOL,
 ) -> SecureChannel:
     """Run the listening side of the handshake on ``stream`` (same contract as :func:`initiate`).
 
     Any peer proving its identity is accepted; its verified ID is ``channel.peer.peer_node_id``.
     """
     handshake = ResponderHandshake(identity, versions=versions, features=features)
-    return await _drive(stream, handshake, b"", config)
+    return await _drive(stream, handshake, b"", config, pool)
 
 
 class SecureChannel:
@@ -487,11 +491,12 @@ def _read_deferred(item: DeferredChunk, pool: FramePool) -> bytearray | Missing 
         return memoryview(frame)[start : start + size]
 
     found = item.read(buffer_for)
-    if found and len(frames) == 1 and item.wanted():
+    wanted = item.wanted()
+    if found and len(frames) == 1 and wanted:
         return frames[0]
     for frame in frames:
         pool.give(frame)
-    return Missing(request_id, chunk_id) if item.wanted() else None
+    return Missing(request_id, chunk_id) if wanted else None
 
 
 def _open_and_decode(

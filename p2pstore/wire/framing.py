@@ -61,8 +61,10 @@ class FrameDecoder:
     into their own buffer a ``bytearray`` that belongs to the caller from then on.
 
     With a ``pool``, a frame's own buffer is an idle one of the pool when one of exactly the
-    frame's length is there (reusing memory commits none, so it is taken whole at once); the
-    caller may hand such frames back with :meth:`FramePool.give` once done with them.
+    frame's length is there and the peer has sent at least that many bytes so far (the same bound
+    as for allocating a buffer whole: a pooled buffer taken is memory the pool no longer holds, and
+    a bare header must not pin it); the caller may hand such frames back with
+    :meth:`FramePool.give` once done with them.
     """
 
     def __init__(self, max_frame_bytes: int, pool: FramePool | None = None) -> None:
@@ -136,7 +138,9 @@ class FrameDecoder:
         end = HEADER_BYTES + length
         if length >= OWN_BUFFER_BYTES and len(pending) < end:
             # Open the frame's own buffer; its bytes then go straight there.
-            reused = self.pool.take_idle(length) if self.pool is not None else None
+            reused = None
+            if self.pool is not None and length <= max(OWN_BUFFER_BYTES, self._received):
+                reused = self.pool.take_idle(length)
             if reused is not None:
                 self._body = reused
             else:

@@ -5,7 +5,11 @@ from __future__ import annotations
 
 import hashlib
 import os
+import random
 import struct
+import threading
+from collections.abc import Callable
+from functools import partial
 
 import pytest
 import trio
@@ -13,11 +17,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from p2pstore.wire import Chunk, FrameDecoder, Message
-from p2pstore.wire.buffers import SHARED_FRAME_POOL, FramePool
-from p2pstore.wire.framing import OWN_BUFFER_BYTES
+from p2pstore.identity import Identity
+from p2pstore.wire import Chunk, FrameDecoder, Message, Missing, SecureChannel, accept, initiate
+from p2pstore.wire.buffers import FramePool
+from p2pstore.wire.channel import DeferredChunk
+from p2pstore.wire.framing import HEADER_BYTES, OWN_BUFFER_BYTES
 
-from .test_zero_copy import _channel_pair, _receive_like_a_socket
+from .test_zero_copy import CONFIG, _ignore, _receive_like_a_socket
 
 BIG = OWN_BUFFER_BYTES
 
@@ -95,45 +101,157 @@ class PoolMachine(RuleBasedStateMachine):
 TestPoolMachine = PoolMachine.TestCase
 
 
-@given(st.binary(min_size=1, max_size=64), st.integers(0, 3))
-def test_decoder_receives_into_an_idle_buffer_of_the_frames_length(
-    prefix: bytes, stale_byte: int
-) -> None:
-    """A frame whose length matches an idle buffer is received into it, whole from the header on
-    (reusing memory commits none), and comes out with exactly its own bytes."""
+def _frame(payload: bytes) -> bytes:
+    return struct.pack(">I", len(payload)) + payload
+
+
+@given(st.binary(min_size=1, max_size=64), st.integers(1, 3))
+def test_an_idle_buffer_carries_the_next_frame_of_its_length(prefix: bytes, pieces: int) -> None:
+    """Once the peer has sent a frame's worth of bytes, the next frame of that length is received
+    into an idle buffer of that length, whole from its header on, and holds exactly its bytes."""
     pool = FramePool()
-    payload = prefix + os.urandom(2 * BIG)
-    idle = bytearray([stale_byte]) * len(payload)
+    first, second = prefix + os.urandom(2 * BIG), prefix[::-1] + os.urandom(2 * BIG)
+    decoder = FrameDecoder(max_frame_bytes=len(first), pool=pool)
+    assert _receive_like_a_socket(decoder, _frame(first), [len(first) // pieces + 1]) == [first]
+    assert pool.reused == 0  # nothing idle yet
+    idle = bytearray(b"\xee") * len(second)  # stale bytes, as a used buffer would hold
     pool.give(idle)
-    decoder = FrameDecoder(max_frame_bytes=len(payload), pool=pool)
-    decoder.receive_data(struct.pack(">I", len(payload)) + payload[:1])
+    decoder.receive_data(_frame(second)[: HEADER_BYTES + 1])
     assert decoder.next_frame() is None
     target = decoder.receive_buffer()
     assert target is not None
-    assert len(target) == len(payload) - 1
+    assert len(target) == len(second) - 1  # the whole frame's buffer, at once
     del target
-    frames = _receive_like_a_socket(decoder, payload[1:], [BIG // 3])
-    assert frames == [payload]
-    assert idle == payload  # the frame was received into the idle buffer
+    rest = _frame(second)[HEADER_BYTES + 1 :]
+    assert _receive_like_a_socket(decoder, rest, [len(rest) // pieces + 1]) == [second]
+    assert idle == second
     assert pool.reused == 1
 
 
-async def test_channel_reuses_frame_buffers_and_keeps_every_chunk_intact() -> None:
-    """Same-size chunks back to back: buffers freed by one frame carry the next on both sides,
-    and every chunk arrives with its own bytes."""
+def test_a_bare_header_takes_no_idle_buffer_before_the_peer_has_sent_that_much() -> None:
+    """An idle buffer of exactly the announced length is not taken for a peer that has sent less
+    than that: the frame starts in 64 KiB, as without a pool."""
+    size = 16 * BIG
+    pool = FramePool(max_bytes=size)
+    idle = bytearray(size)
+    pool.give(idle)
+    decoder = FrameDecoder(max_frame_bytes=size, pool=pool)
+    decoder.receive_data(struct.pack(">I", size) + b"x")
+    assert decoder.next_frame() is None
+    target = decoder.receive_buffer()
+    assert target is not None
+    assert len(target) == OWN_BUFFER_BYTES - 1
+    del target
+    assert pool.reused == 0
+    assert pool.idle_bytes == size
+
+
+def test_concurrent_takes_and_gives_never_share_a_buffer() -> None:
+    """Threads taking and giving at once (as worker threads and the event loop do): no buffer is
+    ever out twice, and the pool's count stays exact."""
+    pool = FramePool(max_bytes=6 * BIG)
+    lengths = [BIG, BIG + 1, 2 * BIG]
+    out: set[int] = set()
+    out_lock = threading.Lock()
+    errors: list[str] = []
+
+    def work(seed: int) -> None:
+        rng = random.Random(seed)
+        for _ in range(1500):
+            buffer = pool.take(rng.choice(lengths))
+            with out_lock:
+                if id(buffer) in out:
+                    errors.append("handed out twice")
+                out.add(id(buffer))
+            with out_lock:
+                out.discard(id(buffer))
+            pool.give(buffer)
+
+    threads = [threading.Thread(target=work, args=(seed,)) for seed in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    held = [b for bs in pool._by_length.values() for b in bs]
+    assert sum(map(len, held)) == pool.idle_bytes <= pool.max_bytes
+    assert pool.reused > 0
+
+
+async def _pooled_channel_pair(
+    nursery: trio.Nursery, received: list[Message], expected: int
+) -> tuple[SecureChannel, trio.Event, FramePool, FramePool]:
+    """A channel pair over loopback with a pool of its own on each side."""
+    a, b = Identity.generate(), Identity.generate()
+    sender_pool, receiver_pool = FramePool(), FramePool()
+    done = trio.Event()
+
+    async def on_connection(stream: trio.SocketStream) -> None:
+        channel = await accept(stream, b, CONFIG, pool=receiver_pool)
+
+        async def collect(message: Message) -> None:
+            received.append(message)
+            if len(received) == expected:
+                done.set()
+
+        await channel.run(collect)
+
+    listeners = await nursery.start(partial(trio.serve_tcp, on_connection, 0, host="127.0.0.1"))
+    stream = await trio.open_tcp_stream("127.0.0.1", listeners[0].socket.getsockname()[1])
+    sender = await initiate(stream, a, b.node_id, CONFIG, pool=sender_pool)
+    nursery.start_soon(sender.run, _ignore)
+    return sender, done, sender_pool, receiver_pool
+
+
+async def test_both_sides_reuse_frame_buffers_and_keep_every_chunk_intact() -> None:
+    """Same-size chunks back to back: the sender's written frames and the receiver's decoded
+    frames are reused for the next ones, and every chunk arrives with its own bytes."""
     blobs = [os.urandom(2 * BIG) for _ in range(12)]
     received: list[Message] = []
-    reused_before = SHARED_FRAME_POOL.reused
     async with trio.open_nursery() as nursery:
-        sender, done = await _channel_pair(nursery, received, len(blobs))
+        sender, done, sender_pool, receiver_pool = await _pooled_channel_pair(
+            nursery, received, len(blobs)
+        )
         for i, blob in enumerate(blobs):
             await sender.send(Chunk(i, hashlib.sha256(blob).digest(), blob))
+            await trio.sleep(0.01)  # let the frame be written and handed back
         with trio.fail_after(10):
             await done.wait()
         nursery.cancel_scope.cancel()
-    assert SHARED_FRAME_POOL.reused > reused_before
+    assert sender_pool.reused > 0
+    assert receiver_pool.reused > 0
     for i, (message, blob) in enumerate(zip(received, blobs, strict=True)):
         assert isinstance(message, Chunk)
         assert message.request_id == i
         assert message.intact is True
         assert message.data == blob
+
+
+async def test_a_failed_read_s_buffer_is_reused_without_its_bytes_leaking() -> None:
+    """A DeferredChunk whose read fails after scribbling on its frame hands the frame back; the
+    next chunk of that size goes out in that buffer with exactly its own bytes."""
+    data = os.urandom(2 * BIG)
+    cid = hashlib.sha256(data).digest()
+
+    def scribble_and_fail(buffer_for: Callable[[int], memoryview]) -> bool:
+        buffer_for(len(data))[:] = b"\xab" * len(data)
+        return False
+
+    def read_good(buffer_for: Callable[[int], memoryview]) -> bool:
+        buffer_for(len(data))[:] = data
+        return True
+
+    received: list[Message] = []
+    async with trio.open_nursery() as nursery:
+        sender, done, sender_pool, _ = await _pooled_channel_pair(nursery, received, 2)
+        await sender.send(DeferredChunk(1, cid, scribble_and_fail))
+        await sender.send(DeferredChunk(2, cid, read_good))
+        with trio.fail_after(10):
+            await done.wait()
+        nursery.cancel_scope.cancel()
+    assert sender_pool.reused == 1
+    missing, good = received
+    assert missing == Missing(1, cid)
+    assert isinstance(good, Chunk)
+    assert good.data == data
+    assert good.intact is True
