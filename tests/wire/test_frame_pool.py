@@ -9,7 +9,6 @@ import random
 import struct
 import threading
 from collections.abc import Callable
-from functools import partial
 
 import pytest
 import trio
@@ -17,13 +16,12 @@ from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from p2pstore.identity import Identity
-from p2pstore.wire import Chunk, FrameDecoder, Message, Missing, SecureChannel, accept, initiate
+from p2pstore.wire import Chunk, FrameDecoder, Message, Missing, SecureChannel
 from p2pstore.wire.buffers import FramePool
 from p2pstore.wire.channel import DeferredChunk
 from p2pstore.wire.framing import HEADER_BYTES, OWN_BUFFER_BYTES
 
-from .test_zero_copy import CONFIG, _ignore, _receive_like_a_socket
+from .test_zero_copy import _channel_pair, _receive_like_a_socket
 
 BIG = OWN_BUFFER_BYTES
 
@@ -182,24 +180,8 @@ async def _pooled_channel_pair(
     nursery: trio.Nursery, received: list[Message], expected: int
 ) -> tuple[SecureChannel, trio.Event, FramePool, FramePool]:
     """A channel pair over loopback with a pool of its own on each side."""
-    a, b = Identity.generate(), Identity.generate()
     sender_pool, receiver_pool = FramePool(), FramePool()
-    done = trio.Event()
-
-    async def on_connection(stream: trio.SocketStream) -> None:
-        channel = await accept(stream, b, CONFIG, pool=receiver_pool)
-
-        async def collect(message: Message) -> None:
-            received.append(message)
-            if len(received) == expected:
-                done.set()
-
-        await channel.run(collect)
-
-    listeners = await nursery.start(partial(trio.serve_tcp, on_connection, 0, host="127.0.0.1"))
-    stream = await trio.open_tcp_stream("127.0.0.1", listeners[0].socket.getsockname()[1])
-    sender = await initiate(stream, a, b.node_id, CONFIG, pool=sender_pool)
-    nursery.start_soon(sender.run, _ignore)
+    sender, done = await _channel_pair(nursery, received, expected, (sender_pool, receiver_pool))
     return sender, done, sender_pool, receiver_pool
 
 

@@ -35,6 +35,7 @@ from p2pstore.wire import (
     encode_frame,
     initiate,
 )
+from p2pstore.wire.buffers import SHARED_FRAME_POOL, FramePool
 from p2pstore.wire.channel import DeferredChunk
 from p2pstore.wire.framing import EAGER_BODY_BYTES, OWN_BUFFER_BYTES
 from p2pstore.wire.messages import data_message_head
@@ -192,15 +193,19 @@ def test_sealed_in_place_opens_in_place_and_as_bytes(plaintext: bytes, counter: 
 
 
 async def _channel_pair(
-    nursery: trio.Nursery, received: list[Message], expected: int
+    nursery: trio.Nursery,
+    received: list[Message],
+    expected: int,
+    pools: tuple[FramePool, FramePool] = (SHARED_FRAME_POOL, SHARED_FRAME_POOL),
 ) -> tuple[SecureChannel, trio.Event]:
     """Two channels over a real loopback connection; ``received`` collects what the second gets,
-    and the event is set once it has ``expected`` messages."""
+    and the event is set once it has ``expected`` messages. ``pools``: the sender's frame pool
+    and the receiver's."""
     a, b = Identity.generate(), Identity.generate()
     done = trio.Event()
 
     async def on_connection(stream: trio.SocketStream) -> None:
-        channel = await accept(stream, b, CONFIG)
+        channel = await accept(stream, b, CONFIG, pool=pools[1])
 
         async def collect(message: Message) -> None:
             received.append(message)
@@ -212,7 +217,7 @@ async def _channel_pair(
     listeners = await nursery.start(partial(trio.serve_tcp, on_connection, 0, host="127.0.0.1"))
     port = listeners[0].socket.getsockname()[1]
     stream = await trio.open_tcp_stream("127.0.0.1", port)
-    sender = await initiate(stream, a, b.node_id, CONFIG)
+    sender = await initiate(stream, a, b.node_id, CONFIG, pool=pools[0])
     nursery.start_soon(sender.run, _ignore)
     return sender, done
 
