@@ -36,6 +36,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from importlib.metadata import version
 from pathlib import Path
 
@@ -54,11 +55,11 @@ from p2pstore.wire import (
     WireConfig,
 )
 from p2pstore.wire.buffers import SHARED_FRAME_POOL
-from p2pstore.wire.channel import _open_and_decode, receive_into
+from p2pstore.wire.channel import DeferredChunk, _open_and_decode, _read_deferred, receive_into
 from p2pstore.wire.config import PIPELINE_DEPTH, RECEIVE_SIZE
 from p2pstore.wire.framing import HEADER, HEADER_BYTES, OWN_BUFFER_BYTES
 from p2pstore.wire.messages import data_message_head
-from p2pstore.wire.seal import TAG_BYTES, Opener, Sealer
+from p2pstore.wire.seal import Opener, Sealer
 
 CHUNK_BYTES = 1024 * 1024
 POPULATE_BATCH = 16
@@ -92,19 +93,17 @@ def _plain_frame(path: Path, head: bytes, size: int) -> bytearray:
     return frame
 
 
-def _floor_frame(store: ChunkStore, cid: bytes, head: bytes, sealer: Sealer) -> bytearray:
-    """A CHUNK frame as the channel's server builds it (pooled buffer, the store's verified read
-    straight into it, sealed in place), minus the channel's nonce bookkeeping."""
-    frames: list[bytearray] = []
+def _floor_frame(store: ChunkStore, request_id: int, cid: bytes, sealer: Sealer) -> bytearray:
+    """A CHUNK frame built by the channel's own code for a served chunk (the store's verified
+    read straight into a pooled frame), sealed in place: the channel's work per served chunk,
+    minus its nonce bookkeeping."""
 
-    def buffer_for(size: int) -> memoryview:
-        frame = SHARED_FRAME_POOL.take(HEADER_BYTES + len(head) + size + TAG_BYTES)
-        frames.append(frame)
-        return memoryview(frame)[HEADER_BYTES + len(head) : len(frame) - TAG_BYTES]
+    def read(buffer_for: Callable[[int], memoryview]) -> bool:
+        store.read_chunk_into(cid, buffer_for)
+        return True
 
-    store.read_chunk_into(cid, buffer_for)
-    frame = frames[0]
-    frame[HEADER_BYTES : HEADER_BYTES + len(head)] = head
+    frame = _read_deferred(DeferredChunk(request_id, cid, read), SHARED_FRAME_POOL)
+    assert isinstance(frame, bytearray)
     sealer.seal_in_place(FLOOR_NONCE, frame)
     return frame
 
@@ -121,12 +120,14 @@ async def _serve_plain(store: ChunkStore, sealed: bool, task_status: trio.TaskSt
 
         async def answer(request: Get) -> None:
             for cid in request.chunk_ids:
-                size = store.chunk_size(cid)
-                assert size is not None
-                head = data_message_head(Chunk, request.request_id, cid, size)
                 if sealed:
-                    frame = await trio.to_thread.run_sync(_floor_frame, store, cid, head, sealer)
+                    frame = await trio.to_thread.run_sync(
+                        _floor_frame, store, request.request_id, cid, sealer
+                    )
                 else:
+                    size = store.chunk_size(cid)
+                    assert size is not None
+                    head = data_message_head(Chunk, request.request_id, cid, size)
                     frame = await trio.to_thread.run_sync(
                         _plain_frame, store.chunk_path(cid), head, size
                     )

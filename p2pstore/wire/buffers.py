@@ -11,8 +11,6 @@ do too), and hands them out again.
 from __future__ import annotations
 
 import threading
-from collections import deque
-from collections.abc import MutableSequence
 
 from .framing import OWN_BUFFER_BYTES
 
@@ -36,8 +34,9 @@ class FramePool:
             raise ValueError("max_bytes must not be negative")
         self.max_bytes = max_bytes
         self._lock = threading.Lock()
-        self._by_length: dict[int, list[bytearray]] = {}
-        self._idle: deque[bytearray] = deque()  # oldest first, for eviction
+        # Oldest first. A short list (32 MiB of 1 MiB frames is 32 entries): scanning it for a
+        # length costs less than keeping a second index in step with it.
+        self._idle: list[bytearray] = []
         self._idle_bytes = 0
         self.reused = 0
         """How many :meth:`take` / :meth:`take_idle` calls were served with an idle buffer."""
@@ -55,16 +54,12 @@ class FramePool:
     def take_idle(self, length: int) -> bytearray | None:
         """A reused buffer of ``length`` bytes if one is idle, else ``None`` (allocates nothing)."""
         with self._lock:
-            buffers = self._by_length.get(length)
-            if not buffers:
-                return None
-            buffer = buffers.pop()
-            if not buffers:
-                del self._by_length[length]
-            _remove_identical(self._idle, buffer)
-            self._idle_bytes -= length
-            self.reused += 1
-            return buffer
+            for index in range(len(self._idle) - 1, -1, -1):  # the most recently idle first
+                if len(self._idle[index]) == length:
+                    self._idle_bytes -= length
+                    self.reused += 1
+                    return self._idle.pop(index)
+            return None
 
     def give(self, buffer: bytearray) -> None:
         """Hand ``buffer`` back for reuse (ignored if it is small or bigger than the pool)."""
@@ -73,23 +68,9 @@ class FramePool:
             return
         with self._lock:
             while self._idle_bytes + length > self.max_bytes:
-                oldest = self._idle.popleft()
-                same_length = self._by_length[len(oldest)]
-                _remove_identical(same_length, oldest)
-                if not same_length:
-                    del self._by_length[len(oldest)]
-                self._idle_bytes -= len(oldest)
-            self._by_length.setdefault(length, []).append(buffer)
+                self._idle_bytes -= len(self._idle.pop(0))
             self._idle.append(buffer)
             self._idle_bytes += length
-
-
-def _remove_identical(buffers: MutableSequence[bytearray], buffer: bytearray) -> None:
-    """Remove ``buffer`` itself from ``buffers`` (``remove`` would compare contents)."""
-    for index, candidate in enumerate(buffers):
-        if candidate is buffer:
-            del buffers[index]
-            return
 
 
 SHARED_FRAME_POOL = FramePool()

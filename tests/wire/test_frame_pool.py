@@ -6,7 +6,6 @@ from __future__ import annotations
 import hashlib
 import os
 import random
-import struct
 import threading
 from collections.abc import Callable
 
@@ -16,12 +15,19 @@ from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from p2pstore.wire import Chunk, FrameDecoder, Message, Missing, SecureChannel
+from p2pstore.wire import (
+    Chunk,
+    FrameDecoder,
+    Message,
+    Missing,
+    SecureChannel,
+    encode_frame,
+)
 from p2pstore.wire.buffers import FramePool
 from p2pstore.wire.channel import DeferredChunk
-from p2pstore.wire.framing import HEADER_BYTES, OWN_BUFFER_BYTES
+from p2pstore.wire.framing import OWN_BUFFER_BYTES
 
-from .test_zero_copy import _channel_pair, _receive_like_a_socket
+from .test_zero_copy import _channel_pair, _offered_after_header, _receive_like_a_socket
 
 BIG = OWN_BUFFER_BYTES
 
@@ -90,17 +96,13 @@ class PoolMachine(RuleBasedStateMachine):
 
     @invariant()
     def bounded_and_counted(self) -> None:
-        held = [b for bs in self.pool._by_length.values() for b in bs]
+        held = self.pool._idle
         assert sum(map(len, held)) == self.pool.idle_bytes <= self.pool.max_bytes
-        assert sorted(map(id, held)) == sorted(map(id, self.pool._idle))
+        assert len({id(b) for b in held}) == len(held)
         assert not {id(b) for b in held} & {id(b) for b in self.out}
 
 
 TestPoolMachine = PoolMachine.TestCase
-
-
-def _frame(payload: bytes) -> bytes:
-    return struct.pack(">I", len(payload)) + payload
 
 
 @given(st.binary(min_size=1, max_size=64), st.integers(1, 3))
@@ -110,17 +112,15 @@ def test_an_idle_buffer_carries_the_next_frame_of_its_length(prefix: bytes, piec
     pool = FramePool()
     first, second = prefix + os.urandom(2 * BIG), prefix[::-1] + os.urandom(2 * BIG)
     decoder = FrameDecoder(max_frame_bytes=len(first), pool=pool)
-    assert _receive_like_a_socket(decoder, _frame(first), [len(first) // pieces + 1]) == [first]
+    assert _receive_like_a_socket(decoder, encode_frame(first), [len(first) // pieces + 1]) == [
+        first
+    ]
     assert pool.reused == 0  # nothing idle yet
     idle = bytearray(b"\xee") * len(second)  # stale bytes, as a used buffer would hold
     pool.give(idle)
-    decoder.receive_data(_frame(second)[: HEADER_BYTES + 1])
-    assert decoder.next_frame() is None
-    target = decoder.receive_buffer()
-    assert target is not None
-    assert len(target) == len(second) - 1  # the whole frame's buffer, at once
-    del target
-    rest = _frame(second)[HEADER_BYTES + 1 :]
+    # the whole frame's buffer, at once
+    assert _offered_after_header(decoder, len(second), second[:1]) == len(second) - 1
+    rest = second[1:]
     assert _receive_like_a_socket(decoder, rest, [len(rest) // pieces + 1]) == [second]
     assert idle == second
     assert pool.reused == 1
@@ -134,12 +134,7 @@ def test_a_bare_header_takes_no_idle_buffer_before_the_peer_has_sent_that_much()
     idle = bytearray(size)
     pool.give(idle)
     decoder = FrameDecoder(max_frame_bytes=size, pool=pool)
-    decoder.receive_data(struct.pack(">I", size) + b"x")
-    assert decoder.next_frame() is None
-    target = decoder.receive_buffer()
-    assert target is not None
-    assert len(target) == OWN_BUFFER_BYTES - 1
-    del target
+    assert _offered_after_header(decoder, size, b"x") == OWN_BUFFER_BYTES - 1
     assert pool.reused == 0
     assert pool.idle_bytes == size
 
@@ -171,8 +166,7 @@ def test_concurrent_takes_and_gives_never_share_a_buffer() -> None:
     for thread in threads:
         thread.join()
     assert errors == []
-    held = [b for bs in pool._by_length.values() for b in bs]
-    assert sum(map(len, held)) == pool.idle_bytes <= pool.max_bytes
+    assert sum(map(len, pool._idle)) == pool.idle_bytes <= pool.max_bytes
     assert pool.reused > 0
 
 

@@ -77,6 +77,16 @@ def _receive_like_a_socket(decoder: FrameDecoder, stream: bytes, sizes: list[int
     return out
 
 
+def _offered_after_header(decoder: FrameDecoder, size: int, first_byte: bytes) -> int:
+    """Feed the header of a ``size``-byte frame and its first byte; the length of the buffer the
+    decoder then offers for the rest of the frame (it must offer one)."""
+    decoder.receive_data(struct.pack(">I", size) + first_byte)
+    assert decoder.next_frame() is None
+    target = decoder.receive_buffer()
+    assert target is not None
+    return len(target)
+
+
 @given(
     st.lists(
         st.one_of(st.binary(max_size=200), st.integers(0, 3 * OWN_BUFFER_BYTES).map(os.urandom)),
@@ -295,16 +305,8 @@ def test_a_bare_header_commits_no_more_than_the_peer_has_sent() -> None:
     has sent that much, a frame's whole buffer is allocated when its header arrives."""
     size = EAGER_BODY_BYTES
     decoder = FrameDecoder(max_frame_bytes=size)
-    decoder.receive_data(struct.pack(">I", size) + b"x")
-    assert decoder.next_frame() is None
-    target = decoder.receive_buffer()
-    assert target is not None
-    assert len(target) == OWN_BUFFER_BYTES - 1
-    del target
+    assert _offered_after_header(decoder, size, b"x") == OWN_BUFFER_BYTES - 1
     first = b"x" + os.urandom(size - 1)
     assert _receive_like_a_socket(decoder, first[1:], [300_000]) == [first]
-    decoder.receive_data(struct.pack(">I", size) + b"y")
-    assert decoder.next_frame() is None
-    target = decoder.receive_buffer()
-    assert target is not None
-    assert len(target) == size - 1  # the whole frame, up front: no copies while it arrives
+    # the whole frame, up front: no copies while it arrives
+    assert _offered_after_header(decoder, size, b"y") == size - 1
