@@ -98,8 +98,8 @@ def _instrument(node: Node, marks: dict[str, float], counts: dict[str, int]) -> 
     find = node._find_file_providers
     store = node.store
 
-    async def find_providers(key: bytes) -> Any:
-        result = await find(key)
+    async def find_providers(key: bytes, **options: Any) -> Any:
+        result = await find(key, **options)
         marks.setdefault("discovered", time.perf_counter())
         counts.setdefault("providers", len(result))
         return result

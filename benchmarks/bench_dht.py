@@ -651,7 +651,14 @@ def main() -> None:
     )
     parser.add_argument("--no-peer", action="store_true", help="skip the kademlia package")
     parser.add_argument("--phase", choices=["ours", "kademlia"], help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--smoke",
+        action="store_true",
+        help="a seconds-long run (N = 16, 5 look-ups of each kind), to check it works",
+    )
     args = parser.parse_args()
+    if args.smoke:
+        args.sizes, args.lookups, args.node_lookups, args.build_timeout = "16", 5, 5, 60.0
     sizes = [int(s) for s in args.sizes.split(",") if s]
     if not sizes or min(sizes) < 2 or args.lookups < 1 or args.node_lookups < 1:
         parser.error("sizes must be >= 2 and lookup counts >= 1")

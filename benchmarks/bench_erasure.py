@@ -81,7 +81,12 @@ def main() -> None:
     parser.add_argument("--chunk-size", type=int, default=1 << 20, help="bytes per chunk")
     parser.add_argument("--repeat", type=int, default=15, help="timed runs per figure")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    parser.add_argument(
+        "--smoke", action="store_true", help="a seconds-long run on 64 KiB chunks, to check it runs"
+    )
     args = parser.parse_args()
+    if args.smoke:
+        args.chunk_size, args.repeat = 64 * 1024, 1
     chunk: int = args.chunk_size
     rng = np.random.default_rng(20240601)
 

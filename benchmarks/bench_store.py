@@ -101,7 +101,12 @@ def main() -> None:
     parser.add_argument("--k", type=int, default=4)
     parser.add_argument("--m", type=int, default=2)
     parser.add_argument("--dir", type=Path, default=None, help="where to put the temp files")
+    parser.add_argument(
+        "--smoke", action="store_true", help="a seconds-long run on a 4 MiB file, to check it works"
+    )
     args = parser.parse_args()
+    if args.smoke:
+        args.size_mib, args.chunk_size_kib = 4, 256
 
     work = Path(tempfile.mkdtemp(prefix="bench_store-", dir=args.dir))
     try:

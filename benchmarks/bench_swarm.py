@@ -91,7 +91,14 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=None,
         help="where data directories go (default: a temporary directory)",
     )
+    parser.add_argument(
+        "--smoke",
+        action="store_true",
+        help="a seconds-long run (2 MiB, N = 1 and 2, 1 unlimited seeder), to check it works",
+    )
     args = parser.parse_args(argv)
+    if args.smoke:
+        args.size, args.rate, args.seeders, args.unlimited_seeders = 2 * 1024 * 1024, 20.0, "1,2", 1
     args.seeder_counts = [int(x) for x in args.seeders.split(",") if x.strip()]
     if not args.seeder_counts or min(args.seeder_counts) < 1:
         parser.error("--seeders needs positive integers")

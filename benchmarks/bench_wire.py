@@ -352,7 +352,12 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=2)
     parser.add_argument("--serve", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--mode", choices=MODES, help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--smoke", action="store_true", help="a seconds-long run on 8 MiB, to check it works"
+    )
     args = parser.parse_args()
+    if args.smoke:
+        args.size_mib, args.repeat = 8, 1
     if args.serve is not None:
         trio.run(serve, args.serve, args.mode)
         return
