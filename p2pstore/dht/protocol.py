@@ -87,6 +87,8 @@ VERIFY_RETRY_FACTOR = 10
 REPUBLISH_CONCURRENCY = 8
 """Keys re-announced at once: enough to get through thousands of chunk IDs per interval without
 flooding the network (each announcement is a lookup plus k ADD_PROVIDERs)."""
+STALL_FLOOR = 0.05
+"""Shortest stall timeout (seconds): below it, scheduling jitter would pass for slowness."""
 INTERNAL = 0
 """Operation ID of the node's own background work (maintenance, eviction and verification PINGs):
 never reported, never cancelled."""
@@ -242,7 +244,7 @@ class _Requester(Protocol):
 class _Pending:
     """One request awaiting its reply."""
 
-    __slots__ = ("address", "expected_id", "method", "op", "owner", "timer")
+    __slots__ = ("address", "expected_id", "method", "op", "owner", "sent_at", "timer")
 
     def __init__(
         self,
@@ -252,7 +254,9 @@ class _Pending:
         owner: _Requester,
         op: int,
         timer: list[object],
+        sent_at: float,
     ) -> None:
+        self.sent_at = sent_at
         self.address = address
         self.method = method
         self.expected_id = expected_id
@@ -403,8 +407,19 @@ class _LookupRun:
                 now=now,
             )
             self.txids.add(txid)
-        if lookup.done or lookup.in_flight == 0:
+            self.node._schedule(now + self.node.stall_timeout(), self._stalled, txid)
+        if lookup.done or lookup.outstanding == 0:
             self._finish(now)
+
+    def _stalled(self, now: float, txid: object) -> None:
+        """A request slower than the node's stall timeout stops holding up the lookup."""
+        assert isinstance(txid, bytes)
+        pending = self.node._pending.get(txid)
+        if self.finished or pending is None or not self.node._alive(self.op):
+            return
+        assert pending.expected_id is not None
+        self.lookup.on_stalled(pending.expected_id)
+        self._advance(now)
 
     def on_response(self, pending: _Pending, response: Response | None, now: float) -> None:
         if self.finished or not self.node._alive(self.op):
@@ -532,6 +547,8 @@ class DhtNode:
         self._ops: dict[int, bool] = {INTERNAL: False}
         """Running operations; the value says whether the caller waits for its result."""
         self._op_ids = itertools.count(1)
+        self._srtt: float | None = None
+        self._rttvar = 0.0
         self._last_save = now
         self._saved_version = self.table.version
         self._save_due: float | None = None
@@ -565,6 +582,29 @@ class DhtNode:
     def pending_requests(self) -> int:
         """Requests sent and not yet answered, timed out or abandoned."""
         return len(self._pending)
+
+    def stall_timeout(self) -> float:
+        """How long a lookup waits for one reply before it stops counting that request against
+        ``alpha``: the smoothed round trip plus four deviations (as TCP's retransmission timer,
+        RFC 6298), measured on this node's answered requests, between :data:`STALL_FLOOR` and
+        ``request_timeout`` (the latter until a round trip has been measured)."""
+        limit = self.config.request_timeout
+        if self._srtt is None:
+            return limit
+        return min(limit, max(STALL_FLOOR, self._srtt + 4.0 * self._rttvar))
+
+    def _measured(self, rtt: float) -> None:
+        if self._srtt is None:
+            self._srtt, self._rttvar = rtt, rtt / 2.0
+        else:
+            self._rttvar = 0.75 * self._rttvar + 0.25 * abs(self._srtt - rtt)
+            self._srtt = 0.875 * self._srtt + 0.125 * rtt
+
+    def operation_of(self, txid: bytes) -> int | None:
+        """The operation an outstanding request belongs to (:data:`INTERNAL` for the node's own
+        background work), ``None`` if no request with this transaction ID is outstanding."""
+        pending = self._pending.get(txid)
+        return None if pending is None else pending.op
 
     # Inputs ----------------------------------------------------------------------------------
 
@@ -910,10 +950,21 @@ class DhtNode:
     ) -> None:
         def job(index: int) -> Callable[[float, Callable[[float], None]], None]:
             def run(now: float, done: Callable[[float], None]) -> None:
-                def looked(_r: LookupResult, now: float) -> None:
+                def looked(_r: object, now: float) -> None:
                     self.table.touch(index, now)
                     done(now)
 
+                contacts = self.table.bucket_contacts(index)
+                if len(contacts) >= self.config.k:
+                    # A full bucket already knows k nodes of its range: check the one seen
+                    # longest ago (a miss replaces it from the replacement cache) rather than
+                    # pay a whole lookup. Non-full buckets get the paper's lookup.
+                    oldest = contacts[0]
+                    _Call(
+                        self, op, oldest.address, Ping(), expected_id=oldest.node_id,
+                        attempts=1, timeout=self.config.request_timeout, then=looked, now=now,
+                    )  # fmt: skip
+                    return
                 target = self.table.random_id_in_bucket(index, self.rng)
                 self._lookup_nodes(op, target, now, looked)
 
@@ -1009,7 +1060,7 @@ class DhtNode:
             Request(txid, self.node_id, body), self._pad_to if pad else 0
         )
         timer = self._schedule(now + timeout, self._timed_out, txid)
-        self._pending[txid] = _Pending(address, method_of(body), expected_id, owner, op, timer)
+        self._pending[txid] = _Pending(address, method_of(body), expected_id, owner, op, timer, now)
         self._emit(address, payload, size, txid)
         return txid
 
@@ -1054,6 +1105,7 @@ class DhtNode:
         else:
             del self._pending[response.txid]
             pending.timer[2] = None
+            self._measured(now - pending.sent_at)
             self._add_verified(Contact(response.sender_id, source[0], source[1]), now)
             pending.owner.on_response(pending, response, now)
 
@@ -1154,8 +1206,7 @@ class DhtNode:
             self._maybe_verify(Contact(request.sender_id, source[0], source[1]), now)
 
     def _closest_for(self, target: bytes, requester: bytes) -> tuple[Contact, ...]:
-        nodes = self.table.closest(target, self.config.k + 1)
-        return tuple(c for c in nodes if c.node_id != requester)[: self.config.k]
+        return tuple(self.table.closest(target, self.config.k, exclude=requester))
 
     def _answer(self, request: Request, source: Address, now: float) -> ReplyBody:
         body = request.body

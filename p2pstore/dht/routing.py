@@ -139,8 +139,11 @@ class RoutingTable:
         b = self._buckets.get(index)
         return None if b is None else b.pending_ping
 
-    def closest(self, target: bytes, count: int | None = None) -> list[Contact]:
-        """Up to ``count`` (default k) contacts closest to ``target``, closest first.
+    def closest(
+        self, target: bytes, count: int | None = None, *, exclude: bytes | None = None
+    ) -> list[Contact]:
+        """Up to ``count`` (default k) contacts closest to ``target``, closest first, never the
+        one whose ID is ``exclude``.
 
         Every contact of bucket ``j`` is at a distance from ``target`` in
         ``[P_j, P_j + 2**j)`` with ``P_j = ((d >> j) ^ 1) << j`` (``d``: our distance to the
@@ -156,8 +159,11 @@ class RoutingTable:
         out: list[Contact] = []
         for _, j in order:
             contacts = self._buckets[j].contacts
-            ranked = sorted(contacts, key=lambda c: int.from_bytes(c.node_id, "big") ^ t)
-            out.extend(ranked[: n - len(out)])
+            if exclude is not None:
+                contacts = [c for c in contacts if c.node_id != exclude]
+            if len(contacts) > 1:
+                contacts = sorted(contacts, key=lambda c: int.from_bytes(c.node_id, "big") ^ t)
+            out.extend(contacts[: n - len(out)])
             if len(out) >= n:
                 break
         return out
