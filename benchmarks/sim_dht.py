@@ -22,8 +22,10 @@ Network model (definitions: ``MEASURING.md``, sim_dht.py):
 
 Initial network (fast, without a join per node): node IDs are sorted once; for every node and
 every bucket, the IDs that fall in that bucket's range are one contiguous slice of the sorted
-list, and up to k of them, chosen at random, are offered to the node's own
-``RoutingTable.update`` (so the table's admission rules apply: k per bucket, never itself); each
+list, and up to k of them, chosen at random, are given to the node's own table
+(``RoutingTable.adopt``: the admission rules of ``update`` for a bucket with room: k per
+bucket, never itself, one node per address), as if they had all answered at one random moment
+of the last ``bucket_refresh_interval``; each
 bucket's refresh clock starts at a random point of the last ``bucket_refresh_interval``, so
 maintenance is spread as in a network that has been running. That is the table a node would hold
 after contacts from every bucket had answered it in random order.
@@ -197,15 +199,15 @@ class Simulation:
             for j in range(255, -1, -1):
                 low = ((own >> j) ^ 1) << j
                 lo = bisect.bisect_left(ids, low)
-                hi = bisect.bisect_left(ids, low + (1 << j))
+                hi = bisect.bisect_left(ids, low + (1 << j), lo)
                 count = hi - lo
                 if count > 0:
                     picks = range(lo, hi) if count <= k else self.rng.sample(range(lo, hi), k)
-                    for p in picks:
-                        table.update(ranked[p].contact, -self.rng.random() * interval)
+                    table.adopt([ranked[p].contact for p in picks], -self.rng.random() * interval)
                 # Nodes sharing our prefix down to bit j: none but us means no nearer bucket.
-                mine = ((own >> j) << j, ((own >> j) + 1) << j)
-                if bisect.bisect_left(ids, mine[1]) - bisect.bisect_left(ids, mine[0]) <= 1:
+                mine = (own >> j) << j
+                first = bisect.bisect_left(ids, mine)
+                if bisect.bisect_left(ids, mine + (1 << j), first) - first <= 1:
                     break
             nearest = min((table.bucket_index(c.node_id) for c in table.contacts()), default=255)
             for index in range(nearest, 256):

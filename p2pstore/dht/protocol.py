@@ -946,13 +946,27 @@ class DhtNode:
         self._refresh(op, self.table.sparse_buckets(), self.config.alpha, now, then)
 
     def _refresh(
-        self, op: int, indices: list[int], limit: int, now: float, then: Callable[[float], None]
+        self,
+        op: int,
+        indices: list[int],
+        limit: int,
+        now: float,
+        then: Callable[[float], None],
+        *,
+        stale_after: float | None = None,
     ) -> None:
+        """Refresh buckets ``indices`` (``limit`` at a time); with ``stale_after``, a bucket
+        touched meanwhile (a contact of it answered an earlier refresh) is skipped."""
+
         def job(index: int) -> Callable[[float, Callable[[float], None]], None]:
             def run(now: float, done: Callable[[float], None]) -> None:
                 def looked(_r: object, now: float) -> None:
                     self.table.touch(index, now)
                     done(now)
+
+                if stale_after is not None and not self.table.is_stale(index, now, stale_after):
+                    done(now)
+                    return
 
                 contacts = self.table.bucket_contacts(index)
                 if len(contacts) >= self.config.k:
@@ -987,7 +1001,9 @@ class DhtNode:
         for key, (record, due) in list(self._published.items()):
             if due <= now:
                 jobs.append(self._republish_value(key, record))
-        refresh = self.table.buckets_to_refresh(now, cfg.bucket_refresh_interval)
+        # Farthest first: a lookup in a far sparse bucket hears from nodes of the nearer ones,
+        # which are then fresh and skipped.
+        refresh = self.table.buckets_to_refresh(now, cfg.bucket_refresh_interval)[::-1]
 
         def refreshed(now: float) -> None:
             if self.persist and now - self._last_save >= cfg.table_save_interval:
@@ -995,7 +1011,9 @@ class DhtNode:
             self._schedule(now + cfg.maintenance_interval, self._maintenance, None)
 
         def republished(now: float) -> None:
-            self._refresh(INTERNAL, refresh, 1, now, refreshed)
+            self._refresh(
+                INTERNAL, refresh, 1, now, refreshed, stale_after=cfg.bucket_refresh_interval
+            )
 
         _Limited(jobs, REPUBLISH_CONCURRENCY, republished, now)
 

@@ -218,6 +218,30 @@ class RoutingTable:
             return oldest
         return None
 
+    def adopt(self, contacts: list[Contact], seen: float) -> int:
+        """Add verified contacts that all answered at ``seen``, in order, under the rules of
+        :meth:`update` for a bucket with room: never our own ID, never an ID or an address the
+        table already holds, at most k per bucket; a contact for a full bucket is ignored (no
+        eviction, no replacement cache). For building many tables at once (the simulator);
+        returns how many entered."""
+        added = 0
+        own = self._own
+        by_address = self._by_address
+        for contact in contacts:
+            d = own ^ int.from_bytes(contact.node_id, "big")
+            if d == 0 or contact.address in by_address:
+                continue
+            index = d.bit_length() - 1
+            bucket = self._buckets.get(index)
+            if bucket is None:
+                bucket = self._buckets[index] = _Bucket(self._created)
+            if len(bucket.contacts) >= self.k or bucket.position(contact.node_id) >= 0:
+                continue
+            self._insert(bucket, contact, seen)
+            bucket.last_touched = max(bucket.last_touched, seen)
+            added += 1
+        return added
+
     def ping_result(self, node_id: bytes, alive: bool, now: float) -> None:
         """The outcome of the PING that :meth:`update` asked for."""
         if node_id == self.own_id:
@@ -302,7 +326,11 @@ class RoutingTable:
         nearest = self._nearest_occupied()
         if nearest is None:
             return []
-        return [i for i in range(nearest, ID_BITS) if now - self._last_touched(i) >= interval]
+        return [i for i in range(nearest, ID_BITS) if self.is_stale(i, now, interval)]
+
+    def is_stale(self, index: int, now: float, interval: float) -> bool:
+        """Whether bucket ``index`` was not touched for ``interval`` seconds."""
+        return now - self._last_touched(index) >= interval
 
     def touch(self, index: int, now: float) -> None:
         """Mark bucket ``index`` as refreshed (a lookup of an ID in its range was made)."""
