@@ -2,7 +2,8 @@
 
 Start a node with :func:`open_dht` (or run a :class:`DhtService` in your nursery). The wire format
 is in ``docs/protocol.md``; each concern lives in its own module (``messages``, ``routing``,
-``lookup``, ``records``, ``tokens``, ``ratelimit``, ``transport``, ``persist``, ``service``).
+``lookup``, ``records``, ``tokens``, ``ratelimit``, ``transport``, ``persist``); the node's logic is
+the sans-IO :class:`DhtNode` (``protocol``), which :class:`DhtService` (``service``) drives on Trio.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from ..errors import BootstrapError
 from .config import DhtConfig
 from .contact import Contact, distance
 from .lookup import Lookup
+from .protocol import DhtNode, ObjectCodec, WireCodec
 from .records import ProviderRecord, SignedValue, value_key
 from .routing import RoutingTable
 from .service import (
@@ -36,6 +38,7 @@ __all__ = [
     "Contact",
     "CountingTransport",
     "DhtConfig",
+    "DhtNode",
     "DhtService",
     "DhtStats",
     "FaultyTransport",
@@ -43,6 +46,7 @@ __all__ = [
     "LookupResult",
     "MemoryNetwork",
     "MemoryTransport",
+    "ObjectCodec",
     "ProviderLookupResult",
     "ProviderRecord",
     "RoutingTable",
@@ -51,6 +55,7 @@ __all__ = [
     "TransportWrapper",
     "UdpTransport",
     "ValueLookupResult",
+    "WireCodec",
     "distance",
     "open_dht",
     "value_key",

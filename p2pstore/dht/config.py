@@ -42,6 +42,9 @@ class DhtConfig:
     """Period of the housekeeping task (expiry, refresh, republish, routing-table save)."""
     table_save_interval: float = 300.0
     """How often the routing table is written to the data directory (also on shutdown)."""
+    table_save_delay: float = 5.0
+    """A routing table that changed is saved this long after the change (changes meanwhile
+    are saved together), so a node killed and restarted comes back with its contacts."""
     replacement_cache_size: int = 8
     """Verified contacts kept per full bucket, to replace contacts that stop answering."""
     max_failures: int = 3
@@ -57,6 +60,11 @@ class DhtConfig:
     """Distinct keys this node stores provider records for; further new keys are refused."""
     max_providers_per_key: int = 64
     """Provider records kept per key; further new providers for that key are refused."""
+    max_providers_per_ip: int = 4
+    """Provider records kept per key from one IP address (loopback exempt): 50 identities on
+    one host cannot fill a key's records and crowd out the honest ones."""
+    max_providers_per_subnet: int = 8
+    """Provider records kept per key from one /24 (IPv4) or /64 (IPv6) (loopback exempt)."""
     max_values: int = 65536
     """Signed values this node stores; further new value keys are refused."""
     max_pending_verifications: int = 32
@@ -79,6 +87,7 @@ class DhtConfig:
             "token_rotation": self.token_rotation,
             "maintenance_interval": self.maintenance_interval,
             "table_save_interval": self.table_save_interval,
+            "table_save_delay": self.table_save_delay,
             "rate_limit_per_second": self.rate_limit_per_second,
             "rate_limit_burst": self.rate_limit_burst,
         }
@@ -91,6 +100,8 @@ class DhtConfig:
             "rate_limit_max_sources": self.rate_limit_max_sources,
             "max_provider_keys": self.max_provider_keys,
             "max_providers_per_key": self.max_providers_per_key,
+            "max_providers_per_ip": self.max_providers_per_ip,
+            "max_providers_per_subnet": self.max_providers_per_subnet,
             "max_values": self.max_values,
             "max_pending_verifications": self.max_pending_verifications,
             "amplification_factor": self.amplification_factor,

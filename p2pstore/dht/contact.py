@@ -10,7 +10,7 @@ import functools
 import ipaddress
 import socket
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ..errors import ProtocolError
 
@@ -67,18 +67,18 @@ def is_ipv6(host: str) -> bool:
     return ":" in host
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Contact:
     """A DHT node: its node ID and the UDP address it answered from."""
 
     node_id: bytes
     host: str
     port: int
+    address: Address = field(init=False, compare=False, repr=False)
+    """``(host, port)``, made once (routing tables key their address index by it)."""
 
-    @property
-    def address(self) -> Address:
-        """``(host, port)``."""
-        return (self.host, self.port)
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "address", (self.host, self.port))
 
     def __repr__(self) -> str:
         return f"Contact({self.node_id.hex()[:12]}.., {self.host!r}, {self.port})"

@@ -9,16 +9,20 @@ closest first, keeping at most ``alpha`` requests in flight. The lookup is done 
 closest have all answered (or no candidate is left and nothing is in flight). Rounds: the first
 requests (to the initial contacts) are round 1; a contact first learned from a reply of a round-r
 request is queried in round r + 1; :attr:`~Lookup.rounds` is the highest round of any request sent.
+
+Stalls: a request that is slow compared with the round trips the node measures may be declared
+stalled (:meth:`~Lookup.on_stalled`): it no longer takes one of the ``alpha`` slots, so the lookup
+goes on without waiting for it, but its reply is still used if it comes (Jimenez, Osmani and
+Knutsson, "Sub-second lookups on a large-scale Kademlia-based overlay", 2011).
 """
 
 from __future__ import annotations
 
 import bisect
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from enum import Enum
 
-from .contact import Contact, distance
+from .contact import Contact
 
 
 class CandidateState(Enum):
@@ -30,12 +34,23 @@ class CandidateState(Enum):
     FAILED = "failed"
 
 
-@dataclass
+_NEW = CandidateState.NEW
+_IN_FLIGHT = CandidateState.IN_FLIGHT
+_ANSWERED = CandidateState.ANSWERED
+_FAILED = CandidateState.FAILED
+
+
 class _Candidate:
-    contact: Contact
-    distance: int
-    round: int
-    state: CandidateState = CandidateState.NEW
+    __slots__ = ("contact", "distance", "round", "stalled", "state", "wave")
+
+    def __init__(self, contact: Contact, distance: int, round_: int) -> None:
+        self.contact = contact
+        self.distance = distance
+        self.round = round_
+        self.state = _NEW
+        self.stalled = False
+        self.wave = False
+        """Sent in the first wave, before any reply (see :meth:`Lookup.next_requests`)."""
 
 
 class Lookup:
@@ -53,6 +68,7 @@ class Lookup:
         probes: int = 0,
     ) -> None:
         self.target = target
+        self._target = int.from_bytes(target, "big")
         self._probes = probes
         self._replies = 0
         self.k = k
@@ -62,6 +78,10 @@ class Lookup:
         self._by_id: dict[bytes, _Candidate] = {}
         self._ranked: list[tuple[int, bytes]] = []
         self._in_flight = 0
+        self._stalled = 0
+        self._wave_in_flight = 0
+        self._done: bool | None = None
+        """Cached :attr:`done`; ``None`` when a state change may have altered it."""
         self.rounds = 0
         """Highest round of any request sent so far."""
         self.messages = 0
@@ -70,23 +90,15 @@ class Lookup:
             self._learn(contact, 1)
 
     def _learn(self, contact: Contact, round_: int) -> None:
-        if contact.node_id == self._own_id or contact.node_id in self._by_id:
+        node_id = contact.node_id
+        if node_id in self._by_id or node_id == self._own_id:
             return
         if self._accept is not None and not self._accept(contact):
             return
-        d = distance(contact.node_id, self.target)
-        self._by_id[contact.node_id] = _Candidate(contact, d, round_)
-        bisect.insort(self._ranked, (d, contact.node_id))
-
-    def _closest_live(self) -> list[_Candidate]:
-        out = []
-        for _, node_id in self._ranked:
-            candidate = self._by_id[node_id]
-            if candidate.state is not CandidateState.FAILED:
-                out.append(candidate)
-                if len(out) == self.k:
-                    break
-        return out
+        d = int.from_bytes(node_id, "big") ^ self._target
+        self._by_id[node_id] = _Candidate(contact, d, round_)
+        bisect.insort(self._ranked, (d, node_id))
+        self._done = None
 
     def _parallelism(self) -> int:
         # Probing: after the first wave, ask the single closest candidate, ``probes`` times.
@@ -95,59 +107,120 @@ class Lookup:
     def next_requests(self) -> list[tuple[Contact, int]]:
         """Contacts to query now, each with its round; they are marked in flight.
 
-        Normally up to ``alpha`` in flight. With ``probes`` (for look-ups that stop at the first
-        record found), once the first wave has answered, the next ``probes`` requests go one at a
-        time to the closest candidate known after every reply is in: any of the k closest nodes
-        holds the record, and the best candidate usually is one, so the look-up tends to end with
-        one request where ``alpha`` would send several.
+        Normally up to ``alpha`` in flight (stalled requests do not count). With ``probes`` (for
+        look-ups that stop at the first record found), once the first reply is in, the next
+        ``probes`` requests go one at a time to the closest candidate known: any of the k
+        closest nodes holds the record, and the best candidate usually is one, so the look-up
+        tends to end with one request where ``alpha`` would send several. The rest of the first
+        wave does not hold a probe back (waiting for the slowest reply of a round is what makes
+        look-ups slow on real links); its replies still add candidates when they come.
         """
         out: list[tuple[Contact, int]] = []
         limit = self._parallelism()
-        for candidate in self._closest_live():
-            if self._in_flight >= limit:
+        probing = limit == 1 and self._probes > 0
+        busy = self._in_flight - self._wave_in_flight if probing else self._in_flight
+        by_id = self._by_id
+        live = 0
+        done = True
+        for _, node_id in self._ranked:
+            candidate = by_id[node_id]
+            state = candidate.state
+            if state is _FAILED:
+                continue
+            if state is _NEW:
+                if busy < limit:
+                    candidate.state = _IN_FLIGHT
+                    busy += 1
+                    self._in_flight += 1
+                    if self._replies == 0:
+                        candidate.wave = True
+                        self._wave_in_flight += 1
+                    self.messages += 1
+                    if candidate.round > self.rounds:
+                        self.rounds = candidate.round
+                    if self._replies > 0 and self._probes > 0:
+                        self._probes -= 1
+                    out.append((candidate.contact, candidate.round))
+                done = False
+            elif state is _IN_FLIGHT:
+                done = False
+            live += 1
+            if live == self.k:
                 break
-            if candidate.state is CandidateState.NEW:
-                candidate.state = CandidateState.IN_FLIGHT
-                self._in_flight += 1
-                self.messages += 1
-                self.rounds = max(self.rounds, candidate.round)
-                if self._replies > 0 and self._probes > 0:
-                    self._probes -= 1
-                out.append((candidate.contact, candidate.round))
+        self._done = done if live else (self._in_flight + self._stalled == 0)
         return out
 
     def on_reply(self, node_id: bytes, contacts: Iterable[Contact]) -> None:
         """``node_id`` answered, naming ``contacts``. Ignored unless it was in flight."""
         candidate = self._by_id.get(node_id)
-        if candidate is None or candidate.state is not CandidateState.IN_FLIGHT:
+        if candidate is None or candidate.state is not _IN_FLIGHT:
             return
-        candidate.state = CandidateState.ANSWERED
-        self._in_flight -= 1
-        self._replies += 1
+        self._settle(candidate, _ANSWERED)
+        round_ = candidate.round + 1
         for contact in contacts:
-            self._learn(contact, candidate.round + 1)
+            self._learn(contact, round_)
 
     def on_failure(self, node_id: bytes) -> None:
         """The request to ``node_id`` failed (timeout, error). Ignored unless it was in flight."""
         candidate = self._by_id.get(node_id)
-        if candidate is None or candidate.state is not CandidateState.IN_FLIGHT:
+        if candidate is None or candidate.state is not _IN_FLIGHT:
             return
-        candidate.state = CandidateState.FAILED
+        self._settle(candidate, _FAILED)
+
+    def on_stalled(self, node_id: bytes) -> None:
+        """The request to ``node_id`` is slow: stop counting it against ``alpha`` (its reply or
+        failure is still taken when it comes). Ignored unless it is in flight and not stalled."""
+        candidate = self._by_id.get(node_id)
+        if candidate is None or candidate.state is not _IN_FLIGHT or candidate.stalled:
+            return
+        candidate.stalled = True
         self._in_flight -= 1
+        self._stalled += 1
+        if candidate.wave:
+            candidate.wave = False
+            self._wave_in_flight -= 1
+
+    def _settle(self, candidate: _Candidate, state: CandidateState) -> None:
+        candidate.state = state
+        if candidate.wave:
+            candidate.wave = False
+            self._wave_in_flight -= 1
+        if candidate.stalled:
+            candidate.stalled = False
+            self._stalled -= 1
+        else:
+            self._in_flight -= 1
         self._replies += 1
+        self._done = None
 
     @property
     def in_flight(self) -> int:
-        """Requests sent and not yet answered or failed."""
+        """Requests sent and not yet answered, failed or stalled."""
         return self._in_flight
+
+    @property
+    def outstanding(self) -> int:
+        """Requests sent and not yet answered or failed, stalled ones included."""
+        return self._in_flight + self._stalled
 
     @property
     def done(self) -> bool:
         """Whether the k closest live candidates have all answered (or none is left to ask)."""
-        closest = self._closest_live()
-        if not closest:
-            return self._in_flight == 0
-        return all(c.state is CandidateState.ANSWERED for c in closest)
+        if self._done is None:
+            live = 0
+            done = True
+            for _, node_id in self._ranked:
+                state = self._by_id[node_id].state
+                if state is _FAILED:
+                    continue
+                if state is not _ANSWERED:
+                    done = False
+                    break
+                live += 1
+                if live == self.k:
+                    break
+            self._done = done if (live or not done) else (self.outstanding == 0)
+        return self._done
 
     def state_of(self, node_id: bytes) -> CandidateState | None:
         """The state of a candidate, ``None`` if unknown."""
@@ -164,7 +237,7 @@ class Lookup:
         out = []
         for _, node_id in self._ranked:
             candidate = self._by_id[node_id]
-            if candidate.state is CandidateState.ANSWERED:
+            if candidate.state is _ANSWERED:
                 out.append(candidate.contact)
                 if len(out) == self.k:
                     break

@@ -309,7 +309,7 @@ def _encode_response_exact(response: Response) -> bytes:
     return _pack(envelope)
 
 
-def _shrink(body: ReplyBody, excess: int) -> ReplyBody | None:
+def shrink_reply(body: ReplyBody, excess: int) -> ReplyBody | None:
     """``body`` with enough trailing entries dropped to save about ``excess`` bytes.
 
     Providers go first, then the farthest nodes, and last the value. ``None`` if nothing is left
@@ -352,7 +352,7 @@ def encode_response(response: Response, *, budget: int = MAX_DATAGRAM_BYTES) -> 
     data = _encode_response_exact(response)
     body = response.body
     while len(data) > budget:
-        smaller = _shrink(body, len(data) - budget)
+        smaller = shrink_reply(body, len(data) - budget)
         if smaller is None:
             break
         body = smaller
@@ -360,6 +360,39 @@ def encode_response(response: Response, *, budget: int = MAX_DATAGRAM_BYTES) -> 
             Response(response.txid, response.sender_id, response.method, body)
         )
     return data
+
+
+def _contacts_size(contacts: tuple[Contact, ...]) -> int:
+    return 3 + sum(52 if ":" in c.host else 40 for c in contacts)
+
+
+def _value_size(v: SignedValue) -> int:
+    return 32 + 16 + len(v.name) + len(v.value) + 66 + 20
+
+
+def estimated_size(message: Request | Response) -> int:
+    """Close to (and never below) the size of ``message``'s datagram without padding, computed
+    without encoding it (for the simulator, which passes messages as objects)."""
+    size = 60 + len(message.txid)
+    if isinstance(message, Request):
+        body = message.body
+        if isinstance(body, FindNode | FindValue | GetProviders):
+            return size + 40
+        if isinstance(body, Store):
+            return size + 10 + len(body.token) + _value_size(body.value)
+        if isinstance(body, AddProvider):
+            return size + 60 + len(body.token)
+        return size
+    reply = message.body
+    if isinstance(reply, ErrorReply):
+        return size + 8 + len(reply.message.encode())
+    if isinstance(reply, NodesReply | ProvidersReply | ValueReply):
+        size += 20 + len(reply.token) + _contacts_size(reply.nodes)
+        if isinstance(reply, ProvidersReply):
+            size += 12 + _contacts_size(reply.providers)
+        elif isinstance(reply, ValueReply) and reply.value is not None:
+            size += 8 + _value_size(reply.value)
+    return size
 
 
 # Decoding -----------------------------------------------------------------------------------

@@ -9,13 +9,16 @@ Both stores are sans-IO: every method takes ``now`` (Trio clock seconds).
 from __future__ import annotations
 
 import hashlib
+import ipaddress
+import random
 import struct
 from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import Enum
 
 from ..identity import PUBLIC_KEY_BYTES, SIGNATURE_BYTES, Identity, verify_signature
-from .contact import NODE_ID_BYTES
+from .contact import NODE_ID_BYTES, pack_ip
 
 MAX_NAME_BYTES = 64
 """A value's name (salt): enough for a label or a hash; keeps STORE well inside one datagram."""
@@ -37,7 +40,7 @@ def signature_input(name: bytes, seq: int, value: bytes) -> bytes:
     return SIGNATURE_DOMAIN + bytes([len(name)]) + name + struct.pack(">Q", seq) + value
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ProviderRecord:
     """A node that serves ``key`` over TCP at ``host:tcp_port``.
 
@@ -52,7 +55,7 @@ class ProviderRecord:
     expires_at: float | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class SignedValue:
     """A small value signed by its publisher with a sequence number (newer replaces older)."""
 
@@ -111,19 +114,107 @@ class StoreOutcome(Enum):
         return self in (StoreOutcome.ADDED, StoreOutcome.REFRESHED, StoreOutcome.REPLACED)
 
 
+def subnet_of(host: str) -> bytes | None:
+    """The /24 (IPv4) or /64 (IPv6) network of an IP literal, ``None`` for loopback addresses
+    (every node of a test network or a demo shares 127.0.0.1: there an IP says nothing about who
+    runs a node) and for anything that is not an IP literal."""
+    try:
+        packed = pack_ip(host)
+    except ValueError:
+        return None
+    if len(packed) == 4:
+        return None if packed[0] == 127 else packed[:3]
+    if ipaddress.IPv6Address(packed).is_loopback:
+        return None
+    return packed[:8]
+
+
+def select_providers(
+    records: Sequence[ProviderRecord],
+    rng: random.Random,
+    *,
+    max_per_ip: int,
+    max_per_subnet: int,
+) -> list[ProviderRecord]:
+    """The records to put in a GET_PROVIDERS reply, in the order to list them.
+
+    At most ``max_per_ip`` per IP address and ``max_per_subnet`` per /24 or /64 (loopback exempt),
+    chosen at random; then ordered round-robin over the subnets in random order, so a reply cut
+    at the datagram size holds as many networks as possible and a crowd of records from one place
+    (newest or not) cannot push out the others. The order is drawn afresh for every reply, so
+    repeated look-ups see different subsets when not all fit.
+    """
+    shuffled = list(records)
+    rng.shuffle(shuffled)
+    per_ip: dict[str, int] = {}
+    groups: dict[bytes | None, list[ProviderRecord]] = {}
+    loopback: list[ProviderRecord] = []
+    for record in shuffled:
+        subnet = subnet_of(record.host)
+        if subnet is None:
+            loopback.append(record)
+            continue
+        group = groups.setdefault(subnet, [])
+        if len(group) >= max_per_subnet or per_ip.get(record.host, 0) >= max_per_ip:
+            continue
+        per_ip[record.host] = per_ip.get(record.host, 0) + 1
+        group.append(record)
+    columns = [*groups.values(), *([r] for r in loopback)]
+    rng.shuffle(columns)
+    out: list[ProviderRecord] = []
+    depth = 0
+    while len(out) < sum(len(c) for c in columns):
+        out.extend(c[depth] for c in columns if depth < len(c))
+        depth += 1
+    return out
+
+
 class ProviderStore:
-    """Provider records by key, at most ``max_keys`` keys and ``max_per_key`` providers per key.
+    """Provider records by key, at most ``max_keys`` keys and ``max_per_key`` providers per key,
+    of which at most ``max_per_ip`` from one IP and ``max_per_subnet`` from one /24 or /64
+    (loopback addresses exempt; see :func:`subnet_of`).
 
     A provider re-announcing itself refreshes its record (new address and expiry). When a bound is
     reached new keys / new providers are refused rather than evicting what is there, so a flood
     cannot push out established records; expired records free room on :meth:`expire`.
     """
 
-    def __init__(self, *, ttl: float, max_keys: int, max_per_key: int) -> None:
+    def __init__(
+        self,
+        *,
+        ttl: float,
+        max_keys: int,
+        max_per_key: int,
+        max_per_ip: int | None = None,
+        max_per_subnet: int | None = None,
+    ) -> None:
         self._ttl = ttl
         self._max_keys = max_keys
         self._max_per_key = max_per_key
+        self._max_per_ip = max_per_ip
+        self._max_per_subnet = max_per_subnet
         self._records: dict[bytes, OrderedDict[bytes, ProviderRecord]] = {}
+
+    def _crowded(
+        self, providers: OrderedDict[bytes, ProviderRecord], node_id: bytes, host: str, now: float
+    ) -> bool:
+        """Whether ``host``'s IP or subnet already has its share of this key's records."""
+        if self._max_per_ip is None and self._max_per_subnet is None:
+            return False
+        subnet = subnet_of(host)
+        if subnet is None:
+            return False
+        same_ip = same_subnet = 0
+        for other in providers.values():
+            if other.node_id == node_id or (other.expires_at or 0.0) <= now:
+                continue
+            if other.host == host:
+                same_ip += 1
+            if subnet_of(other.host) == subnet:
+                same_subnet += 1
+        return (self._max_per_ip is not None and same_ip >= self._max_per_ip) or (
+            self._max_per_subnet is not None and same_subnet >= self._max_per_subnet
+        )
 
     def add(self, key: bytes, node_id: bytes, host: str, tcp_port: int, now: float) -> StoreOutcome:
         """Add or refresh the record of ``node_id`` providing ``key``."""
@@ -138,6 +229,8 @@ class ProviderStore:
             providers = self._records[key] = OrderedDict()
         existed = node_id in providers
         if not existed and len(providers) >= self._max_per_key:
+            return StoreOutcome.REJECTED_FULL
+        if self._crowded(providers, node_id, host, now):
             return StoreOutcome.REJECTED_FULL
         providers[node_id] = ProviderRecord(key, node_id, host, tcp_port, now + self._ttl)
         providers.move_to_end(node_id)

@@ -1,4 +1,4 @@
-"""The routing table: 256 k-buckets by XOR distance, sans-IO.
+"""The routing table: k-buckets by XOR distance, made on demand, sans-IO.
 
 Bucket ``i`` holds the contacts whose distance to us has bit length ``i + 1`` (so bucket 255 is
 the far half of the ID space). Each bucket keeps at most ``k`` contacts ordered least recently seen
@@ -10,32 +10,51 @@ Eviction (Kademlia, section 2.2): a new contact for a full bucket goes to the re
 and :meth:`update` returns the bucket's least recently seen contact for the caller to PING; the
 caller reports the outcome with :meth:`ping_result`: alive -> it stays (moved to the tail),
 dead -> it is removed and the freshest replacement takes its place.
+
+Memory: a bucket exists only once a contact for it was seen or its range was looked up, and a
+contact costs a list slot, its last-seen time and one address-index entry (plus the
+:class:`Contact` itself, which callers share where they can): about 100 bytes, so a full table in
+a network of 100,000 nodes (about 260 contacts) is a few tens of KiB.
 """
 
 from __future__ import annotations
 
-import heapq
-import os
-from dataclasses import dataclass
+import random
 
-from .contact import ID_BITS, Address, Contact, distance
+from .contact import ID_BITS, Address, Contact
 
-
-@dataclass
-class _Entry:
-    contact: Contact
-    last_seen: float
-    failures: int = 0
+_SYSTEM_RANDOM = random.SystemRandom()
 
 
-@dataclass
 class _Bucket:
-    entries: list[_Entry]
-    """Least recently seen first."""
-    replacements: list[_Entry]
-    """Most recently seen last."""
-    last_touched: float
-    pending_ping: bytes | None = None
+    """Parallel lists: ``contacts[i]`` was last seen at ``seen[i]`` (non-decreasing)."""
+
+    __slots__ = (
+        "contacts",
+        "failures",
+        "last_touched",
+        "pending_ping",
+        "replacement_seen",
+        "replacements",
+        "seen",
+    )
+
+    def __init__(self, now: float) -> None:
+        self.contacts: list[Contact] = []
+        self.seen: list[float] = []
+        self.replacements: list[Contact] = []
+        """Most recently seen last."""
+        self.replacement_seen: list[float] = []
+        self.failures: dict[bytes, int] | None = None
+        """Consecutive unanswered requests, only of contacts that have any."""
+        self.last_touched = now
+        self.pending_ping: bytes | None = None
+
+    def position(self, node_id: bytes) -> int:
+        for i, contact in enumerate(self.contacts):
+            if contact.node_id == node_id:
+                return i
+        return -1
 
 
 class RoutingTable:
@@ -52,33 +71,44 @@ class RoutingTable:
     ) -> None:
         self.own_id = own_id
         self.k = k
+        self._own = int.from_bytes(own_id, "big")
         self._replacement_cache_size = replacement_cache_size
         self._max_failures = max_failures
-        self._buckets = [_Bucket([], [], now) for _ in range(ID_BITS)]
-        self._by_id: dict[bytes, int] = {}
+        self._created = now
+        self._buckets: dict[int, _Bucket] = {}
         self._by_address: dict[Address, bytes] = {}
-        self._flat: dict[bytes, tuple[int, Contact]] = {}
-        """node ID -> (ID as an integer, contact): the index :meth:`closest` ranks."""
+        self.version = 0
+        """Incremented whenever a contact enters, leaves or changes address."""
 
     # Queries ---------------------------------------------------------------------------------
 
     def bucket_index(self, node_id: bytes) -> int:
         """The bucket a node ID belongs in. Raises :class:`ValueError` for our own ID."""
-        d = distance(self.own_id, node_id)
+        d = self._own ^ int.from_bytes(node_id, "big")
         if d == 0:
             raise ValueError("our own ID has no bucket")
         return d.bit_length() - 1
 
     def __len__(self) -> int:
-        return len(self._by_id)
+        return len(self._by_address)
 
     def __contains__(self, node_id: object) -> bool:
-        return node_id in self._by_id
+        return isinstance(node_id, bytes) and self.get(node_id) is not None
+
+    def _find(self, node_id: bytes) -> tuple[_Bucket, int] | None:
+        d = self._own ^ int.from_bytes(node_id, "big")
+        if d == 0:
+            return None
+        bucket = self._buckets.get(d.bit_length() - 1)
+        if bucket is None:
+            return None
+        i = bucket.position(node_id)
+        return None if i < 0 else (bucket, i)
 
     def get(self, node_id: bytes) -> Contact | None:
         """The contact with this ID, if in the table."""
-        entry = self._flat.get(node_id)
-        return None if entry is None else entry[1]
+        found = self._find(node_id)
+        return None if found is None else found[0].contacts[found[1]]
 
     def by_address(self, address: Address) -> Contact | None:
         """The contact at this UDP address, if in the table."""
@@ -87,31 +117,56 @@ class RoutingTable:
 
     def contacts(self) -> list[Contact]:
         """Every contact, bucket by bucket, least recently seen first within a bucket."""
-        return [e.contact for b in self._buckets for e in b.entries]
+        return [c for i in sorted(self._buckets) for c in self._buckets[i].contacts]
 
     def bucket(self, index: int) -> list[Contact]:
         """Contacts of bucket ``index``, least recently seen first."""
-        return [e.contact for e in self._buckets[index].entries]
+        b = self._buckets.get(index)
+        return [] if b is None else list(b.contacts)
 
     def bucket_last_seen(self, index: int) -> list[float]:
         """Last-seen times of bucket ``index``'s contacts (non-decreasing)."""
-        return [e.last_seen for e in self._buckets[index].entries]
+        b = self._buckets.get(index)
+        return [] if b is None else list(b.seen)
 
     def replacements(self, index: int) -> list[Contact]:
         """Replacement cache of bucket ``index``, most recently seen last."""
-        return [e.contact for e in self._buckets[index].replacements]
+        b = self._buckets.get(index)
+        return [] if b is None else list(b.replacements)
 
     def pending_ping(self, index: int) -> bytes | None:
         """The contact of bucket ``index`` being pinged for eviction, if any."""
-        return self._buckets[index].pending_ping
+        b = self._buckets.get(index)
+        return None if b is None else b.pending_ping
 
-    def closest(self, target: bytes, count: int | None = None) -> list[Contact]:
-        """Up to ``count`` (default k) contacts closest to ``target``, closest first."""
+    def closest(
+        self, target: bytes, count: int | None = None, *, exclude: bytes | None = None
+    ) -> list[Contact]:
+        """Up to ``count`` (default k) contacts closest to ``target``, closest first, never the
+        one whose ID is ``exclude``.
+
+        Every contact of bucket ``j`` is at a distance from ``target`` in
+        ``[P_j, P_j + 2**j)`` with ``P_j = ((d >> j) ^ 1) << j`` (``d``: our distance to the
+        target); these ranges are disjoint, so buckets are visited in order of ``P_j`` and only
+        the visited ones are sorted.
+        """
+        n = self.k if count is None else count
+        if n <= 0:
+            return []
         t = int.from_bytes(target, "big")
-        best = heapq.nsmallest(
-            self.k if count is None else count, self._flat.values(), key=lambda e: e[0] ^ t
-        )
-        return [contact for _, contact in best]
+        d = self._own ^ t
+        order = sorted(((((d >> j) ^ 1) << j), j) for j, b in self._buckets.items() if b.contacts)
+        out: list[Contact] = []
+        for _, j in order:
+            contacts = self._buckets[j].contacts
+            if exclude is not None:
+                contacts = [c for c in contacts if c.node_id != exclude]
+            if len(contacts) > 1:
+                contacts = sorted(contacts, key=lambda c: int.from_bytes(c.node_id, "big") ^ t)
+            out.extend(contacts[: n - len(out)])
+            if len(out) >= n:
+                break
+        return out
 
     # Updates ---------------------------------------------------------------------------------
 
@@ -128,34 +183,72 @@ class RoutingTable:
             # A different node now answers at this address: the old one is gone.
             self.remove(other)
         index = self.bucket_index(contact.node_id)
-        bucket = self._buckets[index]
+        bucket = self._buckets.get(index)
+        if bucket is None:
+            bucket = self._buckets[index] = _Bucket(self._created)
         bucket.last_touched = now
-        for i, entry in enumerate(bucket.entries):
-            if entry.contact.node_id == contact.node_id:
-                del bucket.entries[i]
-                self._set_address(entry.contact, contact)
-                self._flat[contact.node_id] = (self._flat[contact.node_id][0], contact)
-                bucket.entries.append(_Entry(contact, now))
-                return None
-        if len(bucket.entries) < self.k:
-            self._drop_replacement(bucket, contact.node_id)
-            self._insert(index, _Entry(contact, now))
+        i = bucket.position(contact.node_id)
+        if i >= 0:
+            old = bucket.contacts[i]
+            del bucket.contacts[i]
+            del bucket.seen[i]
+            if old != contact:
+                self._by_address.pop(old.address, None)
+                self._by_address[contact.address] = contact.node_id
+                self.version += 1
+            else:
+                contact = old  # keep the object the table already holds
+            if bucket.failures is not None:
+                bucket.failures.pop(contact.node_id, None)
+            bucket.contacts.append(contact)
+            bucket.seen.append(now)
             return None
         self._drop_replacement(bucket, contact.node_id)
-        bucket.replacements.append(_Entry(contact, now))
+        if len(bucket.contacts) < self.k:
+            self._insert(bucket, contact, now)
+            return None
+        bucket.replacements.append(contact)
+        bucket.replacement_seen.append(now)
         if len(bucket.replacements) > self._replacement_cache_size:
             del bucket.replacements[0]
+            del bucket.replacement_seen[0]
         if bucket.pending_ping is None:
-            oldest = bucket.entries[0].contact
+            oldest = bucket.contacts[0]
             bucket.pending_ping = oldest.node_id
             return oldest
         return None
+
+    def adopt(self, contacts: list[Contact], seen: float) -> int:
+        """Add verified contacts that all answered at ``seen``, in order, under the rules of
+        :meth:`update` for a bucket with room: never our own ID, never an ID or an address the
+        table already holds, at most k per bucket; a contact for a full bucket is ignored (no
+        eviction, no replacement cache). For building many tables at once (the simulator);
+        returns how many entered."""
+        added = 0
+        own = self._own
+        by_address = self._by_address
+        for contact in contacts:
+            d = own ^ int.from_bytes(contact.node_id, "big")
+            if d == 0 or contact.address in by_address:
+                continue
+            index = d.bit_length() - 1
+            bucket = self._buckets.get(index)
+            if bucket is None:
+                bucket = self._buckets[index] = _Bucket(self._created)
+            if len(bucket.contacts) >= self.k or bucket.position(contact.node_id) >= 0:
+                continue
+            self._insert(bucket, contact, seen)
+            bucket.last_touched = max(bucket.last_touched, seen)
+            added += 1
+        return added
 
     def ping_result(self, node_id: bytes, alive: bool, now: float) -> None:
         """The outcome of the PING that :meth:`update` asked for."""
         if node_id == self.own_id:
             return
-        bucket = self._buckets[self.bucket_index(node_id)]
+        bucket = self._buckets.get(self.bucket_index(node_id))
+        if bucket is None:
+            return
         if bucket.pending_ping == node_id:
             bucket.pending_ping = None
         contact = self.get(node_id)
@@ -170,112 +263,127 @@ class RoutingTable:
         """Forget the pending eviction PING of ``node_id`` without a verdict (e.g. on shutdown)."""
         if node_id == self.own_id:
             return
-        bucket = self._buckets[self.bucket_index(node_id)]
-        if bucket.pending_ping == node_id:
+        bucket = self._buckets.get(self.bucket_index(node_id))
+        if bucket is not None and bucket.pending_ping == node_id:
             bucket.pending_ping = None
 
     def mark_failed(self, node_id: bytes) -> None:
         """A request to ``node_id`` went unanswered: replace it if a replacement is waiting,
         drop it after ``max_failures`` consecutive failures, else keep it (marked stale)."""
-        index = self._by_id.get(node_id)
-        if index is None:
+        found = self._find(node_id)
+        if found is None:
             return
-        bucket = self._buckets[index]
-        for entry in bucket.entries:
-            if entry.contact.node_id == node_id:
-                entry.failures += 1
-                if bucket.replacements or entry.failures >= self._max_failures:
-                    self.remove(node_id)
-                return
+        bucket = found[0]
+        if bucket.failures is None:
+            bucket.failures = {}
+        failures = bucket.failures[node_id] = bucket.failures.get(node_id, 0) + 1
+        if bucket.replacements or failures >= self._max_failures:
+            self.remove(node_id)
 
     def failures(self, node_id: bytes) -> int:
         """Consecutive unanswered requests of a contact in the table (0 if not in it)."""
-        index = self._by_id.get(node_id)
-        if index is None:
+        found = self._find(node_id)
+        if found is None or found[0].failures is None:
             return 0
-        for entry in self._buckets[index].entries:
-            if entry.contact.node_id == node_id:
-                return entry.failures
-        return 0
+        return found[0].failures.get(node_id, 0)
 
     def remove(self, node_id: bytes) -> None:
         """Remove a contact (no-op if absent); the freshest replacement, if any, takes its place."""
-        index = self._by_id.pop(node_id, None)
-        if index is None:
+        found = self._find(node_id)
+        if found is None:
             return
-        bucket = self._buckets[index]
-        for i, entry in enumerate(bucket.entries):
-            if entry.contact.node_id == node_id:
-                del bucket.entries[i]
-                self._by_address.pop(entry.contact.address, None)
-                del self._flat[node_id]
-                break
+        bucket, i = found
+        contact = bucket.contacts.pop(i)
+        del bucket.seen[i]
+        self._by_address.pop(contact.address, None)
+        self.version += 1
+        if bucket.failures is not None:
+            bucket.failures.pop(node_id, None)
+            if not bucket.failures:
+                bucket.failures = None
         if bucket.pending_ping == node_id:
             bucket.pending_ping = None
-        while bucket.replacements and len(bucket.entries) < self.k:
+        while bucket.replacements and len(bucket.contacts) < self.k:
             replacement = bucket.replacements.pop()
-            other = self._by_address.get(replacement.contact.address)
-            if other is not None:
+            seen = bucket.replacement_seen.pop()
+            if replacement.address in self._by_address:
                 continue  # that address now belongs to another node in the table
-            self._insert(index, replacement)
+            self._insert(bucket, replacement, seen)
 
     # Refresh ---------------------------------------------------------------------------------
+
+    def _nearest_occupied(self) -> int | None:
+        occupied = [i for i, b in self._buckets.items() if b.contacts]
+        return min(occupied) if occupied else None
+
+    def _last_touched(self, index: int) -> float:
+        b = self._buckets.get(index)
+        return self._created if b is None else b.last_touched
 
     def buckets_to_refresh(self, now: float, interval: float) -> list[int]:
         """Indices of buckets not touched for ``interval`` seconds, from the nearest non-empty
         bucket outwards (nearer buckets are empty in any network of realistic size)."""
-        occupied = [i for i, b in enumerate(self._buckets) if b.entries]
-        if not occupied:
+        nearest = self._nearest_occupied()
+        if nearest is None:
             return []
-        return [
-            i
-            for i in range(occupied[0], ID_BITS)
-            if now - self._buckets[i].last_touched >= interval
-        ]
+        return [i for i in range(nearest, ID_BITS) if self.is_stale(i, now, interval)]
+
+    def is_stale(self, index: int, now: float, interval: float) -> bool:
+        """Whether bucket ``index`` was not touched for ``interval`` seconds."""
+        return now - self._last_touched(index) >= interval
 
     def touch(self, index: int, now: float) -> None:
         """Mark bucket ``index`` as refreshed (a lookup of an ID in its range was made)."""
-        self._buckets[index].last_touched = now
+        bucket = self._buckets.get(index)
+        if bucket is None:
+            bucket = self._buckets[index] = _Bucket(now)
+        bucket.last_touched = now
 
     def has_room_for(self, node_id: bytes) -> bool:
         """Whether ``node_id``'s bucket has a free slot (a new contact would enter directly)."""
-        return (
-            node_id != self.own_id
-            and len(self._buckets[self.bucket_index(node_id)].entries) < self.k
-        )
+        if node_id == self.own_id:
+            return False
+        bucket = self._buckets.get(self.bucket_index(node_id))
+        return bucket is None or len(bucket.contacts) < self.k
 
     def sparse_buckets(self) -> list[int]:
         """Indices of non-full buckets from the nearest occupied one outwards: the ranges a
         joining node looks up to fill its table (Kademlia paper, section 2.3)."""
-        occupied = [i for i, b in enumerate(self._buckets) if b.entries]
-        if not occupied:
+        nearest = self._nearest_occupied()
+        if nearest is None:
             return []
-        return [i for i in range(occupied[0], ID_BITS) if len(self._buckets[i].entries) < self.k]
+        return [i for i in range(nearest, ID_BITS) if len(self.bucket_contacts(i)) < self.k]
 
-    def random_id_in_bucket(self, index: int) -> bytes:
-        """A random ID whose distance to us falls in bucket ``index``."""
-        rand = int.from_bytes(os.urandom(ID_BITS // 8), "big") & ((1 << index) - 1)
+    def bucket_contacts(self, index: int) -> list[Contact]:
+        """The contacts of bucket ``index`` (the table's own list: do not modify it)."""
+        b = self._buckets.get(index)
+        return [] if b is None else b.contacts
+
+    def random_id_in_bucket(self, index: int, rng: random.Random | None = None) -> bytes:
+        """A random ID whose distance to us falls in bucket ``index`` (from ``rng``)."""
+        rand = (rng or _SYSTEM_RANDOM).getrandbits(ID_BITS) & ((1 << index) - 1)
         d = (1 << index) | rand
-        own = int.from_bytes(self.own_id, "big")
-        return (own ^ d).to_bytes(ID_BITS // 8, "big")
+        return (self._own ^ d).to_bytes(ID_BITS // 8, "big")
+
+    def bucket_count(self) -> int:
+        """Buckets allocated so far (they are made on demand)."""
+        return len(self._buckets)
 
     # Internals -------------------------------------------------------------------------------
 
-    def _insert(self, index: int, entry: _Entry) -> None:
-        entries = self._buckets[index].entries
-        position = len(entries)
-        while position > 0 and entries[position - 1].last_seen > entry.last_seen:
+    def _insert(self, bucket: _Bucket, contact: Contact, seen: float) -> None:
+        position = len(bucket.seen)
+        while position > 0 and bucket.seen[position - 1] > seen:
             position -= 1
-        entries.insert(position, entry)
-        self._by_id[entry.contact.node_id] = index
-        self._by_address[entry.contact.address] = entry.contact.node_id
-        node_id = entry.contact.node_id
-        self._flat[node_id] = (int.from_bytes(node_id, "big"), entry.contact)
-
-    def _set_address(self, old: Contact, new: Contact) -> None:
-        self._by_address.pop(old.address, None)
-        self._by_address[new.address] = new.node_id
+        bucket.contacts.insert(position, contact)
+        bucket.seen.insert(position, seen)
+        self._by_address[contact.address] = contact.node_id
+        self.version += 1
 
     @staticmethod
     def _drop_replacement(bucket: _Bucket, node_id: bytes) -> None:
-        bucket.replacements = [e for e in bucket.replacements if e.contact.node_id != node_id]
+        for i, c in enumerate(bucket.replacements):
+            if c.node_id == node_id:
+                del bucket.replacements[i]
+                del bucket.replacement_seen[i]
+                return

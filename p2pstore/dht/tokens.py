@@ -4,14 +4,15 @@ As BitTorrent's announce token: ``token = HMAC-SHA256(secret, packed source IP)[
 rotates every ``rotation`` seconds; tokens made with the current or the previous secret are
 accepted, so a token is valid for between one and two rotations. An attacker who forges its
 source address never sees the reply that carries the token, so it cannot register anything.
-Sans-IO: the caller passes ``now`` (Trio clock seconds).
+Sans-IO: the caller passes ``now`` and may inject the random source (secrets must be
+unpredictable: the default is :class:`random.SystemRandom`).
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
-import os
+import random
 
 from .contact import pack_ip
 
@@ -24,22 +25,23 @@ SECRET_BYTES = 32
 class TokenManager:
     """Issues and checks write tokens bound to an IP address."""
 
-    def __init__(self, rotation: float, now: float) -> None:
+    def __init__(self, rotation: float, now: float, *, rng: random.Random | None = None) -> None:
         self._rotation = rotation
-        self._current = os.urandom(SECRET_BYTES)
-        self._previous = os.urandom(SECRET_BYTES)
+        self._rng = rng or random.SystemRandom()
+        self._current = self._rng.randbytes(SECRET_BYTES)
+        self._previous = self._rng.randbytes(SECRET_BYTES)
         self._rotated_at = now
 
     def _maybe_rotate(self, now: float) -> None:
         elapsed = now - self._rotated_at
         if elapsed >= 2 * self._rotation:
             # Idle for two periods or more: every outstanding token has expired.
-            self._previous = os.urandom(SECRET_BYTES)
-            self._current = os.urandom(SECRET_BYTES)
+            self._previous = self._rng.randbytes(SECRET_BYTES)
+            self._current = self._rng.randbytes(SECRET_BYTES)
             self._rotated_at = now
         elif elapsed >= self._rotation:
             self._previous = self._current
-            self._current = os.urandom(SECRET_BYTES)
+            self._current = self._rng.randbytes(SECRET_BYTES)
             self._rotated_at += self._rotation
 
     @staticmethod

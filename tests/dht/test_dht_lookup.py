@@ -161,8 +161,12 @@ def test_lookup_is_exact_in_a_large_simulated_network(seed: int, order_seed: int
         assert [c.node_id for c in lookup.result()] == expected[:K]
 
 
-def test_probes_go_one_at_a_time_after_the_first_wave() -> None:
-    """A first-record look-up: alpha requests, then ``probes`` single requests, then alpha again."""
+def test_probes_go_one_at_a_time_after_the_first_reply() -> None:
+    """A first-record look-up: alpha requests, then ``probes`` single requests, then alpha again.
+
+    The first probe leaves as soon as the first reply is in: the rest of the first wave does
+    not hold it back (waiting for the slowest reply of a round is what makes look-ups slow on
+    real links), and their replies still add candidates when they come."""
     tables = _network(7, 40)
     searcher, target = next(iter(tables)), bytes(32)
     lookup = Lookup(
@@ -170,25 +174,50 @@ def test_probes_go_one_at_a_time_after_the_first_wave() -> None:
     )
     first = lookup.next_requests()
     assert len(first) == ALPHA
-    # One reply: the others of the first wave are still out, so nothing new is sent.
-    lookup.on_reply(first[0][0].node_id, tables[first[0][0].node_id].closest(target, K))
-    assert lookup.next_requests() == []
-    for contact, _ in first[1:]:
-        lookup.on_reply(contact.node_id, tables[contact.node_id].closest(target, K))
-    probes_sent = []
+    probes_sent: list[Contact] = []
+    asked = {c.node_id for c, _ in first}
+    replies = [c for c, _ in first]
     for _ in range(2):
+        # One reply in (a first-wave one, then the previous probe): exactly one probe goes out,
+        # to the closest candidate not yet asked, even though first-wave requests are still out.
+        answered = replies.pop(0)
+        lookup.on_reply(answered.node_id, tables[answered.node_id].closest(target, K))
         batch = lookup.next_requests()
         assert len(batch) == 1, "a probe is a single request"
         probe = batch[0][0]
-        # it is the closest candidate not yet asked
-        asked = {c.node_id for c, _ in first} | {p.node_id for p in probes_sent}
         assert all(
             distance(probe.node_id, target) <= distance(c.node_id, target)
             for c in tables[searcher].contacts()
             if c.node_id not in asked and lookup.state_of(c.node_id) is CandidateState.NEW
         )
+        assert lookup.next_requests() == [], "one probe at a time"
+        asked.add(probe.node_id)
         probes_sent.append(probe)
-        lookup.on_reply(probe.node_id, tables[probe.node_id].closest(target, K))
+        replies.insert(0, probe)
+    assert lookup.messages == ALPHA + 2
+    # Probes spent: once the last probe answers, alpha requests are in flight again.
+    for contact in replies:
+        lookup.on_reply(contact.node_id, tables[contact.node_id].closest(target, K))
     if not lookup.done:
-        assert len(lookup.next_requests()) > 1 or lookup.in_flight <= ALPHA
-    assert lookup.messages == ALPHA + 2 + lookup.in_flight
+        lookup.next_requests()
+        assert lookup.in_flight <= ALPHA
+        assert lookup.in_flight > 1 or lookup.done
+
+
+def test_a_stalled_request_frees_its_slot_and_its_late_reply_counts() -> None:
+    tables = _network(8, 40)
+    searcher, target = next(iter(tables)), bytes(32)
+    lookup = Lookup(target, tables[searcher].closest(target, K), k=K, alpha=ALPHA, own_id=searcher)
+    first = lookup.next_requests()
+    assert len(first) == ALPHA
+    assert lookup.next_requests() == []
+    slow = first[0][0]
+    lookup.on_stalled(slow.node_id)
+    assert lookup.in_flight == ALPHA - 1
+    assert lookup.outstanding == ALPHA
+    [(extra, _)] = lookup.next_requests()
+    assert extra.node_id not in {c.node_id for c, _ in first}
+    lookup.on_reply(slow.node_id, tables[slow.node_id].closest(target, K))
+    assert lookup.state_of(slow.node_id) is CandidateState.ANSWERED
+    assert lookup.in_flight == ALPHA
+    assert lookup.outstanding == ALPHA

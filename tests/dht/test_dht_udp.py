@@ -213,3 +213,42 @@ async def test_ipv6_network() -> None:
         providers = await nodes[8].find_providers(key)
         assert [(p.host, p.tcp_port) for p in providers] == [("::1", 9000)]
         assert len(await nodes[5].find_node(key)) == 9
+
+
+async def test_table_is_saved_soon_after_it_changes_so_a_killed_node_rejoins(
+    tmp_path: Path,
+) -> None:
+    """The first node of a network never bootstraps; others join through it. Its table must
+    reach the disk within ``table_save_delay``, not only at a clean stop (issue 13): the file is
+    read while the node runs, put back after it stopped (as a ``kill -9`` would leave it), and
+    the node restarted from it without any bootstrap address."""
+    config = DhtConfig(
+        request_timeout=0.3,
+        lookup_timeout=5.0,
+        rate_limit_per_second=1e6,
+        rate_limit_burst=1e6,
+        table_save_delay=0.2,
+    )
+    identity = Identity.load_or_create(tmp_path)
+    table_file = tmp_path / "dht_routing.msgpack"
+
+    async def other(via: tuple[str, int], task_status: trio.TaskStatus[None]) -> None:
+        async with open_dht(Identity.generate(), config=config) as node:
+            await node.bootstrap([via])
+            task_status.started()
+            await trio.sleep_forever()
+
+    async with trio.open_nursery() as others:
+        async with open_dht(identity, config=config, data_dir=tmp_path) as first:
+            for _ in range(3):
+                await others.start(other, first.address)
+            for _ in range(250):  # the save is due 0.2 s after the last change: 5 s is ample
+                if len(first.saved_contacts()) == 3:
+                    break
+                await trio.sleep(0.02)
+            assert len(first.saved_contacts()) == 3, "saved while running"
+            at_kill = table_file.read_bytes()
+        table_file.write_bytes(at_kill)  # a killed node saves nothing on the way out
+        async with open_dht(identity, config=config, data_dir=tmp_path) as again:
+            assert await again.bootstrap([]) == 3
+        others.cancel_scope.cancel()
