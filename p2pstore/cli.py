@@ -48,6 +48,7 @@ from .config import (
     parse_size,
     resolve_data_dir,
 )
+from .datadir import UnsafeDataDirError, check_data_dir
 from .errors import ConfigError, P2PStoreError
 from .logs import setup_logging
 
@@ -271,6 +272,7 @@ def daemon(
             _bad("--upload-limit", str(exc))
     directory = _data_dir(data_dir)
     try:
+        check_data_dir(directory)  # before reading p2pstore.toml from it
         settings = load_settings(directory)
     except ConfigError as exc:
         _fail(str(exc), EXIT_USAGE)
@@ -295,7 +297,8 @@ def _run_daemon(directory: Path, settings: DaemonSettings, json_out: bool) -> No
         found = _user_error(exc)
         if found is None:
             raise
-        _fail(f"daemon: {control.error_message(found)}", EXIT_FAILED)
+        code = EXIT_USAGE if isinstance(found, UnsafeDataDirError) else EXIT_FAILED
+        _fail(f"daemon: {control.error_message(found)}", code)
 
 
 # ----------------------------------------------------------------------------- put / get

@@ -32,6 +32,7 @@ import trio
 
 from ._groups import collapse_exception_groups
 from .chunking import DEFAULT_CHUNK_SIZE
+from .datadir import prepare_data_dir
 from .dht import Contact, DhtConfig, DhtService, ProviderRecord, open_dht
 from .errors import (
     BootstrapError,
@@ -590,8 +591,8 @@ async def open_node(
         overrides["bootstrap"] = _normalise_bootstrap(overrides["bootstrap"])
     config = replace(config or NodeConfig(), **overrides)
     data_dir = Path(data_dir)
+    prepare_data_dir(data_dir)  # created 0700; refused if another user could control it
     try:
-        data_dir.mkdir(parents=True, exist_ok=True)
         identity = Identity.load_or_create(data_dir)
     except OSError as exc:
         raise ConfigError(f"cannot use data directory {data_dir}: {exc.strerror or exc}") from exc

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import errno
 import fcntl
 import hashlib
 import os
@@ -55,6 +56,7 @@ from .chunking import (
     Layout,
     read_stripe,
 )
+from .datadir import prepare_data_dir
 from .erasure import ReedSolomon
 from .errors import (
     ChunkNotFoundError,
@@ -94,16 +96,27 @@ MANIFEST_CACHE_SIZE = 32
 _MAX_READ = MAX_CHUNK_SIZE + 1
 
 
+def _open_chunk_file(path: Path) -> int:
+    """A read-only descriptor of a chunk file. A symbolic link is not followed: it reads as an
+    empty file (so it is quarantined as corrupt, never read through)."""
+    try:
+        return os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError as exc:
+        if exc.errno != errno.ELOOP:
+            raise
+        return os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+
+
 def _read_chunk_file(path: Path, expected: int) -> bytes:
     """The file's bytes, reading at most one byte more than ``expected`` (so a longer file is
     detected without allocating ``_MAX_READ``: a read buffer is sized by its request)."""
-    with open(path, "rb") as f:
+    with open(_open_chunk_file(path), "rb") as f:
         return f.read(min(expected + 1, _MAX_READ))
 
 
 def _read_chunk_file_into(path: Path, buffer: memoryview) -> bool:
     """Fill ``buffer`` from the file; True if the file is exactly that long."""
-    with open(path, "rb", buffering=0) as f:
+    with open(_open_chunk_file(path), "rb", buffering=0) as f:
         filled = 0
         while filled < len(buffer):
             count = f.readinto(buffer[filled:])
@@ -179,7 +192,7 @@ def _fsync_dir(path: Path) -> None:
 
 def _write_temp(path: Path, data: bytes | memoryview) -> None:
     """Create ``path`` (must not exist) holding ``data``, fsynced. Removes it on failure."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
     try:
         view = memoryview(data)
         while view:
@@ -191,6 +204,18 @@ def _write_temp(path: Path, data: bytes | memoryview) -> None:
             os.unlink(path)
         raise
     os.close(fd)
+
+
+def _empty_dir_no_follow(path: Path) -> None:
+    """Remove the files in ``path`` without following a symbolic link, neither ``path`` itself
+    (``O_NOFOLLOW``: a link there raises instead of emptying its target) nor its entries."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        for name in os.listdir(fd):
+            with contextlib.suppress(OSError):
+                os.unlink(name, dir_fd=fd)
+    finally:
+        os.close(fd)
 
 
 def _limit_malloc_arenas() -> None:
@@ -297,10 +322,15 @@ class ChunkStore:
             raise ConfigError("quota_bytes must be >= 0")
         _limit_malloc_arenas()
         data_dir = Path(data_dir)
+        prepare_data_dir(data_dir)  # refuses a directory another user could control
         try:
-            for sub in ("", "chunks", "tmp", "quarantine"):
-                (data_dir / sub).mkdir(mode=0o700, parents=True, exist_ok=True)
-            lock_fd = os.open(data_dir / _LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            for sub in ("chunks", "tmp", "quarantine"):
+                (data_dir / sub).mkdir(mode=0o700, exist_ok=True)
+            lock_fd = os.open(
+                data_dir / _LOCK_NAME,
+                os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW,
+                0o600,
+            )
         except OSError as exc:
             raise ConfigError(f"cannot use data directory {data_dir}: {exc}") from exc
         try:
@@ -308,9 +338,7 @@ class ChunkStore:
                 fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 raise StoreInUseError(f"the store in {data_dir} is already open") from None
-            for entry in os.scandir(data_dir / "tmp"):
-                with contextlib.suppress(OSError):
-                    os.unlink(entry.path)
+            _empty_dir_no_follow(data_dir / "tmp")
             _make_shards(data_dir / "chunks")
             index = _index.Index(data_dir / _INDEX_NAME)
         except BaseException:
@@ -366,7 +394,7 @@ class ChunkStore:
             return
         with self._dirs_lock:
             if not path.is_dir():
-                path.mkdir(exist_ok=True)
+                path.mkdir(mode=0o700, exist_ok=True)
                 _fsync_dir(path.parent)
 
     def _todo(
