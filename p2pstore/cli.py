@@ -361,9 +361,14 @@ def put(
 
         result = _call(data_dir, "put", {"path": str(path), "disperse": not no_disperse}, progress)
     if json_out:
-        _emit_json({k: result.get(k) for k in ("file_id", "size", "chunks")})
+        keys = ("file_id", "size", "chunks", "dispersed", "not_dispersed")
+        _emit_json({k: result.get(k) for k in keys})
     else:
         typer.echo(str(result.get("file_id")))
+    if result.get("not_dispersed"):
+        # Asked to disperse, could not: the file ID is printed (it is stored here), but the
+        # command fails so that `put x && rm x` never trusts copies that do not exist.
+        _fail(str(result["not_dispersed"]))
 
 
 @app.command()

@@ -45,6 +45,7 @@ from .errors import (
     ConfigError,
     FileUnavailableError,
     ManifestError,
+    NotDispersedError,
     NotEnoughSharesError,
     P2PStoreError,
     ProtocolError,
@@ -434,13 +435,21 @@ async def _op_unpin(
 
 async def _op_put(node: ControlledNode, args: dict[str, Any], progress: Progress) -> dict[str, Any]:
     path = Path(args["path"])
-    file_id = await node.put(path, disperse=args["disperse"], progress=progress)
+    not_dispersed: str | None = None
+    try:
+        file_id = await node.put(path, disperse=args["disperse"], progress=progress)
+    except NotDispersedError as exc:
+        # Stored here but nowhere else: a result (the file ID is real), marked so that the CLI
+        # fails the command; see NotDispersedError.
+        file_id, not_dispersed = exc.file_id, str(exc)
     info = next((f for f in node.list_files() if getattr(f, "file_id", None) == file_id), None)
     size = getattr(info, "size", None)
     return {
         "file_id": file_id.hex(),
         "size": size if isinstance(size, int) else path.stat().st_size,
         "chunks": getattr(info, "chunks_total", None),
+        "dispersed": bool(args["disperse"]) and not_dispersed is None,
+        "not_dispersed": not_dispersed,
     }
 
 

@@ -40,6 +40,7 @@ from .errors import (
     ConfigError,
     CorruptChunkError,
     ManifestError,
+    NotDispersedError,
     P2PStoreError,
     UnknownFileError,
 )
@@ -235,7 +236,10 @@ class Node:
         which keeps them and announces itself as a provider; the file then survives this node
         and any ``m`` holders of each stripe leaving. Raises ``OSError`` if the file cannot be
         read and :class:`ConfigError` for bad parameters. Peers that fail during dispersal are
-        logged and their shares given to the others (see :attr:`last_dispersal`).
+        logged and their shares given to the others (see :attr:`last_dispersal`). If dispersal
+        was asked for but no peer could take any share (none found, or every one failed), raises
+        :class:`NotDispersedError` *after* the file was stored and announced here: a caller that
+        asked for copies elsewhere must not be told it has them (its ``file_id`` names the file).
         """
         transfer = self._begin("put", None, Path(path).name)
         try:
@@ -260,7 +264,8 @@ class Node:
             if progress is not None:
                 progress(PutProgress("publish", 1, 1))
             if disperse:
-                self.last_dispersal = await self._disperse(manifest, progress)
+                self.last_dispersal = report = await self._disperse(manifest, progress)
+                _check_dispersed(manifest, report)
             return manifest.file_id
         finally:
             self._end(transfer)
@@ -561,6 +566,17 @@ class Node:
         for key, value in list(self._transfers.items()):
             if value is transfer:
                 del self._transfers[key]
+
+
+def _check_dispersed(manifest: Manifest, report: DispersalReport | None) -> None:
+    """Raise :class:`NotDispersedError` unless some peer now holds shares of the file."""
+    if report is None:
+        raise NotDispersedError(manifest.file_id, "no peer to disperse to was found")
+    if not report.holders:
+        reasons = "; ".join(f"{label}: {why}" for label, why in list(report.failed.items())[:3])
+        raise NotDispersedError(
+            manifest.file_id, f"every peer failed ({len(report.failed)}): {reasons}"
+        )
 
 
 def _normalise_bootstrap(value: Iterable[Sequence[Any]]) -> tuple[tuple[str, int], ...]:
