@@ -645,15 +645,28 @@ def verify(
     verbose: VerboseOpt = 0,
     log_json: LogJsonOpt = False,
 ) -> None:
-    """Re-hash every stored chunk; exit 1 if any is corrupt or missing."""
+    """Re-hash every stored chunk, repair what local copies allow; exit 1 if anything was
+    found wrong or earlier damage is still unrepaired."""
     _setup(verbose, log_json)
     result = _call(data_dir, "verify")
     corrupt, missing = _count(result.get("corrupt")), _count(result.get("missing"))
+    repaired, damaged = _count(result.get("repaired")), _count(result.get("damaged"))
     if json_out:
         _emit_json(result)
     else:
-        typer.echo(f"checked {result.get('checked')} chunks: {corrupt} corrupt, {missing} missing")
-    if corrupt or missing:
+        typer.echo(
+            f"checked {result.get('checked')} chunks: {corrupt} corrupt, {missing} missing,"
+            f" {repaired} repaired, {damaged} still damaged"
+        )
+        files = result.get("damaged_files")
+        for entry in files if isinstance(files, list) else []:
+            if isinstance(entry, dict):
+                fid, name = _clean(str(entry.get("file_id"))), _clean(str(entry.get("name")))
+                typer.echo(
+                    f"  {fid} {name}: {entry.get('chunks')} chunk(s) lost; repair with"
+                    f" `p2pstore get {fid} -o PATH`, then verify again"
+                )
+    if corrupt or missing or damaged:
         raise typer.Exit(EXIT_FAILED)
 
 

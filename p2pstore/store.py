@@ -31,6 +31,7 @@ import ctypes
 import errno
 import fcntl
 import hashlib
+import logging
 import os
 import secrets
 import sys
@@ -38,7 +39,7 @@ import threading
 import time
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from types import TracebackType
@@ -62,11 +63,12 @@ from .errors import (
     ChunkNotFoundError,
     ConfigError,
     CorruptChunkError,
+    FileUnavailableError,
     ManifestError,
     QuotaExceededError,
 )
 from .manifest import ID_LEN, Manifest, ManifestRoot, validate_name
-from .reassembly import ProgressCallback, reassemble
+from .reassembly import ProgressCallback, fetch_stripe, reassemble
 
 __all__ = [
     "MALLOC_ARENA_MAX",
@@ -74,6 +76,7 @@ __all__ = [
     "STORE_THREADS",
     "WRITE_THREADS",
     "ChunkStore",
+    "DamagedFile",
     "StoreInUseError",
     "StoredFile",
     "VerifyReport",
@@ -128,6 +131,8 @@ def _read_chunk_file_into(path: Path, buffer: memoryview) -> bool:
 
 _Bytes = TypeVar("_Bytes", bytes, memoryview)
 
+log = logging.getLogger(__name__)
+
 #: glibc malloc arenas allowed in the process (unless ``$MALLOC_ARENA_MAX`` says otherwise). By
 #: default every worker thread may get its own arena, and freed chunk-sized buffers stay cached
 #: in each: the RSS then creeps up by tens of MiB per GiB stored. Two keep it flat.
@@ -135,6 +140,9 @@ MALLOC_ARENA_MAX = 2
 _M_ARENA_MAX = -8  # from glibc's <malloc.h>
 
 _INDEX_NAME = "index.sqlite3"
+#: Where the second copy of every manifest chunk (root and index chunks) lives: a flipped byte
+#: in the only copy of a root would otherwise lose a whole file whose shares are all intact.
+SPARES_DIR = "manifests"
 _LOCK_NAME = "store.lock"
 _TMP_SUFFIX = ".tmp"
 
@@ -165,21 +173,43 @@ class StoredFile:
 
 
 @dataclass(frozen=True)
-class VerifyReport:
-    """Result of :meth:`ChunkStore.verify`: chunks checked, and the IDs found corrupt or missing.
+class DamagedFile:
+    """A file with chunks on record as damaged: ``chunks`` of them, not repaired yet."""
 
-    Corrupt chunks were quarantined and both kinds were removed from the index.
+    file_id: bytes
+    name: str
+    chunks: int
+
+
+@dataclass(frozen=True)
+class VerifyReport:
+    """Result of :meth:`ChunkStore.verify`.
+
+    ``checked``/``bytes_checked``: chunks (and spare manifest copies) re-hashed. ``corrupt`` and
+    ``missing``: IDs found bad or gone *in this run* (quarantined, dropped from the index).
+    ``repaired``: IDs stored again in this run, from a spare manifest copy or rebuilt from the
+    stripe's other local shares. ``damaged``: every chunk on record as damaged and still not
+    repaired, whenever the damage was found (a chunk stays here, run after run, until it is
+    stored again: by a later ``verify`` once enough of its stripe is local, a ``get`` of the file,
+    or a peer's PUT); ``damaged_files`` groups them by file.
     """
 
     checked: int
     bytes_checked: int
     corrupt: list[bytes]
     missing: list[bytes]
+    repaired: list[bytes] = field(default_factory=list)
+    damaged: list[bytes] = field(default_factory=list)
+    damaged_files: list[DamagedFile] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
-        """True if nothing was wrong."""
-        return not self.corrupt and not self.missing
+        """True if nothing was found wrong in this run and no earlier damage is outstanding."""
+        return not self.corrupt and not self.missing and not self.damaged
+
+
+def _sha(data: bytes | memoryview) -> bytes:
+    return hashlib.sha256(data).digest()
 
 
 def _fsync_dir(path: Path) -> None:
@@ -294,6 +324,7 @@ class ChunkStore:
         self._chunks = data_dir / "chunks"
         self._tmp = data_dir / "tmp"
         self._quarantine = data_dir / "quarantine"
+        self._spares = data_dir / SPARES_DIR
         self._index = index
         self._lock_fd: int | None = lock_fd
         self._quota = quota_bytes
@@ -324,7 +355,7 @@ class ChunkStore:
         data_dir = Path(data_dir)
         prepare_data_dir(data_dir)  # refuses a directory another user could control
         try:
-            for sub in ("chunks", "tmp", "quarantine"):
+            for sub in ("chunks", "tmp", "quarantine", SPARES_DIR):
                 (data_dir / sub).mkdir(mode=0o700, exist_ok=True)
             lock_fd = os.open(
                 data_dir / _LOCK_NAME,
@@ -481,6 +512,56 @@ class ChunkStore:
             seen.add(cid)
         return result
 
+    # -- spare copies of manifest chunks --------------------------------------------------------
+
+    def spare_path(self, chunk_id: bytes) -> Path:
+        """Where the spare copy of a manifest chunk lives (whether or not it exists)."""
+        return self._spares / chunk_id.hex()
+
+    def _read_spare_sync(self, chunk_id: bytes) -> bytes | None:
+        """The spare copy's bytes if it is recorded, present and intact, else ``None``."""
+        size = self._index.spare_size(chunk_id)
+        if size is None:
+            return None
+        try:
+            data = _read_chunk_file(self.spare_path(chunk_id), size)
+        except FileNotFoundError:
+            return None
+        if len(data) != size or hashlib.sha256(data).digest() != chunk_id:
+            return None
+        return data
+
+    def _write_spare_sync(self, chunk_id: bytes, data: bytes | memoryview) -> None:
+        tmp = self._tmp / f"spare-{chunk_id.hex()}.{secrets.token_hex(6)}{_TMP_SUFFIX}"
+        _write_temp(tmp, data)
+        try:
+            os.replace(tmp, self.spare_path(chunk_id))
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+        _fsync_dir(self._spares)
+
+    def _store_spares_sync(self, items: Sequence[tuple[bytes, bytes | memoryview]]) -> None:
+        """Give each manifest chunk a durable second copy (before the file is recorded)."""
+        todo = [(cid, data) for cid, data in items if self._index.spare_size(cid) is None]
+        for cid, data in todo:
+            self._write_spare_sync(cid, data)
+        if todo:
+            self._index.add_spares([(cid, len(data)) for cid, data in todo])
+
+    def _restore_from_spare_sync(self, chunk_id: bytes) -> bool:
+        """Put the primary copy of a manifest chunk back from its spare; True if it was."""
+        data = self._read_spare_sync(chunk_id)
+        if data is None:
+            return False
+        with self._pending.hold() as add:
+            add([chunk_id])
+            self._write_chunk_file(chunk_id, data)
+            self._index.insert_chunks([(chunk_id, len(data))])
+        log.warning("restored manifest chunk %s from its spare copy", chunk_id.hex())
+        return True
+
     # -- public chunk API ----------------------------------------------------------------------
 
     async def put_chunk(
@@ -540,6 +621,7 @@ class ChunkStore:
     def _quarantine_sync(self, chunk_id: bytes) -> None:
         path = self.chunk_path(chunk_id)
         self._index.delete_chunks([chunk_id])
+        self._index.mark_damaged([chunk_id], "corrupt")
         dest = self._quarantine / f"{chunk_id.hex()}.{time.time_ns()}"
         with contextlib.suppress(FileNotFoundError):
             os.replace(path, dest)
@@ -563,8 +645,14 @@ class ChunkStore:
         chunk server reads it straight into the frame it seals).
         """
 
+        given: list[memoryview] = []
+
         def read(path: Path, size: int) -> memoryview | None:
-            buffer = buffer_for(size)
+            # One buffer per call even if the read is retried (a manifest chunk restored from
+            # its spare): the caller may hand out only one (the server's frame).
+            if not given or len(given[0]) != size:
+                given[:] = [buffer_for(size)]
+            buffer = given[0]
             if len(buffer) != size:
                 raise ValueError(f"buffer of {len(buffer)} bytes for a chunk of {size}")
             return buffer if _read_chunk_file_into(path, buffer) else None
@@ -575,8 +663,19 @@ class ChunkStore:
         """``read(path, size)`` of the chunk's file, checked against its ID. ``read`` returns
         ``None`` if the file is not ``size`` bytes long. A vanished file drops the index row
         (:class:`ChunkNotFoundError`); wrong bytes quarantine the chunk
-        (:class:`CorruptChunkError`).
+        (:class:`CorruptChunkError`). Either way the chunk is on record as damaged, and a
+        manifest chunk is restored from its spare copy (and read again) if that one is intact.
         """
+        try:
+            return self._verified_read_once(chunk_id, read)
+        except (ChunkNotFoundError, CorruptChunkError):
+            if not self._restore_from_spare_sync(chunk_id):
+                raise
+        return self._verified_read_once(chunk_id, read)
+
+    def _verified_read_once(
+        self, chunk_id: bytes, read: Callable[[Path, int], _Bytes | None]
+    ) -> _Bytes:
         size = self.chunk_size(chunk_id)
         if size is None:
             raise ChunkNotFoundError(chunk_id)
@@ -584,6 +683,7 @@ class ChunkStore:
             data = read(self.chunk_path(chunk_id), size)
         except FileNotFoundError:
             self._index.delete_chunks([chunk_id])
+            self._index.mark_damaged([chunk_id], "missing")
             raise ChunkNotFoundError(chunk_id) from None
         if data is None or hashlib.sha256(data).digest() != chunk_id:
             self._quarantine_sync(chunk_id)
@@ -689,6 +789,7 @@ class ChunkStore:
     ) -> None:
         mchunks = manifest.manifest_chunks()
         self._store_chunks_sync(mchunks, add_pending)
+        self._store_spares_sync(mchunks)
         self._index.add_file(
             file_id=manifest.file_id,
             name=manifest.name,
@@ -876,6 +977,9 @@ class ChunkStore:
         written by a running put are kept. Blocking (walks the chunk directories).
         """
         self._index.forget_unpinned_held()
+        for cid in self._index.forget_unneeded():
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.spare_path(cid))
         pending = self._pending.snapshot()
         victims = [(cid, n) for cid, n in self._index.unreferenced_chunks() if cid not in pending]
         freed = self._index.delete_chunks([cid for cid, _ in victims])
@@ -933,6 +1037,7 @@ class ChunkStore:
                     data = _read_chunk_file(self.chunk_path(cid), size)
                 except FileNotFoundError:
                     self._index.delete_chunks([cid])
+                    self._index.mark_damaged([cid], "missing")
                     missing.append(cid)
                     continue
                 nbytes += len(data)
@@ -945,4 +1050,98 @@ class ChunkStore:
         pos = 0
         while pos < len(ids):
             pos = await trio.to_thread.run_sync(batch, pos, limiter=self._limiter)
-        return VerifyReport(checked, nbytes, corrupt, missing)
+
+        def spares() -> tuple[int, int, list[bytes]]:
+            return self._check_spares_sync(corrupt, missing)
+
+        spare_count, spare_bytes, repaired = await trio.to_thread.run_sync(
+            spares, limiter=self._limiter
+        )
+        repaired += await self._repair_stripes()
+        damaged = await trio.to_thread.run_sync(self._index.damaged, limiter=self._limiter)
+        by_file = await trio.to_thread.run_sync(self._index.damaged_by_file, limiter=self._limiter)
+        names = {f.file_id: f.name for f in self.list_files() if f.file_id in by_file}
+        return VerifyReport(
+            checked=checked + spare_count,
+            bytes_checked=nbytes + spare_bytes,
+            corrupt=corrupt,
+            missing=missing,
+            repaired=repaired,
+            damaged=sorted(damaged),
+            damaged_files=[
+                DamagedFile(fid, names.get(fid, ""), len(cids)) for fid, cids in by_file.items()
+            ],
+        )
+
+    def _check_spares_sync(
+        self, corrupt: list[bytes], missing: list[bytes]
+    ) -> tuple[int, int, list[bytes]]:
+        """Check both copies of every manifest chunk and restore either from the other.
+
+        Returns (copies checked, bytes, IDs repaired). A bad spare is reported as corrupt (or
+        missing) like a bad chunk.
+        """
+        repaired: list[bytes] = []
+        checked = nbytes = 0
+        for cid, size in self._index.spares():
+            checked += 1
+            nbytes += size
+            spare = self._read_spare_sync(cid)
+            if spare is None:
+                (missing if not self.spare_path(cid).exists() else corrupt).append(cid)
+                try:
+                    primary = self._read_verified_sync(cid)
+                except (ChunkNotFoundError, CorruptChunkError):
+                    self._index.mark_damaged([cid], "corrupt")
+                    continue
+                self._write_spare_sync(cid, primary)
+                repaired.append(cid)
+            elif not self._index.present([cid]):
+                self._restore_from_spare_sync(cid)
+                repaired.append(cid)
+        return checked, nbytes, repaired
+
+    async def _repair_stripes(self) -> list[bytes]:
+        """Rebuild damaged data and parity chunks from their stripe's other local shares, where
+        at least ``k`` of them are here; returns the IDs stored again."""
+        by_file = await trio.to_thread.run_sync(self._index.damaged_by_file, limiter=self._limiter)
+        repaired: list[bytes] = []
+        for file_id, lost_ids in by_file.items():
+            try:
+                manifest = await self.load_manifest(file_id)
+            except (ChunkNotFoundError, CorruptChunkError, ManifestError):
+                continue  # its manifest is gone too: a get of the file restores everything
+            lost = set(lost_ids)
+            rs = ReedSolomon(manifest.k, manifest.m) if manifest.m else None
+            for s, ids in enumerate(manifest.stripes):
+                positions = [p for p, cid in enumerate(ids) if cid in lost]
+                if positions:
+                    repaired += await self._rebuild_stripe(manifest, s, positions, rs)
+        return repaired
+
+    async def _rebuild_stripe(
+        self, manifest: Manifest, s: int, positions: list[int], rs: ReedSolomon | None
+    ) -> list[bytes]:
+        d = manifest.data_chunk_count(s)
+        if sum(self.has_chunks(manifest.stripes[s])) < d or (rs is None and positions[-1] >= d):
+            return []
+        try:
+            data = await fetch_stripe(manifest, self, s, rs or ReedSolomon(1, 0), self._limiter)
+        except (ChunkNotFoundError, CorruptChunkError, FileUnavailableError):
+            return []
+        ids = manifest.stripes[s]
+
+        def rebuild() -> list[tuple[bytes, bytes]]:
+            chunks = list(data)
+            if rs is not None:
+                length = manifest.share_length(s)
+                shares = [c + bytes(length - len(c)) for c in data]
+                shares += [bytes(length)] * (manifest.k - d)
+                parity = rs.encode(shares)
+                chunks += [c[: manifest.chunk_length(s, d + j)] for j, c in enumerate(parity)]
+            return [(ids[p], chunks[p]) for p in positions if _sha(chunks[p]) == ids[p]]
+
+        items = await trio.to_thread.run_sync(rebuild, limiter=self._limiter)
+        if items:
+            await self.put_chunks(items)
+        return [cid for cid, _ in items]

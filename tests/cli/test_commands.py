@@ -308,7 +308,9 @@ def test_pin_unpin_gc(daemon: FakeNode, data_dir: Path) -> None:
 def test_verify_exit_code_reflects_corruption(daemon: FakeNode, data_dir: Path) -> None:
     ok = invoke("verify", "--data-dir", str(data_dir))
     assert ok.exit_code == 0
-    assert ok.stdout.strip() == "checked 7 chunks: 0 corrupt, 0 missing"
+    assert (
+        ok.stdout.strip() == "checked 7 chunks: 0 corrupt, 0 missing, 0 repaired, 0 still damaged"
+    )
     daemon.corrupt = [b"\x01" * 32]
     bad = invoke("verify", "--json", "--data-dir", str(data_dir))
     assert bad.exit_code == 1

@@ -268,7 +268,13 @@ async def test_every_operation_reaches_the_node(served: FakeNode, data_dir: Path
     src = data_dir / "f.txt"
     src.write_bytes(b"abc")
     put = await control.call(data_dir, "put", {"path": str(src), "disperse": False})
-    assert put == {"file_id": FILE_ID.hex(), "size": 3, "chunks": 3}
+    assert put == {
+        "file_id": FILE_ID.hex(),
+        "size": 3,
+        "chunks": 3,
+        "dispersed": False,
+        "not_dispersed": None,
+    }
     assert (await control.call(data_dir, "ls"))["files"][0]["name"] == "f.txt"
     assert (await control.call(data_dir, "peers"))["peers"][0]["port"] == 18469
     prov = await control.call(data_dir, "providers", {"key": FILE_ID})

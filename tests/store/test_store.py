@@ -152,7 +152,9 @@ async def test_flipped_bit_is_detected_on_read_and_verify(
     assert report.corrupt == [other]
     assert report.missing == []
     assert not report.ok
-    assert report.checked == len(set(manifest.chunk_ids())) + 1 - 1  # +root, -victim
+    # +root and its spare copy, -victim
+    assert report.checked == len(set(manifest.chunk_ids())) + 2 - 1
+    assert sorted(report.repaired) == sorted([victim, other]), "rebuilt from their stripes"
     # Both stripes lost one chunk of m=2: the file still reassembles.
     await store.reassemble(manifest, tmp_path / "out")
     assert (tmp_path / "out").read_bytes() == content
@@ -166,7 +168,8 @@ async def test_verify_reports_missing_files(tmp_path: Path, store: ChunkStore) -
     os.unlink(store.chunk_path(gone))
     report = await store.verify()
     assert report.missing == [gone]
-    assert not store.has_chunk(gone)
+    assert report.repaired == [gone], "rebuilt from the stripe's other chunks"
+    assert store.has_chunk(gone)
 
 
 async def test_put_chunk(tmp_path: Path) -> None:
@@ -203,7 +206,8 @@ async def test_have_bitmap(tmp_path: Path, store: ChunkStore) -> None:
     assert await store.have_bitmap(sha(b"unknown")) is None
     for i in (0, 9, 14):
         os.unlink(store.chunk_path(manifest.chunk_ids()[i]))
-    await store.verify()
+        with pytest.raises(ChunkNotFoundError):  # a read notices (verify would rebuild them)
+            await store.get_chunk(manifest.chunk_ids()[i])
     assert await store.have_bitmap(manifest.file_id) == bytes([0xFE, 0x7F & ~(1 << 1) & ~(1 << 6)])
 
 
