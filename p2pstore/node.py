@@ -50,6 +50,7 @@ from .ratelimit import RateLimiter
 from .store import ChunkStore, StoredFile, VerifyReport
 from .transfer.disperse import DispersalConfig, DispersalReport, disperse
 from .transfer.download import Download, DownloadConfig, Provider
+from .transfer.output import LocalChunksLostError
 from .transfer.progress import Progress
 from .wire.client import ConnectionPool
 from .wire.config import WireConfig
@@ -70,6 +71,9 @@ ANNOUNCE_CONCURRENCY = 8
 #: Manifest roots checked for adoption at once, and the most waiting (more PUTs are not checked).
 ADOPT_CONCURRENCY = 4
 MAX_PENDING_ADOPTIONS = 64
+#: Times a get plans again after chunks its own store claimed to hold were found damaged (each
+#: round quarantines what it found, so the next one fetches those from the network).
+LOCAL_DAMAGE_RETRIES = 4
 #: Token-bucket burst of the upload limiter, in seconds of the configured rate (at least a chunk).
 UPLOAD_BURST_SECONDS = 0.25
 
@@ -359,17 +363,26 @@ class Node:
                     }
                     progress(DownloadProgress(p.bytes_done, p.bytes_total, peers))
 
-            download = Download(
-                file_id,
-                Path(dest),
-                store=self.store,
-                pool=self.pool,
-                find_providers=self._find_file_providers,
-                self_node_id=self.node_id,
-                config=self.config.download,
-                progress=on_progress,
-            )
-            outcome = await download.run()
+            for attempt in range(LOCAL_DAMAGE_RETRIES + 1):
+                download = Download(
+                    file_id,
+                    Path(dest),
+                    store=self.store,
+                    pool=self.pool,
+                    find_providers=self._find_file_providers,
+                    self_node_id=self.node_id,
+                    config=self.config.download,
+                    progress=on_progress,
+                )
+                try:
+                    outcome = await download.run()
+                    break
+                except LocalChunksLostError as exc:
+                    # The bad local chunks are quarantined now: planning again fetches them
+                    # from the network (everything verified so far stays stored).
+                    if attempt == LOCAL_DAMAGE_RETRIES:
+                        raise
+                    log.warning("get %s: %s; fetching them from peers", file_id.hex()[:16], exc)
         finally:
             self._end(transfer)
         self._nursery.start_soon(self._announce_quietly, file_id)

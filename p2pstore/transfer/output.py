@@ -26,12 +26,18 @@ from ..errors import CorruptChunkError, FileUnavailableError
 from ..manifest import Manifest
 from ..reassembly import ChunkSource, fetch_stripe, finish_temp_file
 
-__all__ = ["REBUILD_CONCURRENCY", "OutputFile"]
+__all__ = ["REBUILD_CONCURRENCY", "LocalChunksLostError", "OutputFile"]
 
 #: Stripes rebuilt from the store at once: each holds up to k chunks in memory.
 REBUILD_CONCURRENCY = 4
 #: Worker threads for writes and rebuilds of one download (about the number of cores).
 OUTPUT_THREADS = 2
+
+
+class LocalChunksLostError(FileUnavailableError):
+    """A stripe the download counted as complete from the local store could not be rebuilt: some
+    of its stored chunks turned out corrupt or gone when read (they are quarantined and dropped
+    from the index by that read). Running the download again fetches them from the network."""
 
 
 def _pwrite_all(fd: int, data: bytes, offset: int) -> None:
@@ -96,7 +102,8 @@ class OutputFile:
         """Write the data chunks of ``stripe`` not written yet, from ``source`` (the store),
         decoding from parity where needed. Rebuilt chunks are checked against their IDs.
 
-        Raises :class:`FileUnavailableError` if ``source`` lacks what the stripe needs.
+        Raises :class:`LocalChunksLostError` if ``source`` lacks what the stripe needs (chunks
+        it was believed to hold were found corrupt or missing).
         """
         missing = [
             j
@@ -106,7 +113,12 @@ class OutputFile:
         if not missing:
             return
         async with self._rebuilds:
-            data = await fetch_stripe(self.manifest, source, stripe, self._rs, self._threads)
+            try:
+                data = await fetch_stripe(self.manifest, source, stripe, self._rs, self._threads)
+            except FileUnavailableError as exc:
+                raise LocalChunksLostError(
+                    f"stripe {stripe}: {exc} from the local store", exc.missing
+                ) from exc
             ids = self.manifest.stripes[stripe]
 
             def check_and_write() -> None:

@@ -35,3 +35,26 @@ async def test_flipped_root_on_the_only_holder_is_served_from_its_spare(tmp_path
         assert report.damaged == []
         assert (await holder.verify()).ok
         nursery.cancel_scope.cancel()
+
+
+async def test_get_fetches_chunks_its_own_store_has_damaged(tmp_path: Path) -> None:
+    """As reported: damaged chunks in the downloader's own store failed its get
+    ("a stripe lacks 3 chunk(s) and cannot be rebuilt") while healthy holders were online."""
+    src = tmp_path / "src.bin"
+    digest = random_file(src, 8 * MiB, seed=22)
+    async with trio.open_nursery() as nursery:
+        swarm = Swarm(nursery, tmp_path)
+        holder, getter = await swarm.start(), await swarm.start()
+        file_id = await holder.put(src, disperse=False)
+        await getter.get(file_id, tmp_path / "first.bin")
+        manifest = await getter.store.load_manifest(file_id)
+        # Stripe 0 beyond local repair (3 > m), and one chunk of stripe 1.
+        for cid in (*manifest.stripes[0][:3], manifest.stripes[1][2]):
+            _flip(getter.store.chunk_path(cid))
+        with trio.fail_after(30):
+            result = await getter.get(file_id, tmp_path / "again.bin")
+        assert sha256_file(tmp_path / "again.bin") == digest
+        assert result.bytes_from_peers, "the damaged chunks came from the holder"
+        assert len(list((getter.data_dir / "quarantine").iterdir())) >= 3
+        assert [p.name for p in tmp_path.glob(".*.part")] == []
+        nursery.cancel_scope.cancel()
