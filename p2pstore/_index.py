@@ -3,12 +3,13 @@
 Tables: ``chunks`` (every chunk file that is durable on disk), ``files`` (known manifests),
 ``file_chunks`` (which chunks belong to which file; ``share`` = 1 for data/parity chunks, 0 for
 manifest chunks and chunks held before their manifest is known), ``pins`` (files whose chunks
-garbage collection keeps), ``spares`` (manifest chunks that also have a second copy under
-``manifests/``) and ``damaged`` (chunks found corrupt or missing and not stored again since:
-damage stays on record until it is repaired). The last two were added without a schema version
-change: older code ignores them, and this code creates them in an older index. One connection
-in WAL mode is shared by the Trio thread and worker threads under a lock; every method is one
-short transaction.
+garbage collection keeps), ``downloads`` (destinations of downloads that have not ended: a
+crash may have left a temporary file beside them), ``spares`` (manifest chunks that also have a
+second copy under ``manifests/``) and ``damaged`` (chunks found corrupt or missing and not
+stored again since: damage stays on record until it is repaired). The last three were added
+without a schema version change: older code ignores them, and this code creates them in an older
+index. One connection in WAL mode is shared by the Trio thread and worker threads under a lock;
+every method is one short transaction.
 """
 
 from __future__ import annotations
@@ -58,6 +59,10 @@ CREATE TABLE IF NOT EXISTS pins (
 CREATE TABLE IF NOT EXISTS spares (
     id BLOB PRIMARY KEY,
     size INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS downloads (
+    dest TEXT PRIMARY KEY,
+    started REAL NOT NULL
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS damaged (
     id BLOB PRIMARY KEY,
@@ -180,6 +185,24 @@ class Index:
         with self._lock, self._db:
             self._db.execute("BEGIN IMMEDIATE")
             self._db.executemany("DELETE FROM spares WHERE id = ?", ((cid,) for cid in ids))
+
+    def note_download(self, dest: str) -> None:
+        """Record that a download into ``dest`` is starting (until :meth:`forget_download`)."""
+        with self._lock, self._db:
+            self._db.execute("BEGIN IMMEDIATE")
+            self._db.execute(
+                "INSERT OR REPLACE INTO downloads (dest, started) VALUES (?, ?)",
+                (dest, time.time()),
+            )
+
+    def forget_download(self, dest: str) -> None:
+        with self._lock, self._db:
+            self._db.execute("BEGIN IMMEDIATE")
+            self._db.execute("DELETE FROM downloads WHERE dest = ?", (dest,))
+
+    def downloads(self) -> list[str]:
+        with self._lock:
+            return [r[0] for r in self._db.execute("SELECT dest FROM downloads")]
 
     def mark_damaged(self, ids: Sequence[bytes], kind: str) -> None:
         """Put chunks on record as damaged (``"corrupt"`` or ``"missing"``) until re-stored."""

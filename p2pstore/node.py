@@ -50,7 +50,7 @@ from .ratelimit import RateLimiter
 from .store import ChunkStore, StoredFile, VerifyReport
 from .transfer.disperse import DispersalConfig, DispersalReport, disperse
 from .transfer.download import Download, DownloadConfig, Provider
-from .transfer.output import LocalChunksLostError
+from .transfer.output import LocalChunksLostError, remove_dead_parts
 from .transfer.progress import Progress
 from .wire.client import ConnectionPool
 from .wire.config import WireConfig
@@ -351,6 +351,7 @@ class Node:
         if len(file_id) != 32:
             raise ConfigError("a file ID is 32 bytes (64 hex digits)")
         transfer = self._begin("get", file_id, Path(dest).name)
+        await trio.to_thread.run_sync(_start_download, self.store, Path(dest))
         try:
 
             def on_progress(p: Progress, labels: dict[Any, str]) -> None:
@@ -385,6 +386,7 @@ class Node:
                     log.warning("get %s: %s; fetching them from peers", file_id.hex()[:16], exc)
         finally:
             self._end(transfer)
+            self.store.forget_download(Path(dest))
         self._nursery.start_soon(self._announce_quietly, file_id)
         return GetResult(
             file_id=file_id,
@@ -581,6 +583,22 @@ class Node:
                 del self._transfers[key]
 
 
+def _start_download(store: ChunkStore, dest: Path) -> None:
+    """Before a download into ``dest``: remove temporary files dead downloads left beside it
+    (what they held is in the store, which the new download resumes from), and note it."""
+    for path in remove_dead_parts(dest):
+        log.info("removed %s, left by a download that did not finish", path)
+    store.note_download(dest)
+
+
+def _remove_dead_downloads(store: ChunkStore) -> None:
+    """At start: the temporary files of downloads the last run did not finish (``kill -9``)."""
+    for dest in store.pending_downloads():
+        for path in remove_dead_parts(dest):
+            log.info("removed %s, left by a download that did not finish", path)
+        store.forget_download(dest)
+
+
 def _check_dispersed(manifest: Manifest, report: DispersalReport | None) -> None:
     """Raise :class:`NotDispersedError` unless some peer now holds shares of the file."""
     if report is None:
@@ -626,6 +644,11 @@ async def open_node(
     except OSError as exc:
         raise ConfigError(f"cannot use data directory {data_dir}: {exc.strerror or exc}") from exc
     store = ChunkStore.open(data_dir, quota_bytes=config.quota_bytes)
+    try:
+        await trio.to_thread.run_sync(_remove_dead_downloads, store)
+    except BaseException:
+        store.close()
+        raise
     # Callers get the documented exceptions (ConfigError, BootstrapError, their own errors from
     # the block), not ExceptionGroups from the node's nursery.
     with collapse_exception_groups():

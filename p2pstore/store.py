@@ -969,6 +969,19 @@ class ChunkStore:
         """Unpin a file: the next gc frees its chunks unless another pinned file uses them."""
         self._index.unpin(file_id)
 
+    def note_download(self, dest: Path) -> None:
+        """Record that a download into ``dest`` starts: if the process dies, the next node start
+        knows where a temporary file may have been left (see :meth:`pending_downloads`)."""
+        self._index.note_download(os.fspath(dest))
+
+    def forget_download(self, dest: Path) -> None:
+        """The download into ``dest`` has ended (its temporary file is gone)."""
+        self._index.forget_download(os.fspath(dest))
+
+    def pending_downloads(self) -> list[Path]:
+        """Destinations of downloads noted and never forgotten (the process died meanwhile)."""
+        return [Path(d) for d in self._index.downloads()]
+
     def gc(self) -> int:
         """Delete every chunk that belongs to no pinned file; returns the bytes freed.
 
