@@ -30,6 +30,7 @@ import enum
 import errno
 import logging
 import os
+import random
 import socket as _stdlib_socket
 import string
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -81,6 +82,21 @@ MAX_NESTING = 16
 
 MAX_CONNECTIONS = 32
 """Concurrent control connections: a handful of CLIs at once; more is a runaway script."""
+
+LISTEN_BACKLOG = 128
+"""Connections the kernel queues before the server accepts them (each is then served, or told
+``busy`` at once)."""
+
+BUSY_CODE = "busy"
+"""Error code of the answer to a connection beyond :data:`MAX_CONNECTIONS`: nothing was done,
+retry shortly. :func:`call` retries by itself for up to :data:`BUSY_RETRY_TIMEOUT` seconds."""
+
+BUSY_RETRY_TIMEOUT = 15.0
+"""Seconds :func:`call` keeps retrying an operation the daemon answered ``busy``."""
+
+BUSY_RETRY_FIRST = 0.05
+BUSY_RETRY_MAX = 1.0
+"""First and longest pause between retries after ``busy`` (doubling, with jitter)."""
 
 MAX_UNIX_PATH_BYTES = 107
 """``sun_path`` holds 108 bytes on Linux including the terminating NUL."""
@@ -606,7 +622,8 @@ class _Connection:
 class ControlServer:
     """Serves control connections for one node; :meth:`handle` is the per-connection task.
 
-    ``protocol_errors`` counts connections closed for malformed input.
+    ``protocol_errors`` counts connections closed for malformed input, ``busy_refusals`` those
+    answered ``busy`` because ``max_connections`` were open.
     """
 
     def __init__(self, node: ControlledNode, *, max_connections: int = MAX_CONNECTIONS) -> None:
@@ -614,6 +631,7 @@ class ControlServer:
         self.max_connections = max_connections
         self.active = 0
         self.protocol_errors = 0
+        self.busy_refusals = 0
 
     async def handle(self, stream: trio.abc.Stream) -> None:
         """Serve requests on ``stream`` until EOF, idleness, a protocol error or cancellation.
@@ -622,7 +640,21 @@ class ControlServer:
         """
         async with stream:
             if self.active >= self.max_connections:
-                log.warning("control: refusing a connection (%d open)", self.active)
+                # Say so rather than just closing: the client can tell "busy, retry" from a
+                # daemon that died, and nothing was started, so retrying is safe.
+                self.busy_refusals += 1
+                log.info("control: busy (%d connections open), a client must retry", self.active)
+                with contextlib.suppress(
+                    trio.BrokenResourceError, trio.ClosedResourceError, trio.TooSlowError
+                ):
+                    await _Connection(stream, MAX_REQUEST_BYTES).send(
+                        {
+                            "type": "error",
+                            "code": BUSY_CODE,
+                            "message": f"the daemon is serving {self.active} control connections"
+                            " already; retry shortly",
+                        }
+                    )
                 return
             self.active += 1
             try:
@@ -768,7 +800,7 @@ async def bind_control_socket(path: Path) -> trio.socket.SocketType:
         finally:
             os.umask(old_umask)
         os.chmod(path, 0o600)
-        sock.listen(MAX_CONNECTIONS)
+        sock.listen(LISTEN_BACKLOG)
     except BaseException:
         sock.close()
         raise
@@ -838,15 +870,38 @@ async def call(
     answered nonsense (``code="disconnected"``/``"protocol"``). Operations not in :data:`LONG_OPS`
     must finish within :data:`OP_TIMEOUT`; long ones only need an event every :data:`STALL_TIMEOUT`.
     Cancelling the call closes the connection, which cancels the operation in the daemon.
+    A ``busy`` answer (the daemon has :data:`MAX_CONNECTIONS` open; nothing was done) is retried
+    with backoff for up to :data:`BUSY_RETRY_TIMEOUT` seconds before it is raised
+    (``code="busy"``).
     """
     message = make_request(op, args)
+    give_up = trio.current_time() + BUSY_RETRY_TIMEOUT
+    pause = BUSY_RETRY_FIRST
+    while True:
+        try:
+            return await _call_once(data_dir, op, message, on_progress)
+        except ControlError as exc:
+            if exc.code != BUSY_CODE or trio.current_time() + pause > give_up:
+                raise
+        await trio.sleep(pause * random.uniform(0.5, 1.5))
+        pause = min(pause * 2, BUSY_RETRY_MAX)
+
+
+async def _call_once(
+    data_dir: Path,
+    op: str,
+    message: dict[str, Any],
+    on_progress: Callable[[dict[str, Any]], None] | None,
+) -> dict[str, Any]:
     path = control_socket_path(data_dir)
     stream = await _connect(path)
     deadline = trio.current_time() + OP_TIMEOUT if op not in LONG_OPS else float("inf")
     async with stream:
         conn = _Connection(stream, MAX_REPLY_BYTES)
         try:
-            await conn.send(message)
+            # A busy daemon may answer and close before reading: its answer is still readable.
+            with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+                await conn.send(message)
             while True:
                 with trio.move_on_at(min(deadline, trio.current_time() + STALL_TIMEOUT)):
                     incoming = await conn.receive()
