@@ -20,6 +20,7 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 #: Schema version in ``PRAGMA user_version``; a newer one is refused rather than misread.
 SCHEMA_VERSION = 1
@@ -373,15 +374,28 @@ class Index:
                 " AND file_id NOT IN (SELECT file_id FROM files)"
             )
 
+    _FILES_QUERY = (
+        "SELECT f.file_id, f.name, f.size, f.chunk_size, f.k, f.m, f.created, p.kind,"
+        " (SELECT COUNT(*) FROM file_chunks fc JOIN chunks c ON c.id = fc.chunk_id"
+        "  WHERE fc.file_id = f.file_id AND fc.share = 1),"
+        " f.chunk_total"
+        " FROM files f LEFT JOIN pins p ON p.file_id = f.file_id"
+    )
+
+    def file_row(self, file_id: bytes) -> FileRow | None:
+        """:meth:`files` for one file, by its primary key: cost independent of the file count."""
+        with self._lock:
+            rows = self._db.execute(self._FILES_QUERY + " WHERE f.file_id = ?", (file_id,))
+            found = rows.fetchall()
+        return self._rows(found)[0] if found else None
+
     def files(self) -> list[FileRow]:
         with self._lock:
-            rows = self._db.execute(
-                "SELECT f.file_id, f.name, f.size, f.chunk_size, f.k, f.m, f.created, p.kind,"
-                " (SELECT COUNT(*) FROM file_chunks fc JOIN chunks c ON c.id = fc.chunk_id"
-                "  WHERE fc.file_id = f.file_id AND fc.share = 1),"
-                " f.chunk_total"
-                " FROM files f LEFT JOIN pins p ON p.file_id = f.file_id ORDER BY f.created, f.name"
-            ).fetchall()
+            rows = self._db.execute(self._FILES_QUERY + " ORDER BY f.created, f.name").fetchall()
+        return self._rows(rows)
+
+    @staticmethod
+    def _rows(rows: Sequence[Any]) -> list[FileRow]:
         return [
             FileRow(
                 r[0],

@@ -380,6 +380,8 @@ class ControlledNode(Protocol):
 
     def list_files(self) -> Sequence[Any]: ...
 
+    def file_info(self, file_id: bytes) -> Any: ...
+
     def pin(self, file_id: bytes) -> None: ...
 
     def unpin(self, file_id: bytes) -> None: ...
@@ -458,7 +460,7 @@ async def _op_put(node: ControlledNode, args: dict[str, Any], progress: Progress
         # Stored here but nowhere else: a result (the file ID is real), marked so that the CLI
         # fails the command; see NotDispersedError.
         file_id, not_dispersed = exc.file_id, str(exc)
-    info = next((f for f in node.list_files() if getattr(f, "file_id", None) == file_id), None)
+    info = node.file_info(file_id)  # not list_files(): a put must not cost O(files stored)
     size = getattr(info, "size", None)
     return {
         "file_id": file_id.hex(),
@@ -496,13 +498,13 @@ async def _op_get(node: ControlledNode, args: dict[str, Any], progress: Progress
         return data if isinstance(data, dict) else {"result": data}
     # A directory: the file gets the manifest's name, known before the download only if the
     # file is already known here; otherwise it is checked again once the download has it.
-    known = next((f for f in node.list_files() if getattr(f, "file_id", None) == file_id), None)
+    known = node.file_info(file_id)
     if known is not None:
         _refuse_existing(dest / safe_file_name(getattr(known, "name", None), file_id.hex()))
     partial = dest / f".{file_id.hex()}.p2pstore-part"
     try:
         data = to_plain(await node.get(file_id, partial, progress=progress))
-        info = next((f for f in node.list_files() if getattr(f, "file_id", None) == file_id), None)
+        info = node.file_info(file_id)
         final = dest / safe_file_name(getattr(info, "name", None), file_id.hex())
         _refuse_existing(final)
         os.rename(partial, final)

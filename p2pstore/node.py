@@ -523,6 +523,10 @@ class Node:
         """Files this node knows (its own and those it holds shares of)."""
         return self.store.list_files()
 
+    def file_info(self, file_id: bytes) -> StoredFile | None:
+        """The :meth:`list_files` entry of one file (or ``None``), without listing them all."""
+        return self.store.file_info(file_id)
+
     def pin(self, file_id: bytes) -> None:
         """Keep the file's chunks through ``gc``, and announce it again if it was unpinned.
 

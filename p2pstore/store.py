@@ -208,6 +208,22 @@ class VerifyReport:
         return not self.corrupt and not self.missing and not self.damaged
 
 
+def _stored_file(r: _index.FileRow) -> StoredFile:
+    return StoredFile(
+        file_id=r.file_id,
+        name=r.name,
+        size=r.size,
+        chunk_size=r.chunk_size,
+        k=r.k,
+        m=r.m,
+        created=r.created,
+        pinned=r.pin_kind is not None,
+        pin_kind=r.pin_kind,
+        chunks_present=r.chunks_present,
+        chunks_total=r.chunks_total,
+    )
+
+
 def _sha(data: bytes | memoryview) -> bytes:
     return hashlib.sha256(data).digest()
 
@@ -822,7 +838,9 @@ class ChunkStore:
         cancellation, crash) calling it again completes the put. The file is listed only once all
         its chunks are durable. Raises :class:`ConfigError` for bad parameters or name,
         ``OSError`` if the file cannot be read and ``EOFError`` if it shrinks while being read.
-        Quota is not enforced for the user's own files.
+        Quota is not enforced for the user's own files. A file shorter than one stripe is stored
+        with ``k`` = its chunk count and proportionally fewer parity chunks
+        (:meth:`Layout.for_size`); the manifest records what was used.
         """
         path = Path(path)
         layout = Layout(chunk_size, k, m)
@@ -830,10 +848,12 @@ class ChunkStore:
             name = validate_name(path.name if name is None else name)
         except ManifestError as exc:
             raise ConfigError(str(exc)) from None
-        rs = ReedSolomon(k, m) if m > 0 else None
         fd = await trio.to_thread.run_sync(os.open, path, os.O_RDONLY | os.O_CLOEXEC)
         try:
             size = os.fstat(fd).st_size
+            layout = layout.for_size(size)  # a file shorter than a stripe: fewer parity chunks
+            k, m = layout.k, layout.m
+            rs = ReedSolomon(k, m) if m > 0 else None
             n = layout.stripe_count(size)
             ids: list[tuple[bytes, ...]] = [()] * n
             buffers: list[bytearray] = []
@@ -942,22 +962,13 @@ class ChunkStore:
 
     def list_files(self) -> list[StoredFile]:
         """Every file whose manifest is recorded, oldest first."""
-        return [
-            StoredFile(
-                file_id=r.file_id,
-                name=r.name,
-                size=r.size,
-                chunk_size=r.chunk_size,
-                k=r.k,
-                m=r.m,
-                created=r.created,
-                pinned=r.pin_kind is not None,
-                pin_kind=r.pin_kind,
-                chunks_present=r.chunks_present,
-                chunks_total=r.chunks_total,
-            )
-            for r in self._index.files()
-        ]
+        return [_stored_file(r) for r in self._index.files()]
+
+    def file_info(self, file_id: bytes) -> StoredFile | None:
+        """The :meth:`list_files` entry of one file, or ``None``; one indexed look-up, so its cost
+        does not grow with the number of files stored."""
+        row = self._index.file_row(file_id)
+        return None if row is None else _stored_file(row)
 
     def pin(self, file_id: bytes) -> None:
         """Pin a known file (its chunks survive gc). ChunkNotFoundError if the file is unknown."""

@@ -122,6 +122,10 @@ class FakeNode:
             raise RuntimeError("boom: an unexpected bug")
         return [FakeProvider(b"\x22" * 32, "127.0.0.1", 19001)]
 
+    def file_info(self, file_id: bytes) -> FakeFileInfo | None:
+        self.calls.append(("file_info", file_id))
+        return self.files.get(file_id)
+
     def list_files(self) -> list[FakeFileInfo]:
         self.calls.append(("list_files", None))
         return list(self.files.values())

@@ -289,8 +289,8 @@ async def test_every_operation_reaches_the_node(served: FakeNode, data_dir: Path
     assert got["path"] == str(out / "f.txt")  # the name from the (fake) manifest
     assert os.listdir(out) == ["f.txt"]  # the partial file was renamed, nothing left behind
     assert [c[0] for c in served.calls] == [
-        "put", "list_files", "list_files", "peers", "find_providers", "pin", "unpin", "gc",
-        "verify", "list_files", "get", "list_files",
+        "put", "file_info", "list_files", "peers", "find_providers", "pin", "unpin", "gc",
+        "verify", "file_info", "get", "file_info",
     ]  # fmt: skip
     assert served.calls[0][1] == (src, False)
 
