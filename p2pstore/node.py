@@ -346,12 +346,48 @@ class Node:
         cancelled or failed resumes. Raises :class:`FileUnavailableError` (naming the stripes and
         chunks that cannot be found) when the file cannot be rebuilt from the reachable peers,
         and :class:`ManifestError` if its manifest cannot be obtained intact. Afterwards this node
+        announces itself as a provider of the file. Chunks of this node's own store that turn
+        out damaged are quarantined and fetched from the network (the download is planned
+        again). Temporary files that dead downloads (``kill -9``) left beside ``dest`` are
+        removed first.
+        """
+        if len(file_id) != 32:
+            raise ConfigError("a file ID is 32 bytes (64 hex digits)")
+        await trio.to_thread.run_sync(_start_download, self.store, Path(dest))
+        try:
+            for attempt in range(LOCAL_DAMAGE_RETRIES + 1):
+                try:
+                    return await self._get_once(file_id, dest, progress=progress)
+                except LocalChunksLostError as exc:
+                    # The bad local chunks are quarantined now: planning again fetches them
+                    # from the network (everything verified so far stays stored).
+                    if attempt == LOCAL_DAMAGE_RETRIES:
+                        raise
+                    log.warning("get %s: %s; fetching them from peers", file_id.hex()[:16], exc)
+            raise AssertionError("unreachable")
+        finally:
+            self.store.forget_download(Path(dest))
+
+    async def _get_once(
+        self,
+        file_id: bytes,
+        dest: Path,
+        *,
+        progress: Callable[[DownloadProgress], None] | None = None,
+    ) -> GetResult:
+        """One download attempt of :meth:`get` (which see).
+
+        ``dest`` appears only when the whole file is there and verified (temp file + rename);
+        an existing file at ``dest`` is replaced (as by ``os.replace``).
+        Chunks already in the local store are not fetched again, so a ``get`` that was
+        cancelled or failed resumes. Raises :class:`FileUnavailableError` (naming the stripes and
+        chunks that cannot be found) when the file cannot be rebuilt from the reachable peers,
+        and :class:`ManifestError` if its manifest cannot be obtained intact. Afterwards this node
         announces itself as a provider of the file.
         """
         if len(file_id) != 32:
             raise ConfigError("a file ID is 32 bytes (64 hex digits)")
         transfer = self._begin("get", file_id, Path(dest).name)
-        await trio.to_thread.run_sync(_start_download, self.store, Path(dest))
         try:
 
             def on_progress(p: Progress, labels: dict[Any, str]) -> None:
@@ -364,29 +400,19 @@ class Node:
                     }
                     progress(DownloadProgress(p.bytes_done, p.bytes_total, peers))
 
-            for attempt in range(LOCAL_DAMAGE_RETRIES + 1):
-                download = Download(
-                    file_id,
-                    Path(dest),
-                    store=self.store,
-                    pool=self.pool,
-                    find_providers=self._find_file_providers,
-                    self_node_id=self.node_id,
-                    config=self.config.download,
-                    progress=on_progress,
-                )
-                try:
-                    outcome = await download.run()
-                    break
-                except LocalChunksLostError as exc:
-                    # The bad local chunks are quarantined now: planning again fetches them
-                    # from the network (everything verified so far stays stored).
-                    if attempt == LOCAL_DAMAGE_RETRIES:
-                        raise
-                    log.warning("get %s: %s; fetching them from peers", file_id.hex()[:16], exc)
+            download = Download(
+                file_id,
+                Path(dest),
+                store=self.store,
+                pool=self.pool,
+                find_providers=self._find_file_providers,
+                self_node_id=self.node_id,
+                config=self.config.download,
+                progress=on_progress,
+            )
+            outcome = await download.run()
         finally:
             self._end(transfer)
-            self.store.forget_download(Path(dest))
         self._nursery.start_soon(self._announce_quietly, file_id)
         return GetResult(
             file_id=file_id,
