@@ -2,9 +2,14 @@
 
 Tables: ``chunks`` (every chunk file that is durable on disk), ``files`` (known manifests),
 ``file_chunks`` (which chunks belong to which file; ``share`` = 1 for data/parity chunks, 0 for
-manifest chunks and chunks held before their manifest is known) and ``pins`` (files whose chunks
-garbage collection keeps). One connection in WAL mode is shared by the Trio thread and worker
-threads under a lock; every method is one short transaction.
+manifest chunks and chunks held before their manifest is known), ``pins`` (files whose chunks
+garbage collection keeps), ``downloads`` (destinations of downloads that have not ended: a
+crash may have left a temporary file beside them), ``spares`` (manifest chunks that also have a
+second copy under ``manifests/``) and ``damaged`` (chunks found corrupt or missing and not
+stored again since: damage stays on record until it is repaired). The last three were added
+without a schema version change: older code ignores them, and this code creates them in an older
+index. One connection in WAL mode is shared by the Trio thread and worker threads under a lock;
+every method is one short transaction.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 #: Schema version in ``PRAGMA user_version``; a newer one is refused rather than misread.
 SCHEMA_VERSION = 1
@@ -50,6 +56,19 @@ CREATE TABLE IF NOT EXISTS pins (
     file_id BLOB PRIMARY KEY,
     kind TEXT NOT NULL,
     created REAL NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS spares (
+    id BLOB PRIMARY KEY,
+    size INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS downloads (
+    dest TEXT PRIMARY KEY,
+    started REAL NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS damaged (
+    id BLOB PRIMARY KEY,
+    kind TEXT NOT NULL,
+    since REAL NOT NULL
 ) WITHOUT ROWID;
 """
 
@@ -125,7 +144,9 @@ class Index:
         return None if row is None else int(row[0])
 
     def insert_chunks(self, rows: Sequence[tuple[bytes, int]]) -> set[bytes]:
-        """Index chunks whose files are durable; returns the IDs that were not indexed before."""
+        """Index chunks whose files are durable; returns the IDs that were not indexed before.
+
+        A chunk on record as damaged is repaired by this: its ``damaged`` row goes."""
         now = time.time()
         new: set[bytes] = set()
         added = 0
@@ -140,8 +161,88 @@ class Index:
                     if cur.rowcount == 1:
                         new.add(cid)
                         added += size
+                        self._db.execute("DELETE FROM damaged WHERE id = ?", (cid,))
             self._total += added
         return new
+
+    # -- spare copies of manifest chunks, and damage on record ----------------------------------
+
+    def add_spares(self, rows: Sequence[tuple[bytes, int]]) -> None:
+        """Record that these chunks have a durable second copy."""
+        with self._lock, self._db:
+            self._db.execute("BEGIN IMMEDIATE")
+            self._db.executemany("INSERT OR IGNORE INTO spares (id, size) VALUES (?, ?)", rows)
+
+    def spare_size(self, chunk_id: bytes) -> int | None:
+        with self._lock:
+            row = self._db.execute("SELECT size FROM spares WHERE id = ?", (chunk_id,)).fetchone()
+        return None if row is None else int(row[0])
+
+    def spares(self) -> list[tuple[bytes, int]]:
+        with self._lock:
+            return [(r[0], int(r[1])) for r in self._db.execute("SELECT id, size FROM spares")]
+
+    def delete_spares(self, ids: Sequence[bytes]) -> None:
+        with self._lock, self._db:
+            self._db.execute("BEGIN IMMEDIATE")
+            self._db.executemany("DELETE FROM spares WHERE id = ?", ((cid,) for cid in ids))
+
+    def note_download(self, dest: str) -> None:
+        """Record that a download into ``dest`` is starting (until :meth:`forget_download`)."""
+        with self._lock, self._db:
+            self._db.execute("BEGIN IMMEDIATE")
+            self._db.execute(
+                "INSERT OR REPLACE INTO downloads (dest, started) VALUES (?, ?)",
+                (dest, time.time()),
+            )
+
+    def forget_download(self, dest: str) -> None:
+        with self._lock, self._db:
+            self._db.execute("BEGIN IMMEDIATE")
+            self._db.execute("DELETE FROM downloads WHERE dest = ?", (dest,))
+
+    def downloads(self) -> list[str]:
+        with self._lock:
+            return [r[0] for r in self._db.execute("SELECT dest FROM downloads")]
+
+    def mark_damaged(self, ids: Sequence[bytes], kind: str) -> None:
+        """Put chunks on record as damaged (``"corrupt"`` or ``"missing"``) until re-stored."""
+        now = time.time()
+        with self._lock, self._db:
+            self._db.execute("BEGIN IMMEDIATE")
+            self._db.executemany(
+                "INSERT OR IGNORE INTO damaged (id, kind, since) VALUES (?, ?, ?)",
+                ((cid, kind, now) for cid in ids),
+            )
+
+    def damaged(self) -> dict[bytes, str]:
+        """Damaged chunks not stored again since, with their kind."""
+        with self._lock:
+            return {r[0]: r[1] for r in self._db.execute("SELECT id, kind FROM damaged")}
+
+    def damaged_by_file(self) -> dict[bytes, list[bytes]]:
+        """file ID -> its chunks on record as damaged (only files with a manifest recorded)."""
+        out: dict[bytes, list[bytes]] = {}
+        with self._lock:
+            for file_id, cid in self._db.execute(
+                "SELECT fc.file_id, d.id FROM damaged d JOIN file_chunks fc ON fc.chunk_id = d.id"
+                " JOIN files f ON f.file_id = fc.file_id ORDER BY fc.file_id, d.id"
+            ):
+                out.setdefault(file_id, []).append(cid)
+        return out
+
+    def forget_unneeded(self) -> list[bytes]:
+        """Drop damage records and spare rows of chunks no pinned file needs (gc); returns the
+        IDs of the spare rows dropped (their files are the caller's to delete)."""
+        needed = (
+            " NOT IN (SELECT fc.chunk_id FROM file_chunks fc JOIN pins p ON p.file_id = fc.file_id)"
+        )
+        with self._lock, self._db:
+            self._db.execute("BEGIN IMMEDIATE")
+            self._db.execute("DELETE FROM damaged WHERE id" + needed)
+            gone = self._db.execute("DELETE FROM spares WHERE id" + needed + " RETURNING id")
+            ids = [r[0] for r in gone]
+        return ids
 
     def delete_chunks(self, ids: Sequence[bytes]) -> int:
         """Remove chunk rows; returns the bytes they accounted for."""
@@ -273,15 +374,28 @@ class Index:
                 " AND file_id NOT IN (SELECT file_id FROM files)"
             )
 
+    _FILES_QUERY = (
+        "SELECT f.file_id, f.name, f.size, f.chunk_size, f.k, f.m, f.created, p.kind,"
+        " (SELECT COUNT(*) FROM file_chunks fc JOIN chunks c ON c.id = fc.chunk_id"
+        "  WHERE fc.file_id = f.file_id AND fc.share = 1),"
+        " f.chunk_total"
+        " FROM files f LEFT JOIN pins p ON p.file_id = f.file_id"
+    )
+
+    def file_row(self, file_id: bytes) -> FileRow | None:
+        """:meth:`files` for one file, by its primary key: cost independent of the file count."""
+        with self._lock:
+            rows = self._db.execute(self._FILES_QUERY + " WHERE f.file_id = ?", (file_id,))
+            found = rows.fetchall()
+        return self._rows(found)[0] if found else None
+
     def files(self) -> list[FileRow]:
         with self._lock:
-            rows = self._db.execute(
-                "SELECT f.file_id, f.name, f.size, f.chunk_size, f.k, f.m, f.created, p.kind,"
-                " (SELECT COUNT(*) FROM file_chunks fc JOIN chunks c ON c.id = fc.chunk_id"
-                "  WHERE fc.file_id = f.file_id AND fc.share = 1),"
-                " f.chunk_total"
-                " FROM files f LEFT JOIN pins p ON p.file_id = f.file_id ORDER BY f.created, f.name"
-            ).fetchall()
+            rows = self._db.execute(self._FILES_QUERY + " ORDER BY f.created, f.name").fetchall()
+        return self._rows(rows)
+
+    @staticmethod
+    def _rows(rows: Sequence[Any]) -> list[FileRow]:
         return [
             FileRow(
                 r[0],

@@ -132,6 +132,28 @@ class Layout:
             raise IndexError(f"stripe {stripe} has no chunk at position {position}")
         return position if position < d else self.k + (position - d)
 
+    def for_size(self, size: int) -> Layout:
+        """The layout a file of ``size`` bytes is stored with: this one, except for a file of
+        ``2 <= d < k`` data chunks (less than one stripe), which gets ``k = d`` and
+        ``m = max(1, ceil(m * d / k))`` parity chunks.
+
+        Why: every stripe pays ``m`` parity chunks as long as its first data chunk, whatever
+        its data, so a file shorter than a stripe paid far more than the configured
+        ``(k + m) / k``; scaling ``m`` with the data keeps it near that ratio (two chunks, k=4,
+        m=2: 1.5x instead of 2x) while the file still survives the loss of any one chunk.
+
+        A one-chunk file keeps ``m``: each parity chunk of a one-chunk stripe is a scaled copy
+        of it, and with one parity chunk (XOR parity) that copy is the chunk itself, which
+        content addressing stores once: "2x" would really be no redundancy at all. So tiny
+        files cost ``1 + m`` times their size, exactly like ``(1 + m)``-way replication, the
+        least that survives ``m`` losses. Files of a stripe or more are unchanged. The manifest
+        records the parameters used, so nothing else needs to know.
+        """
+        d = -(-size // self.chunk_size)
+        if d < 2 or d >= self.k or self.m == 0:
+            return self
+        return Layout(self.chunk_size, d, max(1, -(-self.m * d // self.k)))
+
     def _check_stripe(self, size: int, stripe: int) -> None:
         if not 0 <= stripe < self.stripe_count(size):
             raise IndexError(f"a file of {size} bytes has no stripe {stripe}")

@@ -48,6 +48,7 @@ from .config import (
     parse_size,
     resolve_data_dir,
 )
+from .datadir import UnsafeDataDirError, check_data_dir
 from .errors import ConfigError, P2PStoreError
 from .logs import setup_logging
 
@@ -271,6 +272,7 @@ def daemon(
             _bad("--upload-limit", str(exc))
     directory = _data_dir(data_dir)
     try:
+        check_data_dir(directory)  # before reading p2pstore.toml from it
         settings = load_settings(directory)
     except ConfigError as exc:
         _fail(str(exc), EXIT_USAGE)
@@ -295,7 +297,8 @@ def _run_daemon(directory: Path, settings: DaemonSettings, json_out: bool) -> No
         found = _user_error(exc)
         if found is None:
             raise
-        _fail(f"daemon: {control.error_message(found)}", EXIT_FAILED)
+        code = EXIT_USAGE if isinstance(found, UnsafeDataDirError) else EXIT_FAILED
+        _fail(f"daemon: {control.error_message(found)}", code)
 
 
 # ----------------------------------------------------------------------------- put / get
@@ -358,9 +361,14 @@ def put(
 
         result = _call(data_dir, "put", {"path": str(path), "disperse": not no_disperse}, progress)
     if json_out:
-        _emit_json({k: result.get(k) for k in ("file_id", "size", "chunks")})
+        keys = ("file_id", "size", "chunks", "dispersed", "not_dispersed")
+        _emit_json({k: result.get(k) for k in keys})
     else:
         typer.echo(str(result.get("file_id")))
+    if result.get("not_dispersed"):
+        # Asked to disperse, could not: the file ID is printed (it is stored here), but the
+        # command fails so that `put x && rm x` never trusts copies that do not exist.
+        _fail(str(result["not_dispersed"]))
 
 
 @app.command()
@@ -637,15 +645,28 @@ def verify(
     verbose: VerboseOpt = 0,
     log_json: LogJsonOpt = False,
 ) -> None:
-    """Re-hash every stored chunk; exit 1 if any is corrupt or missing."""
+    """Re-hash every stored chunk, repair what local copies allow; exit 1 if anything was
+    found wrong or earlier damage is still unrepaired."""
     _setup(verbose, log_json)
     result = _call(data_dir, "verify")
     corrupt, missing = _count(result.get("corrupt")), _count(result.get("missing"))
+    repaired, damaged = _count(result.get("repaired")), _count(result.get("damaged"))
     if json_out:
         _emit_json(result)
     else:
-        typer.echo(f"checked {result.get('checked')} chunks: {corrupt} corrupt, {missing} missing")
-    if corrupt or missing:
+        typer.echo(
+            f"checked {result.get('checked')} chunks: {corrupt} corrupt, {missing} missing,"
+            f" {repaired} repaired, {damaged} still damaged"
+        )
+        files = result.get("damaged_files")
+        for entry in files if isinstance(files, list) else []:
+            if isinstance(entry, dict):
+                fid, name = _clean(str(entry.get("file_id"))), _clean(str(entry.get("name")))
+                typer.echo(
+                    f"  {fid} {name}: {entry.get('chunks')} chunk(s) lost; repair with"
+                    f" `p2pstore get {fid} -o PATH`, then verify again"
+                )
+    if corrupt or missing or damaged:
         raise typer.Exit(EXIT_FAILED)
 
 

@@ -30,6 +30,7 @@ import enum
 import errno
 import logging
 import os
+import random
 import socket as _stdlib_socket
 import string
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -45,6 +46,7 @@ from .errors import (
     ConfigError,
     FileUnavailableError,
     ManifestError,
+    NotDispersedError,
     NotEnoughSharesError,
     P2PStoreError,
     ProtocolError,
@@ -80,6 +82,21 @@ MAX_NESTING = 16
 
 MAX_CONNECTIONS = 32
 """Concurrent control connections: a handful of CLIs at once; more is a runaway script."""
+
+LISTEN_BACKLOG = 128
+"""Connections the kernel queues before the server accepts them (each is then served, or told
+``busy`` at once)."""
+
+BUSY_CODE = "busy"
+"""Error code of the answer to a connection beyond :data:`MAX_CONNECTIONS`: nothing was done,
+retry shortly. :func:`call` retries by itself for up to :data:`BUSY_RETRY_TIMEOUT` seconds."""
+
+BUSY_RETRY_TIMEOUT = 15.0
+"""Seconds :func:`call` keeps retrying an operation the daemon answered ``busy``."""
+
+BUSY_RETRY_FIRST = 0.05
+BUSY_RETRY_MAX = 1.0
+"""First and longest pause between retries after ``busy`` (doubling, with jitter)."""
 
 MAX_UNIX_PATH_BYTES = 107
 """``sun_path`` holds 108 bytes on Linux including the terminating NUL."""
@@ -363,6 +380,8 @@ class ControlledNode(Protocol):
 
     def list_files(self) -> Sequence[Any]: ...
 
+    def file_info(self, file_id: bytes) -> Any: ...
+
     def pin(self, file_id: bytes) -> None: ...
 
     def unpin(self, file_id: bytes) -> None: ...
@@ -434,13 +453,21 @@ async def _op_unpin(
 
 async def _op_put(node: ControlledNode, args: dict[str, Any], progress: Progress) -> dict[str, Any]:
     path = Path(args["path"])
-    file_id = await node.put(path, disperse=args["disperse"], progress=progress)
-    info = next((f for f in node.list_files() if getattr(f, "file_id", None) == file_id), None)
+    not_dispersed: str | None = None
+    try:
+        file_id = await node.put(path, disperse=args["disperse"], progress=progress)
+    except NotDispersedError as exc:
+        # Stored here but nowhere else: a result (the file ID is real), marked so that the CLI
+        # fails the command; see NotDispersedError.
+        file_id, not_dispersed = exc.file_id, str(exc)
+    info = node.file_info(file_id)  # not list_files(): a put must not cost O(files stored)
     size = getattr(info, "size", None)
     return {
         "file_id": file_id.hex(),
         "size": size if isinstance(size, int) else path.stat().st_size,
         "chunks": getattr(info, "chunks_total", None),
+        "dispersed": bool(args["disperse"]) and not_dispersed is None,
+        "not_dispersed": not_dispersed,
     }
 
 
@@ -471,13 +498,13 @@ async def _op_get(node: ControlledNode, args: dict[str, Any], progress: Progress
         return data if isinstance(data, dict) else {"result": data}
     # A directory: the file gets the manifest's name, known before the download only if the
     # file is already known here; otherwise it is checked again once the download has it.
-    known = next((f for f in node.list_files() if getattr(f, "file_id", None) == file_id), None)
+    known = node.file_info(file_id)
     if known is not None:
         _refuse_existing(dest / safe_file_name(getattr(known, "name", None), file_id.hex()))
     partial = dest / f".{file_id.hex()}.p2pstore-part"
     try:
         data = to_plain(await node.get(file_id, partial, progress=progress))
-        info = next((f for f in node.list_files() if getattr(f, "file_id", None) == file_id), None)
+        info = node.file_info(file_id)
         final = dest / safe_file_name(getattr(info, "name", None), file_id.hex())
         _refuse_existing(final)
         os.rename(partial, final)
@@ -597,7 +624,8 @@ class _Connection:
 class ControlServer:
     """Serves control connections for one node; :meth:`handle` is the per-connection task.
 
-    ``protocol_errors`` counts connections closed for malformed input.
+    ``protocol_errors`` counts connections closed for malformed input, ``busy_refusals`` those
+    answered ``busy`` because ``max_connections`` were open.
     """
 
     def __init__(self, node: ControlledNode, *, max_connections: int = MAX_CONNECTIONS) -> None:
@@ -605,6 +633,7 @@ class ControlServer:
         self.max_connections = max_connections
         self.active = 0
         self.protocol_errors = 0
+        self.busy_refusals = 0
 
     async def handle(self, stream: trio.abc.Stream) -> None:
         """Serve requests on ``stream`` until EOF, idleness, a protocol error or cancellation.
@@ -613,7 +642,21 @@ class ControlServer:
         """
         async with stream:
             if self.active >= self.max_connections:
-                log.warning("control: refusing a connection (%d open)", self.active)
+                # Say so rather than just closing: the client can tell "busy, retry" from a
+                # daemon that died, and nothing was started, so retrying is safe.
+                self.busy_refusals += 1
+                log.info("control: busy (%d connections open), a client must retry", self.active)
+                with contextlib.suppress(
+                    trio.BrokenResourceError, trio.ClosedResourceError, trio.TooSlowError
+                ):
+                    await _Connection(stream, MAX_REQUEST_BYTES).send(
+                        {
+                            "type": "error",
+                            "code": BUSY_CODE,
+                            "message": f"the daemon is serving {self.active} control connections"
+                            " already; retry shortly",
+                        }
+                    )
                 return
             self.active += 1
             try:
@@ -759,7 +802,7 @@ async def bind_control_socket(path: Path) -> trio.socket.SocketType:
         finally:
             os.umask(old_umask)
         os.chmod(path, 0o600)
-        sock.listen(MAX_CONNECTIONS)
+        sock.listen(LISTEN_BACKLOG)
     except BaseException:
         sock.close()
         raise
@@ -829,15 +872,38 @@ async def call(
     answered nonsense (``code="disconnected"``/``"protocol"``). Operations not in :data:`LONG_OPS`
     must finish within :data:`OP_TIMEOUT`; long ones only need an event every :data:`STALL_TIMEOUT`.
     Cancelling the call closes the connection, which cancels the operation in the daemon.
+    A ``busy`` answer (the daemon has :data:`MAX_CONNECTIONS` open; nothing was done) is retried
+    with backoff for up to :data:`BUSY_RETRY_TIMEOUT` seconds before it is raised
+    (``code="busy"``).
     """
     message = make_request(op, args)
+    give_up = trio.current_time() + BUSY_RETRY_TIMEOUT
+    pause = BUSY_RETRY_FIRST
+    while True:
+        try:
+            return await _call_once(data_dir, op, message, on_progress)
+        except ControlError as exc:
+            if exc.code != BUSY_CODE or trio.current_time() + pause > give_up:
+                raise
+        await trio.sleep(pause * random.uniform(0.5, 1.5))
+        pause = min(pause * 2, BUSY_RETRY_MAX)
+
+
+async def _call_once(
+    data_dir: Path,
+    op: str,
+    message: dict[str, Any],
+    on_progress: Callable[[dict[str, Any]], None] | None,
+) -> dict[str, Any]:
     path = control_socket_path(data_dir)
     stream = await _connect(path)
     deadline = trio.current_time() + OP_TIMEOUT if op not in LONG_OPS else float("inf")
     async with stream:
         conn = _Connection(stream, MAX_REPLY_BYTES)
         try:
-            await conn.send(message)
+            # A busy daemon may answer and close before reading: its answer is still readable.
+            with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+                await conn.send(message)
             while True:
                 with trio.move_on_at(min(deadline, trio.current_time() + STALL_TIMEOUT)):
                     incoming = await conn.receive()

@@ -23,6 +23,7 @@ import trio
 
 from .config import DaemonSettings, format_host_port
 from .control import ControlledNode, DaemonAlreadyRunningError, serve_control
+from .datadir import prepare_data_dir
 from .errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -64,12 +65,16 @@ class ReadyInfo:
 def data_dir_lock(data_dir: Path) -> Iterator[None]:
     """Hold the exclusive daemon lock of ``data_dir`` (created 0700 if missing) for the block.
 
-    Raises :class:`DaemonAlreadyRunningError` if another process holds it, :class:`ConfigError`
-    if the directory cannot be created or the lock file opened.
+    Raises :class:`DaemonAlreadyRunningError` if another process holds it,
+    :class:`~p2pstore.datadir.UnsafeDataDirError` if another user could control the directory
+    (see :mod:`p2pstore.datadir`), :class:`ConfigError` if it cannot be created or the lock file
+    opened.
     """
+    prepare_data_dir(data_dir)  # refused (UnsafeDataDirError) if another user could control it
     try:
-        data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        fd = os.open(data_dir / LOCK_FILE_NAME, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        fd = os.open(
+            data_dir / LOCK_FILE_NAME, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600
+        )
     except OSError as exc:
         raise ConfigError(f"cannot use data directory {data_dir}: {exc.strerror or exc}") from None
     try:

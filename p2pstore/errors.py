@@ -77,3 +77,20 @@ class FileUnavailableError(P2PStoreError):
 
 class QuotaExceededError(P2PStoreError):
     """Storing a chunk would exceed the node's storage quota."""
+
+
+class NotDispersedError(P2PStoreError):
+    """A put asked to disperse the file could place no share on any other peer.
+
+    The file *is* stored (and announced) on this node: ``file_id`` names it, and putting it
+    again once peers are reachable disperses it (nothing is stored twice). ``reason`` says why
+    nothing was dispersed (no peer found, or every peer failed).
+    """
+
+    def __init__(self, file_id: bytes, reason: str) -> None:
+        self.file_id = file_id
+        self.reason = reason
+        super().__init__(
+            f"stored locally only, not dispersed: {reason} (file ID {file_id.hex()}; run put"
+            " again once peers are reachable, or use --no-disperse to keep files local)"
+        )

@@ -6,8 +6,12 @@ from the DHT can be checked when a TCP channel is opened to that node.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import hashlib
 import os
+import secrets
+import stat
 from pathlib import Path
 
 from cryptography.exceptions import InvalidSignature
@@ -69,24 +73,64 @@ class Identity:
     def load_or_create(cls, data_dir: Path) -> Identity:
         """The identity kept in ``data_dir``, created (mode 0600, written atomically) if absent.
 
-        The same directory always yields the same node ID across restarts.
+        The same directory always yields the same node ID across restarts. The key file is never
+        read through a symbolic link, and one owned by another user or readable or writable by
+        anyone else is refused (:class:`ConfigError`): whoever could write it chooses this
+        node's identity, whoever could read it can impersonate the node. The temp file it is
+        written through is created with ``O_EXCL | O_NOFOLLOW`` under a random name. The caller
+        checks the directory itself (:func:`p2pstore.datadir.prepare_data_dir`).
         """
         path = Path(data_dir) / KEY_FILE_NAME
-        if path.exists():
-            raw = path.read_bytes()
-            if len(raw) != 32:
-                raise ConfigError(f"{path} is not a 32-byte Ed25519 private key")
-            return cls.from_private_bytes(raw)
-        identity = cls.generate()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         try:
-            os.write(fd, identity.private_bytes())
-            os.fsync(fd)
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return cls._create(path)
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise ConfigError(f"{path} is a symbolic link; refusing to use it") from None
+            raise
+        with open(fd, "rb") as key_file:
+            st = os.fstat(key_file.fileno())
+            if not stat.S_ISREG(st.st_mode):
+                raise ConfigError(f"{path} is not a regular file")
+            if st.st_uid != os.geteuid():
+                raise ConfigError(
+                    f"{path} is owned by uid {st.st_uid}, not by this user; refusing to use it"
+                )
+            if st.st_mode & 0o077:
+                raise ConfigError(
+                    f"{path} is accessible by other users (mode {stat.S_IMODE(st.st_mode):04o});"
+                    " run: chmod 600 " + str(path)
+                )
+            raw = key_file.read(33)
+        if len(raw) != 32:
+            raise ConfigError(f"{path} is not a 32-byte Ed25519 private key")
+        return cls.from_private_bytes(raw)
+
+    @classmethod
+    def _create(cls, path: Path) -> Identity:
+        identity = cls.generate()
+        tmp = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+        fd = os.open(tmp, flags, 0o600)
+        try:
+            try:
+                os.write(fd, identity.private_bytes())
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            # link() never replaces: if another process created the key meanwhile, use theirs.
+            os.link(tmp, path)
+            dir_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            try:
+                os.fsync(dir_fd)
+            finally:
+                os.close(dir_fd)
+        except FileExistsError:
+            return cls.load_or_create(path.parent)
         finally:
-            os.close(fd)
-        os.replace(tmp, path)
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
         return identity
 
     def private_bytes(self) -> bytes:

@@ -32,6 +32,7 @@ import trio
 
 from ._groups import collapse_exception_groups
 from .chunking import DEFAULT_CHUNK_SIZE
+from .datadir import prepare_data_dir
 from .dht import Contact, DhtConfig, DhtService, ProviderRecord, open_dht
 from .errors import (
     BootstrapError,
@@ -39,6 +40,7 @@ from .errors import (
     ConfigError,
     CorruptChunkError,
     ManifestError,
+    NotDispersedError,
     P2PStoreError,
     UnknownFileError,
 )
@@ -48,6 +50,7 @@ from .ratelimit import RateLimiter
 from .store import ChunkStore, StoredFile, VerifyReport
 from .transfer.disperse import DispersalConfig, DispersalReport, disperse
 from .transfer.download import Download, DownloadConfig, Provider
+from .transfer.output import LocalChunksLostError, remove_dead_parts
 from .transfer.progress import Progress
 from .wire.client import ConnectionPool
 from .wire.config import WireConfig
@@ -68,6 +71,9 @@ ANNOUNCE_CONCURRENCY = 8
 #: Manifest roots checked for adoption at once, and the most waiting (more PUTs are not checked).
 ADOPT_CONCURRENCY = 4
 MAX_PENDING_ADOPTIONS = 64
+#: Times a get plans again after chunks its own store claimed to hold were found damaged (each
+#: round quarantines what it found, so the next one fetches those from the network).
+LOCAL_DAMAGE_RETRIES = 4
 #: Token-bucket burst of the upload limiter, in seconds of the configured rate (at least a chunk).
 UPLOAD_BURST_SECONDS = 0.25
 
@@ -234,7 +240,10 @@ class Node:
         which keeps them and announces itself as a provider; the file then survives this node
         and any ``m`` holders of each stripe leaving. Raises ``OSError`` if the file cannot be
         read and :class:`ConfigError` for bad parameters. Peers that fail during dispersal are
-        logged and their shares given to the others (see :attr:`last_dispersal`).
+        logged and their shares given to the others (see :attr:`last_dispersal`). If dispersal
+        was asked for but no peer could take any share (none found, or every one failed), raises
+        :class:`NotDispersedError` *after* the file was stored and announced here: a caller that
+        asked for copies elsewhere must not be told it has them (its ``file_id`` names the file).
         """
         transfer = self._begin("put", None, Path(path).name)
         try:
@@ -259,7 +268,8 @@ class Node:
             if progress is not None:
                 progress(PutProgress("publish", 1, 1))
             if disperse:
-                self.last_dispersal = await self._disperse(manifest, progress)
+                self.last_dispersal = report = await self._disperse(manifest, progress)
+                _check_dispersed(manifest, report)
             return manifest.file_id
         finally:
             self._end(transfer)
@@ -329,6 +339,43 @@ class Node:
         progress: Callable[[DownloadProgress], None] | None = None,
     ) -> GetResult:
         """Download the file ``file_id`` from every provider at once into ``dest``.
+
+        ``dest`` appears only when the whole file is there and verified (temp file + rename);
+        an existing file at ``dest`` is replaced (as by ``os.replace``).
+        Chunks already in the local store are not fetched again, so a ``get`` that was
+        cancelled or failed resumes. Raises :class:`FileUnavailableError` (naming the stripes and
+        chunks that cannot be found) when the file cannot be rebuilt from the reachable peers,
+        and :class:`ManifestError` if its manifest cannot be obtained intact. Afterwards this node
+        announces itself as a provider of the file. Chunks of this node's own store that turn
+        out damaged are quarantined and fetched from the network (the download is planned
+        again). Temporary files that dead downloads (``kill -9``) left beside ``dest`` are
+        removed first.
+        """
+        if len(file_id) != 32:
+            raise ConfigError("a file ID is 32 bytes (64 hex digits)")
+        await trio.to_thread.run_sync(_start_download, self.store, Path(dest))
+        try:
+            for attempt in range(LOCAL_DAMAGE_RETRIES + 1):
+                try:
+                    return await self._get_once(file_id, dest, progress=progress)
+                except LocalChunksLostError as exc:
+                    # The bad local chunks are quarantined now: planning again fetches them
+                    # from the network (everything verified so far stays stored).
+                    if attempt == LOCAL_DAMAGE_RETRIES:
+                        raise
+                    log.warning("get %s: %s; fetching them from peers", file_id.hex()[:16], exc)
+            raise AssertionError("unreachable")
+        finally:
+            self.store.forget_download(Path(dest))
+
+    async def _get_once(
+        self,
+        file_id: bytes,
+        dest: Path,
+        *,
+        progress: Callable[[DownloadProgress], None] | None = None,
+    ) -> GetResult:
+        """One download attempt of :meth:`get` (which see).
 
         ``dest`` appears only when the whole file is there and verified (temp file + rename);
         an existing file at ``dest`` is replaced (as by ``os.replace``).
@@ -502,6 +549,10 @@ class Node:
         """Files this node knows (its own and those it holds shares of)."""
         return self.store.list_files()
 
+    def file_info(self, file_id: bytes) -> StoredFile | None:
+        """The :meth:`list_files` entry of one file (or ``None``), without listing them all."""
+        return self.store.file_info(file_id)
+
     def pin(self, file_id: bytes) -> None:
         """Keep the file's chunks through ``gc``, and announce it again if it was unpinned.
 
@@ -562,6 +613,33 @@ class Node:
                 del self._transfers[key]
 
 
+def _start_download(store: ChunkStore, dest: Path) -> None:
+    """Before a download into ``dest``: remove temporary files dead downloads left beside it
+    (what they held is in the store, which the new download resumes from), and note it."""
+    for path in remove_dead_parts(dest):
+        log.info("removed %s, left by a download that did not finish", path)
+    store.note_download(dest)
+
+
+def _remove_dead_downloads(store: ChunkStore) -> None:
+    """At start: the temporary files of downloads the last run did not finish (``kill -9``)."""
+    for dest in store.pending_downloads():
+        for path in remove_dead_parts(dest):
+            log.info("removed %s, left by a download that did not finish", path)
+        store.forget_download(dest)
+
+
+def _check_dispersed(manifest: Manifest, report: DispersalReport | None) -> None:
+    """Raise :class:`NotDispersedError` unless some peer now holds shares of the file."""
+    if report is None:
+        raise NotDispersedError(manifest.file_id, "no peer to disperse to was found")
+    if not report.holders:
+        reasons = "; ".join(f"{label}: {why}" for label, why in list(report.failed.items())[:3])
+        raise NotDispersedError(
+            manifest.file_id, f"every peer failed ({len(report.failed)}): {reasons}"
+        )
+
+
 def _normalise_bootstrap(value: Iterable[Sequence[Any]]) -> tuple[tuple[str, int], ...]:
     out = []
     for entry in value:
@@ -590,12 +668,17 @@ async def open_node(
         overrides["bootstrap"] = _normalise_bootstrap(overrides["bootstrap"])
     config = replace(config or NodeConfig(), **overrides)
     data_dir = Path(data_dir)
+    prepare_data_dir(data_dir)  # created 0700; refused if another user could control it
     try:
-        data_dir.mkdir(parents=True, exist_ok=True)
         identity = Identity.load_or_create(data_dir)
     except OSError as exc:
         raise ConfigError(f"cannot use data directory {data_dir}: {exc.strerror or exc}") from exc
     store = ChunkStore.open(data_dir, quota_bytes=config.quota_bytes)
+    try:
+        await trio.to_thread.run_sync(_remove_dead_downloads, store)
+    except BaseException:
+        store.close()
+        raise
     # Callers get the documented exceptions (ConfigError, BootstrapError, their own errors from
     # the block), not ExceptionGroups from the node's nursery.
     with collapse_exception_groups():

@@ -28,8 +28,10 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import errno
 import fcntl
 import hashlib
+import logging
 import os
 import secrets
 import sys
@@ -37,7 +39,7 @@ import threading
 import time
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from types import TracebackType
@@ -55,16 +57,18 @@ from .chunking import (
     Layout,
     read_stripe,
 )
+from .datadir import prepare_data_dir
 from .erasure import ReedSolomon
 from .errors import (
     ChunkNotFoundError,
     ConfigError,
     CorruptChunkError,
+    FileUnavailableError,
     ManifestError,
     QuotaExceededError,
 )
 from .manifest import ID_LEN, Manifest, ManifestRoot, validate_name
-from .reassembly import ProgressCallback, reassemble
+from .reassembly import ProgressCallback, fetch_stripe, reassemble
 
 __all__ = [
     "MALLOC_ARENA_MAX",
@@ -72,6 +76,7 @@ __all__ = [
     "STORE_THREADS",
     "WRITE_THREADS",
     "ChunkStore",
+    "DamagedFile",
     "StoreInUseError",
     "StoredFile",
     "VerifyReport",
@@ -94,16 +99,27 @@ MANIFEST_CACHE_SIZE = 32
 _MAX_READ = MAX_CHUNK_SIZE + 1
 
 
+def _open_chunk_file(path: Path) -> int:
+    """A read-only descriptor of a chunk file. A symbolic link is not followed: it reads as an
+    empty file (so it is quarantined as corrupt, never read through)."""
+    try:
+        return os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError as exc:
+        if exc.errno != errno.ELOOP:
+            raise
+        return os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+
+
 def _read_chunk_file(path: Path, expected: int) -> bytes:
     """The file's bytes, reading at most one byte more than ``expected`` (so a longer file is
     detected without allocating ``_MAX_READ``: a read buffer is sized by its request)."""
-    with open(path, "rb") as f:
+    with open(_open_chunk_file(path), "rb") as f:
         return f.read(min(expected + 1, _MAX_READ))
 
 
 def _read_chunk_file_into(path: Path, buffer: memoryview) -> bool:
     """Fill ``buffer`` from the file; True if the file is exactly that long."""
-    with open(path, "rb", buffering=0) as f:
+    with open(_open_chunk_file(path), "rb", buffering=0) as f:
         filled = 0
         while filled < len(buffer):
             count = f.readinto(buffer[filled:])
@@ -115,6 +131,8 @@ def _read_chunk_file_into(path: Path, buffer: memoryview) -> bool:
 
 _Bytes = TypeVar("_Bytes", bytes, memoryview)
 
+log = logging.getLogger(__name__)
+
 #: glibc malloc arenas allowed in the process (unless ``$MALLOC_ARENA_MAX`` says otherwise). By
 #: default every worker thread may get its own arena, and freed chunk-sized buffers stay cached
 #: in each: the RSS then creeps up by tens of MiB per GiB stored. Two keep it flat.
@@ -122,6 +140,9 @@ MALLOC_ARENA_MAX = 2
 _M_ARENA_MAX = -8  # from glibc's <malloc.h>
 
 _INDEX_NAME = "index.sqlite3"
+#: Where the second copy of every manifest chunk (root and index chunks) lives: a flipped byte
+#: in the only copy of a root would otherwise lose a whole file whose shares are all intact.
+SPARES_DIR = "manifests"
 _LOCK_NAME = "store.lock"
 _TMP_SUFFIX = ".tmp"
 
@@ -152,21 +173,59 @@ class StoredFile:
 
 
 @dataclass(frozen=True)
-class VerifyReport:
-    """Result of :meth:`ChunkStore.verify`: chunks checked, and the IDs found corrupt or missing.
+class DamagedFile:
+    """A file with chunks on record as damaged: ``chunks`` of them, not repaired yet."""
 
-    Corrupt chunks were quarantined and both kinds were removed from the index.
+    file_id: bytes
+    name: str
+    chunks: int
+
+
+@dataclass(frozen=True)
+class VerifyReport:
+    """Result of :meth:`ChunkStore.verify`.
+
+    ``checked``/``bytes_checked``: chunks (and spare manifest copies) re-hashed. ``corrupt`` and
+    ``missing``: IDs found bad or gone *in this run* (quarantined, dropped from the index).
+    ``repaired``: IDs stored again in this run, from a spare manifest copy or rebuilt from the
+    stripe's other local shares. ``damaged``: every chunk on record as damaged and still not
+    repaired, whenever the damage was found (a chunk stays here, run after run, until it is
+    stored again: by a later ``verify`` once enough of its stripe is local, a ``get`` of the file,
+    or a peer's PUT); ``damaged_files`` groups them by file.
     """
 
     checked: int
     bytes_checked: int
     corrupt: list[bytes]
     missing: list[bytes]
+    repaired: list[bytes] = field(default_factory=list)
+    damaged: list[bytes] = field(default_factory=list)
+    damaged_files: list[DamagedFile] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
-        """True if nothing was wrong."""
-        return not self.corrupt and not self.missing
+        """True if nothing was found wrong in this run and no earlier damage is outstanding."""
+        return not self.corrupt and not self.missing and not self.damaged
+
+
+def _stored_file(r: _index.FileRow) -> StoredFile:
+    return StoredFile(
+        file_id=r.file_id,
+        name=r.name,
+        size=r.size,
+        chunk_size=r.chunk_size,
+        k=r.k,
+        m=r.m,
+        created=r.created,
+        pinned=r.pin_kind is not None,
+        pin_kind=r.pin_kind,
+        chunks_present=r.chunks_present,
+        chunks_total=r.chunks_total,
+    )
+
+
+def _sha(data: bytes | memoryview) -> bytes:
+    return hashlib.sha256(data).digest()
 
 
 def _fsync_dir(path: Path) -> None:
@@ -179,7 +238,7 @@ def _fsync_dir(path: Path) -> None:
 
 def _write_temp(path: Path, data: bytes | memoryview) -> None:
     """Create ``path`` (must not exist) holding ``data``, fsynced. Removes it on failure."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
     try:
         view = memoryview(data)
         while view:
@@ -191,6 +250,18 @@ def _write_temp(path: Path, data: bytes | memoryview) -> None:
             os.unlink(path)
         raise
     os.close(fd)
+
+
+def _empty_dir_no_follow(path: Path) -> None:
+    """Remove the files in ``path`` without following a symbolic link, neither ``path`` itself
+    (``O_NOFOLLOW``: a link there raises instead of emptying its target) nor its entries."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        for name in os.listdir(fd):
+            with contextlib.suppress(OSError):
+                os.unlink(name, dir_fd=fd)
+    finally:
+        os.close(fd)
 
 
 def _limit_malloc_arenas() -> None:
@@ -269,6 +340,7 @@ class ChunkStore:
         self._chunks = data_dir / "chunks"
         self._tmp = data_dir / "tmp"
         self._quarantine = data_dir / "quarantine"
+        self._spares = data_dir / SPARES_DIR
         self._index = index
         self._lock_fd: int | None = lock_fd
         self._quota = quota_bytes
@@ -297,10 +369,15 @@ class ChunkStore:
             raise ConfigError("quota_bytes must be >= 0")
         _limit_malloc_arenas()
         data_dir = Path(data_dir)
+        prepare_data_dir(data_dir)  # refuses a directory another user could control
         try:
-            for sub in ("", "chunks", "tmp", "quarantine"):
-                (data_dir / sub).mkdir(mode=0o700, parents=True, exist_ok=True)
-            lock_fd = os.open(data_dir / _LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            for sub in ("chunks", "tmp", "quarantine", SPARES_DIR):
+                (data_dir / sub).mkdir(mode=0o700, exist_ok=True)
+            lock_fd = os.open(
+                data_dir / _LOCK_NAME,
+                os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW,
+                0o600,
+            )
         except OSError as exc:
             raise ConfigError(f"cannot use data directory {data_dir}: {exc}") from exc
         try:
@@ -308,9 +385,7 @@ class ChunkStore:
                 fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 raise StoreInUseError(f"the store in {data_dir} is already open") from None
-            for entry in os.scandir(data_dir / "tmp"):
-                with contextlib.suppress(OSError):
-                    os.unlink(entry.path)
+            _empty_dir_no_follow(data_dir / "tmp")
             _make_shards(data_dir / "chunks")
             index = _index.Index(data_dir / _INDEX_NAME)
         except BaseException:
@@ -366,7 +441,7 @@ class ChunkStore:
             return
         with self._dirs_lock:
             if not path.is_dir():
-                path.mkdir(exist_ok=True)
+                path.mkdir(mode=0o700, exist_ok=True)
                 _fsync_dir(path.parent)
 
     def _todo(
@@ -453,6 +528,56 @@ class ChunkStore:
             seen.add(cid)
         return result
 
+    # -- spare copies of manifest chunks --------------------------------------------------------
+
+    def spare_path(self, chunk_id: bytes) -> Path:
+        """Where the spare copy of a manifest chunk lives (whether or not it exists)."""
+        return self._spares / chunk_id.hex()
+
+    def _read_spare_sync(self, chunk_id: bytes) -> bytes | None:
+        """The spare copy's bytes if it is recorded, present and intact, else ``None``."""
+        size = self._index.spare_size(chunk_id)
+        if size is None:
+            return None
+        try:
+            data = _read_chunk_file(self.spare_path(chunk_id), size)
+        except FileNotFoundError:
+            return None
+        if len(data) != size or hashlib.sha256(data).digest() != chunk_id:
+            return None
+        return data
+
+    def _write_spare_sync(self, chunk_id: bytes, data: bytes | memoryview) -> None:
+        tmp = self._tmp / f"spare-{chunk_id.hex()}.{secrets.token_hex(6)}{_TMP_SUFFIX}"
+        _write_temp(tmp, data)
+        try:
+            os.replace(tmp, self.spare_path(chunk_id))
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+        _fsync_dir(self._spares)
+
+    def _store_spares_sync(self, items: Sequence[tuple[bytes, bytes | memoryview]]) -> None:
+        """Give each manifest chunk a durable second copy (before the file is recorded)."""
+        todo = [(cid, data) for cid, data in items if self._index.spare_size(cid) is None]
+        for cid, data in todo:
+            self._write_spare_sync(cid, data)
+        if todo:
+            self._index.add_spares([(cid, len(data)) for cid, data in todo])
+
+    def _restore_from_spare_sync(self, chunk_id: bytes) -> bool:
+        """Put the primary copy of a manifest chunk back from its spare; True if it was."""
+        data = self._read_spare_sync(chunk_id)
+        if data is None:
+            return False
+        with self._pending.hold() as add:
+            add([chunk_id])
+            self._write_chunk_file(chunk_id, data)
+            self._index.insert_chunks([(chunk_id, len(data))])
+        log.warning("restored manifest chunk %s from its spare copy", chunk_id.hex())
+        return True
+
     # -- public chunk API ----------------------------------------------------------------------
 
     async def put_chunk(
@@ -512,6 +637,7 @@ class ChunkStore:
     def _quarantine_sync(self, chunk_id: bytes) -> None:
         path = self.chunk_path(chunk_id)
         self._index.delete_chunks([chunk_id])
+        self._index.mark_damaged([chunk_id], "corrupt")
         dest = self._quarantine / f"{chunk_id.hex()}.{time.time_ns()}"
         with contextlib.suppress(FileNotFoundError):
             os.replace(path, dest)
@@ -535,8 +661,14 @@ class ChunkStore:
         chunk server reads it straight into the frame it seals).
         """
 
+        given: list[memoryview] = []
+
         def read(path: Path, size: int) -> memoryview | None:
-            buffer = buffer_for(size)
+            # One buffer per call even if the read is retried (a manifest chunk restored from
+            # its spare): the caller may hand out only one (the server's frame).
+            if not given or len(given[0]) != size:
+                given[:] = [buffer_for(size)]
+            buffer = given[0]
             if len(buffer) != size:
                 raise ValueError(f"buffer of {len(buffer)} bytes for a chunk of {size}")
             return buffer if _read_chunk_file_into(path, buffer) else None
@@ -547,8 +679,19 @@ class ChunkStore:
         """``read(path, size)`` of the chunk's file, checked against its ID. ``read`` returns
         ``None`` if the file is not ``size`` bytes long. A vanished file drops the index row
         (:class:`ChunkNotFoundError`); wrong bytes quarantine the chunk
-        (:class:`CorruptChunkError`).
+        (:class:`CorruptChunkError`). Either way the chunk is on record as damaged, and a
+        manifest chunk is restored from its spare copy (and read again) if that one is intact.
         """
+        try:
+            return self._verified_read_once(chunk_id, read)
+        except (ChunkNotFoundError, CorruptChunkError):
+            if not self._restore_from_spare_sync(chunk_id):
+                raise
+        return self._verified_read_once(chunk_id, read)
+
+    def _verified_read_once(
+        self, chunk_id: bytes, read: Callable[[Path, int], _Bytes | None]
+    ) -> _Bytes:
         size = self.chunk_size(chunk_id)
         if size is None:
             raise ChunkNotFoundError(chunk_id)
@@ -556,6 +699,7 @@ class ChunkStore:
             data = read(self.chunk_path(chunk_id), size)
         except FileNotFoundError:
             self._index.delete_chunks([chunk_id])
+            self._index.mark_damaged([chunk_id], "missing")
             raise ChunkNotFoundError(chunk_id) from None
         if data is None or hashlib.sha256(data).digest() != chunk_id:
             self._quarantine_sync(chunk_id)
@@ -661,6 +805,7 @@ class ChunkStore:
     ) -> None:
         mchunks = manifest.manifest_chunks()
         self._store_chunks_sync(mchunks, add_pending)
+        self._store_spares_sync(mchunks)
         self._index.add_file(
             file_id=manifest.file_id,
             name=manifest.name,
@@ -693,7 +838,9 @@ class ChunkStore:
         cancellation, crash) calling it again completes the put. The file is listed only once all
         its chunks are durable. Raises :class:`ConfigError` for bad parameters or name,
         ``OSError`` if the file cannot be read and ``EOFError`` if it shrinks while being read.
-        Quota is not enforced for the user's own files.
+        Quota is not enforced for the user's own files. A file shorter than one stripe is stored
+        with ``k`` = its chunk count and proportionally fewer parity chunks
+        (:meth:`Layout.for_size`); the manifest records what was used.
         """
         path = Path(path)
         layout = Layout(chunk_size, k, m)
@@ -701,10 +848,12 @@ class ChunkStore:
             name = validate_name(path.name if name is None else name)
         except ManifestError as exc:
             raise ConfigError(str(exc)) from None
-        rs = ReedSolomon(k, m) if m > 0 else None
         fd = await trio.to_thread.run_sync(os.open, path, os.O_RDONLY | os.O_CLOEXEC)
         try:
             size = os.fstat(fd).st_size
+            layout = layout.for_size(size)  # a file shorter than a stripe: fewer parity chunks
+            k, m = layout.k, layout.m
+            rs = ReedSolomon(k, m) if m > 0 else None
             n = layout.stripe_count(size)
             ids: list[tuple[bytes, ...]] = [()] * n
             buffers: list[bytearray] = []
@@ -813,22 +962,13 @@ class ChunkStore:
 
     def list_files(self) -> list[StoredFile]:
         """Every file whose manifest is recorded, oldest first."""
-        return [
-            StoredFile(
-                file_id=r.file_id,
-                name=r.name,
-                size=r.size,
-                chunk_size=r.chunk_size,
-                k=r.k,
-                m=r.m,
-                created=r.created,
-                pinned=r.pin_kind is not None,
-                pin_kind=r.pin_kind,
-                chunks_present=r.chunks_present,
-                chunks_total=r.chunks_total,
-            )
-            for r in self._index.files()
-        ]
+        return [_stored_file(r) for r in self._index.files()]
+
+    def file_info(self, file_id: bytes) -> StoredFile | None:
+        """The :meth:`list_files` entry of one file, or ``None``; one indexed look-up, so its cost
+        does not grow with the number of files stored."""
+        row = self._index.file_row(file_id)
+        return None if row is None else _stored_file(row)
 
     def pin(self, file_id: bytes) -> None:
         """Pin a known file (its chunks survive gc). ChunkNotFoundError if the file is unknown."""
@@ -840,6 +980,19 @@ class ChunkStore:
         """Unpin a file: the next gc frees its chunks unless another pinned file uses them."""
         self._index.unpin(file_id)
 
+    def note_download(self, dest: Path) -> None:
+        """Record that a download into ``dest`` starts: if the process dies, the next node start
+        knows where a temporary file may have been left (see :meth:`pending_downloads`)."""
+        self._index.note_download(os.fspath(dest))
+
+    def forget_download(self, dest: Path) -> None:
+        """The download into ``dest`` has ended (its temporary file is gone)."""
+        self._index.forget_download(os.fspath(dest))
+
+    def pending_downloads(self) -> list[Path]:
+        """Destinations of downloads noted and never forgotten (the process died meanwhile)."""
+        return [Path(d) for d in self._index.downloads()]
+
     def gc(self) -> int:
         """Delete every chunk that belongs to no pinned file; returns the bytes freed.
 
@@ -848,6 +1001,9 @@ class ChunkStore:
         written by a running put are kept. Blocking (walks the chunk directories).
         """
         self._index.forget_unpinned_held()
+        for cid in self._index.forget_unneeded():
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.spare_path(cid))
         pending = self._pending.snapshot()
         victims = [(cid, n) for cid, n in self._index.unreferenced_chunks() if cid not in pending]
         freed = self._index.delete_chunks([cid for cid, _ in victims])
@@ -905,6 +1061,7 @@ class ChunkStore:
                     data = _read_chunk_file(self.chunk_path(cid), size)
                 except FileNotFoundError:
                     self._index.delete_chunks([cid])
+                    self._index.mark_damaged([cid], "missing")
                     missing.append(cid)
                     continue
                 nbytes += len(data)
@@ -917,4 +1074,98 @@ class ChunkStore:
         pos = 0
         while pos < len(ids):
             pos = await trio.to_thread.run_sync(batch, pos, limiter=self._limiter)
-        return VerifyReport(checked, nbytes, corrupt, missing)
+
+        def spares() -> tuple[int, int, list[bytes]]:
+            return self._check_spares_sync(corrupt, missing)
+
+        spare_count, spare_bytes, repaired = await trio.to_thread.run_sync(
+            spares, limiter=self._limiter
+        )
+        repaired += await self._repair_stripes()
+        damaged = await trio.to_thread.run_sync(self._index.damaged, limiter=self._limiter)
+        by_file = await trio.to_thread.run_sync(self._index.damaged_by_file, limiter=self._limiter)
+        names = {f.file_id: f.name for f in self.list_files() if f.file_id in by_file}
+        return VerifyReport(
+            checked=checked + spare_count,
+            bytes_checked=nbytes + spare_bytes,
+            corrupt=corrupt,
+            missing=missing,
+            repaired=repaired,
+            damaged=sorted(damaged),
+            damaged_files=[
+                DamagedFile(fid, names.get(fid, ""), len(cids)) for fid, cids in by_file.items()
+            ],
+        )
+
+    def _check_spares_sync(
+        self, corrupt: list[bytes], missing: list[bytes]
+    ) -> tuple[int, int, list[bytes]]:
+        """Check both copies of every manifest chunk and restore either from the other.
+
+        Returns (copies checked, bytes, IDs repaired). A bad spare is reported as corrupt (or
+        missing) like a bad chunk.
+        """
+        repaired: list[bytes] = []
+        checked = nbytes = 0
+        for cid, size in self._index.spares():
+            checked += 1
+            nbytes += size
+            spare = self._read_spare_sync(cid)
+            if spare is None:
+                (missing if not self.spare_path(cid).exists() else corrupt).append(cid)
+                try:
+                    primary = self._read_verified_sync(cid)
+                except (ChunkNotFoundError, CorruptChunkError):
+                    self._index.mark_damaged([cid], "corrupt")
+                    continue
+                self._write_spare_sync(cid, primary)
+                repaired.append(cid)
+            elif not self._index.present([cid]):
+                self._restore_from_spare_sync(cid)
+                repaired.append(cid)
+        return checked, nbytes, repaired
+
+    async def _repair_stripes(self) -> list[bytes]:
+        """Rebuild damaged data and parity chunks from their stripe's other local shares, where
+        at least ``k`` of them are here; returns the IDs stored again."""
+        by_file = await trio.to_thread.run_sync(self._index.damaged_by_file, limiter=self._limiter)
+        repaired: list[bytes] = []
+        for file_id, lost_ids in by_file.items():
+            try:
+                manifest = await self.load_manifest(file_id)
+            except (ChunkNotFoundError, CorruptChunkError, ManifestError):
+                continue  # its manifest is gone too: a get of the file restores everything
+            lost = set(lost_ids)
+            rs = ReedSolomon(manifest.k, manifest.m) if manifest.m else None
+            for s, ids in enumerate(manifest.stripes):
+                positions = [p for p, cid in enumerate(ids) if cid in lost]
+                if positions:
+                    repaired += await self._rebuild_stripe(manifest, s, positions, rs)
+        return repaired
+
+    async def _rebuild_stripe(
+        self, manifest: Manifest, s: int, positions: list[int], rs: ReedSolomon | None
+    ) -> list[bytes]:
+        d = manifest.data_chunk_count(s)
+        if sum(self.has_chunks(manifest.stripes[s])) < d or (rs is None and positions[-1] >= d):
+            return []
+        try:
+            data = await fetch_stripe(manifest, self, s, rs or ReedSolomon(1, 0), self._limiter)
+        except (ChunkNotFoundError, CorruptChunkError, FileUnavailableError):
+            return []
+        ids = manifest.stripes[s]
+
+        def rebuild() -> list[tuple[bytes, bytes]]:
+            chunks = list(data)
+            if rs is not None:
+                length = manifest.share_length(s)
+                shares = [c + bytes(length - len(c)) for c in data]
+                shares += [bytes(length)] * (manifest.k - d)
+                parity = rs.encode(shares)
+                chunks += [c[: manifest.chunk_length(s, d + j)] for j, c in enumerate(parity)]
+            return [(ids[p], chunks[p]) for p in positions if _sha(chunks[p]) == ids[p]]
+
+        items = await trio.to_thread.run_sync(rebuild, limiter=self._limiter)
+        if items:
+            await self.put_chunks(items)
+        return [cid for cid, _ in items]

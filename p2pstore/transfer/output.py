@@ -8,15 +8,22 @@ the whole file back.
 
 The temporary file is ``.<name>.<random>.part`` in the destination's directory; :meth:`finish`
 fsyncs it and renames it into place, :meth:`abort` removes it. Either way nothing half-written is
-ever visible under the destination name.
+ever visible under the destination name. While a download runs it holds an exclusive ``flock``
+on its temporary file, so one left by a download that died (``kill -9``, power loss) is told
+apart from a live one: :func:`remove_dead_parts` deletes the dead ones beside a destination.
+Nothing in them is lost: every verified chunk also went to the store, which is what a new
+download resumes from.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import os
+import re
 import secrets
+import stat
 from pathlib import Path
 
 import trio
@@ -26,12 +33,20 @@ from ..errors import CorruptChunkError, FileUnavailableError
 from ..manifest import Manifest
 from ..reassembly import ChunkSource, fetch_stripe, finish_temp_file
 
-__all__ = ["REBUILD_CONCURRENCY", "OutputFile"]
+__all__ = ["REBUILD_CONCURRENCY", "LocalChunksLostError", "OutputFile", "remove_dead_parts"]
+
+_RANDOM_HEX = 8  # secrets.token_hex(4) in the temporary file's name
 
 #: Stripes rebuilt from the store at once: each holds up to k chunks in memory.
 REBUILD_CONCURRENCY = 4
 #: Worker threads for writes and rebuilds of one download (about the number of cores).
 OUTPUT_THREADS = 2
+
+
+class LocalChunksLostError(FileUnavailableError):
+    """A stripe the download counted as complete from the local store could not be rebuilt: some
+    of its stored chunks turned out corrupt or gone when read (they are quarantined and dropped
+    from the index by that read). Running the download again fetches them from the network."""
 
 
 def _pwrite_all(fd: int, data: bytes, offset: int) -> None:
@@ -62,8 +77,10 @@ class OutputFile:
         """Create the temporary file, sized to the whole file (sparse until written)."""
 
         def create() -> int:
-            fd = os.open(self.tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+            flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+            fd = os.open(self.tmp, flags, 0o644)
             try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # "alive": see remove_dead_parts
                 os.ftruncate(fd, self.manifest.size)
             except BaseException:
                 os.close(fd)
@@ -96,7 +113,8 @@ class OutputFile:
         """Write the data chunks of ``stripe`` not written yet, from ``source`` (the store),
         decoding from parity where needed. Rebuilt chunks are checked against their IDs.
 
-        Raises :class:`FileUnavailableError` if ``source`` lacks what the stripe needs.
+        Raises :class:`LocalChunksLostError` if ``source`` lacks what the stripe needs (chunks
+        it was believed to hold were found corrupt or missing).
         """
         missing = [
             j
@@ -106,7 +124,12 @@ class OutputFile:
         if not missing:
             return
         async with self._rebuilds:
-            data = await fetch_stripe(self.manifest, source, stripe, self._rs, self._threads)
+            try:
+                data = await fetch_stripe(self.manifest, source, stripe, self._rs, self._threads)
+            except FileUnavailableError as exc:
+                raise LocalChunksLostError(
+                    f"stripe {stripe}: {exc} from the local store", exc.missing
+                ) from exc
             ids = self.manifest.stripes[stripe]
 
             def check_and_write() -> None:
@@ -142,3 +165,43 @@ class OutputFile:
             os.close(fd)
         with contextlib.suppress(OSError):
             os.unlink(self.tmp)
+
+
+def _part_pattern(dest: Path) -> re.Pattern[str]:
+    return re.compile(re.escape(f".{dest.name}.") + f"[0-9a-f]{{{_RANDOM_HEX}}}" + r"\.part")
+
+
+def remove_dead_parts(dest: Path) -> list[Path]:
+    """Delete the temporary files of downloads to ``dest`` that are no longer running; returns
+    them. Blocking (a directory scan). A temporary file whose ``flock`` is held (a download in
+    progress, in this process or another) is left alone, as is anything that is not a regular
+    file of this user's (a link is never followed)."""
+    dest = Path(dest)
+    pattern = _part_pattern(dest)
+    removed: list[Path] = []
+    try:
+        names = os.listdir(dest.parent)
+    except OSError:
+        return removed
+    for name in names:
+        if not pattern.fullmatch(name):
+            continue
+        path = dest.parent / name
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
+        except OSError:
+            continue
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode) or st.st_uid != os.geteuid():
+                continue
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                continue  # alive
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+            removed.append(path)
+        finally:
+            os.close(fd)
+    return removed

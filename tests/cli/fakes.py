@@ -18,7 +18,7 @@ from typing import Any, NamedTuple
 import trio
 
 from p2pstore.control import serve_control
-from p2pstore.errors import FileUnavailableError
+from p2pstore.errors import FileUnavailableError, NotDispersedError
 from p2pstore.node import DownloadProgress, GetResult, NodeStatus, PeerProgress, PutProgress
 
 FILE_ID = bytes(range(32))
@@ -66,6 +66,7 @@ class FakeNode:
     calls: list[tuple[str, Any]] = field(default_factory=list)
     put_delay: float = 0.0
     put_forever: bool = False
+    no_peers: bool = False  # put(disperse=True) stores but cannot disperse
     verify_delay: float = 0.0
     corrupt: list[bytes] = field(default_factory=list)
     put_started: trio.Event = field(default_factory=trio.Event)
@@ -94,6 +95,8 @@ class FakeNode:
             self.put_cancelled.set()
             raise
         self.files[FILE_ID] = FakeFileInfo(FILE_ID, path.name, size, False, 3, 3)
+        if disperse and self.no_peers:
+            raise NotDispersedError(FILE_ID, "no peer to disperse to was found")
         return FILE_ID
 
     async def get(
@@ -118,6 +121,10 @@ class FakeNode:
         if key == OTHER_ID:
             raise RuntimeError("boom: an unexpected bug")
         return [FakeProvider(b"\x22" * 32, "127.0.0.1", 19001)]
+
+    def file_info(self, file_id: bytes) -> FakeFileInfo | None:
+        self.calls.append(("file_info", file_id))
+        return self.files.get(file_id)
 
     def list_files(self) -> list[FakeFileInfo]:
         self.calls.append(("list_files", None))

@@ -207,8 +207,37 @@ def test_put_sends_the_absolute_path(
     assert result.stdout.strip() == HEX
     assert daemon.calls[0] == ("put", (data_dir / "doc.txt", False))
     result = invoke("put", "doc.txt", "--json", "--data-dir", str(data_dir))
-    assert json.loads(result.stdout) == {"file_id": HEX, "size": 5, "chunks": 3}
+    assert json.loads(result.stdout) == {
+        "file_id": HEX,
+        "size": 5,
+        "chunks": 3,
+        "dispersed": True,
+        "not_dispersed": None,
+    }
     assert daemon.calls[-2][1] == (data_dir / "doc.txt", True)
+
+
+def test_put_that_could_not_disperse_fails_and_says_stored_locally_only(
+    daemon: FakeNode, data_dir: Path
+) -> None:
+    """Issue 13 item 3: a put asked to disperse exited 0 with the file on this node only."""
+    daemon.no_peers = True
+    (data_dir / "doc.txt").write_bytes(b"hello")
+    result = invoke("put", str(data_dir / "doc.txt"), "--data-dir", str(data_dir))
+    assert result.exit_code == 1, result.output
+    assert result.stdout.strip() == HEX, "the file is stored: its ID is still printed"
+    assert result.stderr.startswith("error: stored locally only, not dispersed: no peer")
+    result = invoke("put", str(data_dir / "doc.txt"), "--json", "--data-dir", str(data_dir))
+    assert result.exit_code == 1, result.output
+    out = json.loads(result.stdout)
+    assert out["file_id"] == HEX
+    assert out["dispersed"] is False
+    assert out["not_dispersed"].startswith("stored locally only")
+    result = invoke(
+        "put", str(data_dir / "doc.txt"), "--no-disperse", "--json", "--data-dir", str(data_dir)
+    )
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["dispersed"] is False, "not asked, not done, no error"
 
 
 def test_get_default_output_uses_the_manifest_name(
@@ -279,7 +308,9 @@ def test_pin_unpin_gc(daemon: FakeNode, data_dir: Path) -> None:
 def test_verify_exit_code_reflects_corruption(daemon: FakeNode, data_dir: Path) -> None:
     ok = invoke("verify", "--data-dir", str(data_dir))
     assert ok.exit_code == 0
-    assert ok.stdout.strip() == "checked 7 chunks: 0 corrupt, 0 missing"
+    assert (
+        ok.stdout.strip() == "checked 7 chunks: 0 corrupt, 0 missing, 0 repaired, 0 still damaged"
+    )
     daemon.corrupt = [b"\x01" * 32]
     bad = invoke("verify", "--json", "--data-dir", str(data_dir))
     assert bad.exit_code == 1

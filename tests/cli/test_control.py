@@ -268,7 +268,13 @@ async def test_every_operation_reaches_the_node(served: FakeNode, data_dir: Path
     src = data_dir / "f.txt"
     src.write_bytes(b"abc")
     put = await control.call(data_dir, "put", {"path": str(src), "disperse": False})
-    assert put == {"file_id": FILE_ID.hex(), "size": 3, "chunks": 3}
+    assert put == {
+        "file_id": FILE_ID.hex(),
+        "size": 3,
+        "chunks": 3,
+        "dispersed": False,
+        "not_dispersed": None,
+    }
     assert (await control.call(data_dir, "ls"))["files"][0]["name"] == "f.txt"
     assert (await control.call(data_dir, "peers"))["peers"][0]["port"] == 18469
     prov = await control.call(data_dir, "providers", {"key": FILE_ID})
@@ -283,8 +289,8 @@ async def test_every_operation_reaches_the_node(served: FakeNode, data_dir: Path
     assert got["path"] == str(out / "f.txt")  # the name from the (fake) manifest
     assert os.listdir(out) == ["f.txt"]  # the partial file was renamed, nothing left behind
     assert [c[0] for c in served.calls] == [
-        "put", "list_files", "list_files", "peers", "find_providers", "pin", "unpin", "gc",
-        "verify", "list_files", "get", "list_files",
+        "put", "file_info", "list_files", "peers", "find_providers", "pin", "unpin", "gc",
+        "verify", "file_info", "get", "file_info",
     ]  # fmt: skip
     assert served.calls[0][1] == (src, False)
 
@@ -417,10 +423,48 @@ async def test_connection_limit(
     c, d = trio.testing.memory_stream_pair()
     nursery.start_soon(server.handle, a)
     await trio.testing.wait_all_tasks_blocked()
-    await server.handle(c)  # refused at once: returns without reading
-    assert await d.receive_some(10) == b""
+    await server.handle(c)  # refused at once, without reading, but with an answer
+    conn = control._Connection(d, control.MAX_REPLY_BYTES)
+    reply = control.parse_reply(await conn.receive())  # type: ignore[arg-type]
+    assert (reply.kind, reply.code) == ("error", "busy")
+    assert "retry" in reply.message
+    assert await conn.receive() is None, "then closed"
     assert server.active == 1
+    assert server.busy_refusals == 1
     await b.aclose()
+
+
+async def test_a_flood_of_clients_is_told_busy_never_just_dropped(
+    data_dir: Path, nursery: trio.Nursery
+) -> None:
+    """Issue 13 item 8: 100 concurrent raw clients: 32 served, 68 got a bare close."""
+    await nursery.start(serve_control, FakeNode(), data_dir)
+    path = os.fspath(data_dir / control.CONTROL_SOCKET_NAME)
+    hogs = [await trio.open_unix_socket(path) for _ in range(control.MAX_CONNECTIONS)]
+    await trio.sleep(0.2)  # every hog accepted: the daemon is now at its limit
+    answers: list[str] = []
+
+    async def raw_client() -> None:
+        stream = await trio.open_unix_socket(path)
+        async with stream:
+            conn = control._Connection(stream, control.MAX_REPLY_BYTES)
+            with contextlib.suppress(trio.BrokenResourceError):
+                await conn.send(control.make_request("status"))
+            incoming = await conn.receive()
+            answers.append("closed" if incoming is None else control.parse_reply(incoming).code)
+
+    with trio.fail_after(20):
+        async with trio.open_nursery() as clients:
+            for _ in range(100):
+                clients.start_soon(raw_client)
+    assert answers == ["busy"] * 100
+    # call() retries a busy answer by itself: it succeeds once the hogs are gone.
+    async with trio.open_nursery() as waiting:
+        waiting.start_soon(control.call, data_dir, "status")
+        await trio.sleep(0.3)
+        for hog in hogs:
+            await hog.aclose()
+    assert (await control.call(data_dir, "status"))["node_id"] == "11" * 32
 
 
 async def test_no_daemon(data_dir: Path) -> None:

@@ -10,7 +10,7 @@ import pytest
 import trio
 
 from p2pstore import FileUnavailableError
-from p2pstore.errors import ChunkNotFoundError
+from p2pstore.errors import ChunkNotFoundError, NotDispersedError
 from p2pstore.node import DownloadProgress
 from p2pstore.store import ChunkStore
 
@@ -321,4 +321,35 @@ async def test_a_file_bigger_than_the_node_accepts_is_refused_before_its_index(
         with pytest.raises(FileUnavailableError, match="more than this node accepts"):
             await getter.get(file_id, tmp_path / "out.bin")
         assert not (tmp_path / "out.bin").exists()
+        nursery.cancel_scope.cancel()
+
+
+async def test_put_that_cannot_disperse_fails_but_keeps_the_file(tmp_path: Path) -> None:
+    """Issue 13 item 3: a lone node's put(disperse=True) returned as if dispersed."""
+    src = tmp_path / "src.bin"
+    random_file(src, 1 * MiB + 5, seed=13)
+    async with trio.open_nursery() as nursery:
+        swarm = Swarm(nursery, tmp_path)
+        lone = await swarm.start()
+        with pytest.raises(NotDispersedError, match="no peer to disperse to") as caught:
+            await lone.put(src, disperse=True)
+        file_id = caught.value.file_id
+        assert [f.file_id for f in lone.list_files()] == [file_id], "stored here all the same"
+        # A peer that refuses every share: dispersal was tried, and still nothing is elsewhere.
+        stingy = await swarm.start(quota_bytes=1000)
+        with trio.fail_after(10):
+            while not await lone.dispersal_targets(file_id, 6):  # noqa: ASYNC110
+                await trio.sleep(0.1)
+        with pytest.raises(NotDispersedError, match="every peer failed"):
+            await lone.put(src, disperse=True)
+        assert not stingy.store.knows_file(file_id)
+        # Once a peer can take the shares, putting again disperses and succeeds.
+        helper = await swarm.start()
+        with trio.fail_after(10):
+            while len(await lone.dispersal_targets(file_id, 6)) < 2:  # noqa: ASYNC110
+                await trio.sleep(0.1)
+        assert await lone.put(src, disperse=True) == file_id
+        report = lone.last_dispersal
+        assert report is not None
+        assert f"127.0.0.1:{helper.tcp_address[1]}" in report.holders
         nursery.cancel_scope.cancel()

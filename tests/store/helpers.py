@@ -25,10 +25,21 @@ def random_bytes(seed: int, size: int) -> bytes:
     return random.Random(seed).randbytes(size)
 
 
+def stored_params(size: int, chunk_size: int, k: int, m: int) -> tuple[int, int]:
+    """The (k, m) a file is stored with, per the spec: a file of 2 <= d < k chunks gets k = d and
+    m = max(1, ceil(m * d / k)) (issue 13: small files without wasteful parity); a one-chunk
+    file keeps k and m (one XOR parity chunk would be the chunk itself)."""
+    d = (size + chunk_size - 1) // chunk_size
+    if d < 2 or d >= k or m == 0:
+        return k, m
+    return d, max(1, (m * d + k - 1) // k)
+
+
 def reference_encode(
     data: bytes, name: str, chunk_size: int, k: int, m: int
 ) -> tuple[Manifest, dict[bytes, bytes]]:
     """The spec, written independently of the store: manifest and {id: chunk} of ``data``."""
+    k, m = stored_params(len(data), chunk_size, k, m)
     rs = ReedSolomon(k, m)
     chunks: dict[bytes, bytes] = {}
     stripes = []

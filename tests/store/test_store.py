@@ -91,11 +91,44 @@ async def test_extreme_k_plus_m(tmp_path: Path, store: ChunkStore) -> None:
     content = random_bytes(1, 3 * CS + 7)
     src = write(tmp_path / "f", content)
     manifest = await store.put_file(src, chunk_size=CS, k=250, m=5)
-    assert [len(s) for s in manifest.stripes] == [4 + 5]
-    for cid in manifest.stripes[0][:3]:  # lose 3 data chunks: rebuilt from parity
-        os.unlink(store.chunk_path(cid))
+    # Shorter than a stripe: stored with k = 4 and m = max(1, ceil(5 * 4 / 250)) = 1.
+    assert (manifest.k, manifest.m, [len(s) for s in manifest.stripes]) == (4, 1, [4 + 1])
+    os.unlink(store.chunk_path(manifest.stripes[0][2]))  # rebuilt from the parity chunk
     await store.reassemble(manifest, tmp_path / "out")
     assert (tmp_path / "out").read_bytes() == content
+    # The short last stripe of a bigger file keeps m = 5 (here k=6, so no 16 MiB test file).
+    big = random_bytes(11, 6 * CS + 3 * CS + 7)
+    manifest = await store.put_file(write(tmp_path / "g", big), chunk_size=CS, k=6, m=5)
+    assert [len(s) for s in manifest.stripes] == [11, 4 + 5]
+    for cid in manifest.stripes[1][:4]:  # lose every data chunk of the short last stripe
+        os.unlink(store.chunk_path(cid))
+    await store.reassemble(manifest, tmp_path / "out2")
+    assert (tmp_path / "out2").read_bytes() == big
+
+
+@pytest.mark.parametrize(
+    ("size", "shape", "overhead"),
+    [
+        (2048, (4, 2), 3.0),  # one chunk: 1 + m copies' worth, the least surviving m losses
+        (2 * CS, (2, 1), 1.5),  # 2 chunks: was 2x
+        (3 * CS, (3, 2), 5 / 3),
+        (4 * CS, (4, 2), 1.5),  # a full stripe: as configured
+        (9 * CS, (4, 2), None),  # several stripes: as configured
+    ],
+)
+async def test_small_files_get_parity_in_proportion(
+    tmp_path: Path, store: ChunkStore, size: int, shape: tuple[int, int], overhead: float | None
+) -> None:
+    """Issue 13 item 9: one-chunk files stored two full-size parity chunks (3x their size)."""
+    manifest = await store.put_file(write(tmp_path / "f", random_bytes(12, size)), chunk_size=CS)
+    assert (manifest.k, manifest.m) == shape
+    if overhead is not None:
+        shares = manifest.chunk_ids()
+        assert sum(store.chunk_size(c) or 0 for c in shares) == pytest.approx(size * overhead)
+    for cid in manifest.stripes[0][: manifest.m]:  # still survives losing m chunks of a stripe
+        os.unlink(store.chunk_path(cid))
+    await store.reassemble(manifest, tmp_path / "out")
+    assert (tmp_path / "out").read_bytes() == (tmp_path / "f").read_bytes()
 
 
 async def test_same_file_same_id_on_two_stores(tmp_path: Path) -> None:
@@ -152,7 +185,9 @@ async def test_flipped_bit_is_detected_on_read_and_verify(
     assert report.corrupt == [other]
     assert report.missing == []
     assert not report.ok
-    assert report.checked == len(set(manifest.chunk_ids())) + 1 - 1  # +root, -victim
+    # +root and its spare copy, -victim
+    assert report.checked == len(set(manifest.chunk_ids())) + 2 - 1
+    assert sorted(report.repaired) == sorted([victim, other]), "rebuilt from their stripes"
     # Both stripes lost one chunk of m=2: the file still reassembles.
     await store.reassemble(manifest, tmp_path / "out")
     assert (tmp_path / "out").read_bytes() == content
@@ -166,7 +201,8 @@ async def test_verify_reports_missing_files(tmp_path: Path, store: ChunkStore) -
     os.unlink(store.chunk_path(gone))
     report = await store.verify()
     assert report.missing == [gone]
-    assert not store.has_chunk(gone)
+    assert report.repaired == [gone], "rebuilt from the stripe's other chunks"
+    assert store.has_chunk(gone)
 
 
 async def test_put_chunk(tmp_path: Path) -> None:
@@ -203,7 +239,8 @@ async def test_have_bitmap(tmp_path: Path, store: ChunkStore) -> None:
     assert await store.have_bitmap(sha(b"unknown")) is None
     for i in (0, 9, 14):
         os.unlink(store.chunk_path(manifest.chunk_ids()[i]))
-    await store.verify()
+        with pytest.raises(ChunkNotFoundError):  # a read notices (verify would rebuild them)
+            await store.get_chunk(manifest.chunk_ids()[i])
     assert await store.have_bitmap(manifest.file_id) == bytes([0xFE, 0x7F & ~(1 << 1) & ~(1 << 6)])
 
 
