@@ -113,6 +113,12 @@ class CrowdRun:
     from_holder: int
     from_peers: int
     errors: list[str] = field(default_factory=list)
+    holder_queued: float = 0.0
+    """Fraction of 0.1 s samples during the crowd in which the holder had requests queued."""
+    uplink_use: float = 0.0
+    """Chunk bytes uploaded by every node / ((M + 1) x R x slowest completion)."""
+    sources: float = 0.0
+    """Median over the downloads of the peers each received chunks from."""
 
     @property
     def slowest(self) -> float | None:
@@ -134,6 +140,7 @@ async def run_crowd(
     completions: list[float | None] = [None] * crowd
     errors: list[str] = []
     holder_bytes = peer_bytes = 0
+    sources: list[int] = []
     with trio.fail_after(RUN_SLACK + 4 * ideal):
         async with trio.open_nursery() as nursery:
 
@@ -163,25 +170,48 @@ async def run_crowd(
                     errors.append(f"d{i}: {type(exc).__name__}: {exc}"[:300])
                     return
                 completions[i] = time.perf_counter() - start
+                sources.append(len(result.bytes_from_peers))
                 for label, nbytes in result.bytes_from_peers.items():
                     if label == holder_label:
                         holder_bytes += nbytes
                     else:
                         peer_bytes += nbytes
 
+            samples: list[int] = []
+
+            sampling = trio.CancelScope()
+
+            async def sample_holder() -> None:
+                gate = holder._uploads
+                with sampling:
+                    await go.wait()
+                    while gate is not None:
+                        samples.append(gate.core.queued_peers())
+                        await trio.sleep(0.1)
+
+            everyone = [holder, *downloaders]
+            before = sum(node.uploaded_bytes or 0 for node in everyone)
+            nursery.start_soon(sample_holder)
             async with trio.open_nursery() as crowd_nursery:
                 for i, node in enumerate(downloaders):
                     crowd_nursery.start_soon(fetch, i, node)
                 await trio.lowlevel.checkpoint()  # every fetch is waiting on `go`
                 start = time.perf_counter()
                 go.set()
+            sampling.cancel()
             uploaded = (holder.uploaded_bytes or 0) - uploaded_before
+            total_up = sum(node.uploaded_bytes or 0 for node in everyone) - before
             nursery.cancel_scope.cancel()
     for i, done in enumerate(completions):
         if done is not None:
             assert file_sha256(workdir / f"out{i}.bin") == digest, f"d{i}'s output differs"
     shutil.rmtree(workdir, ignore_errors=True)
-    return CrowdRun(crowd, ideal, completions, uploaded, holder_bytes, peer_bytes, errors)
+    run = CrowdRun(crowd, ideal, completions, uploaded, holder_bytes, peer_bytes, errors)
+    run.sources = statistics.median(sources) if sources else 0.0
+    run.holder_queued = sum(1 for q in samples if q) / len(samples) if samples else 0.0
+    if run.slowest:
+        run.uplink_use = total_up / ((crowd + 1) * rate * run.slowest)
+    return run
 
 
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -219,7 +249,8 @@ async def _main(args: argparse.Namespace) -> dict[str, object]:
         print(f"versions: {_versions()}")
         print(
             f"{'M':>3} {'T* s':>7} {'slowest':>8} {'per_M':>6} {'median':>7} {'failed':>6} "
-            f"{'holder up/F':>11} {'got from holder/peers MB':>25}"
+            f"{'holder up/F':>11} {'got from holder/peers MB':>25} {'holder busy':>11} "
+            f"{'uplinks used':>12} {'sources':>7}"
         )
         for run_no, crowd in enumerate(args.crowd_counts):
             src = tmp / f"flash{run_no}.bin"
@@ -234,7 +265,8 @@ async def _main(args: argparse.Namespace) -> dict[str, object]:
             print(
                 f"{crowd:>3} {run.t_star:7.2f} {slowest} {ratio} {median} "
                 f"{len(run.errors):>6} {run.holder_uploaded / args.size:11.3f} "
-                f"{run.from_holder / MB:12.1f} / {run.from_peers / MB:10.1f}",
+                f"{run.from_holder / MB:12.1f} / {run.from_peers / MB:10.1f} "
+                f"{run.holder_queued:11.0%} {run.uplink_use:12.0%} {run.sources:7.1f}",
                 flush=True,
             )
             for error in run.errors[:5]:
@@ -256,6 +288,9 @@ async def _main(args: argparse.Namespace) -> dict[str, object]:
             else None
             for r in runs
         },
+        "holder_busy_fraction": {str(r.crowd): round(r.holder_queued, 3) for r in runs},
+        "uplink_use": {str(r.crowd): round(r.uplink_use, 3) for r in runs},
+        "sources_median": {str(r.crowd): r.sources for r in runs},
         "size_bytes": args.size,
         "rate_MBps": args.rate,
         "smoke": args.smoke,

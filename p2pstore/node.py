@@ -48,6 +48,7 @@ from .store import ChunkStore, StoredFile, VerifyReport
 from .transfer.disperse import DispersalConfig, DispersalReport, disperse
 from .transfer.download import Download, DownloadConfig, Provider
 from .transfer.progress import Progress
+from .transfer.superseed import SuperSeeder
 from .wire.client import ConnectionPool
 from .wire.config import WireConfig
 from .wire.holdings import HoldingsHub
@@ -698,6 +699,7 @@ async def _running_node(
             uploads=node._uploads,
             holdings=node.holdings,
             on_watch=node._on_watch,
+            seeding=SuperSeeder(store, downloading=node._downloads.__contains__),
         )
         try:
             node.tcp_address = await nursery.start(server.serve, config.host, config.tcp_port)

@@ -256,6 +256,7 @@ class Download:
         self._retries: dict[bytes, int] = {}
         self._discovery_done = trio.Event()  # the full provider look-up has ended
         self._fetch: trio.Nursery | None = None
+        self._updates_seen = 0  # HAVE_UPDATEs received: the peers' holdings are still growing
         # per peer: request index -> (its timeout scope, when it started)
         self._timers: dict[Hashable, dict[int, tuple[trio.CancelScope, float]]] = {}
 
@@ -541,6 +542,8 @@ class Download:
         peer = provider.node_id
         added = False
         watch: WatchHandle | None = None
+        if peer in self._peer_scopes:
+            return  # two look-ups (or a look-up and a watcher) named it at once
         with trio.CancelScope() as scope:
             self._peer_scopes[peer] = scope
             try:
@@ -561,7 +564,7 @@ class Download:
                 sched = self._sched
                 assert sched is not None
                 have = bitmap_indices(bitmap, self._chunk_count) if bitmap is not None else []
-                sched.add_peer(peer, have, trio.current_time())
+                sched.add_peer(peer, have, trio.current_time(), fair_share=watch is not None)
                 added = True
                 self._notify()
                 async with trio.open_nursery() as requests:
@@ -597,6 +600,7 @@ class Download:
                 budget -= len(indices)
                 if budget < 0:
                     raise ProtocolError(f"{self._label(peer)} floods HAVE_UPDATEs")
+                self._updates_seen += 1
                 if sched.add_peer(peer, indices, trio.current_time()):
                     self._notify()
         except P2PStoreError as exc:
@@ -696,10 +700,12 @@ class Download:
     async def _watch_availability(self, sched: DownloadScheduler, nursery: trio.Nursery) -> None:
         """While some stripe is unreachable, look for new providers; give up after a few tries.
 
-        A look-up counts as fruitless only while no peer is still being set up, so slow
-        handshakes are not mistaken for absent providers.
+        A look-up counts as fruitless only while no peer is still being set up and no peer's
+        holdings grew since the last one (HAVE_UPDATE), so slow handshakes and a swarm still
+        spreading its chunks are not mistaken for absent providers.
         """
         fruitless = 0
+        updates = self._updates_seen
         while True:
             await trio.sleep(self.config.rediscover_interval)
             if not sched.wants_more_peers():
@@ -716,7 +722,8 @@ class Download:
                 nursery.start_soon(self._peer_worker, provider)
             # Only never-seen providers (or set-ups still running) reset the give-up count, so
             # a stale record of a departed node cannot keep a hopeless download alive.
-            if fresh or self._setups_pending:
+            if fresh or self._setups_pending or self._updates_seen != updates:
+                updates = self._updates_seen
                 fruitless = 0
                 continue
             fruitless += 1

@@ -204,6 +204,7 @@ class _Peer:
     strikes: int = 0
     busy_until: float = 0.0
     false_claims: int = 0
+    fair_share: bool = False
 
 
 class DownloadScheduler:
@@ -284,12 +285,18 @@ class DownloadScheduler:
 
     # ------------------------------------------------------------------ peers
 
-    def add_peer(self, peer: Hashable, have: Iterable[int], now: float) -> bool:
-        """Add a provider holding the chunks ``have`` (global indices), or extend a live one's.
+    def add_peer(
+        self, peer: Hashable, have: Iterable[int], now: float, *, fair_share: bool = False
+    ) -> bool:
+        """Add a provider holding the chunks ``have`` (global indices), or extend a live one's
+        (a have-update: availability may grow at any time during the download).
 
-        Returns False (and does nothing) for a peer dropped from this download; a peer that merely
-        failed (:meth:`peer_failed`) may be added again. Raises ``ProtocolError`` if an index is
-        out of range (a malformed HAVE from that peer).
+        ``fair_share`` marks a peer that shares its uplink fairly between its downloaders and
+        answers BUSY when it cannot serve soon (``swarm``): its rate is its share of a crowded
+        uplink, not a fault, so :meth:`check_slow_peers` never judges it (a stalled one still
+        times out). Returns False (and does nothing) for a peer dropped from this download; a
+        peer that merely failed (:meth:`peer_failed`) may be added again. Raises
+        ``ProtocolError`` if an index is out of range (a malformed HAVE from that peer).
         """
         if peer in self._banned:
             return False
@@ -304,6 +311,7 @@ class DownloadScheduler:
             meter = old.meter if old is not None else PeerMeter(now, self.config.rate_window)
             state = _Peer(peer, set(), meter)
             self._peers[peer] = state
+        state.fair_share = state.fair_share or fair_share
         indices -= state.have
         state.have |= indices
         touched: set[int] = set()
@@ -333,7 +341,8 @@ class DownloadScheduler:
         """Drop the slowest peer if it is far behind the others; call this periodically (~1 s).
 
         Only peers with at least ``slow_peer_grace`` seconds of busy time are judged, and only if
-        there are ``min_peers_for_slow_check`` of them. The slowest is dropped
+        there are ``min_peers_for_slow_check`` of them (``fair_share`` peers are never judged,
+        nor counted). The slowest is dropped
         (``DropPeer(peer, "slow")``, requests re-queued) when its rate over the window (bytes per
         busy second) is below ``slow_peer_ratio`` times the median of the others' rates, unless it
         is the only remaining holder of a chunk some stripe needs. At most one peer per call.
@@ -341,7 +350,7 @@ class DownloadScheduler:
         cfg = self.config
         rates: dict[Hashable, float] = {}
         for name, p in self._peers.items():
-            if p.meter.busy_time(now) < cfg.slow_peer_grace:
+            if p.fair_share or p.meter.busy_time(now) < cfg.slow_peer_grace:
                 continue
             rate = p.meter.busy_rate(now)
             if rate is not None:

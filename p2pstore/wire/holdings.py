@@ -19,7 +19,7 @@ class Subscription:
     """Indices published for one file since the last :meth:`take`; :meth:`wait` blocks until
     there is at least one."""
 
-    def __init__(self, hub: HoldingsHub, file_id: bytes) -> None:
+    def __init__(self, hub: HoldingsHub | None, file_id: bytes) -> None:
         self.hub = hub
         self.file_id = file_id
         self._pending: set[int] = set()
@@ -28,6 +28,11 @@ class Subscription:
     def add(self, index: int) -> None:
         self._pending.add(index)
         self._ready.set()
+
+    @property
+    def pending(self) -> int:
+        """Indices waiting to be taken."""
+        return len(self._pending)
 
     def take(self, limit: int) -> list[int]:
         """Up to ``limit`` pending indices (smallest first), removed from the pending set."""
@@ -41,7 +46,8 @@ class Subscription:
         await self._ready.wait()
 
     def close(self) -> None:
-        self.hub._remove(self)
+        if self.hub is not None:
+            self.hub._remove(self)
 
     def __enter__(self) -> Subscription:
         return self

@@ -24,7 +24,7 @@ from ..identity import Identity
 from ..ratelimit import RateLimiter
 from .channel import DeferredChunk, SecureChannel, accept
 from .config import THREAD_THRESHOLD_BYTES, WireConfig
-from .holdings import HoldingsHub
+from .holdings import HoldingsHub, Subscription
 from .messages import (
     MAX_RETRY_MS,
     MAX_UPDATE_INDICES,
@@ -46,6 +46,23 @@ from .messages import (
 from .uploads import UploadBusy, UploadGate
 
 log = logging.getLogger(__name__)
+
+
+class Seeding(Protocol):
+    """Super-seeding (``p2pstore.transfer.superseed.SuperSeeder`` provides it): which chunks of
+    a fully held file to offer each watcher. ``join`` returns ``(chunk count, offered indices)``
+    or ``None`` (offer the plain bitmap); later offers are added to the watcher's subscription
+    by ``served`` (a chunk is being sent to a peer) and ``tick`` (time passed)."""
+
+    async def join(
+        self, file_id: bytes, peer: bytes, sub: Subscription, now: float
+    ) -> tuple[int, list[int]] | None: ...
+
+    def leave(self, file_id: bytes, peer: bytes, sub: Subscription) -> None: ...
+
+    def served(self, peer: bytes, chunk_id: bytes, now: float) -> None: ...
+
+    def tick(self, file_id: bytes, peer: bytes, now: float) -> None: ...
 
 
 class ServerStore(Protocol):
@@ -100,6 +117,9 @@ UPDATE_BATCH_DELAY = 0.05
 """Seconds a HAVE_UPDATE waits after the first new chunk, so that chunks stored together (a
 stripe's writes, a burst of arrivals) travel in one message."""
 
+#: Seconds between a super-seeded watch's checks for an idle watcher (see ``Seeding.tick``).
+SEED_TICK_INTERVAL = 0.5
+
 WatchHook = Callable[[bytes, str, int, bytes], None]
 """``on_watch(peer_node_id, peer_host, peer_port, file_id)``: a verified peer WATCHes a file and
 serves chunks on ``peer_host:peer_port`` (its connection's source IP and the port it named)."""
@@ -150,6 +170,7 @@ class ChunkServer:
         uploads: UploadGate | None = None,
         holdings: HoldingsHub | None = None,
         on_watch: WatchHook | None = None,
+        seeding: Seeding | None = None,
     ) -> None:
         self.identity = identity
         self.store = store
@@ -159,6 +180,7 @@ class ChunkServer:
         self.uploads = uploads
         self.holdings = holdings
         self.on_watch = on_watch
+        self.seeding = seeding
         self.busy_replies = 0
         """BUSY replies sent (requests refused by the upload queue)."""
         self.active_connections = 0
@@ -295,6 +317,8 @@ class ChunkServer:
                     retry_ms = min(MAX_RETRY_MS, max(1, round(busy.retry_after * 1000)))
                     await channel.send(Busy(rid, chunk_id, retry_ms))
                     continue
+                if self.seeding is not None:
+                    self.seeding.served(peer, chunk_id, trio.current_time())
             elif self.rate_limiter is not None:
                 # Tokens first, then the read: a rate-limited server then holds one chunk per
                 # waiting request in memory, not a whole batch, and the first reply is not
@@ -331,17 +355,36 @@ class ChunkServer:
         with subscription:
             # Subscribed first, then the bitmap: a chunk stored in between is sent twice at
             # worst (harmless), never lost.
-            bitmap = await self.store.have_bitmap(file_id)
-            await channel.send(Bitmap(rid, file_id, bitmap))
-            if self.on_watch is not None and request.port:
-                host = _peer_host(channel)
-                if host is not None:
-                    self.on_watch(channel.peer.peer_node_id, host, request.port, file_id)
-            while True:
-                await subscription.wait()
-                await trio.sleep(UPDATE_BATCH_DELAY)
-                while indices := subscription.take(MAX_UPDATE_INDICES):
-                    await channel.send(HaveUpdate(rid, file_id, tuple(indices)))
+            peer = channel.peer.peer_node_id
+            seeded = None
+            if self.seeding is not None:
+                seeded = await self.seeding.join(file_id, peer, subscription, trio.current_time())
+            try:
+                if seeded is not None:
+                    count, offered = seeded
+                    offer: bytes | None = _bitmap_of(offered, count)
+                else:
+                    offer = await self.store.have_bitmap(file_id)
+                await channel.send(Bitmap(rid, file_id, offer))
+                if self.on_watch is not None and request.port:
+                    host = _peer_host(channel)
+                    if host is not None:
+                        self.on_watch(peer, host, request.port, file_id)
+                while True:
+                    if seeded is not None and self.seeding is not None:
+                        with trio.move_on_after(SEED_TICK_INTERVAL):
+                            await subscription.wait()
+                        self.seeding.tick(file_id, peer, trio.current_time())
+                        if not subscription.pending:
+                            continue
+                    else:
+                        await subscription.wait()
+                    await trio.sleep(UPDATE_BATCH_DELAY)
+                    while indices := subscription.take(MAX_UPDATE_INDICES):
+                        await channel.send(HaveUpdate(rid, file_id, tuple(indices)))
+            finally:
+                if seeded is not None and self.seeding is not None:
+                    self.seeding.leave(file_id, peer, subscription)
 
     def _read_chunk(self, chunk_id: bytes, buffer_for: Callable[[int], memoryview]) -> bool:
         """Runs in a worker thread: fill ``buffer_for(size)``; False (logged) if it cannot."""
@@ -387,3 +430,11 @@ def _peer_host(channel: SecureChannel) -> str | None:
         return str(stream.socket.getpeername()[0])
     except OSError:
         return None
+
+
+def _bitmap_of(indices: list[int], count: int) -> bytes:
+    """The BITMAP bytes (bit i, LSB first, of byte i // 8) with exactly ``indices`` set."""
+    bitmap = bytearray((count + 7) // 8)
+    for i in indices:
+        bitmap[i >> 3] |= 1 << (i & 7)
+    return bytes(bitmap)
