@@ -36,6 +36,9 @@ DEFAULT_BUSY_AFTER = 4.0
 #: Shortest and longest retry hint, in seconds.
 MIN_RETRY_AFTER = 0.25
 MAX_RETRY_AFTER = 30.0
+#: Token shortfall (bytes) treated as none: float rounding of ``now`` must not leave a waiter a
+#: hair short of its grant at the time it was told to come back.
+_TOKEN_EPSILON = 1e-3
 
 
 class UploadBusy(P2PStoreError):
@@ -141,8 +144,8 @@ class FairShare:
             queue = self._queues[peer]
             ticket, size = queue.waiting[0]
             need = min(size, self.burst)
-            if self._tokens < need:
-                return granted, now + (need - self._tokens) / self.rate
+            if need - self._tokens > _TOKEN_EPSILON:  # (a wake-up at the computed time must
+                return granted, now + (need - self._tokens) / self.rate  # not fall short)
             queue.waiting.popleft()
             queue.queued_bytes -= size
             del self._owner[ticket]
