@@ -117,6 +117,8 @@ class CrowdRun:
     """Fraction of 0.1 s samples during the crowd in which the holder had requests queued."""
     uplink_use: float = 0.0
     """Chunk bytes uploaded by every node / ((M + 1) x R x slowest completion)."""
+    crowd_queued: float = 0.0
+    """The same for the downloaders' uplinks, over all of them."""
     sources: float = 0.0
     """Median over the downloads of the peers each received chunks from."""
 
@@ -178,6 +180,7 @@ async def run_crowd(
                         peer_bytes += nbytes
 
             samples: list[int] = []
+            crowd_samples: list[int] = []
 
             sampling = trio.CancelScope()
 
@@ -187,6 +190,9 @@ async def run_crowd(
                     await go.wait()
                     while gate is not None:
                         samples.append(gate.core.queued_peers())
+                        for node in downloaders:
+                            if node._uploads is not None:
+                                crowd_samples.append(node._uploads.core.queued_peers())
                         await trio.sleep(0.1)
 
             everyone = [holder, *downloaders]
@@ -208,6 +214,9 @@ async def run_crowd(
     shutil.rmtree(workdir, ignore_errors=True)
     run = CrowdRun(crowd, ideal, completions, uploaded, holder_bytes, peer_bytes, errors)
     run.sources = statistics.median(sources) if sources else 0.0
+    run.crowd_queued = (
+        sum(1 for q in crowd_samples if q) / len(crowd_samples) if crowd_samples else 0.0
+    )
     run.holder_queued = sum(1 for q in samples if q) / len(samples) if samples else 0.0
     if run.slowest:
         run.uplink_use = total_up / ((crowd + 1) * rate * run.slowest)
@@ -250,7 +259,7 @@ async def _main(args: argparse.Namespace) -> dict[str, object]:
         print(
             f"{'M':>3} {'T* s':>7} {'slowest':>8} {'per_M':>6} {'median':>7} {'failed':>6} "
             f"{'holder up/F':>11} {'got from holder/peers MB':>25} {'holder busy':>11} "
-            f"{'uplinks used':>12} {'sources':>7}"
+            f"{'crowd busy':>10} {'uplinks used':>12} {'sources':>7}"
         )
         for run_no, crowd in enumerate(args.crowd_counts):
             src = tmp / f"flash{run_no}.bin"
@@ -266,7 +275,8 @@ async def _main(args: argparse.Namespace) -> dict[str, object]:
                 f"{crowd:>3} {run.t_star:7.2f} {slowest} {ratio} {median} "
                 f"{len(run.errors):>6} {run.holder_uploaded / args.size:11.3f} "
                 f"{run.from_holder / MB:12.1f} / {run.from_peers / MB:10.1f} "
-                f"{run.holder_queued:11.0%} {run.uplink_use:12.0%} {run.sources:7.1f}",
+                f"{run.holder_queued:11.0%} {run.crowd_queued:10.0%} {run.uplink_use:12.0%} "
+                f"{run.sources:7.1f}",
                 flush=True,
             )
             for error in run.errors[:5]:
@@ -289,6 +299,7 @@ async def _main(args: argparse.Namespace) -> dict[str, object]:
             for r in runs
         },
         "holder_busy_fraction": {str(r.crowd): round(r.holder_queued, 3) for r in runs},
+        "crowd_busy_fraction": {str(r.crowd): round(r.crowd_queued, 3) for r in runs},
         "uplink_use": {str(r.crowd): round(r.uplink_use, 3) for r in runs},
         "sources_median": {str(r.crowd): r.sources for r in runs},
         "size_bytes": args.size,

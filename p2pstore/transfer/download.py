@@ -685,8 +685,11 @@ class Download:
     async def _refresh_providers(self, nursery: trio.Nursery) -> None:
         """Every ``refresh_interval``, look the providers up again and start on the new ones:
         other downloaders announce themselves as soon as they hold chunks."""
+        # The first look-ups come sooner: the rest of a crowd announces itself within a second.
+        interval = min(1.0, self.config.refresh_interval)
         while True:
-            await trio.sleep(self.config.refresh_interval)
+            await trio.sleep(interval)
+            interval = min(interval * 2, self.config.refresh_interval)
             fresh: list[Provider] = []
             retried: list[Provider] = []
             try:

@@ -83,6 +83,8 @@ DEFAULT_RATE_WINDOW = 5.0
 #: Chunks a peer claimed (HAVE, BITMAP, HAVE_UPDATE) and then answered MISSING before it is
 #: dropped: one can be an honest loss (a chunk quarantined), a few is a peer that lies.
 DEFAULT_FALSE_CLAIMS_BEFORE_DROP = 4
+#: Requests in flight to a peer that fair-shares its uplink (see SchedulerConfig).
+DEFAULT_MAX_IN_FLIGHT_FAIR_SHARE = 2
 #: Chunks examined and passed over per call when sparing a seed (bounds ``next_requests``).
 _SPARE_SCAN_LIMIT = 64
 #: Rarity values are clamped to this in the priority key so the key stays a fixed-width integer;
@@ -106,6 +108,10 @@ class SchedulerConfig:
     request_strikes_before_drop: int = DEFAULT_REQUEST_STRIKES_BEFORE_DROP
     rate_window: float = DEFAULT_RATE_WINDOW
     false_claims_before_drop: int = DEFAULT_FALSE_CLAIMS_BEFORE_DROP
+    max_in_flight_fair_share: int = DEFAULT_MAX_IN_FLIGHT_FAIR_SHARE
+    """Requests in flight to a ``fair_share`` peer: it serves each of its downloaders in turn
+    and answers BUSY to a deeper queue, so more would only reserve chunks (and stripe slots)
+    that other peers could give sooner."""
     spare_seeds: bool = True
     """Ask a peer holding every chunk (a seed) only for chunks no other usable peer holds: the
     seed's uplink is the swarm's scarcest resource, other downloaders can give the rest."""
@@ -125,6 +131,8 @@ class SchedulerConfig:
             raise ConfigError("request_strikes_before_drop must be >= 1")
         if self.rate_window <= 0:
             raise ConfigError("rate_window must be > 0")
+        if self.max_in_flight_fair_share < 1:
+            raise ConfigError("max_in_flight_fair_share must be >= 1")
         if self.false_claims_before_drop < 1:
             raise ConfigError("false_claims_before_drop must be >= 1")
 
@@ -378,7 +386,7 @@ class DownloadScheduler:
         p = self._peers.get(peer)
         if p is None or now < p.busy_until:
             return []
-        room = self.config.max_in_flight_per_peer - len(p.in_flight)
+        room = self._max_in_flight(p) - len(p.in_flight)
         out: list[ChunkRequest] = []
         if room <= 0:
             return out
@@ -726,17 +734,23 @@ class DownloadScheduler:
         p.have = set()
         return [DropPeer(peer, reason)] if ban else []
 
+    def _max_in_flight(self, p: _Peer) -> int:
+        cfg = self.config
+        if p.fair_share:
+            return min(cfg.max_in_flight_per_peer, cfg.max_in_flight_fair_share)
+        return cfg.max_in_flight_per_peer
+
     def _other_source(self, p: _Peer, g: int, now: float) -> bool:
         """Does a live peer other than ``p``, not itself a seed, not busy and with room, hold
         ``g``? (Seeds never spare chunks for each other: someone must serve them.)"""
-        room, n = self.config.max_in_flight_per_peer, self._n
+        n = self._n
         for q in self._peers.values():
             if (
                 q is not p
                 and g in q.have
                 and len(q.have) < n
                 and now >= q.busy_until
-                and len(q.in_flight) < room
+                and len(q.in_flight) < self._max_in_flight(q)
             ):
                 return True
         return False

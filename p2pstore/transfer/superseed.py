@@ -129,9 +129,9 @@ class OfferPlanner:
             count,
             (g for g in range(self.n) if g not in w.offered),
             key=lambda g: (
-                self._served[g],
+                max(self._served[g], self._offered_to[g]),
                 self._parity[g],
-                self._offered_to[g],
+                self._served[g],
                 self._tiebreak[g],
             ),
         )
