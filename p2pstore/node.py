@@ -46,15 +46,17 @@ from .errors import (
 )
 from .identity import Identity
 from .manifest import Manifest, ManifestRoot
-from .ratelimit import RateLimiter
 from .store import ChunkStore, StoredFile, VerifyReport
 from .transfer.disperse import DispersalConfig, DispersalReport, disperse
 from .transfer.download import Download, DownloadConfig, Provider
 from .transfer.output import LocalChunksLostError, remove_dead_parts
 from .transfer.progress import Progress
+from .transfer.superseed import SuperSeeder
 from .wire.client import ConnectionPool
 from .wire.config import WireConfig
+from .wire.holdings import HoldingsHub
 from .wire.server import ChunkServer
+from .wire.uploads import UploadGate
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +78,10 @@ MAX_PENDING_ADOPTIONS = 64
 LOCAL_DAMAGE_RETRIES = 4
 #: Token-bucket burst of the upload limiter, in seconds of the configured rate (at least a chunk).
 UPLOAD_BURST_SECONDS = 0.25
+#: Reciprocity: a peer that sent this node chunks of a download within the last this many
+#: seconds gets this many times the upload share of others when the uplink is saturated.
+RECIPROCITY_WINDOW = 10.0
+RECIPROCITY_WEIGHT = 2.0
 
 
 @dataclass(frozen=True)
@@ -222,6 +228,10 @@ class Node:
         self._withdrawn: set[bytes] = set()
         self._transfers: dict[int, Transfer] = {}
         self._next_transfer = 0
+        self.holdings = HoldingsHub()
+        self._downloads: dict[bytes, set[Download]] = {}
+        self._sources: dict[bytes, float] = {}
+        self._uploads: UploadGate | None = None
 
     # ------------------------------------------------------------------ put
 
@@ -409,8 +419,16 @@ class Node:
                 self_node_id=self.node_id,
                 config=self.config.download,
                 progress=on_progress,
+                listen_port=self.tcp_address[1],
+                on_stored=self._stored_hook(file_id),
             )
-            outcome = await download.run()
+            self._downloads.setdefault(file_id, set()).add(download)
+            try:
+                outcome = await download.run()
+            finally:
+                self._downloads[file_id].discard(download)
+                if not self._downloads[file_id]:
+                    del self._downloads[file_id]
         finally:
             self._end(transfer)
         self._nursery.start_soon(self._announce_quietly, file_id)
@@ -423,6 +441,46 @@ class Node:
             resumed_chunks=outcome.resumed_chunks,
             first_chunk_seconds=outcome.first_chunk_seconds,
         )
+
+    # ------------------------------------------------------------------ swarming
+
+    def _stored_hook(self, file_id: bytes) -> Callable[[Any, int], None]:
+        """What a download calls for each chunk it stores: tell our watchers, remember who gave
+        it (reciprocity), and announce this node a (partial) provider after the first one."""
+        announced = False
+
+        def on_stored(peer: Any, index: int) -> None:
+            nonlocal announced
+            self.holdings.publish(file_id, index)
+            if isinstance(peer, bytes):
+                self._sources[peer] = trio.current_time()
+            if not announced:
+                announced = True
+                if file_id not in self.dht.providing():
+                    self._nursery.start_soon(self._announce_quietly, file_id)
+
+        return on_stored
+
+    def _on_watch(self, peer_id: bytes, host: str, port: int, file_id: bytes) -> None:
+        """Server hook: a peer WATCHes ``file_id`` and serves on ``host:port``; every download of
+        that file here may fetch from it too (a downloader is a source)."""
+        for download in list(self._downloads.get(file_id, ())):
+            download.offer_provider(Provider(peer_id, host, port))
+
+    def _upload_weight(self, peer: Any) -> float:
+        """Reciprocity: peers that recently gave us chunks get a larger upload share."""
+        last = self._sources.get(peer) if isinstance(peer, bytes) else None
+        if last is not None and trio.current_time() - last < RECIPROCITY_WINDOW:
+            return RECIPROCITY_WEIGHT
+        return 1.0
+
+    @property
+    def uploaded_bytes(self) -> int | None:
+        """Chunk bytes this node's server has sent (granted by its upload limit); ``None``
+        without an upload limit (not counted)."""
+        if self._uploads is not None:
+            return self._uploads.granted_bytes
+        return None
 
     async def _find_file_providers(self, key: bytes, *, quick: bool = False) -> list[Provider]:
         """Providers of ``key`` other than this node; ``quick`` stops at the first reply naming
@@ -713,12 +771,18 @@ async def _running_node(
             pool=pool,
             nursery=nursery,
         )
-        limiter = None
         if config.upload_limit is not None:
             burst = max(int(config.upload_limit * UPLOAD_BURST_SECONDS), config.chunk_size)
-            limiter = RateLimiter(config.upload_limit, burst)
+            node._uploads = UploadGate(config.upload_limit, burst, weight_of=node._upload_weight)
         server = ChunkServer(
-            identity, store, config.wire, rate_limiter=limiter, on_put=node._on_put
+            identity,
+            store,
+            config.wire,
+            on_put=node._on_put,
+            uploads=node._uploads,
+            holdings=node.holdings,
+            on_watch=node._on_watch,
+            seeding=SuperSeeder(store, downloading=node._downloads.__contains__),
         )
         try:
             node.tcp_address = await nursery.start(server.serve, config.host, config.tcp_port)

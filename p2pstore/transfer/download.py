@@ -9,7 +9,16 @@ sans-IO scheduler; this module only moves bytes and time:
 * a verified chunk goes straight into the local store (so an interrupted download resumes);
 * ``CancelRequest`` cancels that request's scope, ``DropPeer`` cancels that peer's scope;
 * a peer that fails (connection refused, handshake, channel error) is reported and its work
-  re-queued; new providers are looked up again while some stripe is unreachable;
+  re-queued; new providers are looked up again while some stripe is unreachable, and every
+  ``refresh_interval`` seconds while the download runs (partial providers join all the time);
+* swarming (peers that speak ``swarm``): each peer is WATCHed rather than asked HAVE once, so its
+  new chunks arrive as HAVE_UPDATEs; a BUSY reply re-queues that chunk and rests that peer for
+  the hinted time (no strike); a request times out only after ``chunk_timeout`` without any sign
+  of life from its peer (a delivery or a BUSY extends the deadlines of its other requests, up to
+  ``max_request_wait``), so queueing at a live peer is not taken for death; every chunk stored
+  is reported to ``on_stored`` (the node publishes it to its own watchers and announces itself
+  a provider after the first); peers that WATCH this node for the file are offered as sources
+  through :meth:`Download.offer_provider`;
 * once every stripe has ``k`` verified chunks the file is rebuilt from the store into a temporary
   file beside the destination and renamed into place.
 
@@ -19,6 +28,7 @@ Memory is bounded by the requests in flight: chunks are never accumulated.
 from __future__ import annotations
 
 import logging
+import math
 import random
 from collections.abc import Awaitable, Callable, Hashable, Sequence
 from dataclasses import dataclass, field
@@ -34,9 +44,10 @@ from ..errors import (
     FileUnavailableError,
     ManifestError,
     P2PStoreError,
+    ProtocolError,
 )
 from ..manifest import Manifest, ManifestRoot
-from ..wire.client import ConnectionPool, PeerAddress, PeerConnection
+from ..wire.client import ConnectionPool, PeerAddress, PeerBusyError, PeerConnection, WatchHandle
 from .output import OutputFile
 from .progress import Progress
 from .scheduler import (
@@ -74,6 +85,17 @@ MAX_PEER_RETRIES = 2
 DEFAULT_MAX_FILE_CHUNKS = 1 << 21
 #: Providers asked at once for the manifest; the first to answer wins, the others are cancelled.
 MANIFEST_RACE_WIDTH = 3
+#: Seconds between provider look-ups while a download runs, even when every stripe is reachable:
+#: other downloaders become partial providers during the download and should be used.
+DEFAULT_REFRESH_INTERVAL = 3.0
+#: The longest one chunk request may wait at a peer that keeps showing signs of life (other
+#: deliveries, BUSY replies): queueing behind other downloaders is slow, not dead.
+DEFAULT_MAX_REQUEST_WAIT = 120.0
+#: A peer's HAVE_UPDATE indices beyond twice the file's chunk count plus this are a flood: an
+#: honest peer names each chunk about once.
+UPDATE_FLOOD_SLACK = 256
+#: The longest wait for one BUSY hint while fetching the manifest (it is tiny: worth retrying).
+MANIFEST_BUSY_WAIT = 2.0
 
 
 @dataclass(frozen=True)
@@ -87,6 +109,8 @@ class DownloadConfig:
     slow_check_interval: float = DEFAULT_SLOW_CHECK_INTERVAL
     progress_interval: float = DEFAULT_PROGRESS_INTERVAL
     max_file_chunks: int = DEFAULT_MAX_FILE_CHUNKS
+    refresh_interval: float = DEFAULT_REFRESH_INTERVAL
+    max_request_wait: float = DEFAULT_MAX_REQUEST_WAIT
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
 
 
@@ -135,6 +159,9 @@ class FindProviders(Protocol):
 
 
 ProgressCallback = Callable[[Progress, dict[Hashable, str]], None]
+StoredCallback = Callable[[Hashable, int], None]
+"""``on_stored(peer, index)``: chunk ``index`` (manifest order) from ``peer`` is now verified and
+stored here (newly: a copy already stored is not reported). Must not block."""
 
 
 @dataclass
@@ -199,8 +226,12 @@ class Download:
         config: DownloadConfig | None = None,
         progress: ProgressCallback | None = None,
         rng: random.Random | None = None,
+        listen_port: int = 0,
+        on_stored: StoredCallback | None = None,
     ) -> None:
         self.file_id = file_id
+        self.listen_port = listen_port
+        self.on_stored = on_stored
         self.dest = dest
         self.store = store
         self.pool = pool
@@ -224,6 +255,10 @@ class Download:
         self._failure: P2PStoreError | None = None
         self._retries: dict[bytes, int] = {}
         self._discovery_done = trio.Event()  # the full provider look-up has ended
+        self._fetch: trio.Nursery | None = None
+        self._updates_seen = 0  # HAVE_UPDATEs received: the peers' holdings are still growing
+        # per peer: request index -> (its timeout scope, when it started)
+        self._timers: dict[Hashable, dict[int, tuple[trio.CancelScope, float]]] = {}
 
     # ------------------------------------------------------------------ public
 
@@ -236,6 +271,7 @@ class Download:
             with collapse_exception_groups():
                 async with trio.open_nursery() as writers:
                     async with trio.open_nursery() as fetch:
+                        self._fetch = fetch
                         if manifest is None or not self._complete_locally(manifest):
                             # Start on the first providers found; the full look-up (which may
                             # wait out departed nodes' timeouts) adds the others as it ends.
@@ -250,11 +286,13 @@ class Download:
                         assert sched is not None
                         if not sched.is_complete():
                             fetch.start_soon(self._watch_availability, sched, fetch)
+                            fetch.start_soon(self._refresh_providers, fetch)
                             fetch.start_soon(self._check_slow_peers, sched)
                             if self.progress_callback is not None:
                                 fetch.start_soon(self._report_progress, sched)
                             await self._finished.wait()
                         fetch.cancel_scope.cancel()
+                    self._fetch = None
                     if self._failure is not None:
                         raise self._failure
             assert self._output is not None
@@ -282,6 +320,25 @@ class Download:
             seconds=trio.current_time() - self._started_at,
             first_chunk_seconds=first,
         )
+
+    def offer_provider(self, provider: Provider) -> bool:
+        """A peer that may hold chunks of this file (e.g. it WATCHes it on our server and serves
+        on ``provider.port``): dial it as a source too. True if a worker was started for it;
+        False if the download is not fetching, or the peer is us, already a source, dropped, or
+        out of retries. The dial names ``provider.node_id``, so a false claim only fails that
+        dial."""
+        peer = provider.node_id
+        if self._fetch is None or self._finished.is_set() or peer == self.self_node_id:
+            return False
+        if peer in self._peer_scopes or (self._sched is not None and self._sched.is_dropped(peer)):
+            return False
+        if peer in self._providers:
+            if self._retries.get(peer, 0) >= MAX_PEER_RETRIES:
+                return False
+            self._retries[peer] = self._retries.get(peer, 0) + 1
+        self._providers[peer] = provider
+        self._fetch.start_soon(self._peer_worker, provider)
+        return True
 
     async def _prepare(self, manifest: Manifest, writers: trio.Nursery) -> list[int]:
         """Create the scheduler and the output file; queue the stripes already stored."""
@@ -405,7 +462,9 @@ class Download:
         of index chunks within the chunk deadline (a big file's index is many MiB)."""
         with trio.fail_after(self.config.peer_setup_timeout * 2):
             conn = await self._connect(provider)
-            root_bytes = await self._fetch_one(conn, self.file_id)
+            ((_, root_bytes),) = await self._get_patiently(conn, [self.file_id])
+            if root_bytes is None:
+                raise ChunkNotFoundError(self.file_id)
         root = ManifestRoot.decode(root_bytes)
         if root.file_id != self.file_id:  # cannot happen after the hash check; belt and braces
             raise ManifestError("manifest does not hash to the file ID")
@@ -419,7 +478,7 @@ class Download:
         parts: dict[bytes, bytes] = {}
         while needed := root.needed_chunk_ids(parts):
             with trio.fail_after(self.config.chunk_timeout):
-                fetched = await conn.get(needed)
+                fetched = await self._get_patiently(conn, needed)
             for chunk_id, data in fetched:
                 if data is None:
                     raise ManifestError(f"{provider.label} lacks manifest chunk {chunk_id.hex()}")
@@ -427,11 +486,23 @@ class Download:
                 await self.store.put_chunk(chunk_id, data, file_id=self.file_id)
         return Manifest.from_parts(root, parts)
 
-    async def _fetch_one(self, conn: PeerConnection, chunk_id: bytes) -> bytes:
-        ((_, data),) = await conn.get([chunk_id])
-        if data is None:
-            raise ChunkNotFoundError(chunk_id)
-        return data
+    async def _get_patiently(
+        self, conn: PeerConnection, chunk_ids: Sequence[bytes]
+    ) -> list[tuple[bytes, bytes | None]]:
+        """``conn.get(chunk_ids)``, asking again after each BUSY hint (the caller's deadline
+        bounds the whole): a busy holder is the usual state of a popular file's first seconds."""
+        found: dict[bytes, bytes | None] = {}
+        wanted = list(chunk_ids)
+        while wanted:
+            try:
+                for chunk_id, data in await conn.get(wanted):
+                    found[chunk_id] = data
+                break
+            except PeerBusyError as busy:
+                found.update(busy.found)
+                wanted = [c for c in wanted if c not in found]
+                await trio.sleep(min(busy.retry_after, MANIFEST_BUSY_WAIT))
+        return [(chunk_id, found[chunk_id]) for chunk_id in chunk_ids]
 
     async def _connect(self, provider: Provider) -> PeerConnection:
         with trio.fail_after(self.config.peer_setup_timeout):
@@ -465,10 +536,14 @@ class Download:
         self._notify()
 
     async def _peer_worker(self, provider: Provider) -> None:
-        """Connect and ask for HAVE (while the manifest is being fetched), then keep the peer's
-        pipeline full until the download ends or the peer is dropped."""
+        """Connect and learn what the peer holds (WATCH if it speaks ``swarm``, else HAVE) while
+        the manifest is being fetched, then keep the peer's pipeline full (and, with a watch,
+        its holdings up to date) until the download ends or the peer is dropped."""
         peer = provider.node_id
         added = False
+        watch: WatchHandle | None = None
+        if peer in self._peer_scopes:
+            return  # two look-ups (or a look-up and a watcher) named it at once
         with trio.CancelScope() as scope:
             self._peer_scopes[peer] = scope
             try:
@@ -476,44 +551,93 @@ class Download:
                 try:
                     conn = await self._connect(provider)
                     with trio.fail_after(self.config.peer_setup_timeout):
-                        bitmap = await conn.have(self.file_id)
+                        if conn.swarming:
+                            watch = await conn.watch(self.file_id, self.listen_port)
+                            bitmap = watch.bitmap
+                        else:
+                            bitmap = await conn.have(self.file_id)
                 finally:
                     self._setups_pending -= 1
-                if bitmap is None:
+                if bitmap is None and watch is None:
                     return  # it announced the file but no longer knows it
                 await self._ready.wait()
                 sched = self._sched
                 assert sched is not None
-                sched.add_peer(peer, bitmap_indices(bitmap, self._chunk_count), trio.current_time())
+                have = bitmap_indices(bitmap, self._chunk_count) if bitmap is not None else []
+                sched.add_peer(peer, have, trio.current_time(), fair_share=watch is not None)
                 added = True
                 self._notify()
                 async with trio.open_nursery() as requests:
+                    if watch is not None:
+                        requests.start_soon(self._follow_updates, sched, peer, watch)
                     while True:
                         now = trio.current_time()
                         for request in sched.next_requests(peer, now):
                             requests.start_soon(self._request, sched, conn, request)
-                        await self._changed.wait()
+                        resting = sched.busy_until(peer)
+                        with trio.move_on_at(resting if resting > now else math.inf):
+                            await self._changed.wait()
             except (P2PStoreError, OSError, trio.TooSlowError) as exc:
                 # OSError only escapes from the dial: store errors are P2PStoreErrors or fatal.
                 log.info("peer %s failed: %s", provider.label, exc or type(exc).__name__)
             finally:
                 del self._peer_scopes[peer]
+                if watch is not None:
+                    with trio.CancelScope(shield=True):
+                        await watch.aclose()
                 if added and self._sched is not None:
                     self._apply(self._sched.peer_failed(peer, trio.current_time()))
+
+    async def _follow_updates(
+        self, sched: DownloadScheduler, peer: Hashable, watch: WatchHandle
+    ) -> None:
+        """Feed a watched peer's HAVE_UPDATEs to the scheduler. A flood (far more indices than
+        the file has chunks) or an index out of range is that peer's ``ProtocolError``."""
+        budget = 2 * self._chunk_count + UPDATE_FLOOD_SLACK
+        try:
+            while True:
+                indices = await watch.next_update()
+                budget -= len(indices)
+                if budget < 0:
+                    raise ProtocolError(f"{self._label(peer)} floods HAVE_UPDATEs")
+                self._updates_seen += 1
+                if sched.add_peer(peer, indices, trio.current_time()):
+                    self._notify()
+        except P2PStoreError as exc:
+            # The channel ended or the peer misbehaved: end that peer's worker, as a request does.
+            log.info("peer %s failed: %s", self._label(peer), exc)
+            peer_scope = self._peer_scopes.get(peer)
+            if peer_scope is not None:
+                peer_scope.cancel()
+
+    def _alive(self, peer: Hashable, now: float) -> None:
+        """``peer`` just showed it is alive: its requests' deadlines restart from now (never
+        beyond ``max_request_wait`` from each request's start)."""
+        for timer, started in self._timers.get(peer, {}).values():
+            extended = min(now + self.config.chunk_timeout, started + self.config.max_request_wait)
+            if extended > timer.deadline:
+                timer.deadline = extended
 
     async def _request(
         self, sched: DownloadScheduler, conn: PeerConnection, request: ChunkRequest
     ) -> None:
         key = (request.peer, request.index)
+        started = trio.current_time()
+        timer = trio.CancelScope(deadline=started + self.config.chunk_timeout)
+        timers = self._timers.setdefault(request.peer, {})
         with trio.CancelScope() as scope:
             self._request_scopes[key] = scope
+            timers[request.index] = (timer, started)
+            data: bytes | None = None
             try:
-                with trio.fail_after(self.config.chunk_timeout):
+                with timer:
                     data = await self._fetch_or_none(conn, request.chunk_id)
             except trio.TooSlowError:
-                self._apply(
-                    sched.request_timed_out(request.peer, request.index, trio.current_time())
-                )
+                timer.cancel()
+            except PeerBusyError as busy:
+                now = trio.current_time()
+                self._alive(request.peer, now)
+                self._apply(sched.request_busy(request.peer, request.index, busy.retry_after, now))
                 return
             except CorruptChunkError:
                 self._apply(sched.chunk_corrupt(request.peer, request.index, trio.current_time()))
@@ -529,6 +653,14 @@ class Download:
             finally:
                 if self._request_scopes.get(key) is scope:
                     del self._request_scopes[key]
+                if timers.get(request.index, (None,))[0] is timer:
+                    del timers[request.index]
+            if timer.cancelled_caught or timer.cancel_called:
+                self._apply(
+                    sched.request_timed_out(request.peer, request.index, trio.current_time())
+                )
+                return
+            self._alive(request.peer, trio.current_time())
             if data is None:
                 self._apply(sched.chunk_missing(request.peer, request.index, trio.current_time()))
                 return
@@ -539,22 +671,44 @@ class Download:
             assert self._output is not None
             await self._output.write_chunk(request.stripe, request.share, data)
             # file_id pins the chunks as held, so a gc during the download cannot take them.
-            await self.store.put_chunk(request.chunk_id, data, file_id=self.file_id)
+            stored = await self.store.put_chunk(request.chunk_id, data, file_id=self.file_id)
             self._apply(
                 sched.chunk_received(request.peer, request.index, len(data), trio.current_time())
             )
+            if stored and self.on_stored is not None:
+                self.on_stored(request.peer, request.index)
 
     async def _fetch_or_none(self, conn: PeerConnection, chunk_id: bytes) -> bytes | None:
-        ((_, data),) = await conn.get([chunk_id])
+        ((_, data),) = await conn.get([chunk_id], patience=self.config.max_request_wait)
         return data
+
+    async def _refresh_providers(self, nursery: trio.Nursery) -> None:
+        """Every ``refresh_interval``, look the providers up again and start on the new ones:
+        other downloaders announce themselves as soon as they hold chunks."""
+        # The first look-ups come sooner: the rest of a crowd announces itself within a second.
+        interval = min(1.0, self.config.refresh_interval)
+        while True:
+            await trio.sleep(interval)
+            interval = min(interval * 2, self.config.refresh_interval)
+            fresh: list[Provider] = []
+            retried: list[Provider] = []
+            try:
+                with trio.move_on_after(self.config.refresh_interval * 5):
+                    fresh, retried = await self._discover()
+            except P2PStoreError as exc:
+                log.info("provider look-up failed: %s", exc)
+            for provider in (*fresh, *retried):
+                nursery.start_soon(self._peer_worker, provider)
 
     async def _watch_availability(self, sched: DownloadScheduler, nursery: trio.Nursery) -> None:
         """While some stripe is unreachable, look for new providers; give up after a few tries.
 
-        A look-up counts as fruitless only while no peer is still being set up, so slow
-        handshakes are not mistaken for absent providers.
+        A look-up counts as fruitless only while no peer is still being set up and no peer's
+        holdings grew since the last one (HAVE_UPDATE), so slow handshakes and a swarm still
+        spreading its chunks are not mistaken for absent providers.
         """
         fruitless = 0
+        updates = self._updates_seen
         while True:
             await trio.sleep(self.config.rediscover_interval)
             if not sched.wants_more_peers():
@@ -571,7 +725,8 @@ class Download:
                 nursery.start_soon(self._peer_worker, provider)
             # Only never-seen providers (or set-ups still running) reset the give-up count, so
             # a stale record of a departed node cannot keep a hopeless download alive.
-            if fresh or self._setups_pending:
+            if fresh or self._setups_pending or self._updates_seen != updates:
+                updates = self._updates_seen
                 fruitless = 0
                 continue
             fruitless += 1

@@ -80,6 +80,13 @@ DEFAULT_ENDGAME_DUPLICATES = 1
 DEFAULT_REQUEST_STRIKES_BEFORE_DROP = 3
 #: Seconds over which rates are measured: long enough to span several 1 MiB chunks on a slow link.
 DEFAULT_RATE_WINDOW = 5.0
+#: Chunks a peer claimed (HAVE, BITMAP, HAVE_UPDATE) and then answered MISSING before it is
+#: dropped: one can be an honest loss (a chunk quarantined), a few is a peer that lies.
+DEFAULT_FALSE_CLAIMS_BEFORE_DROP = 4
+#: Requests in flight to a peer that fair-shares its uplink (see SchedulerConfig).
+DEFAULT_MAX_IN_FLIGHT_FAIR_SHARE = 2
+#: Chunks examined and passed over per call when sparing a seed (bounds ``next_requests``).
+_SPARE_SCAN_LIMIT = 64
 #: Rarity values are clamped to this in the priority key so the key stays a fixed-width integer;
 #: the order among chunks held by more peers than this does not matter.
 _RARITY_CAP = 1 << 16
@@ -100,6 +107,14 @@ class SchedulerConfig:
     endgame_duplicates: int = DEFAULT_ENDGAME_DUPLICATES
     request_strikes_before_drop: int = DEFAULT_REQUEST_STRIKES_BEFORE_DROP
     rate_window: float = DEFAULT_RATE_WINDOW
+    false_claims_before_drop: int = DEFAULT_FALSE_CLAIMS_BEFORE_DROP
+    max_in_flight_fair_share: int = DEFAULT_MAX_IN_FLIGHT_FAIR_SHARE
+    """Requests in flight to a ``fair_share`` peer: it serves each of its downloaders in turn
+    and answers BUSY to a deeper queue, so more would only reserve chunks (and stripe slots)
+    that other peers could give sooner."""
+    spare_seeds: bool = True
+    """Ask a peer holding every chunk (a seed) only for chunks no other usable peer holds: the
+    seed's uplink is the swarm's scarcest resource, other downloaders can give the rest."""
 
     def __post_init__(self) -> None:
         if self.max_in_flight_per_peer < 1:
@@ -116,6 +131,10 @@ class SchedulerConfig:
             raise ConfigError("request_strikes_before_drop must be >= 1")
         if self.rate_window <= 0:
             raise ConfigError("rate_window must be > 0")
+        if self.max_in_flight_fair_share < 1:
+            raise ConfigError("max_in_flight_fair_share must be >= 1")
+        if self.false_claims_before_drop < 1:
+            raise ConfigError("false_claims_before_drop must be >= 1")
 
 
 @dataclass(frozen=True)
@@ -171,7 +190,7 @@ class StripeComplete:
 class DropPeer:
     """Stop talking to ``peer`` for this download (cancel its worker); its requests were re-queued.
 
-    ``reason`` is ``"corrupt"``, ``"slow"`` or ``"timeouts"``.
+    ``reason`` is ``"corrupt"``, ``"slow"``, ``"timeouts"`` or ``"false claims"``.
     """
 
     peer: Hashable
@@ -191,6 +210,9 @@ class _Peer:
     in_flight: dict[int, float] = field(default_factory=dict)
     timed_out: set[int] = field(default_factory=set)
     strikes: int = 0
+    busy_until: float = 0.0
+    false_claims: int = 0
+    fair_share: bool = False
 
 
 class DownloadScheduler:
@@ -271,12 +293,18 @@ class DownloadScheduler:
 
     # ------------------------------------------------------------------ peers
 
-    def add_peer(self, peer: Hashable, have: Iterable[int], now: float) -> bool:
-        """Add a provider holding the chunks ``have`` (global indices), or extend a live one's.
+    def add_peer(
+        self, peer: Hashable, have: Iterable[int], now: float, *, fair_share: bool = False
+    ) -> bool:
+        """Add a provider holding the chunks ``have`` (global indices), or extend a live one's
+        (a have-update: availability may grow at any time during the download).
 
-        Returns False (and does nothing) for a peer dropped from this download; a peer that merely
-        failed (:meth:`peer_failed`) may be added again. Raises ``ProtocolError`` if an index is
-        out of range (a malformed HAVE from that peer).
+        ``fair_share`` marks a peer that shares its uplink fairly between its downloaders and
+        answers BUSY when it cannot serve soon (``swarm``): its rate is its share of a crowded
+        uplink, not a fault, so :meth:`check_slow_peers` never judges it (a stalled one still
+        times out). Returns False (and does nothing) for a peer dropped from this download; a
+        peer that merely failed (:meth:`peer_failed`) may be added again. Raises
+        ``ProtocolError`` if an index is out of range (a malformed HAVE from that peer).
         """
         if peer in self._banned:
             return False
@@ -291,6 +319,7 @@ class DownloadScheduler:
             meter = old.meter if old is not None else PeerMeter(now, self.config.rate_window)
             state = _Peer(peer, set(), meter)
             self._peers[peer] = state
+        state.fair_share = state.fair_share or fair_share
         indices -= state.have
         state.have |= indices
         touched: set[int] = set()
@@ -320,7 +349,8 @@ class DownloadScheduler:
         """Drop the slowest peer if it is far behind the others; call this periodically (~1 s).
 
         Only peers with at least ``slow_peer_grace`` seconds of busy time are judged, and only if
-        there are ``min_peers_for_slow_check`` of them. The slowest is dropped
+        there are ``min_peers_for_slow_check`` of them (``fair_share`` peers are never judged,
+        nor counted). The slowest is dropped
         (``DropPeer(peer, "slow")``, requests re-queued) when its rate over the window (bytes per
         busy second) is below ``slow_peer_ratio`` times the median of the others' rates, unless it
         is the only remaining holder of a chunk some stripe needs. At most one peer per call.
@@ -328,7 +358,7 @@ class DownloadScheduler:
         cfg = self.config
         rates: dict[Hashable, float] = {}
         for name, p in self._peers.items():
-            if p.meter.busy_time(now) < cfg.slow_peer_grace:
+            if p.fair_share or p.meter.busy_time(now) < cfg.slow_peer_grace:
                 continue
             rate = p.meter.busy_rate(now)
             if rate is not None:
@@ -354,9 +384,9 @@ class DownloadScheduler:
         includes endgame duplicates (``duplicate=True``) when appropriate.
         """
         p = self._peers.get(peer)
-        if p is None:
+        if p is None or now < p.busy_until:
             return []
-        room = self.config.max_in_flight_per_peer - len(p.in_flight)
+        room = self._max_in_flight(p) - len(p.in_flight)
         out: list[ChunkRequest] = []
         if room <= 0:
             return out
@@ -364,6 +394,8 @@ class DownloadScheduler:
             self._rebuild_heap(p)
         heap = p.heap
         n = self._n
+        spare = self.config.spare_seeds and len(p.have) == n and len(self._peers) > 1
+        spared: list[int] = []
         while heap and len(out) < room:
             entry = heapq.heappop(heap)
             g = self._by_tiebreak[entry % n]
@@ -375,10 +407,40 @@ class DownloadScheduler:
                 continue
             if current < entry:
                 continue  # a fresher, higher-priority entry was pushed when the key decreased
+            if spare and self._rarity[g] > 1 and self._other_source(p, g, now):
+                spared.append(entry)  # another downloader can give it: keep the seed's bytes
+                if len(spared) >= _SPARE_SCAN_LIMIT:
+                    break
+                continue
             out.append(self._assign(p, g, now, duplicate=False))
+        for entry in spared:
+            heapq.heappush(heap, entry)
         if len(out) < room and self._total_need == 0 and self._done_count < len(self.stripes):
             out.extend(self._endgame(p, room - len(out), now))
         return out
+
+    def request_busy(
+        self, peer: Hashable, index: int, retry_after: float, now: float
+    ) -> list[Decision]:
+        """``peer`` answered BUSY for ``index``: it is alive but cannot serve soon.
+
+        The request is re-queued (other holders get it first), no strike is counted, and the
+        peer is given no new request before ``now + retry_after`` (:meth:`busy_until`). Returns
+        no decisions.
+        """
+        self._check_index(index)
+        p = self._peers.get(peer)
+        if p is None:
+            return []
+        p.busy_until = max(p.busy_until, now + max(0.0, retry_after))
+        p.strikes = 0  # it answered: a live peer, not a dead one
+        self._release(p, index, now)
+        return []
+
+    def busy_until(self, peer: Hashable) -> float:
+        """The time before which ``peer`` gets no new request (0.0 if not busy or unknown)."""
+        p = self._peers.get(peer)
+        return p.busy_until if p is not None else 0.0
 
     def chunk_received(self, peer: Hashable, index: int, nbytes: int, now: float) -> list[Decision]:
         """``peer`` delivered chunk ``index`` and the caller verified it against its ID.
@@ -412,7 +474,9 @@ class DownloadScheduler:
     def chunk_missing(self, peer: Hashable, index: int, now: float) -> list[Decision]:
         """``peer`` says it lacks ``index`` although its HAVE said otherwise: forget that claim.
 
-        The request is re-queued for other holders. Returns no decisions.
+        The request is re-queued for other holders. A peer that does this
+        ``false_claims_before_drop`` times is dropped (``DropPeer(peer, "false claims")``): its
+        claims cost the download time, so it loses its standing (and nobody else's).
         """
         self._check_index(index)
         p = self._peers.get(peer)
@@ -423,14 +487,19 @@ class DownloadScheduler:
             p.have.discard(index)
             self._lose_holder(index)
             self._refresh(self._stripe_of[index])
+            p.false_claims += 1
+            if p.false_claims >= self.config.false_claims_before_drop:
+                return self._remove_peer(peer, now, ban=True, reason="false claims")
         return []
 
     def request_timed_out(self, peer: Hashable, index: int, now: float) -> list[Decision]:
         """The request for ``index`` to ``peer`` missed its deadline: re-queue it for another peer.
 
         Counts a strike; ``request_strikes_before_drop`` consecutive strikes (a received chunk
-        resets the count) drop the peer (``DropPeer(peer, "timeouts")``). The chunk is offered to
-        this peer again only when it has nothing else to do.
+        resets the count) drop the peer (``DropPeer(peer, "timeouts")``), unless it is the only
+        live holder of chunks some stripe needs: then its strikes start again (a slow download
+        beats a failed one). The chunk is offered to this peer again only when it has nothing
+        else to do.
         """
         self._check_index(index)
         p = self._peers.get(peer)
@@ -440,6 +509,9 @@ class DownloadScheduler:
         self._release(p, index, now)
         p.strikes += 1
         if p.strikes >= self.config.request_strikes_before_drop:
+            if self._is_sole_provider(p):
+                p.strikes = 0
+                return []
             return self._remove_peer(peer, now, ban=True, reason="timeouts")
         return []
 
@@ -661,6 +733,27 @@ class DownloadScheduler:
         p.heap = []
         p.have = set()
         return [DropPeer(peer, reason)] if ban else []
+
+    def _max_in_flight(self, p: _Peer) -> int:
+        cfg = self.config
+        if p.fair_share:
+            return min(cfg.max_in_flight_per_peer, cfg.max_in_flight_fair_share)
+        return cfg.max_in_flight_per_peer
+
+    def _other_source(self, p: _Peer, g: int, now: float) -> bool:
+        """Does a live peer other than ``p``, not itself a seed, not busy and with room, hold
+        ``g``? (Seeds never spare chunks for each other: someone must serve them.)"""
+        n = self._n
+        for q in self._peers.values():
+            if (
+                q is not p
+                and g in q.have
+                and len(q.have) < n
+                and now >= q.busy_until
+                and len(q.in_flight) < self._max_in_flight(q)
+            ):
+                return True
+        return False
 
     def _is_sole_provider(self, p: _Peer) -> bool:
         """Would dropping ``p`` make some unfinished stripe unreachable?"""

@@ -10,7 +10,7 @@ counter nonces), :mod:`.handshake` (X25519 + Ed25519 transcript signatures + HKD
 from __future__ import annotations
 
 from .channel import SecureChannel, accept, initiate
-from .client import ConnectionPool, PeerAddress, PeerConnection
+from .client import ConnectionPool, PeerAddress, PeerBusyError, PeerConnection, WatchHandle
 from .config import MAX_CHUNK_BYTES, MAX_GET_BATCH, WireConfig
 from .framing import FrameDecoder, encode_frame
 from .handshake import (
@@ -26,21 +26,25 @@ from .messages import (
     Ack,
     Auth,
     Bitmap,
+    Busy,
     Bye,
     Chunk,
     Error,
     ErrorCode,
     Get,
     Have,
+    HaveUpdate,
     Hello,
     Message,
     MessageCodec,
     MessageFramer,
     Missing,
     Put,
+    Watch,
 )
 from .seal import Opener, Sealer
 from .server import ChunkServer, ServerStore
+from .uploads import FairShare, UploadBusy, UploadGate
 
 __all__ = [
     "FEATURES",
@@ -51,17 +55,20 @@ __all__ = [
     "Ack",
     "Auth",
     "Bitmap",
+    "Busy",
     "Bye",
     "Chunk",
     "ChunkServer",
     "ConnectionPool",
     "Error",
     "ErrorCode",
+    "FairShare",
     "FrameDecoder",
     "Get",
     "HandshakeRefused",
     "HandshakeResult",
     "Have",
+    "HaveUpdate",
     "Hello",
     "InitiatorHandshake",
     "Message",
@@ -70,12 +77,17 @@ __all__ = [
     "Missing",
     "Opener",
     "PeerAddress",
+    "PeerBusyError",
     "PeerConnection",
     "Put",
     "ResponderHandshake",
     "Sealer",
     "SecureChannel",
     "ServerStore",
+    "UploadBusy",
+    "UploadGate",
+    "Watch",
+    "WatchHandle",
     "WireConfig",
     "accept",
     "encode_frame",

@@ -21,15 +21,18 @@ from .messages import MAX_REQUEST_ID as _MAX_REQUEST_ID
 from .messages import (
     Ack,
     Bitmap,
+    Busy,
     Cancel,
     Chunk,
     Error,
     ErrorCode,
     Get,
     Have,
+    HaveUpdate,
     Message,
     Missing,
     Put,
+    Watch,
 )
 from .server import data_intact, sha256_digest
 
@@ -37,6 +40,23 @@ log = logging.getLogger(__name__)
 
 #: Seconds an abandoned request may spend queueing its CANCEL: it only saves the peer work.
 CANCEL_SEND_TIMEOUT = 1.0
+#: HAVE_UPDATEs of one watch received and not yet consumed before the peer counts as flooding
+#: (a well-behaved peer batches its updates every 50 ms; the consumer drains them at once).
+MAX_QUEUED_UPDATES = 1024
+
+
+class PeerBusyError(P2PStoreError):
+    """The peer answered BUSY for some chunks of a GET: ask again after ``retry_after`` seconds
+    (or ask another holder). ``found`` holds the chunks it did answer (bytes, or None = MISSING).
+    """
+
+    def __init__(
+        self, peer: str, busy: dict[bytes, float], found: dict[bytes, bytes | None]
+    ) -> None:
+        self.retry_after = max(busy.values())
+        super().__init__(f"{peer} is busy; retry after {self.retry_after:.2f} s")
+        self.busy = busy
+        self.found = found
 
 
 @dataclass(frozen=True)
@@ -55,6 +75,7 @@ class _Slot:
         self.kind = kind
         self.remaining = set(chunk_ids)
         self.done = False
+        self.bitmap_seen = False
         self.send, self.receive = trio.open_memory_channel[Message](math.inf)
 
     def accept(self, message: Message) -> None:
@@ -62,7 +83,15 @@ class _Slot:
             raise ProtocolError("more replies than the request asked for")
         if isinstance(message, Error):
             self.done = True
-        elif self.kind is Get and isinstance(message, Chunk | Missing):
+        elif self.kind is Watch:
+            # One BITMAP, then any number of HAVE_UPDATEs; a watch ends only by CANCEL.
+            if isinstance(message, Bitmap) and not self.bitmap_seen:
+                self.bitmap_seen = True
+            elif not (isinstance(message, HaveUpdate) and self.bitmap_seen):
+                raise ProtocolError(f"{type(message).__name__} is not a reply to WATCH")
+            if self.send.statistics().current_buffer_used >= MAX_QUEUED_UPDATES:
+                raise ProtocolError("peer floods HAVE_UPDATEs")
+        elif self.kind is Get and isinstance(message, Chunk | Missing | Busy):
             if message.chunk_id not in self.remaining:
                 raise ProtocolError("reply for a chunk that was not asked for (or twice)")
             self.remaining.discard(message.chunk_id)
@@ -159,18 +188,23 @@ class PeerConnection:
             raise ProtocolError(f"{self._peer_name()} refused ({message.code}): {message.message}")
         return message
 
-    async def get(self, chunk_ids: Iterable[bytes]) -> list[tuple[bytes, bytes | None]]:
+    async def get(
+        self, chunk_ids: Iterable[bytes], *, patience: float | None = None
+    ) -> list[tuple[bytes, bytes | None]]:
         """Fetch chunks: ``(chunk_id, bytes)`` if the peer sent it, ``(chunk_id, None)`` if missing.
 
         Results are in the order asked. Every chunk's SHA-256 is checked (by the channel, in the
         worker thread that opened its frame): a
         mismatch raises :class:`CorruptChunkError` naming the peer (drop that peer). Batches larger
-        than ``MAX_GET_BATCH`` are sent as several requests.
+        than ``MAX_GET_BATCH`` are sent as several requests. If the peer answers BUSY for any
+        chunk, :class:`PeerBusyError` is raised once every reply is in (with the others' results).
+        ``patience`` (seconds) replaces ``config.request_timeout`` as this call's deadline.
         """
         ids = list(chunk_ids)
         unique = list(dict.fromkeys(ids))
         found: dict[bytes, bytes | None] = {}
-        with trio.fail_after(self.config.request_timeout):
+        busy: dict[bytes, float] = {}
+        with trio.fail_after(self.config.request_timeout if patience is None else patience):
             for start in range(0, len(unique), MAX_GET_BATCH):
                 batch = unique[start : start + MAX_GET_BATCH]
                 slot = _Slot(Get, batch)
@@ -179,7 +213,10 @@ class PeerConnection:
                     await self.channel.send(Get(rid, tuple(batch)))
                     for _ in batch:
                         reply = await self._next_reply(slot)
-                        assert isinstance(reply, Chunk | Missing)
+                        assert isinstance(reply, Chunk | Missing | Busy)
+                        if isinstance(reply, Busy):
+                            busy[reply.chunk_id] = reply.retry_ms / 1000
+                            continue
                         if isinstance(reply, Missing):
                             found[reply.chunk_id] = None
                             continue
@@ -194,6 +231,8 @@ class PeerConnection:
                     del self._pending[rid]
                     if not slot.done:
                         await self._cancel_remotely(rid)
+        if busy:
+            raise PeerBusyError(self._peer_name(), busy, found)
         return [(chunk_id, found[chunk_id]) for chunk_id in ids]
 
     async def _cancel_remotely(self, rid: int) -> None:
@@ -223,6 +262,39 @@ class PeerConnection:
             raise ProtocolError(f"{self._peer_name()} answered HAVE for another file")
         return reply.bitmap
 
+    @property
+    def swarming(self) -> bool:
+        """Whether both sides speak ``swarm`` (WATCH, HAVE_UPDATE, BUSY)."""
+        return "swarm" in self.channel.peer.features
+
+    async def watch(self, file_id: bytes, port: int = 0) -> WatchHandle:
+        """Start watching ``file_id`` on the peer: its BITMAP now (``handle.bitmap``, ``None`` if
+        it does not know the file yet), then ``await handle.next_update()`` for the chunk
+        indices it stores later. ``port`` is our own chunk server's port (0: none), so the peer
+        may download from us too. Close the handle (``aclose``) to stop: it sends CANCEL.
+
+        Raises :class:`trio.TooSlowError` if the BITMAP is not in within
+        ``config.request_timeout``, :class:`ProtocolError` if the channel fails, the peer refuses
+        or does not speak ``swarm``.
+        """
+        if not self.swarming:
+            raise ProtocolError(f"{self._peer_name()} does not speak the swarm feature")
+        slot = _Slot(Watch)
+        rid = self._open_slot(slot)
+        handle = WatchHandle(self, rid, slot, file_id)
+        try:
+            with trio.fail_after(self.config.request_timeout):
+                await self.channel.send(Watch(rid, file_id, port))
+                reply = await self._next_reply(slot)
+            assert isinstance(reply, Bitmap)
+            if reply.file_id != file_id:
+                raise ProtocolError(f"{self._peer_name()} answered WATCH for another file")
+            handle.bitmap = reply.bitmap
+        except BaseException:
+            await handle.aclose()
+            raise
+        return handle
+
     async def put(self, chunk_id: bytes, data: bytes) -> bool:
         """Offer a chunk for the peer to keep; True if it stored it, False if it already had it.
 
@@ -246,6 +318,34 @@ class PeerConnection:
         if reply.chunk_id != chunk_id:
             raise ProtocolError(f"{self._peer_name()} acknowledged another chunk")
         return reply.stored
+
+
+class WatchHandle:
+    """An open WATCH on one peer (see :meth:`PeerConnection.watch`)."""
+
+    def __init__(self, conn: PeerConnection, rid: int, slot: _Slot, file_id: bytes) -> None:
+        self.conn = conn
+        self.file_id = file_id
+        self.bitmap: bytes | None = None
+        self._rid = rid
+        self._slot = slot
+        self._closed = False
+
+    async def next_update(self) -> tuple[int, ...]:
+        """The next batch of chunk indices the peer has stored (waits for it). Raises
+        :class:`ProtocolError` when the channel ends or the peer ends the watch."""
+        reply = await self.conn._next_reply(self._slot)
+        if not isinstance(reply, HaveUpdate) or reply.file_id != self.file_id:
+            raise ProtocolError("HAVE_UPDATE for another file")
+        return reply.indices
+
+    async def aclose(self) -> None:
+        """Stop watching (CANCEL to the peer, best effort). Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        self.conn._pending.pop(self._rid, None)
+        await self.conn._cancel_remotely(self._rid)
 
 
 _PoolKey = bytes | tuple[str, int]

@@ -40,7 +40,7 @@ PROTOCOL_VERSION = 1
 SUPPORTED_VERSIONS: tuple[int, ...] = (1,)
 """Every version this implementation can speak; the highest one in common is chosen."""
 
-FEATURES: tuple[str, ...] = ("get", "have", "put", "cancel")
+FEATURES: tuple[str, ...] = ("get", "have", "put", "cancel", "swarm")
 """Optional capabilities announced in HELLO; the channel's features are those both sides list."""
 
 TRANSCRIPT_PROLOGUE = b"p2pstore-wire handshake\x00"

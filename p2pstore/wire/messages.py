@@ -38,6 +38,12 @@ SIGNATURE_BYTES = 64
 MAX_REQUEST_ID = 2**32 - 1
 """Request IDs are unsigned 32-bit integers (a client wraps around long before reuse matters)."""
 
+MAX_RETRY_MS = 60_000
+"""The longest retry hint a BUSY may carry: a minute; a client never waits longer on one hint."""
+
+MAX_UPDATE_INDICES = MAX_GET_BATCH
+"""Chunk indices in one HAVE_UPDATE (256, the array limit of every message)."""
+
 MAX_MAP_KEYS = 16
 """No message has more fields than this; a bigger map is refused before it is built."""
 
@@ -55,6 +61,8 @@ class ErrorCode(enum.IntEnum):
     """A PUT's bytes do not hash to its chunk ID."""
     INTERNAL = 5
     """The receiver failed for a reason of its own."""
+    TOO_MANY_WATCHES = 6
+    """A WATCH beyond the receiver's limit of watches per connection."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,6 +173,40 @@ class Cancel:
 
 
 @dataclass(frozen=True, slots=True)
+class Busy:
+    """The server cannot send this chunk of a GET soon: ask again after ``retry_ms`` ms (or ask
+    another holder). One of the replies of a GET, in place of CHUNK or MISSING (``swarm``)."""
+
+    request_id: int
+    chunk_id: bytes
+    retry_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class Watch:
+    """Ask which chunks of a file the receiver holds *and* to be told of the ones it stores later.
+
+    Answered by one BITMAP (as HAVE is), then any number of HAVE_UPDATEs with the same request ID
+    until the client sends CANCEL for it or the channel ends. ``port`` is the TCP port of the
+    sender's own chunk server (0: none), so the receiver may download from it too (``swarm``).
+    """
+
+    request_id: int
+    file_id: bytes
+    port: int
+
+
+@dataclass(frozen=True, slots=True)
+class HaveUpdate:
+    """Chunks of a watched file the sender has stored since its last BITMAP or HAVE_UPDATE:
+    global indices in the manifest's ``chunk_ids()`` order (1..256 of them)."""
+
+    request_id: int
+    file_id: bytes
+    indices: tuple[int, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class Bye:
     """The sender is closing the channel in an orderly way."""
 
@@ -172,7 +214,21 @@ class Bye:
 
 
 Message: TypeAlias = (
-    Hello | Auth | Get | Chunk | Missing | Have | Bitmap | Put | Ack | Error | Cancel | Bye
+    Hello
+    | Auth
+    | Get
+    | Chunk
+    | Missing
+    | Have
+    | Bitmap
+    | Put
+    | Ack
+    | Error
+    | Cancel
+    | Busy
+    | Watch
+    | HaveUpdate
+    | Bye
 )
 
 _Check = Callable[[Any, int], Any]
@@ -242,6 +298,24 @@ def _features(value: Any, limit: int) -> tuple[str, ...]:
     return tuple(_text(v, limit) for v in value)
 
 
+def _retry_ms(value: Any, _limit: int) -> int:
+    if type(value) is not int or not 0 <= value <= MAX_RETRY_MS:
+        raise _fail(f"expected a retry hint of 0..{MAX_RETRY_MS} ms")
+    return value
+
+
+def _port(value: Any, _limit: int) -> int:
+    if type(value) is not int or not 0 <= value <= 0xFFFF:
+        raise _fail("expected a TCP port 0..65535")
+    return value
+
+
+def _indices(value: Any, _limit: int) -> tuple[int, ...]:
+    if type(value) is not list or not 1 <= len(value) <= MAX_UPDATE_INDICES:
+        raise _fail(f"expected 1..{MAX_UPDATE_INDICES} chunk indices")
+    return tuple(_uint(v, _limit) for v in value)
+
+
 def _chunk_ids(value: Any, limit: int) -> tuple[bytes, ...]:
     if type(value) is not list or not 1 <= len(value) <= MAX_GET_BATCH:
         raise _fail(f"expected 1..{MAX_GET_BATCH} chunk IDs")
@@ -270,6 +344,9 @@ _SCHEMAS: dict[str, tuple[type[Any], dict[str, tuple[str, _Check]]]] = {
     "ACK": (Ack, {"cid": ("chunk_id", _id), "stored": ("stored", _bool)}),
     "ERROR": (Error, {"code": ("code", _uint), "msg": ("message", _text)}),
     "CANCEL": (Cancel, {}),
+    "BUSY": (Busy, {"cid": ("chunk_id", _id), "retry": ("retry_ms", _retry_ms)}),
+    "WATCH": (Watch, {"file": ("file_id", _id), "port": ("port", _port)}),
+    "HAVE_UPDATE": (HaveUpdate, {"file": ("file_id", _id), "idx": ("indices", _indices)}),
     "BYE": (Bye, {}),
 }
 _TYPE_NAMES: dict[type[Any], str] = {cls: name for name, (cls, _) in _SCHEMAS.items()}

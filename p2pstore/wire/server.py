@@ -24,21 +24,45 @@ from ..identity import Identity
 from ..ratelimit import RateLimiter
 from .channel import DeferredChunk, SecureChannel, accept
 from .config import THREAD_THRESHOLD_BYTES, WireConfig
+from .holdings import HoldingsHub, Subscription
 from .messages import (
+    MAX_RETRY_MS,
+    MAX_UPDATE_INDICES,
     Ack,
     Bitmap,
+    Busy,
     Cancel,
     Chunk,
     Error,
     ErrorCode,
     Get,
     Have,
+    HaveUpdate,
     Message,
     Missing,
     Put,
+    Watch,
 )
+from .uploads import UploadBusy, UploadGate
 
 log = logging.getLogger(__name__)
+
+
+class Seeding(Protocol):
+    """Super-seeding (``p2pstore.transfer.superseed.SuperSeeder`` provides it): which chunks of
+    a fully held file to offer each watcher. ``join`` returns ``(chunk count, offered indices)``
+    or ``None`` (offer the plain bitmap); later offers are added to the watcher's subscription
+    by ``served`` (a chunk is being sent to a peer) and ``tick`` (time passed)."""
+
+    async def join(
+        self, file_id: bytes, peer: bytes, sub: Subscription, now: float
+    ) -> tuple[int, list[int]] | None: ...
+
+    def leave(self, file_id: bytes, peer: bytes, sub: Subscription) -> None: ...
+
+    def served(self, peer: bytes, chunk_id: bytes, now: float) -> None: ...
+
+    def tick(self, file_id: bytes, peer: bytes, now: float) -> None: ...
 
 
 class ServerStore(Protocol):
@@ -86,6 +110,20 @@ async def data_intact(message: Chunk | Put) -> bool:
 READ_THREADS = max(4, os.cpu_count() or 1)
 """Worker threads one server uses at once to read, verify and seal the chunks it serves."""
 
+MAX_WATCHES_PER_CONNECTION = 8
+"""WATCHes one connection may keep open (each holds one of its in-flight request slots)."""
+
+UPDATE_BATCH_DELAY = 0.05
+"""Seconds a HAVE_UPDATE waits after the first new chunk, so that chunks stored together (a
+stripe's writes, a burst of arrivals) travel in one message."""
+
+#: Seconds between a super-seeded watch's checks for an idle watcher (see ``Seeding.tick``).
+SEED_TICK_INTERVAL = 0.5
+
+WatchHook = Callable[[bytes, str, int, bytes], None]
+"""``on_watch(peer_node_id, peer_host, peer_port, file_id)``: a verified peer WATCHes a file and
+serves chunks on ``peer_host:peer_port`` (its connection's source IP and the port it named)."""
+
 
 class _Request:
     """A request being served: its cancel scope, and a flag that worker threads may read."""
@@ -112,6 +150,13 @@ class ChunkServer:
     node's total upload). ``on_put(chunk_id)`` is called after every acknowledged PUT (new or
     already stored: announcing twice is harmless, missing one is not); it must not block (start a
     task from it if needed). PUTs are stored with ``enforce_quota=True``.
+
+    Swarming (the ``swarm`` feature): with ``uploads``, chunk bytes wait for their peer's fair
+    share of the node's upload rate (instead of ``rate_limiter``'s first come, first served), and
+    a request that would queue too long is answered BUSY with a retry hint (to peers that speak
+    ``swarm``; others just wait). WATCH is answered from the store's index and then from
+    ``holdings``, where the node's downloads publish each chunk they store; ``on_watch`` (must not
+    block) hears of every peer that watches a file and names its own port.
     """
 
     def __init__(
@@ -122,12 +167,22 @@ class ChunkServer:
         *,
         rate_limiter: RateLimiter | None = None,
         on_put: Callable[[bytes], None] | None = None,
+        uploads: UploadGate | None = None,
+        holdings: HoldingsHub | None = None,
+        on_watch: WatchHook | None = None,
+        seeding: Seeding | None = None,
     ) -> None:
         self.identity = identity
         self.store = store
         self.config = config or WireConfig()
         self.rate_limiter = rate_limiter
         self.on_put = on_put
+        self.uploads = uploads
+        self.holdings = holdings
+        self.on_watch = on_watch
+        self.seeding = seeding
+        self.busy_replies = 0
+        """BUSY replies sent (requests refused by the upload queue)."""
         self.active_connections = 0
         # Chunk reads (each also verifies and seals its frame) share a few threads, as the
         # store's own reads do: a slow disk then cannot tie up every worker thread.
@@ -177,6 +232,7 @@ class ChunkServer:
     async def _serve_channel(self, channel: SecureChannel) -> None:
         error: BaseException | None = None
         running: dict[int, _Request] = {}
+        watches: set[int] = set()
         async with trio.open_nursery() as nursery:
             slots = trio.Semaphore(self.config.max_in_flight)
 
@@ -186,11 +242,21 @@ class ChunkServer:
                     if cancelled is not None:
                         cancelled.cancel()
                     return
-                if not isinstance(message, Get | Have | Put):
+                if not isinstance(message, Get | Have | Put | Watch):
                     raise ProtocolError(f"unexpected {type(message).__name__} from a client")
+                if isinstance(message, Watch):
+                    if "swarm" not in channel.peer.features:
+                        raise ProtocolError("WATCH was not negotiated")
+                    if len(watches) >= MAX_WATCHES_PER_CONNECTION:
+                        reply = Error(message.request_id, ErrorCode.TOO_MANY_WATCHES, "too many")
+                        await channel.send(reply)
+                        return
+                    watches.add(message.request_id)
                 await slots.acquire()
                 state = running[message.request_id] = _Request()
-                nursery.start_soon(self._serve_request, channel, message, slots, state, running)
+                nursery.start_soon(
+                    self._serve_request, channel, message, slots, state, running, watches
+                )
 
             try:
                 await channel.run(dispatch)
@@ -203,15 +269,18 @@ class ChunkServer:
     async def _serve_request(
         self,
         channel: SecureChannel,
-        request: Get | Have | Put,
+        request: Get | Have | Put | Watch,
         slots: trio.Semaphore,
         state: _Request,
         running: dict[int, _Request],
+        watches: set[int],
     ) -> None:
         try:
             with state.scope:
                 if isinstance(request, Get):
                     await self._serve_get(channel, request, state)
+                elif isinstance(request, Watch):
+                    await self._serve_watch(channel, request)
                 elif isinstance(request, Have):
                     bitmap = await self.store.have_bitmap(request.file_id)
                     await channel.send(Bitmap(request.request_id, request.file_id, bitmap))
@@ -227,12 +296,30 @@ class ChunkServer:
         finally:
             if running.get(request.request_id) is state:
                 del running[request.request_id]
+            if isinstance(request, Watch):
+                watches.discard(request.request_id)
             slots.release()
 
     async def _serve_get(self, channel: SecureChannel, request: Get, state: _Request) -> None:
         rid = request.request_id
+        peer = channel.peer.peer_node_id
+        may_refuse = "swarm" in channel.peer.features
         for chunk_id in dict.fromkeys(request.chunk_ids):
-            if self.rate_limiter is not None:
+            if self.uploads is not None:
+                size = self.store.chunk_size(chunk_id)
+                if size is None:
+                    await channel.send(Missing(rid, chunk_id))
+                    continue
+                try:
+                    await self.uploads.acquire(peer, size, may_refuse=may_refuse)
+                except UploadBusy as busy:
+                    self.busy_replies += 1
+                    retry_ms = min(MAX_RETRY_MS, max(1, round(busy.retry_after * 1000)))
+                    await channel.send(Busy(rid, chunk_id, retry_ms))
+                    continue
+                if self.seeding is not None:
+                    self.seeding.served(peer, chunk_id, trio.current_time())
+            elif self.rate_limiter is not None:
                 # Tokens first, then the read: a rate-limited server then holds one chunk per
                 # waiting request in memory, not a whole batch, and the first reply is not
                 # queued behind the reads and hashes of chunks that may not be sent for seconds.
@@ -252,6 +339,52 @@ class ChunkServer:
                     limiter=self._read_limiter,
                 )
             )
+
+    async def _serve_watch(self, channel: SecureChannel, request: Watch) -> None:
+        """BITMAP now, then HAVE_UPDATE whenever this node stores more chunks of the file, until
+        the client CANCELs the watch (or the channel ends)."""
+        rid, file_id = request.request_id, request.file_id
+        if self.holdings is None:
+            bitmap = await self.store.have_bitmap(file_id)
+            await channel.send(Bitmap(rid, file_id, bitmap))
+            await trio.sleep_forever()  # nothing will ever be published; stay until cancelled
+        subscription = self.holdings.subscribe(file_id)
+        if subscription is None:
+            await channel.send(Error(rid, ErrorCode.TOO_MANY_WATCHES, "file watched too much"))
+            return
+        with subscription:
+            # Subscribed first, then the bitmap: a chunk stored in between is sent twice at
+            # worst (harmless), never lost.
+            peer = channel.peer.peer_node_id
+            seeded = None
+            if self.seeding is not None:
+                seeded = await self.seeding.join(file_id, peer, subscription, trio.current_time())
+            try:
+                if seeded is not None:
+                    count, offered = seeded
+                    offer: bytes | None = _bitmap_of(offered, count)
+                else:
+                    offer = await self.store.have_bitmap(file_id)
+                await channel.send(Bitmap(rid, file_id, offer))
+                if self.on_watch is not None and request.port:
+                    host = _peer_host(channel)
+                    if host is not None:
+                        self.on_watch(peer, host, request.port, file_id)
+                while True:
+                    if seeded is not None and self.seeding is not None:
+                        with trio.move_on_after(SEED_TICK_INTERVAL):
+                            await subscription.wait()
+                        self.seeding.tick(file_id, peer, trio.current_time())
+                        if not subscription.pending:
+                            continue
+                    else:
+                        await subscription.wait()
+                    await trio.sleep(UPDATE_BATCH_DELAY)
+                    while indices := subscription.take(MAX_UPDATE_INDICES):
+                        await channel.send(HaveUpdate(rid, file_id, tuple(indices)))
+            finally:
+                if seeded is not None and self.seeding is not None:
+                    self.seeding.leave(file_id, peer, subscription)
 
     def _read_chunk(self, chunk_id: bytes, buffer_for: Callable[[int], memoryview]) -> bool:
         """Runs in a worker thread: fill ``buffer_for(size)``; False (logged) if it cannot."""
@@ -286,3 +419,22 @@ class ChunkServer:
         await channel.send(Ack(rid, chunk_id, stored))
         if self.on_put is not None:
             self.on_put(chunk_id)
+
+
+def _peer_host(channel: SecureChannel) -> str | None:
+    """The remote IP of a channel on a TCP socket, else ``None``."""
+    stream = channel.stream
+    if not isinstance(stream, trio.SocketStream):
+        return None
+    try:
+        return str(stream.socket.getpeername()[0])
+    except OSError:
+        return None
+
+
+def _bitmap_of(indices: list[int], count: int) -> bytes:
+    """The BITMAP bytes (bit i, LSB first, of byte i // 8) with exactly ``indices`` set."""
+    bitmap = bytearray((count + 7) // 8)
+    for i in indices:
+        bitmap[i >> 3] |= 1 << (i & 7)
+    return bytes(bitmap)

@@ -25,8 +25,11 @@ def make_sched(
     *,
     already_have: Iterable[int] = (),
     seed: int = 0,
-    **config: int | float,
+    **config: int | float | bool,
 ) -> DownloadScheduler:
+    """A scheduler over ``shapes``; seeds are not spared unless ``spare_seeds=True`` is given
+    (most tests are about the other rules, with peers that hold everything)."""
+    config.setdefault("spare_seeds", False)
     return DownloadScheduler(
         make_stripes(shapes),
         already_have=already_have,

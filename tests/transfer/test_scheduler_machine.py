@@ -1,7 +1,9 @@
 """A hypothesis state machine driving the scheduler with simulated peers and checking invariants.
 
 The model keeps its own view (what each live peer claims to hold, what is in flight to whom, which
-chunks arrived) and checks the scheduler against it after every step.
+chunks arrived, which peers rest after a BUSY) and checks the scheduler against it after every
+step. Availability changes during the download: peers join, fail, come back, and announce more
+chunks (have-updates); seeds may be spared; lying peers are dropped after a few false claims.
 """
 
 from __future__ import annotations
@@ -44,6 +46,8 @@ class SchedulerMachine(RuleBasedStateMachine):
         dups=st.integers(0, 2),
         strikes=st.integers(1, 3),
         seed=st.integers(0, 2**32 - 1),
+        spare=st.booleans(),
+        lies=st.integers(1, 3),
     )
     def setup(
         self,
@@ -53,6 +57,8 @@ class SchedulerMachine(RuleBasedStateMachine):
         dups: int,
         strikes: int,
         seed: int,
+        spare: bool,
+        lies: int,
     ) -> None:
         self.stripes = make_stripes(shapes)
         self.stripe_of: list[int] = []
@@ -68,7 +74,10 @@ class SchedulerMachine(RuleBasedStateMachine):
             request_strikes_before_drop=strikes,
             slow_peer_grace=1.0,
             rate_window=2.0,
+            spare_seeds=spare,
+            false_claims_before_drop=lies,
         )
+        self.rest: dict[str, float] = {}  # peer -> no new request before this time (BUSY)
         self.sched = DownloadScheduler(
             self.stripes,
             already_have={g for g in stored if g < self.n},
@@ -154,6 +163,8 @@ class SchedulerMachine(RuleBasedStateMachine):
 
     def _request(self, peer: str) -> None:
         reqs = self.sched.next_requests(peer, self.now)
+        if self.now < self.rest.get(peer, 0.0):
+            assert reqs == [], "a resting (busy) peer was given work"
         for r in reqs:
             assert r.peer == peer
             assert peer not in self.dropped
@@ -169,11 +180,17 @@ class SchedulerMachine(RuleBasedStateMachine):
     @precondition(lambda self: any(self.flight.values()))
     @rule(
         data=st.data(),
-        outcome=st.sampled_from(["ok", "ok", "ok", "corrupt", "missing", "timeout"]),
+        outcome=st.sampled_from(["ok", "ok", "ok", "corrupt", "missing", "timeout", "busy"]),
     )
     def respond(self, data: st.DataObject, outcome: str) -> None:
         peer, g = data.draw(st.sampled_from(self._pending()))
-        if outcome == "ok":
+        if outcome == "busy":
+            retry = data.draw(st.floats(0.0, 2.0))
+            self.flight[peer].discard(g)
+            self.rest[peer] = max(self.rest.get(peer, 0.0), self.now + retry)
+            assert self.sched.request_busy(peer, g, retry, self.now) == []
+            assert self.sched.busy_until(peer) == self.rest[peer]
+        elif outcome == "ok":
             self.flight[peer].discard(g)
             self._arrive(g)
             self._apply(self.sched.chunk_received(peer, g, CHUNK, self.now))
@@ -200,6 +217,15 @@ class SchedulerMachine(RuleBasedStateMachine):
         self.flight[peer].discard(g)
         self._arrive(g)
         self._apply(self.sched.chunk_received(peer, g, CHUNK, self.now))
+
+    @precondition(lambda self: self.claims)
+    @rule(data=st.data())
+    def have_update(self, data: st.DataObject) -> None:
+        """A live peer stored more chunks and says so (HAVE_UPDATE)."""
+        peer = data.draw(st.sampled_from(sorted(self.claims)))
+        more = data.draw(st.sets(st.integers(0, self.n - 1), min_size=1))
+        assert self.sched.add_peer(peer, more, self.now) is True
+        self.claims[peer] |= more
 
     @precondition(lambda self: self.claims)
     @rule(data=st.data())
@@ -235,6 +261,7 @@ class SchedulerMachine(RuleBasedStateMachine):
     def drain(self) -> None:
         """Every live peer answers every request honestly from now on: done iff reachable."""
         reachable = not self._expected_unreachable()
+        self.now = max([self.now, *self.rest.values()]) + 0.01  # every BUSY hint has passed
         for _ in range(3 * self.n + 5):
             if self.sched.is_complete():
                 break

@@ -8,15 +8,18 @@ from p2pstore.wire import (
     Ack,
     Auth,
     Bitmap,
+    Busy,
     Bye,
     Chunk,
     Error,
     Get,
     Have,
+    HaveUpdate,
     Hello,
     Message,
     Missing,
     Put,
+    Watch,
 )
 
 ids = st.binary(min_size=32, max_size=32)
@@ -46,6 +49,14 @@ def messages() -> st.SearchStrategy[Message]:
         st.builds(Put, request_ids, ids, small_data),
         st.builds(Ack, request_ids, ids, st.booleans()),
         st.builds(Error, request_ids, st.integers(0, 2**32 - 1), texts),
+        st.builds(Busy, request_ids, ids, st.integers(0, 60_000)),
+        st.builds(Watch, request_ids, ids, st.integers(0, 65535)),
+        st.builds(
+            HaveUpdate,
+            request_ids,
+            ids,
+            st.lists(st.integers(0, 2**32 - 1), min_size=1, max_size=256).map(tuple),
+        ),
         st.builds(Bye, request_ids),
     )
 

@@ -57,7 +57,7 @@ def test_handshake_success_keys_match() -> None:
     assert not res.result.authenticated_as_expected
     assert ini.result.version == res.result.version == 1
     assert ini.result.transcript_hash == res.result.transcript_hash
-    assert ini.result.features == {"get", "have", "put", "cancel"}
+    assert ini.result.features == {"get", "have", "put", "cancel", "swarm"}
 
 
 def test_unknown_node_is_flagged_not_trusted() -> None:

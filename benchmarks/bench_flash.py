@@ -1,0 +1,320 @@
+"""Flash crowd: one holder, M downloaders starting at the same moment, every uplink limited to R.
+
+Definitions (``/work/shared/MEASURING.md``, bench_flash.py; issue 12): one process, nodes on
+127.0.0.1 with free ports, each in a fresh data directory, every downloader bootstrapped from the
+holder. For each M in ``--crowds`` (default 4,8,16) a fresh network of one holder and M
+downloaders is started; the holder stores a seeded random file (``put(path, disperse=False)``:
+it alone has every chunk); every node's upload is capped at R (``--rate``, default 5 MB/s,
+1 MB = 10^6 bytes) by its own ``NodeConfig(upload_limit=R)``. Then every downloader's ``get``
+starts at the same moment (one ``trio.Event``).
+
+* ``T* = max(F/R, M*F/((M+1)*R))`` with F the file's data bytes: the minimum distribution time of
+  one holder and M downloaders with equal uplinks (Kumar and Ross, 2006).
+* ``per_M[M]`` = slowest completion (from the common start to the last ``get``'s return) / T*.
+  Target: <= 1.3 for every M.
+* ``failed`` = downloads that raised, over all M. Target: 0.
+* ``holder_upload_ratio[M]`` = chunk bytes the holder uploaded / F. Target: <= 1.5 at M = 16.
+
+Nothing is tuned: nodes run with the default ``NodeConfig`` except host, free ports and the
+upload limit. Every output is checked (SHA-256) against the source, outside the timed region.
+
+Usage: ``python benchmarks/bench_flash.py [--size 64MiB] [--rate 5] [--crowds 4,8,16]
+[--seed 1] [--smoke]``. ``--smoke``: a 2 MiB file (256 KiB chunks), M = 2, a few seconds. The last
+line of output is one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import hashlib
+import json
+import logging
+import platform
+import random
+import shutil
+import statistics
+import tempfile
+import time
+from dataclasses import dataclass, field
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+import trio
+import trio.lowlevel
+
+from p2pstore.node import Node, NodeConfig, open_node
+
+MB = 1_000_000
+MiB = 1024 * 1024
+#: Bytes written per call while creating the random input file.
+WRITE_BLOCK = 4 * MiB
+#: Seconds a crowd may take beyond 4 x T* before the run is abandoned (it must stop by itself).
+RUN_SLACK = 120.0
+#: Seconds for the nodes' start-up announcements to settle before the common start.
+SETTLE_SECONDS = 0.5
+PEER_PACKAGES = ("trio", "cryptography", "msgpack", "numpy")
+
+
+def _versions() -> str:
+    parts = [f"python {platform.python_version()}"]
+    for name in PEER_PACKAGES:
+        try:
+            parts.append(f"{name} {version(name)}")
+        except PackageNotFoundError:
+            parts.append(f"{name} (not installed)")
+    with contextlib.suppress(PackageNotFoundError):
+        parts.append(f"p2pstore {version('p2pstore')}")
+    return ", ".join(parts)
+
+
+def parse_size(text: str) -> int:
+    """``"64MiB"`` -> 67108864; plain bytes, or a k/M/G unit (SI) or KiB/MiB/GiB."""
+    units = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "kib": 2**10, "mib": 2**20}
+    units["gib"] = 2**30
+    text = text.strip().lower()
+    digits = text.rstrip("abcdefghijklmnopqrstuvwxyz")
+    unit = text[len(digits) :].strip()
+    if unit not in units or not digits:
+        raise argparse.ArgumentTypeError(f"not a size: {text!r}")
+    return int(float(digits) * units[unit])
+
+
+def write_seeded_file(path: Path, size: int, seed: int) -> bytes:
+    """``size`` bytes from ``random.Random(seed)`` into ``path``; returns their SHA-256."""
+    rng = random.Random(seed)
+    digest = hashlib.sha256()
+    with path.open("wb") as f:
+        left = size
+        while left:
+            block = rng.randbytes(min(left, WRITE_BLOCK))
+            digest.update(block)
+            f.write(block)
+            left -= len(block)
+    return digest.digest()
+
+
+def file_sha256(path: Path) -> bytes:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        while block := f.read(WRITE_BLOCK):
+            digest.update(block)
+    return digest.digest()
+
+
+@dataclass
+class CrowdRun:
+    """One crowd: per-downloader completion times (None = failed), holder upload, errors."""
+
+    crowd: int
+    t_star: float
+    completions: list[float | None]
+    holder_uploaded: int
+    from_holder: int
+    from_peers: int
+    errors: list[str] = field(default_factory=list)
+    holder_queued: float = 0.0
+    """Fraction of 0.1 s samples during the crowd in which the holder had requests queued."""
+    uplink_use: float = 0.0
+    """Chunk bytes uploaded by every node / ((M + 1) x R x slowest completion)."""
+    crowd_queued: float = 0.0
+    """The same for the downloaders' uplinks, over all of them."""
+    sources: float = 0.0
+    """Median over the downloads of the peers each received chunks from."""
+
+    @property
+    def slowest(self) -> float | None:
+        done = [c for c in self.completions if c is not None]
+        return max(done) if done and len(done) == len(self.completions) else None
+
+
+def t_star(size: int, crowd: int, rate: float) -> float:
+    """Kumar and Ross's minimum distribution time, one holder and ``crowd`` downloaders."""
+    return max(size / rate, crowd * size / ((crowd + 1) * rate))
+
+
+async def run_crowd(
+    workdir: Path, src: Path, digest: bytes, crowd: int, rate: float, config: NodeConfig
+) -> CrowdRun:
+    """Start one holder and ``crowd`` downloaders in ``workdir``, start every ``get`` at once."""
+    size = src.stat().st_size
+    ideal = t_star(size, crowd, rate)
+    completions: list[float | None] = [None] * crowd
+    errors: list[str] = []
+    holder_bytes = peer_bytes = 0
+    sources: list[int] = []
+    with trio.fail_after(RUN_SLACK + 4 * ideal):
+        async with trio.open_nursery() as nursery:
+
+            async def run_node(
+                name: str, bootstrap: list[tuple[str, int]], *, task_status: trio.TaskStatus[Node]
+            ) -> None:
+                async with open_node(workdir / name, config, bootstrap=bootstrap) as node:
+                    task_status.started(node)
+                    await trio.sleep_forever()
+
+            holder: Node = await nursery.start(run_node, "holder", [])
+            boot = [holder.udp_address]
+            downloaders = [await nursery.start(run_node, f"d{i}", boot) for i in range(crowd)]
+            file_id = await holder.put(src, disperse=False)
+            await trio.sleep(SETTLE_SECONDS)
+            holder_label = f"{holder.tcp_address[0]}:{holder.tcp_address[1]}"
+            uploaded_before = holder.uploaded_bytes or 0
+            go = trio.Event()
+            start = 0.0
+
+            async def fetch(i: int, node: Node) -> None:
+                nonlocal holder_bytes, peer_bytes
+                await go.wait()
+                try:
+                    result = await node.get(file_id, workdir / f"out{i}.bin")
+                except Exception as exc:  # a failed download is a figure, not a crash
+                    errors.append(f"d{i}: {type(exc).__name__}: {exc}"[:300])
+                    return
+                completions[i] = time.perf_counter() - start
+                sources.append(len(result.bytes_from_peers))
+                for label, nbytes in result.bytes_from_peers.items():
+                    if label == holder_label:
+                        holder_bytes += nbytes
+                    else:
+                        peer_bytes += nbytes
+
+            samples: list[int] = []
+            crowd_samples: list[int] = []
+
+            sampling = trio.CancelScope()
+
+            async def sample_holder() -> None:
+                gate = holder._uploads
+                with sampling:
+                    await go.wait()
+                    while gate is not None:
+                        samples.append(gate.core.queued_peers())
+                        for node in downloaders:
+                            if node._uploads is not None:
+                                crowd_samples.append(node._uploads.core.queued_peers())
+                        await trio.sleep(0.1)
+
+            everyone = [holder, *downloaders]
+            before = sum(node.uploaded_bytes or 0 for node in everyone)
+            nursery.start_soon(sample_holder)
+            async with trio.open_nursery() as crowd_nursery:
+                for i, node in enumerate(downloaders):
+                    crowd_nursery.start_soon(fetch, i, node)
+                await trio.lowlevel.checkpoint()  # every fetch is waiting on `go`
+                start = time.perf_counter()
+                go.set()
+            sampling.cancel()
+            uploaded = (holder.uploaded_bytes or 0) - uploaded_before
+            total_up = sum(node.uploaded_bytes or 0 for node in everyone) - before
+            nursery.cancel_scope.cancel()
+    for i, done in enumerate(completions):
+        if done is not None:
+            assert file_sha256(workdir / f"out{i}.bin") == digest, f"d{i}'s output differs"
+    shutil.rmtree(workdir, ignore_errors=True)
+    run = CrowdRun(crowd, ideal, completions, uploaded, holder_bytes, peer_bytes, errors)
+    run.sources = statistics.median(sources) if sources else 0.0
+    run.crowd_queued = (
+        sum(1 for q in crowd_samples if q) / len(crowd_samples) if crowd_samples else 0.0
+    )
+    run.holder_queued = sum(1 for q in samples if q) / len(samples) if samples else 0.0
+    if run.slowest:
+        run.uplink_use = total_up / ((crowd + 1) * rate * run.slowest)
+    return run
+
+
+def _parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--size", type=parse_size, default=64 * MiB, help="file size; 64MiB")
+    parser.add_argument("--rate", type=float, default=5.0, help="upload limit R, MB/s; 5")
+    parser.add_argument("--crowds", default="4,8,16", help="downloader counts M; 4,8,16")
+    parser.add_argument("--seed", type=int, default=1, help="seed of the random file; 1")
+    parser.add_argument("--chunk-size", type=parse_size, default=None, help="default: node's")
+    parser.add_argument("--workdir", type=Path, default=None, help="default: a temp directory")
+    parser.add_argument("--smoke", action="store_true", help="2 MiB, M = 2: a few seconds")
+    args = parser.parse_args(argv)
+    if args.smoke:
+        args.size, args.crowds, args.chunk_size = 2 * MiB, "2", 256 * 1024
+    args.crowd_counts = [int(x) for x in args.crowds.split(",") if x.strip()]
+    if not args.crowd_counts or min(args.crowd_counts) < 1:
+        parser.error("--crowds needs positive integers")
+    if args.rate <= 0 or args.size < 1:
+        parser.error("--rate and --size must be positive")
+    return args
+
+
+async def _main(args: argparse.Namespace) -> dict[str, object]:
+    logging.getLogger("p2pstore").setLevel(logging.WARNING)
+    rate = args.rate * MB
+    config = NodeConfig(host="127.0.0.1", udp_port=0, tcp_port=0, upload_limit=rate)
+    if args.chunk_size is not None:
+        config = NodeConfig(
+            host="127.0.0.1", udp_port=0, tcp_port=0, upload_limit=rate, chunk_size=args.chunk_size
+        )
+    runs: list[CrowdRun] = []
+    with tempfile.TemporaryDirectory(prefix="bench_flash_", dir=args.workdir) as tmp_name:
+        tmp = Path(tmp_name)
+        print(f"file {args.size} bytes ({args.size / MiB:.1f} MiB), R = {args.rate:g} MB/s")
+        print(f"versions: {_versions()}")
+        print(
+            f"{'M':>3} {'T* s':>7} {'slowest':>8} {'per_M':>6} {'median':>7} {'failed':>6} "
+            f"{'holder up/F':>11} {'got from holder/peers MB':>25} {'holder busy':>11} "
+            f"{'crowd busy':>10} {'uplinks used':>12} {'sources':>7}"
+        )
+        for run_no, crowd in enumerate(args.crowd_counts):
+            src = tmp / f"flash{run_no}.bin"
+            digest = write_seeded_file(src, args.size, args.seed + run_no)
+            run = await run_crowd(tmp / f"run{run_no}", src, digest, crowd, rate, config)
+            src.unlink()
+            runs.append(run)
+            done = [c for c in run.completions if c is not None]
+            slowest = f"{run.slowest:8.2f}" if run.slowest is not None else "       -"
+            ratio = f"{run.slowest / run.t_star:6.3f}" if run.slowest is not None else "     -"
+            median = f"{statistics.median(done):7.2f}" if done else "      -"
+            print(
+                f"{crowd:>3} {run.t_star:7.2f} {slowest} {ratio} {median} "
+                f"{len(run.errors):>6} {run.holder_uploaded / args.size:11.3f} "
+                f"{run.from_holder / MB:12.1f} / {run.from_peers / MB:10.1f} "
+                f"{run.holder_queued:11.0%} {run.crowd_queued:10.0%} {run.uplink_use:12.0%} "
+                f"{run.sources:7.1f}",
+                flush=True,
+            )
+            for error in run.errors[:5]:
+                print(f"    {error}")
+    return {
+        "per_M": {
+            str(r.crowd): round(r.slowest / r.t_star, 4) if r.slowest is not None else None
+            for r in runs
+        },
+        "failed": sum(len(r.errors) for r in runs),
+        "holder_upload_ratio": {
+            str(r.crowd): round(r.holder_uploaded / args.size, 4) for r in runs
+        },
+        "slowest_s": {str(r.crowd): r.slowest for r in runs},
+        "t_star_s": {str(r.crowd): round(r.t_star, 3) for r in runs},
+        "median_s": {
+            str(r.crowd): round(statistics.median(c for c in r.completions if c is not None), 3)
+            if any(c is not None for c in r.completions)
+            else None
+            for r in runs
+        },
+        "holder_busy_fraction": {str(r.crowd): round(r.holder_queued, 3) for r in runs},
+        "crowd_busy_fraction": {str(r.crowd): round(r.crowd_queued, 3) for r in runs},
+        "uplink_use": {str(r.crowd): round(r.uplink_use, 3) for r in runs},
+        "sources_median": {str(r.crowd): r.sources for r in runs},
+        "size_bytes": args.size,
+        "rate_MBps": args.rate,
+        "smoke": args.smoke,
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = _parse_args(argv)
+    started = time.perf_counter()
+    result = trio.run(_main, args)
+    print(f"total benchmark time {time.perf_counter() - started:.1f} s")
+    print(json.dumps(result, sort_keys=False))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,152 @@
+"""Swarming with real nodes on 127.0.0.1: every downloader serves what it has while it downloads,
+a crowd at one rate-limited holder all finish (none fails while the holder lives), and a peer
+that connects to us to download becomes one of our sources."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import trio
+
+from p2pstore.identity import Identity
+from p2pstore.node import DownloadProgress, GetResult, Node
+from p2pstore.wire import ConnectionPool, PeerAddress
+
+from .swarm import FAST, Swarm, random_file, sha256_file
+
+KiB = 1024
+MiB = 1024 * KiB
+CHUNK = 128 * KiB
+
+
+def label(node: Node) -> str:
+    return f"127.0.0.1:{node.tcp_address[1]}"
+
+
+async def test_crowd_at_one_slow_holder_all_finish_and_serve_each_other(tmp_path: Path) -> None:
+    """Six downloaders start at once on a holder whose uplink would need 6 x 2 s for all of
+    them; each request would wait far past the 2 s chunk timeout in the holder's queue if
+    requests queued blindly. Nobody fails, and the downloaders feed each other."""
+    src = tmp_path / "src.bin"
+    digest = random_file(src, 2 * MiB, seed=21)
+    rate = 1_000_000
+    async with trio.open_nursery() as nursery:
+        swarm = Swarm(nursery, tmp_path)
+        holder = await swarm.start(upload_limit=rate, chunk_size=CHUNK)
+        crowd = [await swarm.start(upload_limit=rate) for _ in range(6)]
+        file_id = await holder.put(src, disperse=False)
+        results: dict[int, GetResult] = {}
+
+        async def fetch(i: int, node: Node) -> None:
+            results[i] = await node.get(file_id, tmp_path / f"out{i}.bin")
+
+        with trio.fail_after(60):
+            async with trio.open_nursery() as gets:
+                for i, node in enumerate(crowd):
+                    gets.start_soon(fetch, i, node)
+        for i in range(len(crowd)):
+            assert sha256_file(tmp_path / f"out{i}.bin") == digest
+        from_others = sum(
+            nbytes
+            for result in results.values()
+            for peer, nbytes in result.bytes_from_peers.items()
+            if peer != label(holder)
+        )
+        assert from_others > 0, "the downloaders never served each other"
+        uploaded = holder.uploaded_bytes
+        assert uploaded is not None
+        # Without swarming the holder sends every byte to everyone: 6 x 2 MiB (+ parity).
+        assert uploaded < 6 * 2 * MiB
+        nursery.cancel_scope.cancel()
+
+
+async def test_partial_provider_announces_answers_and_serves_during_its_download(
+    tmp_path: Path,
+) -> None:
+    src = tmp_path / "src.bin"
+    random_file(src, 3 * MiB, seed=22)
+    async with trio.open_nursery() as nursery:
+        swarm = Swarm(nursery, tmp_path)
+        holder = await swarm.start(upload_limit=600_000, chunk_size=CHUNK)
+        downloader = await swarm.start()
+        observer = await swarm.start()
+        file_id = await holder.put(src, disperse=False)
+        some = trio.Event()
+
+        def on_progress(p: DownloadProgress) -> None:
+            if p.bytes_done > 0:
+                some.set()
+
+        finished = trio.Event()
+
+        async def download() -> None:
+            await downloader.get(file_id, tmp_path / "out.bin", progress=on_progress)
+            finished.set()
+
+        nursery.start_soon(download)
+        with trio.fail_after(20):
+            await some.wait()
+            # Announced as a provider while the download still runs.
+            while downloader.node_id not in {  # noqa: ASYNC110 - polling the DHT
+                r.node_id for r in await observer.find_providers(file_id)
+            }:
+                await trio.sleep(0.1)
+            assert not finished.is_set(), "the download ended before the check"
+            async with ConnectionPool(Identity.generate(), FAST.wire) as pool:
+                address = PeerAddress(downloader.node_id, *downloader.tcp_address)
+                conn = await pool.connect(address)
+                watch = await conn.watch(file_id)
+                assert watch.bitmap is not None
+                bits = watch.bitmap
+                held = [i for i in range(len(bits) * 8) if bits[i // 8] >> i % 8 & 1]
+                assert held, "HAVE answered with nothing although chunks are stored"
+                assert len(held) < 36, "the whole file already? the holder is too fast for this"
+                # ...and serves one of them right now.
+                manifest = await downloader.store.load_manifest(file_id)
+                ids = manifest.chunk_ids()
+                ((_, data),) = await conn.get([ids[held[0]]])
+                assert data is not None
+                # New chunks are pushed as they are stored.
+                update = await watch.next_update()
+                assert update
+                assert not set(update) & set(held)
+                await watch.aclose()
+            await finished.wait()
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_peer_that_watches_us_becomes_one_of_our_sources(tmp_path: Path) -> None:
+    """With periodic look-ups off, the first downloader can only learn of the second one from
+    the second one's WATCH (it names its port): it dials it back and adds it as a source."""
+    src = tmp_path / "src.bin"
+    random_file(src, 3 * MiB, seed=23)
+    no_refresh = replace(FAST, download=replace(FAST.download, refresh_interval=3600.0))
+    async with trio.open_nursery() as nursery:
+        swarm = Swarm(nursery, tmp_path, config=no_refresh)
+        holder = await swarm.start(upload_limit=500_000, chunk_size=CHUNK)
+        first = await swarm.start()
+        second = await swarm.start()
+        file_id = await holder.put(src, disperse=False)
+        seen: set[str] = set()
+        started = trio.Event()
+
+        def on_progress(p: DownloadProgress) -> None:
+            seen.update(p.peers)
+            if p.bytes_done > 0:
+                started.set()
+
+        with trio.fail_after(40):
+            async with trio.open_nursery() as gets:
+                gets.start_soon(
+                    lambda: first.get(file_id, tmp_path / "a.bin", progress=on_progress)
+                )
+                await started.wait()
+                # `first` is a provider by now; `second` finds it and WATCHes it.
+                while first.node_id not in {  # noqa: ASYNC110 - polling the DHT
+                    r.node_id for r in await second.find_providers(file_id)
+                }:
+                    await trio.sleep(0.1)
+                gets.start_soon(second.get, file_id, tmp_path / "b.bin")
+        assert label(second) in seen, "the watcher was never dialled back as a source"
+        nursery.cancel_scope.cancel()

@@ -1,0 +1,142 @@
+"""The scheduler's swarming rules (busy peers, false claims, sparing seeds, sole providers never
+dropped) and the super-seeding offer planner, all sans-IO."""
+
+from __future__ import annotations
+
+import random
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from p2pstore.transfer import DropPeer
+from p2pstore.transfer.superseed import OfferPlanner
+
+from .helpers import make_sched
+
+
+def indices(requests: list) -> list[int]:  # type: ignore[type-arg]
+    return [r.index for r in requests]
+
+
+def test_busy_peer_rests_and_its_chunk_goes_elsewhere() -> None:
+    sched = make_sched([(2, 1)], max_in_flight_per_peer=1, request_strikes_before_drop=1)
+    sched.add_peer("A", {0, 1}, 0.0)
+    sched.add_peer("B", {0, 1}, 0.0)
+    (first,) = sched.next_requests("A", 0.0)
+    assert sched.request_busy("A", first.index, 2.0, 0.5) == []  # no strike, no drop
+    assert sched.busy_until("A") == 2.5
+    assert sched.next_requests("A", 1.0) == []  # resting
+    (other,) = sched.next_requests("B", 1.0)
+    assert other.index == first.index  # re-queued for the other holder
+    assert not sched.is_dropped("A")
+    assert sched.next_requests("A", 2.5) != [] or sched.in_flight("B")
+
+
+def test_a_peer_lying_about_its_chunks_loses_only_its_own_standing() -> None:
+    sched = make_sched([(8, 8)], false_claims_before_drop=3)
+    sched.add_peer("liar", range(8), 0.0)
+    sched.add_peer("honest", range(8), 0.0)
+    decisions: list[object] = []
+    for request in sched.next_requests("liar", 1.0)[:3]:
+        decisions = list(sched.chunk_missing("liar", request.index, 1.0))
+    assert decisions == [DropPeer("liar", "false claims")]
+    assert sched.is_dropped("liar")
+    assert sched.add_peer("liar", range(8), 2.0) is False  # no second chance in this download
+    assert not sched.is_dropped("honest")
+    assert sched.unreachable_stripes() == {}  # the honest peer still covers the file
+
+
+def test_have_update_makes_an_unreachable_stripe_reachable() -> None:
+    sched = make_sched([(3, 2), (3, 2)])
+    sched.add_peer("A", {0}, 0.0)
+    assert set(sched.unreachable_stripes()) == {0, 1}
+    sched.add_peer("A", {1, 3, 4}, 1.0)  # an incremental update of the same peer
+    assert sched.unreachable_stripes() == {}
+    assert sorted(indices(sched.next_requests("A", 1.0))) == [0, 1, 3, 4]
+
+
+def test_sole_provider_is_never_dropped_for_timeouts() -> None:
+    sched = make_sched([(2, 2)], request_strikes_before_drop=2, max_in_flight_per_peer=2)
+    sched.add_peer("only", {0, 1}, 0.0)
+    for t in (1.0, 2.0, 3.0):
+        for request in sched.next_requests("only", t):
+            assert sched.request_timed_out("only", request.index, t) == []
+    assert not sched.is_dropped("only")  # slow at worst
+    sched.add_peer("other", {0, 1}, 4.0)
+    dropped = []
+    for request in sched.next_requests("only", 4.0):
+        dropped += sched.request_timed_out("only", request.index, 4.0)
+    assert dropped == [DropPeer("only", "timeouts")]  # now someone else holds its chunks
+
+
+def test_fair_share_peers_are_not_judged_slow() -> None:
+    sched = make_sched([(30, 30)], slow_peer_grace=1.0, max_in_flight_per_peer=1)
+    sched.add_peer("fast", range(30), 0.0)
+    sched.add_peer("fair", range(30), 0.0, fair_share=True)
+    now = 0.0
+    for _ in range(10):
+        (f,) = sched.next_requests("fast", now)
+        sched.next_requests("fair", now)
+        now += 0.3
+        sched.chunk_received("fast", f.index, 1_000_000, now)
+        assert sched.check_slow_peers(now) == []
+    assert not sched.is_dropped("fair")
+
+
+def test_seed_is_spared_for_chunks_another_downloader_can_give() -> None:
+    sched = make_sched([(4, 4), (4, 4)], spare_seeds=True, max_in_flight_per_peer=8)
+    sched.add_peer("seed", range(8), 0.0)
+    sched.add_peer("leecher", {0, 1}, 0.0)  # another downloader with two chunks
+    assert sorted(indices(sched.next_requests("seed", 0.0))) == [2, 3, 4, 5, 6, 7]
+    assert sorted(indices(sched.next_requests("leecher", 0.0))) == [0, 1]
+    # Once the leecher is busy the seed is asked after all.
+    sched2 = make_sched([(4, 4)], spare_seeds=True)
+    sched2.add_peer("seed", range(4), 0.0)
+    sched2.add_peer("leecher", {0}, 0.0)
+    (first,) = sched2.next_requests("leecher", 0.0)
+    sched2.request_busy("leecher", first.index, 5.0, 0.0)
+    assert sorted(indices(sched2.next_requests("seed", 0.0))) == [0, 1, 2, 3]
+
+
+def test_two_seeds_do_not_spare_each_other() -> None:
+    sched = make_sched([(2, 2)], spare_seeds=True)
+    sched.add_peer("s1", {0, 1}, 0.0)
+    sched.add_peer("s2", {0, 1}, 0.0)
+    assert sorted(indices(sched.next_requests("s1", 0.0))) == [0, 1]
+
+
+# ---------------------------------------------------------------------- super-seeding
+
+
+def test_lone_watcher_is_offered_everything() -> None:
+    planner = OfferPlanner([False] * 6, window=2, rng=random.Random(0))
+    assert sorted(planner.join("a", 0.0)) == list(range(6))
+
+
+def test_watchers_get_distinct_windows_data_first_and_one_more_per_chunk_served() -> None:
+    parity = [False, False, False, False, True, True] * 4  # 4 stripes of 4 + 2
+    planner = OfferPlanner(parity, window=4, rng=random.Random(1))
+    planner.join("first", 0.0)  # alone: everything
+    windows = [set(planner.join(name, 0.0)) for name in ("b", "c", "d", "e")]
+    assert all(len(w) == 4 for w in windows)
+    assert len(set().union(*windows)) == 16  # the four windows do not overlap
+    assert not any(parity[g] for w in windows for g in w)  # data before parity
+    g = next(iter(windows[0]))
+    more = planner.served("b", g, 0.1)
+    assert list(more) == ["b"]
+    assert len(more["b"]) == 1
+    assert more["b"][0] not in windows[0]
+
+
+@given(st.integers(1, 40), st.integers(2, 6), st.integers(0, 2**16))
+def test_every_chunk_is_eventually_offered_to_an_idle_watcher(
+    n: int, crowd: int, seed: int
+) -> None:
+    planner = OfferPlanner([False] * n, window=2, reveal_interval=1.0, rng=random.Random(seed))
+    offered: dict[str, set[int]] = {}
+    for i in range(crowd):
+        offered[f"w{i}"] = set(planner.join(f"w{i}", 0.0))
+    for second in range(1, n + 1):
+        for name in offered:
+            offered[name] |= set(planner.tick(name, float(second)))
+    assert all(w == set(range(n)) for w in offered.values())
