@@ -147,26 +147,35 @@ class FileHealth:
         """The fewest distinct shares reachable of any stripe (``None`` for an empty file)."""
         return min((s.reachable for s in self.stripes), default=None)
 
+    @property
+    def margin(self) -> int | None:
+        """Further losses the weakest stripe survives (negative once a stripe is lost)."""
+        return min((s.reachable - s.needed for s in self.stripes), default=None)
+
     def in_state(self, verdict: Verdict) -> list[int]:
         """Indices of the stripes with that verdict, in order."""
         return [s.stripe for s in self.stripes if s.verdict is verdict]
 
-    def as_report(self) -> dict[str, object]:
-        """Plain data for the CLI and the control socket: counts per stripe, states as ranges."""
-        return {
+    def as_report(self, *, per_stripe: bool = True) -> dict[str, object]:
+        """Plain data for the CLI and the control socket: the stripes in each state as
+        ``[first, last]`` ranges and (``per_stripe``) each stripe's reachable shares."""
+        out: dict[str, object] = {
             "file_id": self.file_id.hex(),
             "verdict": self.verdict.value,
             "k": self.k,
             "m": self.m,
             "stripes": len(self.stripes),
             "fewest": self.fewest,
-            "reachable": [s.reachable for s in self.stripes],
+            "margin": self.margin,
             "healthy": ranges(self.in_state(Verdict.HEALTHY)),
             "degraded": ranges(self.in_state(Verdict.DEGRADED)),
             "lost": ranges(self.in_state(Verdict.LOST)),
             "holders": [h.hex() for h in self.holders],
             "unreachable_providers": self.unreachable,
         }
+        if per_stripe:
+            out["reachable"] = [s.reachable for s in self.stripes]
+        return out
 
 
 def ranges(indices: Iterable[int]) -> list[list[int]]:

@@ -124,7 +124,8 @@ class RepairReport:
     held_locally: bool = False
 
     def as_report(self) -> dict[str, object]:
-        """Plain data for the CLI and the control socket."""
+        """Plain data for the CLI and the control socket (``before`` without per-stripe
+        counts; ``after`` is the caller's to show)."""
         return {
             "stripes_repaired": len(self.stripes) - len(self.unrebuildable),
             "shares_rebuilt": self.rebuilt,
@@ -136,8 +137,7 @@ class RepairReport:
             "bytes_sent": self.bytes_sent,
             "bytes_kept": self.bytes_kept,
             "seconds": self.seconds,
-            "before": self.before.as_report(),
-            "after": self.after.as_report(),
+            "before": self.before.as_report(per_stripe=False),
         }
 
 
