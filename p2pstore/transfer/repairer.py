@@ -378,14 +378,22 @@ class Repairer:
                 self._load[remote[0]] = self._load.get(remote[0], 0) + 1
         good: dict[int, bytes] = {}
         queue = iter(order)
+        in_flight = 0
 
         async def worker() -> None:
+            nonlocal in_flight
+            # A worker takes the next share only while the ones fetched and being fetched are
+            # too few: a failure is replaced, a success never fetched twice.
             for share, nodes in queue:
-                if len(good) >= needed:
-                    return
-                data = await self._fetch_share(ids[share], nodes, report)
+                in_flight += 1
+                try:
+                    data = await self._fetch_share(ids[share], nodes, report)
+                finally:
+                    in_flight -= 1
                 if data is not None and len(good) < needed:
                     good[share] = data
+                if len(good) + in_flight >= needed:
+                    return
 
         async with trio.open_nursery() as nursery:
             for _ in range(needed):
