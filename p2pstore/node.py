@@ -548,8 +548,42 @@ class Node:
         Raises like :meth:`check`; a peer's failure is reported, never raised.
         """
         async with self._repair_locks.setdefault(file_id, trio.Lock()):
-            found = await self._survey(file_id)
-            return await self._repair_surveyed(found, stripes_to_repair(found.health, threshold))
+            # The holders' survey and the look-up of possible new holders are independent
+            # DHT look-ups: run them at once.
+            targets: list[Provider] = []
+
+            async def look_up_targets() -> None:
+                targets.extend(await self._repair_targets(file_id))
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(look_up_targets)
+                found = await self._survey(file_id)
+            stripes = stripes_to_repair(found.health, threshold)
+            return await self._repair_surveyed(found, stripes, targets)
+
+    async def _repair_targets(self, key: bytes) -> list[Provider]:
+        """The DHT's closest nodes to ``key`` with a known TCP address, closest first.
+
+        Like :meth:`dispersal_targets`, each contact is resolved through its node record (only
+        a record from the contact's own IP counts), but each look-up stops at the first record
+        found (the node itself usually answers it) and all end within the check's deadline.
+        """
+        contacts = [c for c in await self.dht.find_node(key) if c.node_id != self.node_id]
+        resolved: dict[bytes, Provider] = {}
+
+        async def resolve(contact: Contact) -> None:
+            for record in await self.dht.find_providers(contact.node_id, limit=1):
+                if record.node_id == contact.node_id and record.host == contact.host:
+                    resolved[contact.node_id] = Provider(
+                        record.node_id, record.host, record.tcp_port
+                    )
+                    return
+
+        with trio.move_on_after(self.config.repair.have_timeout):
+            async with trio.open_nursery() as nursery:
+                for contact in contacts:
+                    nursery.start_soon(resolve, contact)
+        return [resolved[c.node_id] for c in contacts if c.node_id in resolved]
 
     async def _survey(self, file_id: bytes) -> Survey:
         if len(file_id) != 32:
@@ -565,16 +599,14 @@ class Node:
             config=self.config.repair,
         )
 
-    async def _repair_surveyed(self, found: Survey, stripes: list[int]) -> RepairReport:
-        targets: list[Provider] = []
-        if stripes:
-            want = len(found.health.holders) + found.manifest.k + found.manifest.m
-            targets = await self.dispersal_targets(
-                found.manifest.file_id, want + self.config.repair.spare_targets
-            )
+    async def _repair_surveyed(
+        self, found: Survey, stripes: list[int], targets: list[Provider] | None = None
+    ) -> RepairReport:
+        if stripes and targets is None:
+            targets = await self._repair_targets(found.manifest.file_id)
         repairer = Repairer(
             found,
-            targets,
+            targets or [],
             store=self.store,
             pool=self.pool,
             self_id=self.node_id,
