@@ -64,9 +64,12 @@ DEFAULT_HAVE_TIMEOUT = 5.0
 DEFAULT_CHUNK_TIMEOUT = 20.0
 #: Seconds for one PUT of a rebuilt share to be acknowledged.
 DEFAULT_PUT_TIMEOUT = 30.0
-#: Stripes rebuilt at once: overlaps fetching one with coding and pushing another; memory is
-#: about this many stripes of k + m chunks.
-DEFAULT_STRIPES_IN_FLIGHT = 2
+#: Most stripes rebuilt at once: overlaps the fetches, coding and pushes of several stripes (a
+#: stripe alone is a chain of round trips, a thread hop and an fsync at the receiver).
+DEFAULT_STRIPES_IN_FLIGHT = 8
+#: ...but no more than fit this many bytes of fetched and rebuilt shares: 8 stripes of 1 MiB
+#: chunks (k + m = 6 MiB each) or a single stripe of 16 MiB chunks.
+DEFAULT_MEMORY_BUDGET = 64 * 1024 * 1024
 #: PUTs in flight per target, as in dispersal.
 DEFAULT_PUTS_IN_FLIGHT = 4
 #: Files checked at once by the automatic repair of one node.
@@ -87,6 +90,7 @@ class RepairConfig:
     chunk_timeout: float = DEFAULT_CHUNK_TIMEOUT
     put_timeout: float = DEFAULT_PUT_TIMEOUT
     stripes_in_flight: int = DEFAULT_STRIPES_IN_FLIGHT
+    memory_budget: int = DEFAULT_MEMORY_BUDGET
     puts_in_flight: int = DEFAULT_PUTS_IN_FLIGHT
     check_concurrency: int = DEFAULT_CHECK_CONCURRENCY
     spare_targets: int = DEFAULT_SPARE_TARGETS
@@ -312,7 +316,9 @@ class Repairer:
         by_stripe: dict[int, list[int]] = {}
         for s, j in destinations:
             by_stripe.setdefault(s, []).append(j)
-        limit = trio.Semaphore(max(1, self.config.stripes_in_flight))
+        stripe_bytes = (self.manifest.k + self.manifest.m) * self.manifest.chunk_size
+        in_flight = min(self.config.stripes_in_flight, self.config.memory_budget // stripe_bytes)
+        limit = trio.Semaphore(max(1, in_flight))
 
         async def one(stripe: int, shares: list[int]) -> None:
             try:
