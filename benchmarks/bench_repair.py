@@ -21,6 +21,8 @@ healthy (every 0.2 s).
   repair fetched from other nodes plus bytes it pushed (shares and the manifest sent to the new
   holder). ``ratio`` = moved / lost; the ideal of a Reed-Solomon code (no regenerating code) is
   ``k``: k shares read per share rebuilt, less the repairer's own share, plus the one pushed.
+* With ``--upload-limit R``: ``upload_floor_s`` = bytes pushed / R, the least time the
+  repairer's own uplink allows (its fetches are served by five holders at R each).
 * Baseline in the same run: ``get_s``, a newcomer's ``get`` of the whole file (same network,
   same loopback), and ``repair_vs_get`` = healthy_s / get_s.
 
@@ -207,6 +209,7 @@ async def _run(args: argparse.Namespace, root: Path) -> dict[str, Any]:
         "bytes_sent": repaired.bytes_sent,
         "shares_rebuilt": repaired.rebuilt,
         "new_holders": len(new_holders),
+        "upload_floor_s": round(repaired.bytes_sent / limit, 3) if limit else None,
         "get_s": round(get_s, 3),
         "repair_vs_get": round(healthy_s / get_s, 3),
         "put_s": round(put_s, 3),
@@ -237,6 +240,7 @@ def main(argv: list[str] | None = None) -> None:
         ("bytes lost", f"{result['bytes_lost'] / MiB:.1f} MiB"),
         ("bytes moved", f"{result['bytes_moved'] / MiB:.1f} MiB"),
         ("moved / lost", f"{result['ratio']} (ideal {result['ideal_ratio']})"),
+        ("upload floor (sent / R)", f"{result['upload_floor_s']} s"),
         ("baseline: get of the file", f"{result['get_s']:.2f} s"),
         ("healthy_s / get_s", f"{result['repair_vs_get']}"),
     ]

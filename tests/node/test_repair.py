@@ -10,7 +10,7 @@ import trio
 
 from p2pstore import FileUnavailableError
 from p2pstore.node import Node
-from p2pstore.repair import Verdict
+from p2pstore.repair import Verdict, xor_distance
 from p2pstore.store import ChunkStore
 
 from .swarm import FAST, Swarm, random_file, temp_files
@@ -145,4 +145,32 @@ async def test_a_lost_file_is_reported_lost_and_repair_leaves_it(tmp_path: Path)
         report = await holders[3].repair(file_id)
         assert report.rebuilt == 0
         assert report.after.verdict is Verdict.LOST
+        nursery.cancel_scope.cancel()
+
+
+async def test_repair_skips_nodes_whose_quota_refuses_and_places_elsewhere(tmp_path: Path) -> None:
+    async with trio.open_nursery() as nursery:
+        swarm = Swarm(nursery, tmp_path, CONFIG)
+        file_id, holders = await _spread(swarm, tmp_path, 10)
+        spares = sorted(
+            (n for n in swarm.live if n not in holders),
+            key=lambda n: xor_distance(n.node_id, file_id),
+        )
+        assert len(spares) == 3
+        # the two spares closest to the file (tried first) are full: restarted with a quota
+        # nothing fits in
+        full = set()
+        for node in spares[:-1]:
+            member = swarm.member(node)
+            await swarm.stop(node)
+            restarted = await swarm.restart(member, quota_bytes=1)
+            full.add(restarted.node_id)
+        await swarm.stop(holders[0])
+        report = await holders[1].repair(file_id)
+        assert report.after.verdict is Verdict.HEALTHY
+        assert report.unplaced == 0
+        new = set(report.after.holders) - set(report.before.holders)
+        assert new == {spares[-1].node_id}, "only the spare with room took shares"
+        assert len(report.failed) == 2
+        assert all("quota" in reason for reason in report.failed.values())
         nursery.cancel_scope.cancel()
