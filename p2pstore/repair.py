@@ -46,7 +46,6 @@ __all__ = [
     "StripeHealth",
     "Verdict",
     "assess",
-    "bitmap_positions",
     "default_threshold",
     "ranges",
     "rebuild_shares",
@@ -188,17 +187,6 @@ def ranges(indices: Iterable[int]) -> list[list[int]]:
         else:
             out.append([i, i])
     return out
-
-
-def bitmap_positions(bitmap: bytes, count: int) -> frozenset[int]:
-    """Positions ``i < count`` whose bit is set in a HAVE bitmap (bit ``i % 8`` of byte ``i // 8``,
-    least significant first)."""
-    out: list[int] = []
-    for byte_index, byte in enumerate(bitmap[: (count + 7) // 8]):
-        if byte:
-            base = byte_index * 8
-            out.extend(base + bit for bit in range(8) if byte >> bit & 1 and base + bit < count)
-    return frozenset(out)
 
 
 def _stripe_starts(manifest: Manifest) -> list[int]:

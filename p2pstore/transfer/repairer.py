@@ -46,7 +46,6 @@ from ..repair import (
     FileHealth,
     Placer,
     assess,
-    bitmap_positions,
     held_counts,
     missing_shares,
     rebuild_shares,
@@ -54,7 +53,7 @@ from ..repair import (
     stripe_holdings,
 )
 from ..wire.client import ConnectionPool, PeerAddress, PeerConnection
-from .download import LocalChunks, Provider
+from .download import LocalChunks, Provider, bitmap_indices
 
 log = logging.getLogger(__name__)
 
@@ -190,9 +189,9 @@ async def survey(
         if len(bitmap) != (count + 7) // 8:
             log.info("check: %s sent a bitmap of the wrong length", live[node].label)
             continue
-        held[node] = bitmap_positions(bitmap, count)
+        held[node] = frozenset(bitmap_indices(bitmap, count))
     if local is not None:
-        held[self_id] = bitmap_positions(local, count)
+        held[self_id] = frozenset(bitmap_indices(local, count))
     health = assess(manifest, held, unreachable=failures)
     return Survey(manifest, health, {n: live[n] for n in health.holders if n in live})
 

@@ -13,7 +13,6 @@ from p2pstore.repair import (
     StripeHealth,
     Verdict,
     assess,
-    bitmap_positions,
     default_threshold,
     missing_shares,
     ranges,
@@ -27,13 +26,6 @@ from .helpers import id_manifests
 NODES = [bytes([i]) * 32 for i in range(1, 9)]
 
 
-def _bitmap(positions: set[int], count: int) -> bytes:
-    out = bytearray((count + 7) // 8)
-    for p in positions:
-        out[p >> 3] |= 1 << (p & 7)
-    return bytes(out)
-
-
 @st.composite
 def holdings(draw: st.DrawFn) -> tuple[Manifest, dict[bytes, set[int]]]:
     manifest = draw(id_manifests())
@@ -43,14 +35,6 @@ def holdings(draw: st.DrawFn) -> tuple[Manifest, dict[bytes, set[int]]]:
         for node in draw(st.lists(st.sampled_from(NODES), unique=True, max_size=6))
     }
     return manifest, held
-
-
-@given(st.sets(st.integers(0, 200)), st.integers(0, 201))
-def test_bitmap_positions_reads_what_a_have_bitmap_says(positions: set[int], count: int) -> None:
-    inside = {p for p in positions if p < count}
-    assert bitmap_positions(_bitmap(inside, count), count) == inside
-    # bits beyond the file are ignored, whatever a peer sets
-    assert bitmap_positions(b"\xff" * ((count + 7) // 8 + 3), count) == set(range(count))
 
 
 @given(holdings())
