@@ -71,6 +71,9 @@ DEFAULT_STRIPES_IN_FLIGHT = 8
 DEFAULT_MEMORY_BUDGET = 64 * 1024 * 1024
 #: PUTs in flight per target, as in dispersal.
 DEFAULT_PUTS_IN_FLIGHT = 4
+#: Providers one check asks at once: a check of a file with many providers must not take every
+#: channel of the connection pool (64), whose exhaustion would count providers as unreachable.
+DEFAULT_HAVES_IN_FLIGHT = 16
 #: Files checked at once by the automatic repair of one node.
 DEFAULT_CHECK_CONCURRENCY = 4
 #: Nodes looked up beyond the file's holders as possible new holders.
@@ -86,6 +89,7 @@ class RepairConfig:
     :class:`~p2pstore.node.NodeConfig` fields)."""
 
     have_timeout: float = DEFAULT_HAVE_TIMEOUT
+    haves_in_flight: int = DEFAULT_HAVES_IN_FLIGHT
     chunk_timeout: float = DEFAULT_CHUNK_TIMEOUT
     put_timeout: float = DEFAULT_PUT_TIMEOUT
     stripes_in_flight: int = DEFAULT_STRIPES_IN_FLIGHT
@@ -154,7 +158,8 @@ async def survey(
     self_id: bytes,
     config: RepairConfig,
 ) -> Survey:
-    """Ask ``providers`` (all at once) and the local store which chunks of ``file_id`` they hold.
+    """Ask ``providers`` (``haves_in_flight`` at once) and the local store which chunks of
+    ``file_id`` they hold.
 
     Providers that fail, time out, do not know the file or send a bitmap of the wrong length
     are not holders (failures are counted in ``unreachable``). Raises
@@ -164,12 +169,15 @@ async def survey(
     bitmaps: dict[bytes, bytes] = {}
     failures = 0
 
+    slots = trio.Semaphore(max(1, config.haves_in_flight))
+
     async def ask(provider: Provider) -> None:
         nonlocal failures
         try:
-            with trio.fail_after(config.have_timeout):
-                conn = await _connect(pool, provider)
-                bitmap = await conn.have(file_id)
+            async with slots:
+                with trio.fail_after(config.have_timeout):
+                    conn = await _connect(pool, provider)
+                    bitmap = await conn.have(file_id)
         except _REMOTE_ERRORS as exc:
             log.debug("check: %s did not answer HAVE: %s", provider.label, exc)
             failures += 1
