@@ -174,3 +174,28 @@ async def test_repair_skips_nodes_whose_quota_refuses_and_places_elsewhere(tmp_p
         assert len(report.failed) == 2
         assert all("quota" in reason for reason in report.failed.values())
         nursery.cancel_scope.cancel()
+
+
+async def test_a_repairer_that_crashes_midway_resumes_at_its_next_check(tmp_path: Path) -> None:
+    """The repairing node goes down in the middle of a repair (its repair cancelled and the
+    node stopped, as a crash would); restarted with automatic repair on, its next check finds
+    what is still missing and repairs it."""
+    async with trio.open_nursery() as nursery:
+        swarm = Swarm(nursery, tmp_path, CONFIG)
+        file_id, holders = await _spread(swarm, tmp_path, 8)
+        await swarm.stop(holders[0])
+        member = swarm.member(holders[1])
+        await swarm.stop(holders[1])
+        repairer = await swarm.restart(member, upload_limit=200_000.0)
+        with trio.move_on_after(0.5) as scope:
+            await repairer.repair(file_id)
+        assert scope.cancelled_caught
+        await swarm.stop(repairer)
+        for node in swarm.live:
+            await _consistent(node.store)
+        observer = next(n for n in swarm.live if n not in holders)
+        assert (await observer.check(file_id)).verdict is Verdict.DEGRADED
+        restarted = await swarm.restart(member, repair_interval=0.5)
+        await _consistent(restarted.store)
+        await _healthy_from(observer, file_id, seconds=40)
+        nursery.cancel_scope.cancel()
