@@ -61,6 +61,12 @@ EXIT_FAILED = 1
 EXIT_USAGE = 2
 """Bad command line, bad settings file, or an input file that does not exist."""
 
+EXIT_DEGRADED = 3
+"""``check``: the file is degraded (some stripe lacks shares but can still be rebuilt)."""
+
+EXIT_LOST = 4
+"""``check``: the file is lost (some stripe has fewer shares reachable than it needs)."""
+
 EXIT_INTERRUPTED = 130
 """Stopped by Ctrl-C (128 + SIGINT), as shells expect."""
 
@@ -668,6 +674,75 @@ def verify(
                 )
     if corrupt or missing or damaged:
         raise typer.Exit(EXIT_FAILED)
+
+
+def _ranges_text(value: Any) -> str:
+    """``[[0, 3], [7, 7]]`` as ``0-3, 7``."""
+    if not isinstance(value, list):
+        return ""
+    parts = []
+    for item in value:
+        if isinstance(item, list) and len(item) == 2:
+            first, last = item
+            parts.append(str(first) if first == last else f"{first}-{last}")
+    return ", ".join(parts)
+
+
+@app.command()
+def check(
+    file_id: FileIdArg,
+    repair: Annotated[
+        bool,
+        typer.Option("--repair", help="Rebuild and place the missing shares of degraded stripes."),
+    ] = False,
+    data_dir: DataDirOpt = None,
+    json_out: JsonOpt = False,
+    verbose: VerboseOpt = 0,
+    log_json: LogJsonOpt = False,
+) -> None:
+    """Report how many shares of each stripe of FILE_ID are reachable: healthy, degraded or lost.
+
+    Exit 0 healthy, 3 degraded, 4 lost (after the repair, with --repair), 1 if it cannot be
+    checked.
+    """
+    _setup(verbose, log_json)
+    fid = _parse_id(file_id, "FILE_ID")
+    result = _call(data_dir, "check", {"file_id": fid, "repair": repair})
+    verdict = result.get("verdict")
+    if json_out:
+        _emit_json(result)
+    else:
+        holders = result.get("holders")
+        lines = [
+            f"{fid.hex()}: {verdict}",
+            f"  stripes:      {result.get('stripes')} (k={result.get('k')}, m={result.get('m')})",
+            f"  fewest:       {result.get('fewest')} shares reachable in a stripe;"
+            f" the weakest can lose {result.get('margin')} more",
+            f"  holders:      {_count(holders)} live"
+            f" ({result.get('unreachable_providers')} provider(s) did not answer)",
+        ]
+        for state in ("degraded", "lost"):
+            text = _ranges_text(result.get(state))
+            if text:
+                lines.append(f"  {state + ':':13} stripe(s) {text}")
+        done = result.get("repair")
+        if isinstance(done, dict):
+            moved = int(done.get("bytes_fetched") or 0) + int(done.get("bytes_sent") or 0)
+            placed = done.get("placed")
+            lines.append(
+                f"  repair:       {done.get('shares_rebuilt')} share(s) rebuilt in"
+                f" {done.get('stripes_repaired')} stripe(s), placed on {_count(placed)} node(s),"
+                f" {format_size(moved)} moved"
+            )
+            failed = done.get("failed_targets")
+            if isinstance(failed, dict) and failed:
+                lines.append(f"  failed:       {', '.join(str(k) for k in failed)}")
+        for line in lines:
+            typer.echo(_clean(line))
+    if verdict == "lost":
+        raise typer.Exit(EXIT_LOST)
+    if verdict == "degraded":
+        raise typer.Exit(EXIT_DEGRADED)
 
 
 # ----------------------------------------------------------------------------- demo

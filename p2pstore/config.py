@@ -169,12 +169,33 @@ def format_host_port(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
+_DURATION_RE = re.compile(r"^\s*(\d{1,12}(?:\.\d{1,9})?)\s*([a-zA-Z]{0,1})\s*$")
+_DURATION_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(text: str) -> float | None:
+    """Parse a duration such as ``90``, ``90s``, ``30m``, ``1h`` or ``1.5d`` into seconds.
+
+    ``off``, ``none``, ``unlimited`` and ``0`` return ``None`` (the thing timed is turned off).
+    Raises ``ConfigError`` on anything else.
+    """
+    if text.strip().lower() in _UNLIMITED:
+        return None
+    match = _DURATION_RE.match(text)
+    unit = match.group(2).lower() if match else None
+    if match is None or unit not in _DURATION_UNITS:
+        raise ConfigError(f"invalid duration {text!r} (expected e.g. 90s, 30m, 1h, off)")
+    value = float(match.group(1)) * _DURATION_UNITS[unit]
+    return value if value > 0 else None
+
+
 @dataclass(frozen=True)
 class DaemonSettings:
     """What a daemon is started with, after merging defaults, ``p2pstore.toml`` and flags.
 
-    ``None`` for ``quota``, ``chunk_size``, ``k`` and ``m`` means "the node's own default";
-    ``upload_limit=None`` means unlimited.
+    ``None`` for ``quota``, ``chunk_size``, ``k``, ``m``, ``repair_interval`` and
+    ``repair_threshold`` means "the node's own default"; ``upload_limit=None`` means unlimited
+    and ``repair_interval=0`` automatic repair off.
     """
 
     host: str = DEFAULT_DAEMON_HOST
@@ -186,6 +207,8 @@ class DaemonSettings:
     chunk_size: int | None = None
     k: int | None = None
     m: int | None = None
+    repair_interval: float | None = None
+    repair_threshold: int | None = None
 
     def merged(self, **flags: Any) -> DaemonSettings:
         """Return a copy with every flag that is not ``None`` applied (flags win)."""
@@ -202,10 +225,12 @@ class DaemonSettings:
         }
         if self.quota is not None:
             out["quota_bytes"] = self.quota
-        for name in ("chunk_size", "k", "m"):
+        for name in ("chunk_size", "k", "m", "repair_threshold"):
             value = getattr(self, name)
             if value is not None:
                 out[name] = value
+        if self.repair_interval is not None:
+            out["repair_interval"] = self.repair_interval or None  # 0: off
         return out
 
 
@@ -228,6 +253,15 @@ def _size(key: str, value: object) -> int:
     if isinstance(value, str):
         return parse_size(value)
     return _positive(key, value)
+
+
+def _duration(key: str, value: object) -> float:
+    """Seconds (0.0 for off) from a duration string or a number of seconds."""
+    if isinstance(value, str):
+        return parse_duration(value) or 0.0
+    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+        raise ConfigError(f"{key} must be a duration (e.g. 1h, 30m, off) or seconds, not {value!r}")
+    return float(value)
 
 
 def settings_from_mapping(
@@ -262,6 +296,12 @@ def settings_from_mapping(
                     values[key] = _positive(key, value)
             elif key in ("quota", "chunk_size"):
                 values[key] = _size(key, value)
+            elif key == "repair_interval":
+                values[key] = _duration(key, value)
+            elif key == "repair_threshold":
+                if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                    raise ConfigError(f"{key} must be an integer >= 0, not {value!r}")
+                values[key] = value
             else:  # k, m
                 values[key] = _positive(key, value)
     except ConfigError as exc:

@@ -122,7 +122,7 @@ STALL_TIMEOUT = 60.0
 OP_TIMEOUT = 120.0
 """Whole-exchange deadline for every operation except put, get and verify (which may run long)."""
 
-LONG_OPS = frozenset({"put", "get", "verify"})
+LONG_OPS = frozenset({"put", "get", "verify", "check"})
 """Operations with no overall deadline (they still stop if the daemon stops answering)."""
 
 RECEIVE_SIZE = 64 * 1024
@@ -210,6 +210,7 @@ OPS: dict[str, dict[str, _Check]] = {
     "unpin": {"file_id": _file_id},
     "put": {"path": _abs_path, "disperse": _bool},
     "get": {"file_id": _file_id, "dest": _opt_abs_path, "cwd": _abs_path},
+    "check": {"file_id": _file_id, "repair": _bool},
 }
 """Every operation and the exact argument names and checks it takes."""
 
@@ -394,6 +395,10 @@ class ControlledNode(Protocol):
 
     def peers(self) -> Sequence[Any]: ...
 
+    async def check(self, file_id: bytes) -> Any: ...
+
+    async def repair(self, file_id: bytes) -> Any: ...
+
 
 Progress = Callable[[Any], None]
 _Handler = Callable[[ControlledNode, dict[str, Any], Progress], Awaitable[dict[str, Any]]]
@@ -517,6 +522,19 @@ async def _op_get(node: ControlledNode, args: dict[str, Any], progress: Progress
     return data
 
 
+async def _op_check(
+    node: ControlledNode, args: dict[str, Any], progress: Progress
+) -> dict[str, Any]:
+    """The file's health (after the repair, with ``repair``: then ``repair`` says what it did)."""
+    if not args["repair"]:
+        data: dict[str, Any] = (await node.check(args["file_id"])).as_report()
+        return data
+    report = await node.repair(args["file_id"])
+    data = report.after.as_report()
+    data["repair"] = report.as_report()
+    return data
+
+
 _HANDLERS: dict[str, _Handler] = {
     "status": _op_status,
     "peers": _op_peers,
@@ -528,6 +546,7 @@ _HANDLERS: dict[str, _Handler] = {
     "unpin": _op_unpin,
     "put": _op_put,
     "get": _op_get,
+    "check": _op_check,
 }
 assert set(_HANDLERS) == set(OPS)
 

@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
+import random
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
@@ -46,11 +48,20 @@ from .errors import (
 )
 from .identity import Identity
 from .manifest import Manifest, ManifestRoot
+from .repair import (
+    DEFAULT_REPAIR_INTERVAL,
+    FileHealth,
+    RepairTimer,
+    Verdict,
+    default_threshold,
+    stripes_to_repair,
+)
 from .store import ChunkStore, StoredFile, VerifyReport
 from .transfer.disperse import DispersalConfig, DispersalReport, disperse
 from .transfer.download import Download, DownloadConfig, Provider
 from .transfer.output import LocalChunksLostError, remove_dead_parts
 from .transfer.progress import Progress
+from .transfer.repairer import RepairConfig, Repairer, RepairReport, Survey, survey
 from .transfer.superseed import SuperSeeder
 from .wire.client import ConnectionPool
 from .wire.config import WireConfig
@@ -93,6 +104,12 @@ class NodeConfig:
     size as far as chunks pushed by other nodes are concerned: a PUT that would take the store
     over it is refused (the user's own puts and downloads are never refused). ``chunk_size``,
     ``k`` and ``m`` are the defaults for ``put``.
+
+    ``repair_interval``: seconds between two health checks of each pinned file this node
+    holds (jittered; ``None`` turns automatic repair off). A stripe is repaired once it is down
+    to ``k + repair_threshold`` shares or fewer (``None``: the file's
+    :func:`~p2pstore.repair.default_threshold`, ``ceil(m / 2)``). See ``docs/protocol.md``,
+    "Health checks and repair".
     """
 
     host: str = "127.0.0.1"
@@ -108,6 +125,9 @@ class NodeConfig:
     wire: WireConfig = field(default_factory=WireConfig)
     download: DownloadConfig = field(default_factory=DownloadConfig)
     dispersal: DispersalConfig = field(default_factory=DispersalConfig)
+    repair_interval: float | None = DEFAULT_REPAIR_INTERVAL
+    repair_threshold: int | None = None
+    repair: RepairConfig = field(default_factory=RepairConfig)
 
     def __post_init__(self) -> None:
         for label, port in (("udp_port", self.udp_port), ("tcp_port", self.tcp_port)):
@@ -117,6 +137,12 @@ class NodeConfig:
             raise ConfigError("upload_limit must be positive (or None for unlimited)")
         if self.quota_bytes is not None and self.quota_bytes < 0:
             raise ConfigError("quota_bytes must be >= 0 (or None for unlimited)")
+        if self.repair_interval is not None and not (
+            self.repair_interval > 0 and math.isfinite(self.repair_interval)
+        ):
+            raise ConfigError("repair_interval must be a positive number of seconds (or None)")
+        if self.repair_threshold is not None and self.repair_threshold < 0:
+            raise ConfigError("repair_threshold must be >= 0 (or None for the default)")
 
 
 @dataclass(frozen=True)
@@ -232,6 +258,8 @@ class Node:
         self._downloads: dict[bytes, set[Download]] = {}
         self._sources: dict[bytes, float] = {}
         self._uploads: UploadGate | None = None
+        self._rng = random.Random()
+        self._repair_locks: dict[bytes, trio.Lock] = {}
 
     # ------------------------------------------------------------------ put
 
@@ -601,6 +629,176 @@ class Node:
             log.info("cannot adopt manifest %s yet: %s", chunk_id.hex()[:16], exc)
             return None
 
+    # ------------------------------------------------------------------ health and repair
+
+    async def check(self, file_id: bytes) -> FileHealth:
+        """How many distinct shares of each stripe of ``file_id`` are reachable right now.
+
+        Every provider found in the DHT is asked with ``HAVE`` (all at once, each within
+        ``config.repair.have_timeout``), and so is the local store. Raises
+        :class:`FileUnavailableError` if no reachable node (this one included) has the manifest.
+        """
+        return (await self._survey(file_id)).health
+
+    async def repair(self, file_id: bytes, *, threshold: int | None = None) -> RepairReport:
+        """Check ``file_id`` and rebuild the missing shares of its degraded stripes.
+
+        ``threshold`` None repairs every degraded stripe; otherwise only those down to
+        ``k + threshold`` shares or fewer. Rebuilt shares go to live nodes closest to the file
+        ID that hold no share of that stripe (this node included), within their quota; remote
+        PUTs obey ``upload_limit``. Lost stripes cannot be rebuilt and are left as they are.
+        One repair of a file runs at a time on a node (a second call waits for the first).
+        Raises like :meth:`check`; a peer's failure is reported, never raised.
+        """
+        async with self._repair_locks.setdefault(file_id, trio.Lock()):
+            # The holders' survey and the look-up of possible new holders are independent
+            # DHT look-ups: run them at once.
+            targets: list[Provider] = []
+
+            async def look_up_targets() -> None:
+                targets.extend(await self._repair_targets(file_id))
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(look_up_targets)
+                found = await self._survey(file_id)
+            stripes = stripes_to_repair(found.health, threshold)
+            return await self._repair_surveyed(found, stripes, targets)
+
+    async def _repair_targets(self, key: bytes) -> list[Provider]:
+        """The DHT's closest nodes to ``key`` with a known TCP address, closest first.
+
+        Like :meth:`dispersal_targets`, each contact is resolved through its node record (only
+        a record from the contact's own IP counts), but each look-up stops at the first record
+        found (the node itself usually answers it) and all end within the check's deadline.
+        """
+        contacts = [c for c in await self.dht.find_node(key) if c.node_id != self.node_id]
+        resolved: dict[bytes, Provider] = {}
+
+        async def resolve(contact: Contact) -> None:
+            for record in await self.dht.find_providers(contact.node_id, limit=1):
+                if record.node_id == contact.node_id and record.host == contact.host:
+                    resolved[contact.node_id] = Provider(
+                        record.node_id, record.host, record.tcp_port
+                    )
+                    return
+
+        with trio.move_on_after(self.config.repair.have_timeout):
+            async with trio.open_nursery() as nursery:
+                for contact in contacts:
+                    nursery.start_soon(resolve, contact)
+        return [resolved[c.node_id] for c in contacts if c.node_id in resolved]
+
+    async def _survey(self, file_id: bytes) -> Survey:
+        if len(file_id) != 32:
+            raise ConfigError("a file ID is 32 bytes (64 hex digits)")
+        providers = await self._find_file_providers(file_id)
+        return await survey(
+            file_id,
+            providers,
+            store=self.store,
+            have_bitmap=self.store.have_bitmap,
+            pool=self.pool,
+            self_id=self.node_id,
+            config=self.config.repair,
+        )
+
+    async def _repair_surveyed(
+        self, found: Survey, stripes: list[int], targets: list[Provider] | None = None
+    ) -> RepairReport:
+        if stripes and targets is None:
+            targets = await self._repair_targets(found.manifest.file_id)
+        repairer = Repairer(
+            found,
+            targets or [],
+            store=self.store,
+            pool=self.pool,
+            self_id=self.node_id,
+            local=True,
+            uploads=self._uploads,
+            config=self.config.repair,
+            rng=self._rng,
+        )
+        report = await repairer.run(stripes)
+        file_id = found.manifest.file_id
+        if report.held_locally and file_id not in self.dht.providing():
+            await self._announce_quietly(file_id)
+        if stripes:
+            log.info(
+                "repaired %s: %d share(s) rebuilt in %d stripe(s), now %s",
+                file_id.hex()[:16],
+                report.rebuilt,
+                len(stripes) - len(report.unrebuildable),
+                report.after.verdict.value,
+            )
+        return report
+
+    async def _repair_loop(self) -> None:
+        """Automatic repair: check every pinned file held here every ``repair_interval``
+        (jittered) and repair when this node's turn comes (see :class:`RepairTimer`)."""
+        interval = self.config.repair_interval
+        if interval is None:
+            return
+        timer = RepairTimer(
+            interval,
+            self._rng,
+            jitter=self.config.repair.jitter,
+            step_in=self.config.repair.step_in,
+        )
+        # New and unpinned files are noticed at least this often.
+        sync_every = min(interval, 30.0)
+        next_sync = trio.current_time()
+        slots = trio.Semaphore(max(1, self.config.repair.check_concurrency))
+        async with trio.open_nursery() as nursery:
+            while True:
+                now = trio.current_time()
+                if now >= next_sync:
+                    held = {
+                        f.file_id for f in self.store.list_files() if f.pinned and f.chunks_present
+                    }
+                    for file_id in held - timer.tracked():
+                        timer.track(file_id, now)
+                    for file_id in timer.tracked() - held:
+                        timer.untrack(file_id)
+                    next_sync = now + sync_every
+                for file_id in timer.due(now):
+                    await slots.acquire()
+                    nursery.start_soon(self._auto_check, timer, file_id, slots)
+                due = timer.next_due()
+                wake = next_sync if due is None else min(next_sync, due)
+                await trio.sleep(max(0.0, wake - trio.current_time()))
+
+    async def _auto_check(self, timer: RepairTimer, file_id: bytes, slots: trio.Semaphore) -> None:
+        try:
+            try:
+                found = await self._survey(file_id)
+            except (P2PStoreError, OSError) as exc:
+                log.info("health check of %s failed: %s", file_id.hex()[:16], exc)
+                timer.skipped(file_id, trio.current_time())
+                return
+            health = found.health
+            threshold = self.config.repair_threshold
+            if threshold is None:
+                threshold = default_threshold(health.m)
+            stripes = timer.observed(health, self.node_id, trio.current_time(), threshold)
+            if health.verdict is Verdict.LOST:
+                log.warning(
+                    "file %s is lost: stripe(s) %s lack shares",
+                    file_id.hex()[:16],
+                    health.in_state(Verdict.LOST)[:10],
+                )
+            if not stripes:
+                return
+            lock = self._repair_locks.setdefault(file_id, trio.Lock())
+            if lock.locked():
+                return  # a repair of this file is running here already
+            async with lock:
+                try:
+                    await self._repair_surveyed(found, stripes)
+                except (P2PStoreError, OSError) as exc:
+                    log.warning("repair of %s failed: %s", file_id.hex()[:16], exc)
+        finally:
+            slots.release()
+
     # ------------------------------------------------------------------ local management
 
     def list_files(self) -> list[StoredFile]:
@@ -793,6 +991,7 @@ async def _running_node(
         await _join(dht, config.bootstrap)
         nursery.start_soon(node._announce_held_files)
         nursery.start_soon(node._reannounce_loop)
+        nursery.start_soon(node._repair_loop)
         try:
             yield node
         finally:
