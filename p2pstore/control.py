@@ -32,6 +32,7 @@ import logging
 import os
 import socket as _stdlib_socket
 import string
+import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -463,6 +464,15 @@ def _refuse_existing(path: Path) -> None:
 
 
 async def _op_get(node: ControlledNode, args: dict[str, Any], progress: Progress) -> dict[str, Any]:
+    started_at = time.time()  # wall clock, so a client can place first_chunk_seconds on its own
+    data = await _get_into(node, args, progress)
+    data["started_at"] = started_at
+    return data
+
+
+async def _get_into(
+    node: ControlledNode, args: dict[str, Any], progress: Progress
+) -> dict[str, Any]:
     file_id: bytes = args["file_id"]
     dest = Path(args["dest"]) if args["dest"] is not None else Path(args["cwd"])
     if not dest.is_dir():
