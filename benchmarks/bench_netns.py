@@ -38,12 +38,14 @@ import contextlib
 import json
 import os
 import platform
+import re
 import selectors
 import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -65,6 +67,12 @@ PUT_TIMEOUT = 300.0
 GET_SLACK = 60.0
 #: Lines of a failed daemon's log shown in the error.
 LOG_TAIL_LINES = 20
+#: The downloader's daemon under ``--trace`` (records the download's timeline).
+TRACED = Path(__file__).with_name("_traced_p2pstore.py")
+#: Seconds between samples of holder 0's TCP state (``ss``) under ``--trace``.
+SS_INTERVAL = 0.05
+#: tbf counts Ethernet frames: payload per frame with TCP timestamps (1448 of 1514 bytes).
+WIRE_EFFICIENCY = 1448 / 1514
 
 
 def p2pstore_command() -> str:
@@ -113,15 +121,18 @@ class Daemon:
         self.lab, self.host, self.data_dir, self.log_path = lab, host, data_dir, log_path
         self.proc: subprocess.Popen[str] | None = None
 
-    def start(self, exe: str, bootstrap: str | None) -> None:
-        argv = [exe, "daemon", "--data-dir", str(self.data_dir), "--host", self.host.address]
+    def start(self, exe: str, bootstrap: str | None, *, trace_to: Path | None = None) -> None:
+        """Start the daemon; with ``trace_to``, the traced wrapper writing its timeline there."""
+        command = [exe] if trace_to is None else [sys.executable, str(TRACED)]
+        argv = [*command, "daemon", "--data-dir", str(self.data_dir), "--host", self.host.address]
         argv += ["--udp-port", str(UDP_PORT), "--tcp-port", str(TCP_PORT), "--json"]
         if bootstrap is not None:
             argv += ["--bootstrap", f"{bootstrap}:{UDP_PORT}"]
+        env = None if trace_to is None else {**os.environ, "P2PSTORE_TRACE": str(trace_to)}
         log = self.log_path.open("w")
         try:
             self.proc = self.lab.popen(
-                self.host, argv, stdout=subprocess.PIPE, stderr=log, text=True
+                self.host, argv, stdout=subprocess.PIPE, stderr=log, text=True, env=env
             )
         finally:
             log.close()
@@ -213,8 +224,11 @@ def run_cell(
             first = daemons[holders[0].name]
             first.start(exe, None)
             first.wait_ready()
+            trace_path = cell_dir / "trace.json" if args.trace else None
             for h in lab.hosts[1:]:
-                daemons[h.name].start(exe, holders[0].address)
+                daemons[h.name].start(
+                    exe, holders[0].address, trace_to=trace_path if h is downloader else None
+                )
             for h in lab.hosts[1:]:
                 daemons[h.name].wait_ready()
             puts = [
@@ -250,14 +264,25 @@ def run_cell(
             out_path = cell_dir / "downloaded.bin"
             ideal = size * 8 / (n * parse_rate_bits(args.rate))
             argv = [exe, "get", file_id, "-o", str(out_path), "--json", "--data-dir", str(dl_dir)]
+            sampler = TcpSampler(holders[0]) if args.trace else None
             started_unix = time.time()
             started = time.perf_counter()
-            proc = lab.popen(downloader, argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            env = None
+            if args.trace:  # the same command through a wrapper that notes the reply's arrival
+                argv = [sys.executable, str(TRACED), *argv[1:]]
+                env = {**os.environ, "P2PSTORE_TRACE_CLIENT": str(cell_dir / "client.json")}
+            proc = lab.popen(
+                downloader, argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env
+            )
             try:
+                if sampler is not None:
+                    sampler.start()
                 out, err = proc.communicate(timeout=GET_SLACK + 5 * ideal + delay_ms)
             finally:
                 wall = time.perf_counter() - started
                 lab.stop(proc)
+                if sampler is not None:
+                    sampler.stop()
             if proc.returncode != 0:
                 raise RuntimeError(f"get failed ({proc.returncode}): {err.decode().strip()}")
             result = json.loads(out)
@@ -273,6 +298,19 @@ def run_cell(
                 per_holder[by_addr[label.rsplit(":", 1)[0]]] += int(nbytes)
             dropped = sum(lab.dropped_packets(h) for h in lab.hosts)
             daemon_seconds = result.get("seconds")
+            extra: dict[str, Any] = {}
+            if trace_path is not None and sampler is not None:
+                extra = summarize_trace(
+                    json.loads(trace_path.read_text()),
+                    started_unix,
+                    wall,
+                    float(result["started_at"]),
+                    n * parse_rate_bits(args.rate) / 8,
+                )
+                client = json.loads((cell_dir / "client.json").read_text())
+                extra["phases_s"]["reply_at_cli"] = round(client["reply"] - started_unix, 4)
+                extra["tcp_holder0"] = sampler.summary(started_unix)
+                extra["tbf"] = [tbf_stats(h) for h in holders]
             return Cell(
                 holders=n,
                 loss_pct=loss_pct,
@@ -285,9 +323,181 @@ def run_cell(
                 bytes_per_holder=per_holder,
                 dropped=dropped,
                 setup=setup,
+                extra=extra,
             )
     finally:
         shutil.rmtree(cell_dir, ignore_errors=True)
+
+
+class TcpSampler:
+    """Samples the TCP state of ``host``'s chunk-server sockets (``ss -tin``) in a thread."""
+
+    def __init__(self, host: Host) -> None:
+        self.host = host
+        self.samples: list[tuple[float, dict[str, float]]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(10)
+
+    def _run(self) -> None:
+        argv = self.host.command(["ss", "-tinH", "state", "established", f"sport = :{TCP_PORT}"])
+        while not self._stop.is_set():
+            at = time.time()
+            done = subprocess.run(argv, capture_output=True, text=True, timeout=10)
+            best: dict[str, float] = {}
+            for line in done.stdout.splitlines():
+                if "rtt:" not in line:
+                    continue
+                info = {
+                    key: float(m.group(1)) if (m := pattern.search(line)) else 0.0
+                    for key, pattern in _SS_FIELDS.items()
+                }
+                if info["acked"] > best.get("acked", -1):
+                    best = info
+            if best:
+                self.samples.append((at, best))
+            self._stop.wait(SS_INTERVAL)
+
+    def summary(self, origin: float) -> dict[str, Any]:
+        """Max and median RTT and cwnd of the busiest connection, and the cwnd ramp."""
+        if not self.samples:
+            return {}
+        rtts = [s["rtt_ms"] for _, s in self.samples]
+        cwnds = [s["cwnd"] for _, s in self.samples]
+        ramp = [(round(t - origin, 3), s["cwnd"], s["rtt_ms"]) for t, s in self.samples[:12]]
+        return {
+            "samples": len(self.samples),
+            "rtt_ms_median": statistics.median(rtts),
+            "rtt_ms_max": max(rtts),
+            "cwnd_median": statistics.median(cwnds),
+            "cwnd_max": max(cwnds),
+            "first_samples_t_cwnd_rtt": ramp,
+        }
+
+
+_SS_FIELDS = {
+    "cwnd": re.compile(r"\bcwnd:(\d+)"),
+    "rtt_ms": re.compile(r"\brtt:([\d.]+)/"),
+    "acked": re.compile(r"\bbytes_acked:(\d+)"),
+}
+
+
+def tbf_stats(host: Host) -> dict[str, int]:
+    """Packets sent, dropped and over the limit in ``host``'s tbf (``tc -s qdisc``)."""
+    done = subprocess.run(
+        ["tc", "-n", host.netns, "-s", "-j", "qdisc", "show", "dev", _netns.HOST_IF],
+        capture_output=True,
+        text=True,
+        timeout=10,
+    )
+    for q in json.loads(done.stdout or "[]"):
+        if q.get("kind") == "tbf":
+            return {k: int(q.get(k, 0)) for k in ("packets", "drops", "overlimits")}
+    return {}
+
+
+def summarize_trace(
+    trace: dict[str, Any], origin: float, wall: float, received_at: float, ceiling_bps: float
+) -> dict[str, Any]:
+    """Seconds from the command's start to each phase of the download, and per-peer figures.
+
+    ``ceiling_bps``: N x R in bytes/s; the transfer phase is compared with it (and with the
+    wire's payload ceiling, :data:`WIRE_EFFICIENCY` of it).
+    """
+    events = trace["events"]
+
+    def first(name: str, **match: Any) -> float | None:
+        for e in events:
+            if e["e"] == name and all(e.get(k) == v for k, v in match.items()):
+                return round(e["t"] - origin, 4)
+        return None
+
+    phases = {
+        "request_at_daemon": round(received_at - origin, 4),
+        "run_start": first("run_start"),
+        "quick_discovery": first("discovered", quick=True),
+        "full_discovery": first("discovered", quick=False),
+        "manifest": first("manifest"),
+        "prepared": first("prepared"),
+        "first_chunk": first("chunk"),
+        "complete": first("complete"),
+        "finish_start": first("finish_start"),
+        "finish_end": first("finish_end"),
+        "run_end": first("run_end"),
+        "op_end": first("op_end"),
+        "command_exit": round(wall, 4),
+    }
+    quick = next((e for e in events if e["e"] == "discovered" and e.get("quick")), None)
+    added = [e["t"] - origin for e in events if e["e"] == "peer_added"]
+    peers: dict[str, dict[str, Any]] = {}
+    for e in events:
+        if e["e"] not in ("request", "chunk", "connect_start", "connected", "peer_added"):
+            continue
+        p = peers.setdefault(e["peer"], {"bytes": 0, "chunks": 0, "dups": 0})
+        t = round(e["t"] - origin, 4)
+        if e["e"] == "request":
+            p.setdefault("first_request", t)
+            p["dups"] += 1 if e.get("dup") else 0
+        elif e["e"] == "chunk":
+            p.setdefault("first_chunk", t)
+            p["last_chunk"] = t
+            p["bytes"] += e["bytes"]
+            p["chunks"] += 1
+        else:
+            p.setdefault(e["e"], t)
+    complete = phases["complete"]
+    total = sum(p["bytes"] for p in peers.values())
+    transfer = None
+    if complete is not None and phases["first_chunk"] is not None:
+        span = complete - phases["first_chunk"]
+        transfer = {
+            "seconds": round(span, 4),
+            "share_of_NxR": round(total / span / ceiling_bps, 4) if span > 0 else None,
+            "share_of_wire_ceiling": (
+                round(total / span / (ceiling_bps * WIRE_EFFICIENCY), 4) if span > 0 else None
+            ),
+        }
+    tails = [
+        round(complete - p["last_chunk"], 4)
+        for p in peers.values()
+        if complete is not None and "last_chunk" in p
+    ]
+    return {
+        "phases_s": phases,
+        "quick_discovery_found": quick["new"] if quick else None,
+        "peers_added_s": [round(t, 4) for t in sorted(added)],
+        "transfer": transfer,
+        "peer_idle_before_complete_s": sorted(tails),
+        "duplicates": sum(p["dups"] for p in peers.values()),
+        "bytes_received": total,
+        "per_peer": {trace["providers"].get(k, k): v for k, v in peers.items()},
+    }
+
+
+def format_trace(extra: dict[str, Any]) -> str:
+    """A few lines for people: where the command's time went."""
+    ph = extra["phases_s"]
+    order = [k for k, v in ph.items() if v is not None]
+    lines = ["    phases (s from the command's start): " + ", ".join(f"{k} {ph[k]}" for k in order)]
+    lines.append(
+        f"    quick look-up found {extra['quick_discovery_found']}; peers added at "
+        f"{extra['peers_added_s']}; transfer {extra['transfer']}; "
+        f"duplicates {extra['duplicates']}"
+    )
+    lines.append(f"    peers idle before the last stripe: {extra['peer_idle_before_complete_s']}")
+    tcp = extra.get("tcp_holder0") or {}
+    if tcp:
+        lines.append(
+            f"    holder 0 TCP: rtt median {tcp['rtt_ms_median']} ms, max {tcp['rtt_ms_max']} ms;"
+            f" cwnd median {tcp['cwnd_median']}, max {tcp['cwnd_max']}; tbf {extra.get('tbf')}"
+        )
+    return "\n".join(lines)
 
 
 def _row(c: Cell) -> str:
@@ -319,6 +529,11 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--workdir", type=Path, default=None, help="for data dirs (default: tmp)")
     parser.add_argument(
         "--smoke", action="store_true", help="one tiny cell (N=1, 2 MiB, no loss): seconds"
+    )
+    parser.add_argument(
+        "--trace",
+        action="store_true",
+        help="also time the download's phases (traced downloader daemon, ss samples, tbf stats)",
     )
     args = parser.parse_args(argv)
     if args.smoke:
@@ -390,6 +605,8 @@ def main(argv: list[str] | None = None) -> int:
                         cell = run_cell(args, exe, src, digest, tmp, n, loss, delay)
                         cells.append(cell)
                         print(_row(cell), flush=True)
+                        if cell.extra:
+                            print(format_trace(cell.extra), flush=True)
     mine = f"{_netns.NAME_PREFIX}{os.getpid()}-"
     leftovers = [n for n in _netns.list_namespaces() if n.startswith(mine)]
     print(f"total {time.perf_counter() - started:.1f} s; lab namespaces left: {len(leftovers)}")
@@ -423,6 +640,7 @@ def main(argv: list[str] | None = None) -> int:
                 "daemon_s": c.daemon_seconds,
                 "bytes_per_holder": c.bytes_per_holder,
                 "dropped_packets": c.dropped,
+                **({"trace": c.extra} if c.extra else {}),
             }
             for c in cells
         ],
