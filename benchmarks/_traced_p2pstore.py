@@ -1,16 +1,19 @@
 """``p2pstore`` with a download timeline: for ``bench_netns.py --trace`` (benchmark-only code).
 
 Run as ``python benchmarks/_traced_p2pstore.py ARGS`` (the same arguments as ``p2pstore``).
-As a client command it only records when the daemon's reply arrived (``reply``, wall clock) in
-the file named by ``$P2PSTORE_TRACE_CLIENT``, and imports nothing more than ``p2pstore`` does.
+As a client command it only records when the daemon's reply arrived (``reply``, wall clock) and
+when the command was done (``atexit``, before the interpreter's teardown) in the file named by
+``$P2PSTORE_TRACE_CLIENT``, and imports nothing more than ``p2pstore`` does.
 As ``daemon`` it wraps (without changing their behaviour) the download's steps, records when
 each happened in wall-clock seconds, and after every ``get`` writes the timeline as JSON to the
 file named by ``$P2PSTORE_TRACE``. Events: ``run_start``; ``discovered`` (quick or full look-up
 returned, with the number of new providers); ``connect_start``/``connected`` per peer;
 ``manifest``; ``prepared`` (scheduler and output ready); ``peer_added`` (its HAVE was applied);
-``request`` and ``chunk`` per chunk (peer, index, bytes, endgame duplicate); ``complete`` (every
+``request``, ``arrived`` (its bytes are in hand) and ``chunk`` (written, stored and reported to
+the scheduler) per chunk; ``complete`` (every
 stripe has k chunks); ``finish_start``/``finish_end`` (output fsync and rename); ``run_end``;
-``op_end`` (the control operation returns its result).
+``op_end`` (the control operation returns its result). ``$P2PSTORE_EXPERIMENT_IN_FLIGHT``, if
+set, replaces the scheduler's per-peer in-flight bound (an experiment knob, nothing else).
 
 The names wrapped are those of ``p2pstore.transfer`` today; if they change, this fails loudly
 (``AttributeError`` at start) rather than tracing nothing.
@@ -18,6 +21,8 @@ The names wrapped are those of ``p2pstore.transfer`` today; if they change, this
 
 from __future__ import annotations
 
+import atexit
+import dataclasses
 import functools
 import json
 import os
@@ -79,16 +84,23 @@ def _install_client() -> None:
 
     call = control.call_blocking
 
+    marks: dict[str, float] = {}
+
     @functools.wraps(call)
     def traced_call(*args: Any, **kwargs: Any) -> Any:
         result = call(*args, **kwargs)
-        path = os.environ.get("P2PSTORE_TRACE_CLIENT")
-        if path:
-            with open(path, "w") as fh:
-                json.dump({"reply": time.time()}, fh)
+        marks["reply"] = time.time()
         return result
 
+    def write() -> None:  # atexit: after the command's output, before the interpreter's teardown
+        marks["atexit"] = time.time()
+        path = os.environ.get("P2PSTORE_TRACE_CLIENT")
+        if path and "reply" in marks:
+            with open(path, "w") as fh:
+                json.dump(marks, fh)
+
     control.call_blocking = traced_call
+    atexit.register(write)
 
 
 def _install_daemon() -> None:
@@ -125,6 +137,18 @@ def _install_daemon() -> None:
             )
 
     download_cls.run = traced_run
+    in_flight = os.environ.get("P2PSTORE_EXPERIMENT_IN_FLIGHT")
+    if in_flight:  # an experiment: the per-peer request bound, for measuring its effect
+        sched_init = sched_cls.__init__
+
+        @functools.wraps(sched_init)
+        def init(self: Any, *args: Any, config: Any = None, **kwargs: Any) -> None:
+            config = dataclasses.replace(
+                config or _scheduler.SchedulerConfig(), max_in_flight_per_peer=int(in_flight)
+            )
+            sched_init(self, *args, config=config, **kwargs)
+
+        sched_cls.__init__ = init
     _wrap_async(
         download_cls,
         "_discover",
@@ -136,6 +160,12 @@ def _install_daemon() -> None:
         "_connect",
         lambda self, provider: _mark("connect_start", peer=_peer(provider.node_id)),
         lambda self, result, provider: _mark("connected", peer=_peer(provider.node_id)),
+    )
+    _wrap_async(
+        download_cls,
+        "_fetch_or_none",
+        None,
+        lambda self, result, conn, chunk_id: _mark("arrived", bytes=len(result or b"")),
     )
     _wrap_async(download_cls, "_fetch_manifest", None, lambda self, result: _mark("manifest"))
     _wrap_async(

@@ -120,6 +120,7 @@ class Daemon:
     def __init__(self, lab: Lab, host: Host, data_dir: Path, log_path: Path) -> None:
         self.lab, self.host, self.data_dir, self.log_path = lab, host, data_dir, log_path
         self.proc: subprocess.Popen[str] | None = None
+        self.in_flight: int | None = None
 
     def start(self, exe: str, bootstrap: str | None, *, trace_to: Path | None = None) -> None:
         """Start the daemon; with ``trace_to``, the traced wrapper writing its timeline there."""
@@ -128,7 +129,11 @@ class Daemon:
         argv += ["--udp-port", str(UDP_PORT), "--tcp-port", str(TCP_PORT), "--json"]
         if bootstrap is not None:
             argv += ["--bootstrap", f"{bootstrap}:{UDP_PORT}"]
-        env = None if trace_to is None else {**os.environ, "P2PSTORE_TRACE": str(trace_to)}
+        env = None
+        if trace_to is not None:
+            env = {**os.environ, "P2PSTORE_TRACE": str(trace_to)}
+            if self.in_flight is not None:
+                env["P2PSTORE_EXPERIMENT_IN_FLIGHT"] = str(self.in_flight)
         log = self.log_path.open("w")
         try:
             self.proc = self.lab.popen(
@@ -225,6 +230,7 @@ def run_cell(
             first.start(exe, None)
             first.wait_ready()
             trace_path = cell_dir / "trace.json" if args.trace else None
+            daemons[downloader.name].in_flight = args.in_flight
             for h in lab.hosts[1:]:
                 daemons[h.name].start(
                     exe, holders[0].address, trace_to=trace_path if h is downloader else None
@@ -309,6 +315,7 @@ def run_cell(
                 )
                 client = json.loads((cell_dir / "client.json").read_text())
                 extra["phases_s"]["reply_at_cli"] = round(client["reply"] - started_unix, 4)
+                extra["phases_s"]["cli_atexit"] = round(client["atexit"] - started_unix, 4)
                 extra["tcp_holder0"] = sampler.summary(started_unix)
                 extra["tbf"] = [tbf_stats(h) for h in holders]
             return Cell(
@@ -425,6 +432,7 @@ def summarize_trace(
         "full_discovery": first("discovered", quick=False),
         "manifest": first("manifest"),
         "prepared": first("prepared"),
+        "first_arrival": first("arrived"),
         "first_chunk": first("chunk"),
         "complete": first("complete"),
         "finish_start": first("finish_start"),
@@ -463,6 +471,9 @@ def summarize_trace(
                 round(total / span / (ceiling_bps * WIRE_EFFICIENCY), 4) if span > 0 else None
             ),
         }
+    arrivals = sorted(e["t"] for e in events if e["e"] == "arrived")
+    stored = sorted(e["t"] for e in events if e["e"] == "chunk")
+    lag = [b - a for a, b in zip(arrivals, stored, strict=False)]
     tails = [
         round(complete - p["last_chunk"], 4)
         for p in peers.values()
@@ -475,6 +486,9 @@ def summarize_trace(
         "transfer": transfer,
         "peer_idle_before_complete_s": sorted(tails),
         "duplicates": sum(p["dups"] for p in peers.values()),
+        "arrived_chunks": len(arrivals),
+        "arrival_to_stored_s_median": round(statistics.median(lag), 4) if lag else None,
+        "arrival_to_stored_s_max": round(max(lag), 4) if lag else None,
         "bytes_received": total,
         "per_peer": {trace["providers"].get(k, k): v for k, v in peers.items()},
     }
@@ -488,7 +502,9 @@ def format_trace(extra: dict[str, Any]) -> str:
     lines.append(
         f"    quick look-up found {extra['quick_discovery_found']}; peers added at "
         f"{extra['peers_added_s']}; transfer {extra['transfer']}; "
-        f"duplicates {extra['duplicates']}"
+        f"duplicates {extra['duplicates']}; chunks arrived {extra['arrived_chunks']}, "
+        f"arrival -> stored median {extra['arrival_to_stored_s_median']} s, "
+        f"max {extra['arrival_to_stored_s_max']} s"
     )
     lines.append(f"    peers idle before the last stripe: {extra['peer_idle_before_complete_s']}")
     tcp = extra.get("tcp_holder0") or {}
@@ -535,7 +551,15 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
         action="store_true",
         help="also time the download's phases (traced downloader daemon, ss samples, tbf stats)",
     )
+    parser.add_argument(
+        "--in-flight",
+        type=int,
+        default=None,
+        help="experiment (with --trace): the downloader's per-peer in-flight chunk bound",
+    )
     args = parser.parse_args(argv)
+    if args.in_flight is not None and not args.trace:
+        parser.error("--in-flight needs --trace (it is applied by the traced daemon)")
     if args.smoke:
         args.size, args.holders, args.loss, args.delay, args.repeat = 2 << 20, "1", "0", 0.0, 1
     args.holder_counts = [int(x) for x in args.holders.split(",") if x.strip()]
