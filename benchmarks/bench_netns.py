@@ -378,12 +378,15 @@ class TcpSampler:
         rtts = [s["rtt_ms"] for _, s in self.samples]
         cwnds = [s["cwnd"] for _, s in self.samples]
         ramp = [(round(t - origin, 3), s["cwnd"], s["rtt_ms"]) for t, s in self.samples[:12]]
+        notsent = [s["notsent"] for _, s in self.samples]
         return {
             "samples": len(self.samples),
             "rtt_ms_median": statistics.median(rtts),
             "rtt_ms_max": max(rtts),
             "cwnd_median": statistics.median(cwnds),
             "cwnd_max": max(cwnds),
+            "notsent_bytes_median": statistics.median(notsent),
+            "notsent_bytes_max": max(notsent),
             "first_samples_t_cwnd_rtt": ramp,
         }
 
@@ -392,6 +395,7 @@ _SS_FIELDS = {
     "cwnd": re.compile(r"\bcwnd:(\d+)"),
     "rtt_ms": re.compile(r"\brtt:([\d.]+)/"),
     "acked": re.compile(r"\bbytes_acked:(\d+)"),
+    "notsent": re.compile(r"\bnotsent:(\d+)"),
 }
 
 
@@ -511,7 +515,9 @@ def format_trace(extra: dict[str, Any]) -> str:
     if tcp:
         lines.append(
             f"    holder 0 TCP: rtt median {tcp['rtt_ms_median']} ms, max {tcp['rtt_ms_max']} ms;"
-            f" cwnd median {tcp['cwnd_median']}, max {tcp['cwnd_max']}; tbf {extra.get('tbf')}"
+            f" cwnd median {tcp['cwnd_median']}, max {tcp['cwnd_max']}; unsent in the socket"
+            f" buffer median {tcp['notsent_bytes_median']:.0f} B,"
+            f" max {tcp['notsent_bytes_max']:.0f} B; tbf {extra.get('tbf')}"
         )
     return "\n".join(lines)
 
