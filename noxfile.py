@@ -1,4 +1,5 @@
-"""Developer sessions: ``nox -s tests`` (default), ``slow``, ``lint``, ``typecheck``, ``bench``."""
+"""Developer sessions: ``nox -s tests`` (default), ``slow``, ``lint``, ``typecheck``, ``bench``,
+``bench_netns`` (root)."""
 
 from __future__ import annotations
 
@@ -52,4 +53,16 @@ def bench(session: nox.Session) -> None:
     """Run every script in benchmarks/ (each prints a table and a JSON last line)."""
     session.install("-e", ".[dev]")
     for script in sorted(pathlib.Path("benchmarks").glob("bench_*.py")):
+        if script.name == "bench_netns.py":
+            continue  # needs root and its own lab: nox -s bench_netns
         session.run("python", str(script), *session.posargs)
+
+
+@nox.session
+def bench_netns(session: nox.Session) -> None:
+    """The real-link benchmark: daemons in shaped network namespaces (root, iproute2, nftables).
+
+    Extra arguments go to the script, e.g. ``nox -s bench_netns -- --holders 8 --repeat 3``.
+    """
+    session.install("-e", ".[dev]")
+    session.run("python", "benchmarks/bench_netns.py", *session.posargs)

@@ -18,7 +18,6 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
-import trio
 import typer
 from rich.console import Console
 from rich.progress import (
@@ -165,6 +164,8 @@ def _user_error(exc: BaseException) -> BaseException | None:
     if isinstance(exc, (P2PStoreError, OSError)):
         return exc
     if isinstance(exc, BaseExceptionGroup):
+        import trio  # only the daemon and the demo raise groups, and they have imported it
+
         leaves = [_user_error(e) for e in exc.exceptions if not isinstance(e, trio.Cancelled)]
         found = [leaf for leaf in leaves if leaf is not None]
         if found and len(found) == len(leaves):
@@ -184,7 +185,7 @@ def _call(
 ) -> dict[str, Any]:
     data_dir = _data_dir(flag)
     try:
-        return trio.run(_call_async, data_dir, op, args, on_progress)
+        return control.call_blocking(data_dir, op, args, on_progress=on_progress)
     except control.DaemonNotRunningError:
         _fail(
             f"no p2pstore daemon is running for {data_dir}; start one with:"
@@ -194,15 +195,6 @@ def _call(
         _fail("interrupted", EXIT_INTERRUPTED)
     except (P2PStoreError, OSError) as exc:
         _fail(control.error_message(exc), _exit_for(exc))
-
-
-async def _call_async(
-    data_dir: Path,
-    op: str,
-    args: dict[str, Any] | None,
-    on_progress: Callable[[dict[str, Any]], None] | None,
-) -> dict[str, Any]:
-    return await control.call(data_dir, op, args, on_progress=on_progress)
 
 
 def _stderr_console() -> Console:
@@ -291,6 +283,8 @@ def daemon(
 
 
 def _run_daemon(directory: Path, settings: DaemonSettings, json_out: bool) -> None:
+    import trio
+
     from .daemon import ReadyInfo, run_daemon
 
     def ready(info: ReadyInfo) -> None:
@@ -768,6 +762,8 @@ def demo(
 
     Needs no daemon. Exits 0 only if the fetched file verified.
     """
+    import trio
+
     from .demo import MAX_NODES, MIN_NODES, print_report, run_demo
 
     _setup(verbose, log_json)

@@ -33,14 +33,15 @@ import os
 import random
 import socket as _stdlib_socket
 import string
+import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import msgpack
-import trio
 
+from ._lazy import lazy_module
 from .errors import (
     ChunkNotFoundError,
     ConfigError,
@@ -53,6 +54,13 @@ from .errors import (
     QuotaExceededError,
 )
 from .wire.framing import FrameDecoder, encode_frame
+
+if TYPE_CHECKING:
+    import trio
+else:
+    # The server and the async client need trio; the CLI's blocking client (call_blocking) does
+    # not, and importing trio costs a command ~60 ms, so it is loaded on first use.
+    trio = lazy_module("trio")
 
 log = logging.getLogger(__name__)
 
@@ -495,6 +503,15 @@ def _refuse_existing(path: Path) -> None:
 
 
 async def _op_get(node: ControlledNode, args: dict[str, Any], progress: Progress) -> dict[str, Any]:
+    started_at = time.time()  # wall clock, so a client can place first_chunk_seconds on its own
+    data = await _get_into(node, args, progress)
+    data["started_at"] = started_at
+    return data
+
+
+async def _get_into(
+    node: ControlledNode, args: dict[str, Any], progress: Progress
+) -> dict[str, Any]:
     file_id: bytes = args["file_id"]
     dest = Path(args["dest"]) if args["dest"] is not None else Path(args["cwd"])
     if not dest.is_dir():
@@ -832,7 +849,7 @@ async def serve_control(
     node: ControlledNode,
     data_dir: Path,
     *,
-    task_status: trio.TaskStatus[Path] = trio.TASK_STATUS_IGNORED,
+    task_status: trio.TaskStatus[Path] | None = None,
 ) -> None:
     """Serve ``node`` on ``data_dir``'s control socket until cancelled; one task per connection.
 
@@ -848,7 +865,8 @@ async def serve_control(
         async with trio.open_nursery() as nursery:
             await nursery.start(trio.serve_listeners, server.handle, [trio.SocketListener(sock)])
             log.info("control socket listening at %s", path)
-            task_status.started(path)
+            if task_status is not None:
+                task_status.started(path)
     finally:
         with contextlib.suppress(OSError):
             current = os.stat(path)
@@ -943,3 +961,69 @@ async def _call_once(
             raise ControlError("disconnected", "the daemon closed the connection") from None
         except trio.TooSlowError:
             raise ControlError("timeout", "the daemon stopped reading requests") from None
+
+
+def call_blocking(
+    data_dir: Path,
+    op: str,
+    args: Mapping[str, Any] | None = None,
+    *,
+    on_progress: Callable[[dict[str, Any]], None] | None = None,
+) -> dict[str, Any]:
+    """:func:`call` for synchronous programs such as the CLI: a plain blocking socket, no event
+    loop, so a command that only talks to the daemon never imports trio.
+
+    Same request, replies, errors and deadlines as :func:`call`. Interrupting it (Ctrl-C) closes
+    the connection, which cancels the operation in the daemon.
+    """
+    message = make_request(op, args)
+    path = control_socket_path(data_dir)
+    _check_socket_path(path)
+    with _stdlib_socket.socket(_stdlib_socket.AF_UNIX, _stdlib_socket.SOCK_STREAM) as sock:
+        sock.settimeout(CONNECT_TIMEOUT)
+        try:
+            sock.connect(os.fspath(path))
+        except (FileNotFoundError, ConnectionRefusedError, NotADirectoryError):
+            raise DaemonNotRunningError(path) from None
+        except TimeoutError:
+            raise ControlError(
+                "timeout", f"the daemon at {path} did not accept the connection"
+            ) from None
+        except OSError as exc:
+            if exc.errno in (errno.ENOTSOCK, errno.ECONNREFUSED, errno.ENOENT):
+                raise DaemonNotRunningError(path) from None
+            raise ControlError(
+                "connect", f"cannot connect to {path}: {exc.strerror or exc}"
+            ) from None
+        deadline = time.monotonic() + OP_TIMEOUT if op not in LONG_OPS else float("inf")
+        decoder = FrameDecoder(MAX_REPLY_BYTES)
+        try:
+            sock.settimeout(SEND_TIMEOUT)
+            sock.sendall(encode_message(message))
+            while True:
+                frame = decoder.next_frame()
+                if frame is None:
+                    wait = min(deadline - time.monotonic(), STALL_TIMEOUT)
+                    if wait <= 0:
+                        raise TimeoutError
+                    sock.settimeout(wait)
+                    data = sock.recv(RECEIVE_SIZE)
+                    if not data:
+                        if decoder.in_frame:
+                            raise ProtocolError("connection closed in the middle of a message")
+                        raise ControlError("disconnected", "the daemon closed the connection")
+                    decoder.receive_data(data)
+                    continue
+                reply = parse_reply(decode_message(frame, max_bytes=MAX_REPLY_BYTES))
+                if reply.kind == "result":
+                    return reply.data
+                if reply.kind == "error":
+                    raise ControlError(reply.code, reply.message)
+                if on_progress is not None and reply.data:
+                    on_progress(reply.data)
+        except ProtocolError as exc:
+            raise ControlError("protocol", f"unexpected answer from the daemon: {exc}") from None
+        except (BrokenPipeError, ConnectionResetError):
+            raise ControlError("disconnected", "the daemon closed the connection") from None
+        except TimeoutError:
+            raise ControlError("timeout", f"the daemon did not answer {op} in time") from None
