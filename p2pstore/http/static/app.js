@@ -41,7 +41,7 @@ function showError(message) {
 function renderStatus(s) {
   $("node-id").textContent = s.node_id;
   $("addresses").textContent = `udp ${s.udp.join(":")} · tcp ${s.tcp.join(":")}`;
-  $("dht-contacts").textContent = `${s.dht.contacts} contacts`;
+  $("dht-contacts").textContent = `${s.dht.contacts} contact${s.dht.contacts === 1 ? "" : "s"}`;
   $("dht-buckets").textContent = `${s.dht.buckets} buckets · ${s.dht.lookups} look-ups`;
   $("peers-connected").textContent = s.peers;
   $("stored").textContent = fmtBytes(s.stored_bytes);
@@ -106,13 +106,18 @@ function renderFiles(files) {
 function renderPeers(p) {
   const body = $("peers").querySelector("tbody");
   body.replaceChildren();
-  const rates = p.transfer_peers || {};
   for (const c of p.peers) {
-    const rate = Object.entries(rates).find(([addr]) => addr.startsWith(c.host + ":"));
     body.append(el("tr", {}, el("td", {}, el("code", {}, c.node_id.slice(0, 16) + "…")),
-      el("td", {}, `${c.host}:${c.port}`), el("td", {}, rate ? `${fmtBytes(rate[1])}/s` : "")));
+      el("td", {}, `${c.host}:${c.port}`)));
   }
-  if (!p.peers.length) body.append(el("tr", {}, el("td", { colspan: "3", class: "empty" }, "No contacts yet.")));
+  if (!p.peers.length) body.append(el("tr", {}, el("td", { colspan: "2", class: "empty" }, "No contacts yet.")));
+  const rates = $("peer-rates").querySelector("tbody");
+  rates.replaceChildren();
+  const entries = Object.entries(p.transfer_peers || {}).sort((a, b) => b[1] - a[1]);
+  for (const [addr, rate] of entries) {
+    rates.append(el("tr", {}, el("td", {}, addr), el("td", {}, `${fmtBytes(rate)}/s`)));
+  }
+  if (!entries.length) rates.append(el("tr", {}, el("td", { colspan: "2", class: "empty" }, "Not receiving from anyone.")));
 }
 
 function drawChart() {
@@ -129,7 +134,7 @@ function drawChart() {
     ctx.lineWidth = 2;
     ctx.beginPath();
     samples.forEach((s, i) => {
-      const x = (i / (HISTORY - 1)) * (w - 4) + 2;
+      const x = w - 2 - ((samples.length - 1 - i) / (HISTORY - 1)) * (w - 4); // newest at right
       const y = h - 4 - (s[key] / max) * (h - 20);
       if (i === 0) ctx.moveTo(x, y); else ctx.lineTo(x, y);
     });
