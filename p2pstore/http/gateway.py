@@ -194,9 +194,35 @@ class FileRead:
         end = min(first + self.window_stripes, self._stripes.stop) if self._stripes else first
         self.download.set_window(first, max(first, end))
 
-    async def run_download(self) -> None:
-        """The download task: records a failure instead of raising (the reader reports it)."""
+    async def _local_manifest(self) -> Manifest | None:
+        """The manifest if the whole file is in the local store (no download needed)."""
+        store = self.node.store
+        if not store.has_chunk(self.file_id):
+            return None
         try:
+            manifest = await store.load_manifest(self.file_id)
+        except (P2PStoreError, OSError):
+            return None
+        present = store.has_chunks(manifest.chunk_ids())
+        pos = 0
+        for s, ids in enumerate(manifest.stripes):
+            if sum(present[pos : pos + len(ids)]) < manifest.data_chunk_count(s):
+                return None
+            pos += len(ids)
+        return manifest
+
+    async def run_download(self) -> None:
+        """The download task: records a failure instead of raising (the reader reports it).
+
+        A file already complete here is read from the store without a download (so reading it
+        changes nothing about it, e.g. its pin)."""
+        try:
+            local = await self._local_manifest()
+            if local is not None:
+                self._manifest_known(local)
+                self._sink.done.update(range(len(local.stripes)))
+                self.finished = True
+                return
             await self.download.run()
             self.finished = True
         except (P2PStoreError, OSError) as exc:

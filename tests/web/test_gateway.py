@@ -210,3 +210,27 @@ async def test_upload_stores_and_publishes(tmp_path: Path) -> None:
         bad = await face.call("POST", "/files?name=../x", body=b"1")
         assert bad.status == 400
         nursery.cancel_scope.cancel()
+
+
+async def test_empty_file_and_reading_does_not_change_pins(tmp_path: Path) -> None:
+    empty = tmp_path / "empty.txt"
+    empty.write_bytes(b"")
+    held = tmp_path / "held.bin"
+    random_file(held, MiB, seed=6)
+    async with trio.open_nursery() as nursery:
+        swarm = Swarm(nursery, tmp_path)
+        node = await swarm.start()
+        face = await start_face(nursery, node)
+        empty_id = await node.put(empty, disperse=False)
+        reply = await face.get(f"/files/{empty_id.hex()}")
+        assert reply.status == 200
+        assert reply.body == b""
+        assert reply.headers["content-length"] == "0"
+        assert (
+            await face.get(f"/files/{empty_id.hex()}", headers={"range": "bytes=0-"})
+        ).status == 416
+        held_id = await node.put(held, disperse=False)
+        node.unpin(held_id)
+        assert (await face.get(f"/files/{held_id.hex()}")).body == held.read_bytes()
+        assert not next(f for f in node.list_files() if f.file_id == held_id).pinned
+        nursery.cancel_scope.cancel()
