@@ -191,8 +191,10 @@ class FileRead:
         self._manifest_event.set()
 
     def _set_window(self, first: int) -> None:
-        end = min(first + self.window_stripes, self._stripes.stop) if self._stripes else first
-        self.download.set_window(first, max(first, end))
+        stop = self._stripes.stop if self._stripes else first
+        end = max(first, min(first + self.window_stripes, stop))
+        # Endgame duplicates only for the tail of the read (see DownloadScheduler.set_window).
+        self.download.set_window(first, end, endgame=end == stop)
 
     async def _local_manifest(self) -> Manifest | None:
         """The manifest if the whole file is in the local store (no download needed)."""

@@ -230,6 +230,7 @@ class Download:
         # puts the scheduler in sequential mode (see :meth:`set_window`).
         self._sink_factory: SinkFactory = sink or OutputFile
         self._window = window
+        self._window_endgame = False
         self.dest = dest
         self.store = store
         self.pool = pool
@@ -326,6 +327,8 @@ class Download:
             rng=self.rng,
             window=self._window,
         )
+        if self._window is not None:
+            sched.set_window(*self._window, endgame=self._window_endgame)
         await output.open()
         self._sched, self._writers = sched, writers
         for s in range(len(manifest.stripes)):
@@ -345,15 +348,16 @@ class Download:
             pos += len(ids)
         return True
 
-    def set_window(self, first: int, end: int) -> None:
+    def set_window(self, first: int, end: int, *, endgame: bool = False) -> None:
         """Sequential mode: fetch only stripes ``first <= s < end`` from now on, lowest first
         (:meth:`DownloadScheduler.set_window`). Only for a download created with ``window``;
         may be called before the scheduler exists (from the sink factory)."""
         if self._window is None:
             raise ValueError("set_window needs a download created with a window")
         self._window = (first, end)
+        self._window_endgame = endgame
         if self._sched is not None:
-            self._sched.set_window(first, end)
+            self._sched.set_window(first, end, endgame=endgame)
             self._notify()
 
     # ------------------------------------------------------------------ manifest

@@ -219,6 +219,7 @@ class DownloadScheduler:
         # Sequential mode (streaming reads): only stripes in [first, end) are requested, lowest
         # stripe first; None is the classic whole-file order above.
         self._window: tuple[int, int] | None = None
+        self._window_endgame = False
         if window is not None:
             self._window = self._check_window(*window)
         rng = rng or random.Random()
@@ -385,7 +386,12 @@ class DownloadScheduler:
             if current < entry:
                 continue  # a fresher, higher-priority entry was pushed when the key decreased
             out.append(self._assign(p, g, now, duplicate=False))
-        if len(out) < room and self._total_need == 0 and self._done_count < len(self.stripes):
+        if (
+            len(out) < room
+            and self._total_need == 0
+            and self._done_count < len(self.stripes)
+            and (self._window is None or self._window_endgame)
+        ):
             out.extend(self._endgame(p, room - len(out), now))
         return out
 
@@ -454,20 +460,24 @@ class DownloadScheduler:
 
     # ------------------------------------------------------------------ sequential mode
 
-    def set_window(self, first: int, end: int) -> None:
+    def set_window(self, first: int, end: int, *, endgame: bool = False) -> None:
         """Sequential mode (streaming reads): request only stripes ``first <= s < end``.
 
         Within the window the lowest stripe goes first (data before parity), and the usual
-        parallel fan-out, endgame and peer handling apply; stripes outside it are never
-        requested, so a reader moves the window forward as it consumes stripes and a ranged
-        read fetches only its stripes. Requests already in flight outside the new window are
-        left to finish. Only for a scheduler constructed with ``window`` (the priority order
-        differs); raises ``ValueError`` otherwise or for an invalid window.
+        parallel fan-out and peer handling apply; stripes outside it are never requested, so a
+        reader moves the window forward as it consumes stripes and a ranged read fetches only
+        its stripes. Endgame duplicates are sent only with ``endgame=True``, which the reader
+        passes once the window reaches the end of what it will read: before that, a window whose
+        chunks are all in flight is the normal state, not a tail to hurry. Requests already in
+        flight outside the new window are left to finish. Only for a scheduler constructed with
+        ``window`` (the priority order differs); raises ``ValueError`` otherwise or for an
+        invalid window.
         """
         if self._window is None:
             raise ValueError("set_window needs a scheduler created in sequential mode")
         old_first, old_end = self._window
         self._window = self._check_window(first, end)
+        self._window_endgame = endgame
         for s in range(min(first, old_first), max(end, old_end)):
             self._refresh(s)
             if self._in_window(s) and not (old_first <= s < old_end):

@@ -113,3 +113,17 @@ def test_a_reader_moving_the_window_completes_every_stripe_in_order(
             position += 1
             sched.set_window(position, min(position + window, stripes))
     assert sched.is_complete()
+
+
+def test_no_endgame_duplicates_before_the_tail() -> None:
+    """A full window (everything in flight) is the normal state of a streaming read: no
+    duplicates then; only once the window reaches the end of the read (endgame=True)."""
+    sched = windowed(4, (0, 1), max_in_flight_per_peer=8)
+    sched.add_peer("A", range(24), 0.0)
+    sched.add_peer("B", range(24), 0.0)
+    assert len(sched.next_requests("A", 0.0)) == 4  # stripe 0's four data chunks
+    assert sched.next_requests("B", 0.0) == []  # nothing left in the window, and no endgame
+    sched.set_window(0, 1, endgame=True)
+    dups = sched.next_requests("B", 0.0)
+    assert dups
+    assert all(r.duplicate for r in dups)
