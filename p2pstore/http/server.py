@@ -3,10 +3,9 @@
 ``h11`` is the sans-IO HTTP/1.1 state machine (parsing, framing, keep-alive rules); this module
 is the thin Trio layer around it, in the project's usual split. Per connection:
 
-* the request head must arrive within :data:`HEAD_TIMEOUT` and fit :data:`MAX_HEAD_BYTES`
-  (else ``408``/``431`` and the connection closes); an idle keep-alive connection closes after
-  :data:`IDLE_TIMEOUT`;
-* each read of a request body and each write of a response must progress within
+* the request head must arrive within :data:`IDLE_TIMEOUT` and fit :data:`MAX_HEAD_BYTES`
+  (else ``408``/``431`` and the connection closes); an idle keep-alive connection closes then;
+* each read of a request body and each :data:`SEND_PIECE` of a response must go within
   :data:`IO_TIMEOUT`; bodies are bounded by the handler (:meth:`Request.body` ``limit``);
 * at most :data:`MAX_CONNECTIONS` connections at once: more are answered ``503`` and closed.
 
@@ -38,17 +37,22 @@ MAX_HEAD_BYTES = 16 * 1024
 MAX_CONNECTIONS = 64
 """Concurrent HTTP connections; a browser opens about six, a scraper one."""
 
-HEAD_TIMEOUT = 10.0
-"""Seconds for a request head to arrive once its first byte has (slowloris bound)."""
-
 IDLE_TIMEOUT = 30.0
-"""Seconds a keep-alive connection may wait for its next request."""
+"""Seconds for a whole request head to arrive, from the connection's start or the end of the
+previous response (so a slowloris head is cut off too); an idle keep-alive connection closes."""
+
+DRAIN_TIMEOUT = 10.0
+"""Seconds spent reading (and dropping) a small body a handler did not read, to keep the
+connection usable."""
 
 IO_TIMEOUT = 30.0
 """Seconds one body read or one response write may take before the connection is dropped."""
 
 RECEIVE_SIZE = 64 * 1024
 """Bytes asked of the socket per read."""
+
+SEND_PIECE = 256 * 1024
+"""Largest body write given one :data:`IO_TIMEOUT`: a client reading 9 KB/s still keeps up."""
 
 SERVER_NAME = "p2pstore"
 
@@ -131,10 +135,16 @@ class Response:
         )
 
     async def send(self, data: bytes | memoryview) -> None:
-        """Send part of the body (within :data:`IO_TIMEOUT`; waits while the client is slow)."""
-        if data and not self._head_only:
-            self._conn.bytes_sent += len(data)
-            await self._conn.send(h11.Data(data=bytes(data)))
+        """Send part of the body; waits while the client is slow, but each
+        :data:`SEND_PIECE` bytes must go within :data:`IO_TIMEOUT` (so a slow but steady
+        client is served, a stalled one dropped)."""
+        if not data or self._head_only:
+            return
+        view = memoryview(data)
+        for start in range(0, len(view), SEND_PIECE):
+            piece = bytes(view[start : start + SEND_PIECE])
+            await self._conn.send(h11.Data(data=piece))
+            self._conn.bytes_sent += len(piece)
 
     async def json(
         self, data: Any, status: int = 200, headers: list[tuple[str, str]] | None = None
@@ -282,8 +292,7 @@ class HttpServer:
     async def _serve(self, conn: _Connection) -> None:
         while True:
             try:
-                first = conn.h11.their_state is h11.IDLE and not conn.h11.trailing_data[0]
-                event = await conn.next_event(IDLE_TIMEOUT if first else HEAD_TIMEOUT)
+                event = await conn.next_event(IDLE_TIMEOUT)
             except _Timeout:
                 if conn.h11.their_state is h11.IDLE and not conn.h11.trailing_data[0]:
                     return  # an idle keep-alive connection: just close
@@ -349,7 +358,7 @@ class HttpServer:
             with contextlib.suppress(_Timeout, _BadRequest):
                 drained = 0
                 while drained <= MAX_HEAD_BYTES:
-                    ev = await conn.next_event(HEAD_TIMEOUT)
+                    ev = await conn.next_event(DRAIN_TIMEOUT)
                     if isinstance(ev, h11.Data):
                         drained += len(ev.data)
                     else:

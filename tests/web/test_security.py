@@ -205,3 +205,31 @@ async def test_connection_limit(tmp_path: Path) -> None:
         await trio.sleep(0.2)
         assert (await request("127.0.0.1", port, "GET", "/")).status == 200
         nursery.cancel_scope.cancel()
+
+
+async def test_a_slow_but_steady_reader_gets_the_whole_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(server, "IO_TIMEOUT", 1.0)
+    monkeypatch.setattr(server, "SEND_PIECE", 64 * 1024)
+    async with trio.open_nursery() as nursery:
+        swarm = Swarm(nursery, tmp_path)
+        node = await swarm.start()
+        face = await start_face(nursery, node)
+        src = tmp_path / "f.bin"
+        data = os.urandom(8 << 20)
+        src.write_bytes(data)
+        file_id = await node.put(src, disperse=False)
+        stream = await trio.open_tcp_stream("127.0.0.1", face.port)
+        await stream.send_all(
+            b"GET /files/%s HTTP/1.1\r\nhost: 127.0.0.1:%d\r\nconnection: close\r\n\r\n"
+            % (file_id.hex().encode(), face.port)
+        )
+        got = b""
+        with trio.fail_after(60):
+            while chunk := await stream.receive_some(32 * 1024):
+                got += chunk
+                await trio.sleep(0.01)  # ~3 MB/s: an 8 MiB body takes longer than IO_TIMEOUT
+        await stream.aclose()
+        assert got.endswith(data)
+        nursery.cancel_scope.cancel()
