@@ -6,11 +6,13 @@ others come from a sequential-mode :class:`~p2pstore.transfer.download.Download`
 consumes them, keeping the parallel fan-out to many peers inside the window. A ``Range`` read
 sets the window to its own stripes, so only those are fetched.
 
-**Nothing unverified is sent**: every stripe is read back from the local store through
-:func:`~p2pstore.reassembly.fetch_stripe`, which checks each chunk against its ID (and rebuilds
-from parity when needed) before its bytes are sent; a chunk enters the store only after the
-download verified it. If the file turns out to be unavailable mid-response, the connection is
-closed before the promised ``Content-Length``: the client sees a short read, never wrong bytes.
+**Nothing unverified is sent**: a stripe whose data chunks all arrived over the network is sent
+from the chunks the download verified against their IDs on receipt (kept in memory only for the
+stripes in the window, so at most ``window x k x chunk size`` bytes per read); any other stripe
+(completed with parity, or partly stored already) is read back from the local store through
+:func:`~p2pstore.reassembly.fetch_stripe`, which checks each chunk against its ID and rebuilds
+from parity. If the file turns out to be unavailable mid-response, the connection is closed
+before the promised ``Content-Length``: the client sees a short read, never wrong bytes.
 """
 
 from __future__ import annotations
@@ -118,11 +120,16 @@ def stripes_for(manifest: Manifest, start: int, end: int) -> range:
 
 @dataclass
 class _Sink:
-    """The download's sink for a gateway read: records stripes complete in the store."""
+    """The download's sink for a gateway read: records stripes complete in the store, and keeps
+    the verified data chunks of the stripes the reader still wants (those in its window), so a
+    stripe whose data chunks all came over the network is sent without reading it back."""
 
     on_manifest: Callable[[Manifest], None]
+    wanted: Callable[[int], bool] = lambda _stripe: False
     done: set[int] = field(default_factory=set)
     changed: trio.Event = field(default_factory=trio.Event)
+    manifest: Manifest | None = None
+    chunks: dict[int, dict[int, bytes]] = field(default_factory=dict)
 
     def factory(self, manifest: Manifest, dest: Path) -> _Sink:
         self.on_manifest(manifest)
@@ -132,11 +139,21 @@ class _Sink:
         self.changed.set()
         self.changed = trio.Event()
 
+    def take(self, stripe: int) -> list[bytes] | None:
+        """The stripe's data chunks in order if all were kept, else ``None``; forgets them."""
+        kept = self.chunks.pop(stripe, {})
+        assert self.manifest is not None
+        d = self.manifest.data_chunk_count(stripe)
+        return [kept[j] for j in range(d)] if len(kept) == d else None
+
     async def open(self) -> None:
         return None
 
     async def write_chunk(self, stripe: int, share: int, data: bytes) -> None:
-        return None  # chunks are in the store; stripes are read back from there, verified
+        # Called by the download only with chunks it verified against their IDs.
+        assert self.manifest is not None
+        if share < self.manifest.data_chunk_count(stripe) and self.wanted(stripe):
+            self.chunks.setdefault(stripe, {})[share] = data
 
     async def complete_stripe(self, stripe: int, source: object) -> None:
         self.done.add(stripe)
@@ -146,7 +163,7 @@ class _Sink:
         return None
 
     def abort(self) -> None:
-        return None
+        self.chunks.clear()
 
 
 class FileRead:
@@ -172,13 +189,14 @@ class FileRead:
         self.failure: BaseException | None = None
         self.finished = False
         self._stripes = range(0)
-        self._sink = _Sink(self._manifest_known)
+        self._sink = _Sink(self._manifest_known, self._in_window)
+        self._window = (0, 0)
         self._manifest_event = trio.Event()
         self.download = node.streaming_download(file_id, sink=self._sink.factory, window=(0, 0))
 
     def _manifest_known(self, manifest: Manifest) -> None:
         """Called by the download (sink factory) before its scheduler exists."""
-        self.manifest = manifest
+        self.manifest = self._sink.manifest = manifest
         try:
             span = parse_range(self.range_header, manifest.size)
         except RangeNotSatisfiable:
@@ -190,9 +208,13 @@ class FileRead:
             self._set_window(self._stripes.start if self._stripes else 0)
         self._manifest_event.set()
 
+    def _in_window(self, stripe: int) -> bool:
+        return self._window[0] <= stripe < self._window[1]
+
     def _set_window(self, first: int) -> None:
         stop = self._stripes.stop if self._stripes else first
         end = max(first, min(first + self.window_stripes, stop))
+        self._window = (first, end)
         # Endgame duplicates only for the tail of the read (see DownloadScheduler.set_window).
         self.download.set_window(first, end, endgame=end == stop)
 
@@ -271,7 +293,10 @@ class FileRead:
             for s in stripes:
                 await room.acquire()
                 await self._stripe_ready(s)
-                slots[s] = await fetch_stripe(manifest, self.node.store, s, rs, limiter)
+                kept = self._sink.take(s)
+                if kept is None:  # completed with parity or from the store: read it back there
+                    kept = await fetch_stripe(manifest, self.node.store, s, rs, limiter)
+                slots[s] = kept
                 ready[s].set()
 
         async with trio.open_nursery() as nursery:
