@@ -43,6 +43,7 @@ from .config import (
     format_size,
     load_settings,
     parse_host_port,
+    parse_listen_address,
     parse_rate,
     parse_size,
     resolve_data_dir,
@@ -247,6 +248,16 @@ def daemon(
             show_default=False,
         ),
     ] = None,
+    http: Annotated[
+        str | None,
+        typer.Option(
+            "--http",
+            metavar="HOST:PORT",
+            help="Serve the HTTP gateway, API, status page and metrics here (port 0: a free"
+            " one; docs/http.md) [default: off].",
+            show_default=False,
+        ),
+    ] = None,
     data_dir: DataDirOpt = None,
     json_out: JsonOpt = False,
     verbose: VerboseOpt = 0,
@@ -255,7 +266,8 @@ def daemon(
     """Run a node in the foreground until SIGINT/SIGTERM.
 
     Once listening it prints one line with its node ID and addresses (with --json, one JSON object
-    with node_id, udp, tcp). Settings not given here come from p2pstore.toml in the data directory.
+    with node_id, udp, tcp, and http when --http is on). Settings not given here come from
+    p2pstore.toml in the data directory.
     """
     _setup(verbose, log_json)
     try:
@@ -279,6 +291,11 @@ def daemon(
     )
     if upload_limit is not None:
         settings = replace(settings, upload_limit=limit)
+    if http is not None:
+        try:
+            settings = replace(settings, http=parse_listen_address(http))
+        except ConfigError as exc:
+            _bad("--http", str(exc))
     _run_daemon(directory, settings, json_out)
 
 

@@ -164,6 +164,15 @@ def parse_host_port(text: str) -> tuple[str, int]:
     return host, int(port_text)
 
 
+def parse_listen_address(text: str) -> tuple[str, int]:
+    """Like :func:`parse_host_port`, but port 0 (pick a free port) is allowed."""
+    value = text.strip()
+    if value.endswith(":0"):
+        host, _ = parse_host_port(value[:-2] + ":1")
+        return host, 0
+    return parse_host_port(value)
+
+
 def format_host_port(host: str, port: int) -> str:
     """Inverse of :func:`parse_host_port`: brackets IPv6 literals."""
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
@@ -209,6 +218,8 @@ class DaemonSettings:
     m: int | None = None
     repair_interval: float | None = None
     repair_threshold: int | None = None
+    http: tuple[str, int] | None = None
+    """Where the HTTP face listens (``docs/http.md``); ``None``: off. Port 0 picks a free one."""
 
     def merged(self, **flags: Any) -> DaemonSettings:
         """Return a copy with every flag that is not ``None`` applied (flags win)."""
@@ -294,6 +305,10 @@ def settings_from_mapping(
                     values[key] = parse_rate(value)
                 else:
                     values[key] = _positive(key, value)
+            elif key == "http":
+                if not isinstance(value, str):
+                    raise ConfigError('http must be a "HOST:PORT" string')
+                values[key] = parse_listen_address(value)
             elif key in ("quota", "chunk_size"):
                 values[key] = _size(key, value)
             elif key == "repair_interval":

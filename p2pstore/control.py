@@ -568,6 +568,19 @@ _HANDLERS: dict[str, _Handler] = {
 assert set(_HANDLERS) == set(OPS)
 
 
+async def perform(
+    node: ControlledNode,
+    op: str,
+    args: Mapping[str, Any] | None = None,
+    progress: Progress | None = None,
+) -> dict[str, Any]:
+    """Run one operation exactly as the control server does (same checks, same result data), for
+    other local faces of the daemon (the HTTP JSON API). Raises :class:`ProtocolError` for bad
+    arguments and whatever the operation raises (map it with :func:`error_code`)."""
+    request = parse_request(make_request(op, args))
+    return await _HANDLERS[op](node, request.args, progress or (lambda _update: None))
+
+
 def error_code(exc: BaseException) -> str:
     """The control-protocol error code for an exception an operation raised."""
     if isinstance(exc, (ChunkNotFoundError, FileNotFoundError)):

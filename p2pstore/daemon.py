@@ -46,19 +46,25 @@ class ReadyInfo:
     udp: tuple[str, int]
     tcp: tuple[str, int]
     control_socket: Path
+    http: tuple[str, int] | None = None
 
     def as_json(self) -> dict[str, str]:
-        """The ``--json`` form: ``node_id`` hex and ``udp``/``tcp`` as ``HOST:PORT`` strings."""
-        return {
+        """The ``--json`` form: ``node_id`` hex and ``udp``/``tcp`` (and ``http`` when it is on)
+        as ``HOST:PORT`` strings."""
+        out = {
             "node_id": self.node_id.hex(),
             "udp": format_host_port(*self.udp),
             "tcp": format_host_port(*self.tcp),
         }
+        if self.http is not None:
+            out["http"] = format_host_port(*self.http)
+        return out
 
     def as_text(self) -> str:
         """The one human line printed once the daemon is listening."""
         j = self.as_json()
-        return f"p2pstore node {j['node_id']} listening: udp {j['udp']} tcp {j['tcp']}"
+        line = f"p2pstore node {j['node_id']} listening: udp {j['udp']} tcp {j['tcp']}"
+        return line + (f" http http://{j['http']}/" if "http" in j else "")
 
 
 @contextlib.contextmanager
@@ -115,11 +121,17 @@ async def _serve(
         controlled: ControlledNode = node
         async with trio.open_nursery() as nursery:
             socket_path = await nursery.start(serve_control, controlled, data_dir)
+            http = None
+            if settings.http is not None:
+                from .http import serve_node_http  # only daemons with --http need it
+
+                http = await nursery.start(serve_node_http, node, *settings.http)
             info = ReadyInfo(
                 node_id=bytes(node.node_id),
                 udp=(str(node.udp_address[0]), int(node.udp_address[1])),
                 tcp=(str(node.tcp_address[0]), int(node.tcp_address[1])),
                 control_socket=socket_path,
+                http=http,
             )
             log.info("node %s ready (control socket %s)", info.node_id.hex(), socket_path)
             on_ready(info)

@@ -24,7 +24,7 @@ import logging
 import math
 import random
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -57,8 +57,9 @@ from .repair import (
     stripes_to_repair,
 )
 from .store import ChunkStore, StoredFile, VerifyReport
+from .telemetry import CountingServerStore, Telemetry
 from .transfer.disperse import DispersalConfig, DispersalReport, disperse
-from .transfer.download import Download, DownloadConfig, Provider
+from .transfer.download import Download, DownloadConfig, Provider, SinkFactory
 from .transfer.output import LocalChunksLostError, remove_dead_parts
 from .transfer.progress import Progress
 from .transfer.repairer import RepairConfig, Repairer, RepairReport, Survey, survey
@@ -195,6 +196,8 @@ class Transfer:
     bytes_total: int = 0
     peers: int = 0
     started: float = field(default_factory=time.time)
+    peer_rates: dict[str, float] = field(default_factory=dict)
+    """Current receive rate (bytes/s) from each active peer of a download, by ``host:port``."""
 
 
 @dataclass(frozen=True)
@@ -260,6 +263,8 @@ class Node:
         self._uploads: UploadGate | None = None
         self._rng = random.Random()
         self._repair_locks: dict[bytes, trio.Lock] = {}
+        self.telemetry = Telemetry()
+        """Event counters for ``/metrics`` (:mod:`p2pstore.telemetry`)."""
 
     # ------------------------------------------------------------------ put
 
@@ -341,7 +346,8 @@ class Node:
 
     async def dispersal_targets(self, key: bytes, want: int) -> list[Provider]:
         """Up to ``want`` peers closest to ``key`` whose TCP address is known, closest first."""
-        contacts = [c for c in await self.dht.find_node(key) if c.node_id != self.node_id]
+        with self.telemetry.timed_lookup("find_node"):
+            contacts = [c for c in await self.dht.find_node(key) if c.node_id != self.node_id]
         resolved: dict[bytes, Provider] = {}
 
         async def resolve(contact: Contact) -> None:
@@ -431,6 +437,9 @@ class Node:
             def on_progress(p: Progress, labels: dict[Any, str]) -> None:
                 transfer.bytes_done, transfer.bytes_total = p.bytes_done, p.bytes_total
                 transfer.peers = sum(1 for pp in p.per_peer.values() if pp.active)
+                transfer.peer_rates = {
+                    labels[x]: pp.rate for x, pp in p.per_peer.items() if pp.active
+                }
                 if progress is not None:
                     peers = {
                         labels[peer]: PeerProgress(pp.bytes, pp.rate)
@@ -449,6 +458,7 @@ class Node:
                 progress=on_progress,
                 listen_port=self.tcp_address[1],
                 on_stored=self._stored_hook(file_id),
+                telemetry=self.telemetry,
             )
             self._downloads.setdefault(file_id, set()).add(download)
             try:
@@ -510,10 +520,47 @@ class Node:
             return self._uploads.granted_bytes
         return None
 
+    def streaming_download(
+        self,
+        file_id: bytes,
+        *,
+        sink: SinkFactory,
+        window: tuple[int, int],
+        progress: Callable[[Progress, dict[Any, str]], None] | None = None,
+    ) -> Download:
+        """A sequential-mode :class:`Download` of ``file_id`` wired to this node's store, pool
+        and DHT, whose verified stripes go to ``sink`` (the HTTP gateway streams from it)."""
+        return Download(
+            file_id,
+            self.data_dir,  # unused: the sink replaces the output file
+            store=self.store,
+            pool=self.pool,
+            find_providers=self._find_file_providers,
+            self_node_id=self.node_id,
+            config=self.config.download,
+            progress=progress,
+            listen_port=self.tcp_address[1],
+            on_stored=self._stored_hook(file_id),
+            sink=sink,
+            window=window,
+            telemetry=self.telemetry,
+        )
+
+    @contextlib.contextmanager
+    def tracked_transfer(self, kind: str, file_id: bytes | None, name: str) -> Iterator[Transfer]:
+        """Show an operation run outside :meth:`put`/:meth:`get` (a gateway read, an HTTP
+        upload) among :meth:`status`'s transfers while the block runs."""
+        transfer = self._begin(kind, file_id, name)
+        try:
+            yield transfer
+        finally:
+            self._end(transfer)
+
     async def _find_file_providers(self, key: bytes, *, quick: bool = False) -> list[Provider]:
         """Providers of ``key`` other than this node; ``quick`` stops at the first reply naming
         any (a download starts on those while the full look-up goes on)."""
-        records = await self.dht.find_providers(key, limit=1 if quick else None)
+        with self.telemetry.timed_lookup("find_providers"):
+            records = await self.dht.find_providers(key, limit=1 if quick else None)
         return [
             Provider(r.node_id, r.host, r.tcp_port) for r in records if r.node_id != self.node_id
         ]
@@ -521,7 +568,8 @@ class Node:
     async def find_providers(self, key: bytes) -> list[ProviderRecord]:
         """Who serves ``key`` (a file ID, or a chunk ID some node chose to announce), this node
         first if it provides it itself (the DHT look-up never returns the asking node)."""
-        records = await self.dht.find_providers(key)
+        with self.telemetry.timed_lookup("find_providers"):
+            records = await self.dht.find_providers(key)
         if key in self.dht.providing():
             host, port = self.tcp_address
             records.insert(0, ProviderRecord(key, self.node_id, host, port))
@@ -833,7 +881,9 @@ class Node:
 
     async def gc(self) -> int:
         """Delete chunks no pinned file needs (in a worker thread); returns the bytes freed."""
-        return await trio.to_thread.run_sync(self.store.gc)
+        freed = await trio.to_thread.run_sync(self.store.gc)
+        self.telemetry.gc_done(freed)
+        return freed
 
     async def verify(self) -> VerifyReport:
         """Re-hash every stored chunk; corrupt ones are quarantined and reported."""
@@ -974,7 +1024,7 @@ async def _running_node(
             node._uploads = UploadGate(config.upload_limit, burst, weight_of=node._upload_weight)
         server = ChunkServer(
             identity,
-            store,
+            CountingServerStore(store, node.telemetry),
             config.wire,
             on_put=node._on_put,
             uploads=node._uploads,

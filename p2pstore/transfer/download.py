@@ -47,6 +47,7 @@ from ..errors import (
     ProtocolError,
 )
 from ..manifest import Manifest, ManifestRoot
+from ..telemetry import Telemetry
 from ..wire.client import ConnectionPool, PeerAddress, PeerBusyError, PeerConnection, WatchHandle
 from .output import OutputFile
 from .progress import Progress
@@ -164,6 +165,26 @@ StoredCallback = Callable[[Hashable, int], None]
 stored here (newly: a copy already stored is not reported). Must not block."""
 
 
+class StripeSink(Protocol):
+    """Where a download's verified chunks go: :class:`OutputFile` (the default) or a streaming
+    reader's sink (``p2pstore.http.gateway``), made by ``sink(manifest, dest)`` once the manifest
+    is known. ``complete_stripe(s, store)`` is called once per stripe when its ``k`` chunks are
+    verified and in the store, so a sink that only wants whole stripes can read them there."""
+
+    async def open(self) -> None: ...
+
+    async def write_chunk(self, stripe: int, share: int, data: bytes) -> None: ...
+
+    async def complete_stripe(self, stripe: int, source: LocalChunks) -> None: ...
+
+    async def finish(self) -> None: ...
+
+    def abort(self) -> None: ...
+
+
+SinkFactory = Callable[[Manifest, Path], StripeSink]
+
+
 @dataclass
 class DownloadOutcome:
     """What a finished download did: per-peer verified bytes and how much was already local."""
@@ -228,10 +249,19 @@ class Download:
         rng: random.Random | None = None,
         listen_port: int = 0,
         on_stored: StoredCallback | None = None,
+        sink: SinkFactory | None = None,
+        window: tuple[int, int] | None = None,
+        telemetry: Telemetry | None = None,
     ) -> None:
         self.file_id = file_id
         self.listen_port = listen_port
         self.on_stored = on_stored
+        self.telemetry = telemetry or Telemetry()
+        # Streaming reads (the HTTP gateway): ``sink`` replaces the output file and ``window``
+        # puts the scheduler in sequential mode (see :meth:`set_window`).
+        self._sink_factory: SinkFactory = sink or OutputFile
+        self._window = window
+        self._window_endgame = False
         self.dest = dest
         self.store = store
         self.pool = pool
@@ -247,7 +277,7 @@ class Download:
         self._started_at = 0.0
         self._first_chunk_at: float | None = None
         self._sched: DownloadScheduler | None = None
-        self._output: OutputFile | None = None
+        self._output: StripeSink | None = None
         self._ready = trio.Event()  # set once the manifest, scheduler and output exist
         self._finished = trio.Event()
         self._setups_pending = 0
@@ -342,6 +372,7 @@ class Download:
 
     async def _prepare(self, manifest: Manifest, writers: trio.Nursery) -> list[int]:
         """Create the scheduler and the output file; queue the stripes already stored."""
+        output = self._output = self._sink_factory(manifest, self.dest)  # may call set_window
         ids = manifest.chunk_ids()
         present = self.store.has_chunks(ids)
         already = [i for i, ok in enumerate(present) if ok]
@@ -351,8 +382,10 @@ class Download:
             already_have=already,
             config=self.config.scheduler,
             rng=self.rng,
+            window=self._window,
         )
-        output = self._output = OutputFile(manifest, self.dest)
+        if self._window is not None:
+            sched.set_window(*self._window, endgame=self._window_endgame)
         await output.open()
         self._sched, self._writers = sched, writers
         for s in range(len(manifest.stripes)):
@@ -371,6 +404,18 @@ class Download:
                 return False
             pos += len(ids)
         return True
+
+    def set_window(self, first: int, end: int, *, endgame: bool = False) -> None:
+        """Sequential mode: fetch only stripes ``first <= s < end`` from now on, lowest first
+        (:meth:`DownloadScheduler.set_window`). Only for a download created with ``window``;
+        may be called before the scheduler exists (from the sink factory)."""
+        if self._window is None:
+            raise ValueError("set_window needs a download created with a window")
+        self._window = (first, end)
+        self._window_endgame = endgame
+        if self._sched is not None:
+            self._sched.set_window(first, end, endgame=endgame)
+            self._notify()
 
     # ------------------------------------------------------------------ manifest
 
@@ -640,6 +685,7 @@ class Download:
                 self._apply(sched.request_busy(request.peer, request.index, busy.retry_after, now))
                 return
             except CorruptChunkError:
+                self.telemetry.chunk_corrupt()
                 self._apply(sched.chunk_corrupt(request.peer, request.index, trio.current_time()))
                 return
             except P2PStoreError as exc:
@@ -664,6 +710,7 @@ class Download:
             if data is None:
                 self._apply(sched.chunk_missing(request.peer, request.index, trio.current_time()))
                 return
+            self.telemetry.chunk_fetched(len(data))
             if self._first_chunk_at is None:
                 self._first_chunk_at = trio.current_time()
             # Into the output first, then the store (for resume), then tell the scheduler: a
@@ -761,6 +808,8 @@ __all__ = [
     "DownloadOutcome",
     "LocalChunks",
     "Provider",
+    "SinkFactory",
+    "StripeSink",
     "bitmap_indices",
     "stripe_specs",
 ]

@@ -230,10 +230,20 @@ class DownloadScheduler:
         already_have: Iterable[int] = (),
         config: SchedulerConfig | None = None,
         rng: random.Random | None = None,
+        window: tuple[int, int] | None = None,
     ) -> None:
-        """Plan a download of ``stripes``; ``already_have`` are global indices already stored."""
+        """Plan a download of ``stripes``; ``already_have`` are global indices already stored.
+
+        ``window``: sequential mode (see :meth:`set_window`), starting with that window.
+        """
         self.config = config or SchedulerConfig()
         self.stripes: tuple[StripeSpec, ...] = tuple(stripes)
+        # Sequential mode (streaming reads): only stripes in [first, end) are requested, lowest
+        # stripe first; None is the classic whole-file order above.
+        self._window: tuple[int, int] | None = None
+        self._window_endgame = False
+        if window is not None:
+            self._window = self._check_window(*window)
         rng = rng or random.Random()
         nstripes = len(self.stripes)
         self._offset: list[int] = []
@@ -415,7 +425,12 @@ class DownloadScheduler:
             out.append(self._assign(p, g, now, duplicate=False))
         for entry in spared:
             heapq.heappush(heap, entry)
-        if len(out) < room and self._total_need == 0 and self._done_count < len(self.stripes):
+        if (
+            len(out) < room
+            and self._total_need == 0
+            and self._done_count < len(self.stripes)
+            and (self._window is None or self._window_endgame)
+        ):
             out.extend(self._endgame(p, room - len(out), now))
         return out
 
@@ -515,6 +530,45 @@ class DownloadScheduler:
             return self._remove_peer(peer, now, ban=True, reason="timeouts")
         return []
 
+    # ------------------------------------------------------------------ sequential mode
+
+    def set_window(self, first: int, end: int, *, endgame: bool = False) -> None:
+        """Sequential mode (streaming reads): request only stripes ``first <= s < end``.
+
+        Within the window the lowest stripe goes first (data before parity), and the usual
+        parallel fan-out and peer handling apply; stripes outside it are never requested, so a
+        reader moves the window forward as it consumes stripes and a ranged read fetches only
+        its stripes. Endgame duplicates are sent only with ``endgame=True``, which the reader
+        passes once the window reaches the end of what it will read: before that, a window whose
+        chunks are all in flight is the normal state, not a tail to hurry. Requests already in
+        flight outside the new window are left to finish. Only for a scheduler constructed with
+        ``window`` (the priority order differs); raises ``ValueError`` otherwise or for an
+        invalid window.
+        """
+        if self._window is None:
+            raise ValueError("set_window needs a scheduler created in sequential mode")
+        old_first, old_end = self._window
+        self._window = self._check_window(first, end)
+        self._window_endgame = endgame
+        for s in range(min(first, old_first), max(end, old_end)):
+            self._refresh(s)
+            if self._in_window(s) and not (old_first <= s < old_end):
+                self._push_stripe(s)
+
+    @property
+    def window(self) -> tuple[int, int] | None:
+        """The sequential window ``(first, end)``, or ``None`` in whole-file mode."""
+        return self._window
+
+    def _check_window(self, first: int, end: int) -> tuple[int, int]:
+        if not 0 <= first <= end <= len(self.stripes):
+            raise ValueError(f"window [{first}, {end}) outside [0, {len(self.stripes)}]")
+        return first, end
+
+    def _in_window(self, s: int) -> bool:
+        w = self._window
+        return w is None or w[0] <= s < w[1]
+
     # ------------------------------------------------------------------ queries
 
     def is_complete(self) -> bool:
@@ -608,6 +662,9 @@ class DownloadScheduler:
     def _key(self, p: _Peer, g: int) -> int:
         """Smaller is better; decodes to the chunk through ``_by_tiebreak[key % n]``."""
         s = self._stripe_of[g]
+        if self._window is not None:  # sequential: the stripe nearest the reader first
+            key = (1 if g in p.timed_out else 0) * len(self.stripes) + s
+            return (key * 2 + self._is_parity[g]) * self._n + self._tiebreak[g]
         key = 2 if g in p.timed_out else 0
         key += 0 if self._opened[s] else 1
         rarity = self._rarity[g]
@@ -623,6 +680,7 @@ class DownloadScheduler:
             and g not in self._in_flight
             and g in p.have
             and self._avail_count[s] + self._flight_count[s] < self._k[s]
+            and self._in_window(s)
         )
 
     def _needed(self, g: int) -> bool:
@@ -650,7 +708,7 @@ class DownloadScheduler:
 
     def _refresh(self, s: int) -> None:
         """Recompute stripe ``s``'s contribution to the endgame and reachability bookkeeping."""
-        if self._done[s]:
+        if self._done[s] or not self._in_window(s):
             need = 0
             self._unreachable.discard(s)
         else:
