@@ -986,7 +986,12 @@ class ChunkStore:
         self._index.note_download(os.fspath(dest))
 
     def forget_download(self, dest: Path) -> None:
-        """The download into ``dest`` has ended (its temporary file is gone)."""
+        """The download into ``dest`` has ended (its temporary file is gone).
+
+        A no-op once the store is closed: a download still unwinding when its node stops keeps
+        its note, and the next start removes what it left (see :meth:`pending_downloads`)."""
+        if self._lock_fd is None:
+            return
         self._index.forget_download(os.fspath(dest))
 
     def pending_downloads(self) -> list[Path]:

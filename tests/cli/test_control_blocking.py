@@ -41,7 +41,13 @@ def test_results_and_progress_match_the_async_client(served: FakeNode, data_dir:
     put = control.call_blocking(
         data_dir, "put", {"path": str(src), "disperse": True}, on_progress=events.append
     )
-    assert put == {"file_id": FILE_ID.hex(), "size": 3, "chunks": 3}
+    assert put == {
+        "file_id": FILE_ID.hex(),
+        "size": 3,
+        "chunks": 3,
+        "dispersed": True,
+        "not_dispersed": None,
+    }
     assert events
     assert [e["done"] for e in events] == sorted(e["done"] for e in events)
 
