@@ -29,7 +29,7 @@ from p2pstore.chunking import Layout
 from p2pstore.dht import messages as dht
 from p2pstore.dht.config import DhtConfig
 from p2pstore.dht.records import MAX_NAME_BYTES as DHT_NAME_BYTES
-from p2pstore.dht.records import MAX_SEQ, MAX_VALUE_BYTES
+from p2pstore.dht.records import MAX_SEQ, MAX_VALUE_BYTES, SignedValue, signature_input, value_key
 from p2pstore.dht.tokens import TOKEN_BYTES
 from p2pstore.erasure import ReedSolomon
 from p2pstore.errors import HandshakeError, ManifestError, ProtocolError
@@ -813,3 +813,19 @@ def test_bad_node_id_or_signature_closes_silently() -> None:
     with pytest.raises(HandshakeError) as failure:
         initiator.receive_data(dump("frame2") + forged_auth)
     assert not isinstance(failure.value, HandshakeRefused)
+
+
+def test_signed_value_example() -> None:
+    publisher = Identity.from_private_bytes(DIALLER_KEY)
+    doc_says("signs name `n` (`6e`), `seq` 1, payload `hi` (`6869`)")
+    name, seq, payload = b"n", 1, b"hi"
+    expected_input = (
+        b"p2pstore-dht-value-v1" + bytes([len(name)]) + name + seq.to_bytes(8, "big") + payload
+    )
+    assert dump("signature input") == expected_input == signature_input(name, seq, payload)
+    key = hashlib.sha256(publisher.public_key + name).digest()
+    assert hex_value("value key") == key == value_key(publisher.public_key, name)
+    value = SignedValue.sign(publisher, name, seq, payload)
+    assert value.signature == dump("sig")
+    Ed25519PublicKey.from_public_bytes(publisher.public_key).verify(dump("sig"), expected_input)
+    assert value.verify()
