@@ -85,6 +85,10 @@ DEFAULT_RATE_WINDOW = 5.0
 DEFAULT_FALSE_CLAIMS_BEFORE_DROP = 4
 #: Requests in flight to a peer that fair-shares its uplink (see SchedulerConfig).
 DEFAULT_MAX_IN_FLIGHT_FAIR_SHARE = 2
+#: Extra shares per stripe an idle fair-sharing peer may be asked for (see SchedulerConfig).
+DEFAULT_IDLE_PEER_STRIPE_SLACK = 2
+#: Largest file (chunks) whose idle fair-sharing peers get their heaps rebuilt (O(chunks held)).
+_SLACK_REBUILD_LIMIT = 8192
 #: Chunks examined and passed over per call when sparing a seed (bounds ``next_requests``).
 _SPARE_SCAN_LIMIT = 64
 #: Rarity values are clamped to this in the priority key so the key stays a fixed-width integer;
@@ -112,6 +116,11 @@ class SchedulerConfig:
     """Requests in flight to a ``fair_share`` peer: it serves each of its downloaders in turn
     and answers BUSY to a deeper queue, so more would only reserve chunks (and stripe slots)
     that other peers could give sooner."""
+    idle_peer_stripe_slack: int = DEFAULT_IDLE_PEER_STRIPE_SLACK
+    """Shares of a stripe beyond ``k`` that a ``fair_share`` peer with nothing in flight may be
+    asked for. In a crowd, a stripe's ``k`` requests often wait in the queues of busy peers while
+    other peers, idle, hold other shares of it: with erasure coding any ``k`` shares complete
+    the stripe, and its completion cancels the surplus (withdrawn from those queues unsent)."""
     spare_seeds: bool = True
     """Ask a peer holding every chunk (a seed) only for chunks no other usable peer holds: the
     seed's uplink is the swarm's scarcest resource, other downloaders can give the rest."""
@@ -133,6 +142,8 @@ class SchedulerConfig:
             raise ConfigError("rate_window must be > 0")
         if self.max_in_flight_fair_share < 1:
             raise ConfigError("max_in_flight_fair_share must be >= 1")
+        if self.idle_peer_stripe_slack < 0:
+            raise ConfigError("idle_peer_stripe_slack must be >= 0")
         if self.false_claims_before_drop < 1:
             raise ConfigError("false_claims_before_drop must be >= 1")
 
@@ -622,8 +633,20 @@ class DownloadScheduler:
             and not self._avail[g]
             and g not in self._in_flight
             and g in p.have
-            and self._avail_count[s] + self._flight_count[s] < self._k[s]
+            and self._avail_count[s] + self._flight_count[s] < self._k[s] + self._slack(p)
         )
+
+    def _became_idle(self, p: _Peer) -> None:
+        """An idle fair-sharing peer may take shares of stripes at their cap, whose entries its
+        heap dropped: rebuild it (bounded: only for files of at most ``_SLACK_REBUILD_LIMIT``
+        chunks; bigger files have enough stripes for the cap not to bind)."""
+        if p.fair_share and self.config.idle_peer_stripe_slack and self._n <= _SLACK_REBUILD_LIMIT:
+            self._rebuild_heap(p)
+
+    def _slack(self, p: _Peer) -> int:
+        """Shares beyond ``k`` of a stripe that ``p`` may be asked for: some for an idle
+        fair-sharing peer (see ``SchedulerConfig.idle_peer_stripe_slack``), else none."""
+        return self.config.idle_peer_stripe_slack if p.fair_share and not p.in_flight else 0
 
     def _needed(self, g: int) -> bool:
         """Not available, not in flight, in an unfinished stripe."""
@@ -688,6 +711,7 @@ class DownloadScheduler:
             return
         if not p.in_flight:
             p.meter.set_busy(False, now)
+            self._became_idle(p)
         holders = self._in_flight[g]
         del holders[p.name]
         if holders:
@@ -699,9 +723,10 @@ class DownloadScheduler:
         if (
             requeue
             and not self._done[s]
-            and self._avail_count[s] + self._flight_count[s] < self._k[s]
+            and self._avail_count[s] + self._flight_count[s]
+            < self._k[s] + self.config.idle_peer_stripe_slack
         ):
-            self._push_stripe(s)
+            self._push_stripe(s)  # (too many pushes are harmless: checked again at pop)
 
     def _lose_holder(self, g: int) -> None:
         """One fewer live peer holds ``g`` (caller refreshes the stripe)."""
@@ -806,6 +831,7 @@ class DownloadScheduler:
             del p.in_flight[g]
             if not p.in_flight:
                 p.meter.set_busy(False, now)
+                self._became_idle(p)
             decisions.append(CancelRequest(name, g))
 
     def _complete(self, s: int, decisions: list[Decision], now: float) -> None:
