@@ -34,6 +34,17 @@ available or in flight), a peer with free slots gets duplicates of chunks in fli
 most ``endgame_duplicates`` extra copies per chunk, fewest copies and oldest request first); when a
 copy arrives, the other requests for it are cancelled.
 
+**Swarming** (peers added with ``fair_share=True``: they fair-share their uplink and answer
+BUSY): :meth:`DownloadScheduler.request_busy` re-queues a chunk without a strike and rests that
+peer until the hint; such peers are never judged slow; at most ``max_in_flight_fair_share`` (2)
+requests go to each of them; and one with nothing in flight may be asked for up to
+``idle_peer_stripe_slack`` (2) shares of a stripe beyond ``k`` (the first ``k`` to arrive
+complete it; the surplus is cancelled). A peer holding every chunk (a seed) is asked only for
+chunks no other usable, non-seed peer holds (``spare_seeds``). Holdings may grow at any time
+(:meth:`DownloadScheduler.add_peer` on a live peer). A peer that answers MISSING for
+``false_claims_before_drop`` chunks it claimed is dropped; the only live holder of chunks some
+stripe needs is never dropped for timeouts.
+
 Complexity: ``next_requests`` pops a per-peer binary heap of integer-encoded priority keys with
 lazy invalidation, so a request costs amortised O(log n); the endgame scan is O(requests in
 flight). Events cost O(stripe width x peers) except ``add_peer`` (O(|have|)) and dropping a peer
