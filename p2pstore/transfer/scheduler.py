@@ -34,6 +34,17 @@ available or in flight), a peer with free slots gets duplicates of chunks in fli
 most ``endgame_duplicates`` extra copies per chunk, fewest copies and oldest request first); when a
 copy arrives, the other requests for it are cancelled.
 
+**Swarming** (peers added with ``fair_share=True``: they fair-share their uplink and answer
+BUSY): :meth:`DownloadScheduler.request_busy` re-queues a chunk without a strike and rests that
+peer until the hint; such peers are never judged slow; at most ``max_in_flight_fair_share`` (2)
+requests go to each of them; and one with nothing in flight may be asked for up to
+``idle_peer_stripe_slack`` (2) shares of a stripe beyond ``k`` (the first ``k`` to arrive
+complete it; the surplus is cancelled). A peer holding every chunk (a seed) is asked only for
+chunks no other usable, non-seed peer holds (``spare_seeds``). Holdings may grow at any time
+(:meth:`DownloadScheduler.add_peer` on a live peer). A peer that answers MISSING for
+``false_claims_before_drop`` chunks it claimed is dropped; the only live holder of chunks some
+stripe needs is never dropped for timeouts.
+
 Complexity: ``next_requests`` pops a per-peer binary heap of integer-encoded priority keys with
 lazy invalidation, so a request costs amortised O(log n); the endgame scan is O(requests in
 flight). Events cost O(stripe width x peers) except ``add_peer`` (O(|have|)) and dropping a peer
@@ -85,6 +96,10 @@ DEFAULT_RATE_WINDOW = 5.0
 DEFAULT_FALSE_CLAIMS_BEFORE_DROP = 4
 #: Requests in flight to a peer that fair-shares its uplink (see SchedulerConfig).
 DEFAULT_MAX_IN_FLIGHT_FAIR_SHARE = 2
+#: Extra shares per stripe an idle fair-sharing peer may be asked for (see SchedulerConfig).
+DEFAULT_IDLE_PEER_STRIPE_SLACK = 2
+#: Largest file (chunks) whose idle fair-sharing peers get their heaps rebuilt (O(chunks held)).
+_SLACK_REBUILD_LIMIT = 8192
 #: Chunks examined and passed over per call when sparing a seed (bounds ``next_requests``).
 _SPARE_SCAN_LIMIT = 64
 #: Rarity values are clamped to this in the priority key so the key stays a fixed-width integer;
@@ -112,6 +127,11 @@ class SchedulerConfig:
     """Requests in flight to a ``fair_share`` peer: it serves each of its downloaders in turn
     and answers BUSY to a deeper queue, so more would only reserve chunks (and stripe slots)
     that other peers could give sooner."""
+    idle_peer_stripe_slack: int = DEFAULT_IDLE_PEER_STRIPE_SLACK
+    """Shares of a stripe beyond ``k`` that a ``fair_share`` peer with nothing in flight may be
+    asked for. In a crowd, a stripe's ``k`` requests often wait in the queues of busy peers while
+    other peers, idle, hold other shares of it: with erasure coding any ``k`` shares complete
+    the stripe, and its completion cancels the surplus (withdrawn from those queues unsent)."""
     spare_seeds: bool = True
     """Ask a peer holding every chunk (a seed) only for chunks no other usable peer holds: the
     seed's uplink is the swarm's scarcest resource, other downloaders can give the rest."""
@@ -133,6 +153,8 @@ class SchedulerConfig:
             raise ConfigError("rate_window must be > 0")
         if self.max_in_flight_fair_share < 1:
             raise ConfigError("max_in_flight_fair_share must be >= 1")
+        if self.idle_peer_stripe_slack < 0:
+            raise ConfigError("idle_peer_stripe_slack must be >= 0")
         if self.false_claims_before_drop < 1:
             raise ConfigError("false_claims_before_drop must be >= 1")
 
@@ -679,9 +701,21 @@ class DownloadScheduler:
             and not self._avail[g]
             and g not in self._in_flight
             and g in p.have
-            and self._avail_count[s] + self._flight_count[s] < self._k[s]
+            and self._avail_count[s] + self._flight_count[s] < self._k[s] + self._slack(p)
             and self._in_window(s)
         )
+
+    def _became_idle(self, p: _Peer) -> None:
+        """An idle fair-sharing peer may take shares of stripes at their cap, whose entries its
+        heap dropped: rebuild it (bounded: only for files of at most ``_SLACK_REBUILD_LIMIT``
+        chunks; bigger files have enough stripes for the cap not to bind)."""
+        if p.fair_share and self.config.idle_peer_stripe_slack and self._n <= _SLACK_REBUILD_LIMIT:
+            self._rebuild_heap(p)
+
+    def _slack(self, p: _Peer) -> int:
+        """Shares beyond ``k`` of a stripe that ``p`` may be asked for: some for an idle
+        fair-sharing peer (see ``SchedulerConfig.idle_peer_stripe_slack``), else none."""
+        return self.config.idle_peer_stripe_slack if p.fair_share and not p.in_flight else 0
 
     def _needed(self, g: int) -> bool:
         """Not available, not in flight, in an unfinished stripe."""
@@ -746,6 +780,7 @@ class DownloadScheduler:
             return
         if not p.in_flight:
             p.meter.set_busy(False, now)
+            self._became_idle(p)
         holders = self._in_flight[g]
         del holders[p.name]
         if holders:
@@ -757,9 +792,10 @@ class DownloadScheduler:
         if (
             requeue
             and not self._done[s]
-            and self._avail_count[s] + self._flight_count[s] < self._k[s]
+            and self._avail_count[s] + self._flight_count[s]
+            < self._k[s] + self.config.idle_peer_stripe_slack
         ):
-            self._push_stripe(s)
+            self._push_stripe(s)  # (too many pushes are harmless: checked again at pop)
 
     def _lose_holder(self, g: int) -> None:
         """One fewer live peer holds ``g`` (caller refreshes the stripe)."""
@@ -864,6 +900,7 @@ class DownloadScheduler:
             del p.in_flight[g]
             if not p.in_flight:
                 p.meter.set_busy(False, now)
+                self._became_idle(p)
             decisions.append(CancelRequest(name, g))
 
     def _complete(self, s: int, decisions: list[Decision], now: float) -> None:

@@ -151,7 +151,8 @@ class SchedulerMachine(RuleBasedStateMachine):
             name = f"p{self.next_peer}"
             self.next_peer += 1
         have = data.draw(st.sets(st.integers(0, self.n - 1)))
-        assert self.sched.add_peer(name, have, self.now) is True
+        fair = data.draw(st.booleans())  # a swarm peer: not judged slow, stripe slack when idle
+        assert self.sched.add_peer(name, have, self.now, fair_share=fair) is True
         self.claims.setdefault(name, set()).update(have)
         self.flight.setdefault(name, set())
 

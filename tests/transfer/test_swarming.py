@@ -8,7 +8,7 @@ import random
 from hypothesis import given
 from hypothesis import strategies as st
 
-from p2pstore.transfer import DropPeer
+from p2pstore.transfer import CancelRequest, DropPeer
 from p2pstore.transfer.superseed import OfferPlanner
 
 from .helpers import make_sched
@@ -140,3 +140,22 @@ def test_every_chunk_is_eventually_offered_to_an_idle_watcher(
         for name in offered:
             offered[name] |= set(planner.tick(name, float(second)))
     assert all(w == set(range(n)) for w in offered.values())
+
+
+def test_idle_fair_share_peer_may_take_a_share_beyond_k() -> None:
+    """Stripe 0 needs 2 shares; both are requested from a busy peer. An idle swarm peer holding
+    a third share is asked for it anyway: the first 2 to arrive complete the stripe."""
+    sched = make_sched(
+        [(3, 2)], idle_peer_stripe_slack=1, max_in_flight_fair_share=2, endgame_duplicates=0
+    )
+    sched.add_peer("busy", {0, 1}, 0.0, fair_share=True)
+    assert sorted(indices(sched.next_requests("busy", 0.0))) == [0, 1]
+    sched.add_peer("idle", {2}, 0.0, fair_share=True)
+    assert indices(sched.next_requests("idle", 0.0)) == [2]
+    sched.add_peer("plain", {2}, 0.0)  # a peer that is not fair-sharing gets no surplus
+    assert sched.next_requests("plain", 0.0) == []
+    decisions = sched.chunk_received("idle", 2, 100, 1.0) + sched.chunk_received(
+        "busy", 0, 100, 1.0
+    )
+    assert CancelRequest("busy", 1) in decisions  # the surplus is withdrawn
+    assert sched.is_complete()
