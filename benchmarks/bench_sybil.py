@@ -22,7 +22,9 @@ with 50 hostile identities of each kind (without them it takes well under a seco
 The DHT's per-IP request rate limit is raised on every node here, because the honest nodes share
 the loopback address with the hostile ones: the limit would otherwise throttle the honest
 downloader itself, which is not the attack measured. Announcements are made in the reported
-order: the honest holder first, the hostile identities after it (newest).
+order: the honest holder first, the hostile identities after it (newest); ``--order
+honest-last`` makes the holder announce again after them, which shows what the downloader does
+when the DHT does return the honest record.
 
 Usage: ``python benchmarks/bench_sybil.py [--size-mib 32] [--hostile 50] [--runs 3]
 [--kinds silent,stalling,lying,mixed]``; ``--smoke``: 2 MiB, 3 hostile identities (one of each
@@ -171,6 +173,7 @@ async def _scenario(
     work: Path,
     config: NodeConfig,
     boot: Node,
+    holder: Node,
     manifest: Manifest,
 ) -> list[float | None]:
     """Start the scenario's hostile identities, time ``args.runs`` fresh gets, stop them."""
@@ -191,9 +194,10 @@ async def _scenario(
                             release,
                             config.dht,
                         )
-            print(
-                f"  {kind:>9} hostile set up in {time.perf_counter() - started:.1f} s", flush=True
-            )
+            took = time.perf_counter() - started
+            print(f"  {kind:>9} hostile identities set up in {took:.1f} s", flush=True)
+            if args.order == "honest-last":
+                await holder.announce(manifest.file_id)
             await trio.sleep(SETTLE_SECONDS)
             for run in range(args.runs):
                 name = f"get-{kind}-{run}"
@@ -223,7 +227,7 @@ async def _run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         file_id = await holder.put(src, disperse=False)
         manifest = await holder.store.load_manifest(file_id)
         for kind in ("none", *args.kinds):
-            results[kind] = await _scenario(kind, args, work, config, boot, manifest)
+            results[kind] = await _scenario(kind, args, work, config, boot, holder, manifest)
     return _summary(args, results)
 
 
@@ -245,6 +249,7 @@ def _summary(args: argparse.Namespace, results: dict[str, list[float | None]]) -
             failed += bad
             worst = max(worst, top if ok else args.deadline)
     return {
+        "order": args.order,
         "size_mib": args.size_mib,
         "hostile": args.hostile,
         "runs": args.runs,
@@ -263,6 +268,13 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--kinds", default=",".join(KINDS))
     parser.add_argument("--deadline", type=float, default=60.0)
+    parser.add_argument(
+        "--order",
+        choices=("honest-first", "honest-last"),
+        default="honest-first",
+        help="honest-last: the holder announces again after the hostile identities (its record is"
+        " then the newest), which isolates the downloader from the DHT's choice of records",
+    )
     parser.add_argument("--smoke", action="store_true", help="2 MiB, 3 hostile (mixed), 1 run")
     args = parser.parse_args()
     args.kinds = [k for k in args.kinds.split(",") if k]
