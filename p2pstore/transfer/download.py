@@ -83,10 +83,12 @@ DEFAULT_MANIFEST_ATTEMPT_TIMEOUT = 2.0
 #: A peer with requests in flight that delivers nothing for this many seconds (plus one chunk's
 #: time at ``STALL_MIN_RATE``), while some other peer is not stalling, is cut off, whatever the
 #: median rate (when most peers stall, the median is 0).
-DEFAULT_STALL_FLOOR = 4.0
+DEFAULT_STALL_FLOOR = 3.0
 #: Bytes per second below which a peer that sends nothing at all counts as stalled: 1 MiB chunks
 #: get 1 s on top of the floor, 16 MiB chunks 16 s.
 STALL_MIN_RATE = 1024 * 1024
+#: Once a peer has been cut off for stalling in a download, the others get this much less time.
+STALL_PROBATION_DIVISOR = 4
 
 
 @dataclass(frozen=True)
@@ -647,7 +649,11 @@ class Download:
         stalling identities then kept their requests for 3 chunk timeouts each.) Its in-flight
         chunks are re-queued by ``peer_failed``."""
         chunk = self._output.manifest.chunk_size if self._output is not None else 0
-        floor = self.config.stall_floor + chunk / STALL_MIN_RATE
+        # Once some peer has been caught stalling, the download is under attack (or among many
+        # dead peers): the chunks it held go to other peers, often more of the same, so those
+        # get a quarter of the floor. Otherwise every wave of stallers costs a full floor.
+        base = self.config.stall_floor / (STALL_PROBATION_DIVISOR if self._stalled else 1)
+        floor = base + chunk / STALL_MIN_RATE
         per_peer = sched.progress(now).per_peer
         stalled: list[Hashable] = []
         for peer in sched.peers():
