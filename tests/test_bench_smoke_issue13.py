@@ -16,7 +16,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 
 
-@pytest.mark.parametrize("script", ["bench_small_puts.py"])
+@pytest.mark.parametrize("script", ["bench_small_puts.py", "bench_sybil.py"])
 def test_smoke(script: str) -> None:
     done = subprocess.run(
         [sys.executable, str(ROOT / "benchmarks" / script), "--smoke"],
@@ -31,3 +31,6 @@ def test_smoke(script: str) -> None:
     if script == "bench_small_puts.py":
         assert last["files"] == 150
         assert last["stored_ratio"] > 1
+    else:
+        assert set(last) >= {"failed", "worst_s", "scenarios"}
+        assert set(last["scenarios"]) == {"none", "mixed"}

@@ -49,6 +49,7 @@ from ..errors import (
 from ..manifest import Manifest, ManifestRoot
 from ..telemetry import Telemetry
 from ..wire.client import ConnectionPool, PeerAddress, PeerBusyError, PeerConnection, WatchHandle
+from ..wire.uploads import DEFAULT_BUSY_AFTER
 from .output import OutputFile
 from .progress import Progress
 from .scheduler import (
@@ -85,7 +86,22 @@ MAX_PEER_RETRIES = 2
 #: k=4, m=2 (about 400 MiB of plan); raise it for bigger files.
 DEFAULT_MAX_FILE_CHUNKS = 1 << 21
 #: Providers asked at once for the manifest; the first to answer wins, the others are cancelled.
-MANIFEST_RACE_WIDTH = 3
+#: Wide, because false providers (Sybil identities announcing a file they do not serve) may be
+#: most of those found: each attempt is one connection the download's peer workers open anyway.
+MANIFEST_RACE_WIDTH = 16
+#: Seconds after which a manifest attempt that has not succeeded yet stops counting against the
+#: race's width, so an untried provider is asked too (the attempt itself keeps its own deadlines:
+#: a slow honest provider of a big manifest still wins if it is the only one).
+DEFAULT_MANIFEST_ATTEMPT_TIMEOUT = 2.0
+#: A peer with requests in flight that delivers nothing for this many seconds (plus one chunk's
+#: time at ``STALL_MIN_RATE``), while some other peer is not stalling, is cut off, whatever the
+#: median rate (when most peers stall, the median is 0).
+DEFAULT_STALL_FLOOR = 3.0
+#: Bytes per second below which a peer that sends nothing at all counts as stalled: 1 MiB chunks
+#: get 1 s on top of the floor, 16 MiB chunks 16 s.
+STALL_MIN_RATE = 1024 * 1024
+#: Once a peer has been cut off for stalling in a download, the others get this much less time.
+STALL_PROBATION_DIVISOR = 4
 #: Seconds between provider look-ups while a download runs, even when every stripe is reachable:
 #: other downloaders become partial providers during the download and should be used.
 DEFAULT_REFRESH_INTERVAL = 3.0
@@ -105,6 +121,9 @@ class DownloadConfig:
 
     chunk_timeout: float = DEFAULT_CHUNK_TIMEOUT
     peer_setup_timeout: float = DEFAULT_PEER_SETUP_TIMEOUT
+    manifest_race_width: int = MANIFEST_RACE_WIDTH
+    manifest_attempt_timeout: float = DEFAULT_MANIFEST_ATTEMPT_TIMEOUT
+    stall_floor: float = DEFAULT_STALL_FLOOR
     rediscover_interval: float = DEFAULT_REDISCOVER_INTERVAL
     rediscover_attempts: int = DEFAULT_REDISCOVER_ATTEMPTS
     slow_check_interval: float = DEFAULT_SLOW_CHECK_INTERVAL
@@ -212,6 +231,13 @@ def stripe_specs(manifest: Manifest) -> list[StripeSpec]:
     ]
 
 
+def failure_reason(exc: BaseException) -> str:
+    """A peer's failure as one non-empty phrase (a timeout's ``str`` is empty)."""
+    if isinstance(exc, trio.TooSlowError):
+        return "timed out (no answer in time)"
+    return str(exc) or type(exc).__name__
+
+
 def bitmap_indices(bitmap: bytes, count: int) -> list[int]:
     """Indices ``i < count`` whose bit is set (LSB-first within each byte)."""
     out: list[int] = []
@@ -282,6 +308,7 @@ class Download:
         self._finished = trio.Event()
         self._setups_pending = 0
         self._chunk_count = 0
+        self._chunk_size = 0  # the manifest's, once known
         self._failure: P2PStoreError | None = None
         self._retries: dict[bytes, int] = {}
         self._discovery_done = trio.Event()  # the full provider look-up has ended
@@ -289,6 +316,12 @@ class Download:
         self._updates_seen = 0  # HAVE_UPDATEs received: the peers' holdings are still growing
         # per peer: request index -> (its timeout scope, when it started)
         self._timers: dict[Hashable, dict[int, tuple[trio.CancelScope, float]]] = {}
+        # Stall detection: per peer (verified bytes received, since when unchanged); peers cut
+        # off for stalling, never retried in this download.
+        self._stall_clock: dict[Hashable, tuple[int, float]] = {}
+        self._stalled: set[Hashable] = set()
+        self._last_alive: dict[Hashable, float] = {}  # per peer: its last delivery or BUSY
+        self._fair_share_peers: set[Hashable] = set()  # watched peers: they queue us fairly
 
     # ------------------------------------------------------------------ public
 
@@ -377,6 +410,7 @@ class Download:
         present = self.store.has_chunks(ids)
         already = [i for i, ok in enumerate(present) if ok]
         self._chunk_count = len(ids)
+        self._chunk_size = manifest.chunk_size
         sched = DownloadScheduler(
             stripe_specs(manifest),
             already_have=already,
@@ -447,6 +481,8 @@ class Download:
         for p in found:
             if p.node_id == self.self_node_id or p.node_id in self._peer_scopes:
                 continue
+            if p.node_id in self._stalled:
+                continue
             if self._sched is not None and self._sched.is_dropped(p.node_id):
                 continue
             if p.node_id not in self._providers:
@@ -467,12 +503,12 @@ class Download:
         while True:
             candidates = [p for p in self._providers.values() if p.node_id not in tried]
             self.rng.shuffle(candidates)
-            for start in range(0, len(candidates), MANIFEST_RACE_WIDTH):
-                batch = candidates[start : start + MANIFEST_RACE_WIDTH]
-                tried.update(p.node_id for p in batch)
-                manifest = await self._race_manifest(batch, errors)
+            if candidates:
+                tried.update(p.node_id for p in candidates)
+                manifest = await self._race_manifest(candidates, errors)
                 if manifest is not None:
                     return manifest
+                continue  # the full look-up may have added providers meanwhile
             if self._discovery_done.is_set() and all(p in tried for p in self._providers):
                 break
             await self._discovery_done.wait()
@@ -485,20 +521,44 @@ class Download:
         )
 
     async def _race_manifest(self, batch: list[Provider], errors: list[str]) -> Manifest | None:
+        """Ask ``batch`` (in order) for the manifest, ``manifest_race_width`` at a time; an
+        attempt older than ``manifest_attempt_timeout`` frees its place for the next provider
+        (it goes on). The first valid manifest cancels the rest; every failure's reason is
+        appended to ``errors``."""
         winner: list[Manifest] = []
+        young = trio.Semaphore(max(1, self.config.manifest_race_width))
         async with trio.open_nursery() as nursery:
 
             async def attempt(provider: Provider) -> None:
+                freed = False
+
+                def free() -> None:
+                    nonlocal freed
+                    if not freed:
+                        freed = True
+                        young.release()
+
+                async def age(scope: trio.CancelScope) -> None:
+                    with scope:
+                        await trio.sleep(self.config.manifest_attempt_timeout)
+                        free()
+
+                timer = trio.CancelScope()
+                nursery.start_soon(age, timer)
                 try:
                     manifest = await self._manifest_from(provider)
                 except (P2PStoreError, OSError, trio.TooSlowError) as exc:
-                    errors.append(f"{provider.label}: {exc or type(exc).__name__}")
+                    errors.append(f"{provider.label}: {failure_reason(exc)}")
                     return
+                finally:
+                    timer.cancel()
+                    free()
                 if not winner:
                     winner.append(manifest)
                     nursery.cancel_scope.cancel()
 
             for provider in batch:
+                await young.acquire()
                 nursery.start_soon(attempt, provider)
         return winner[0] if winner else None
 
@@ -610,6 +670,8 @@ class Download:
                 assert sched is not None
                 have = bitmap_indices(bitmap, self._chunk_count) if bitmap is not None else []
                 sched.add_peer(peer, have, trio.current_time(), fair_share=watch is not None)
+                if watch is not None:
+                    self._fair_share_peers.add(peer)
                 added = True
                 self._notify()
                 async with trio.open_nursery() as requests:
@@ -624,7 +686,7 @@ class Download:
                             await self._changed.wait()
             except (P2PStoreError, OSError, trio.TooSlowError) as exc:
                 # OSError only escapes from the dial: store errors are P2PStoreErrors or fatal.
-                log.info("peer %s failed: %s", provider.label, exc or type(exc).__name__)
+                log.info("peer %s failed: %s", provider.label, failure_reason(exc))
             finally:
                 del self._peer_scopes[peer]
                 if watch is not None:
@@ -657,7 +719,8 @@ class Download:
 
     def _alive(self, peer: Hashable, now: float) -> None:
         """``peer`` just showed it is alive: its requests' deadlines restart from now (never
-        beyond ``max_request_wait`` from each request's start)."""
+        beyond ``max_request_wait`` from each request's start), and it is not stalling."""
+        self._last_alive[peer] = now
         for timer, started in self._timers.get(peer, {}).values():
             extended = min(now + self.config.chunk_timeout, started + self.config.max_request_wait)
             if extended > timer.deadline:
@@ -786,6 +849,60 @@ class Download:
         while True:
             await trio.sleep(self.config.slow_check_interval)
             self._apply(sched.check_slow_peers(trio.current_time()))
+            self._cut_off_stalled(sched, trio.current_time())
+
+    def _cut_off_stalled(self, sched: DownloadScheduler, now: float) -> None:
+        """End the worker of every peer whose requests have delivered nothing for
+        ``stall_floor`` seconds (plus a chunk's time at ``STALL_MIN_RATE``) while some other
+        peer is not stalling; it is not tried again in this download. (The
+        scheduler's rate check compares with the median, which is 0 when most peers stall: 50
+        stalling identities then kept their requests for 3 chunk timeouts each.) Its in-flight
+        chunks are re-queued by ``peer_failed``."""
+        chunk = self._chunk_size
+        # Once some peer has been caught stalling, the download is under attack (or among many
+        # dead peers): the chunks it held go to other peers, often more of the same, so those
+        # get a quarter of the floor. Otherwise every wave of stallers costs a full floor.
+        base = self.config.stall_floor / (STALL_PROBATION_DIVISOR if self._stalled else 1)
+        floor = base + chunk / STALL_MIN_RATE
+        # A fair-sharing peer may keep an admitted request queued up to its BUSY threshold
+        # before it starts sending (a crowd shares its uplink): that is waiting, not stalling.
+        fair_floor = self.config.stall_floor + DEFAULT_BUSY_AFTER + chunk / STALL_MIN_RATE
+        per_peer = sched.progress(now).per_peer
+        stalled: list[Hashable] = []
+        for peer in sched.peers():
+            got = per_peer[peer].bytes if peer in per_peer else 0
+            seen = self._stall_clock.get(peer)
+            alive = self._last_alive.get(peer)
+            if (
+                seen is None
+                or seen[0] != got
+                or not sched.in_flight(peer)
+                or (alive is not None and alive > seen[1])
+            ):
+                # New, delivering, idle, or alive (a BUSY from a fair-sharing peer whose uplink
+                # a crowd shares is queueing, not stalling): not stalling.
+                self._stall_clock[peer] = (got, now)
+            elif now - seen[1] >= (
+                fair_floor if peer in self._fair_share_peers else floor
+            ) and not sched.is_sole_provider(peer):
+                # (The only holder of chunks some stripe needs is never cut off: slow at worst.)
+                stalled.append(peer)
+        # Only if some other peer is not stalling (delivering, idle, or just added): if every
+        # peer is stuck it may be the network (or this node), and the chunk timeouts deal with it.
+        if not stalled or all(p in stalled for p in sched.peers()):
+            return
+        for peer in stalled:
+            scope = self._peer_scopes.get(peer)
+            if scope is None or peer in self._stalled:
+                continue
+            self._stalled.add(peer)
+            log.info(
+                "dropping peer %s: stalled (no chunk for %.1f s with %d request(s) in flight)",
+                self._label(peer),
+                floor,
+                len(sched.in_flight(peer)),
+            )
+            scope.cancel()
 
     async def _report_progress(self, sched: DownloadScheduler) -> None:
         while True:
@@ -811,5 +928,6 @@ __all__ = [
     "SinkFactory",
     "StripeSink",
     "bitmap_indices",
+    "failure_reason",
     "stripe_specs",
 ]

@@ -849,6 +849,12 @@ class DownloadScheduler:
                 return True
         return False
 
+    def is_sole_provider(self, peer: Hashable) -> bool:
+        """Would dropping ``peer`` make some unfinished stripe unreachable? (False for a peer
+        that is not in the download.)"""
+        p = self._peers.get(peer)
+        return p is not None and self._is_sole_provider(p)
+
     def _is_sole_provider(self, p: _Peer) -> bool:
         """Would dropping ``p`` make some unfinished stripe unreachable?"""
         loss: dict[int, int] = {}

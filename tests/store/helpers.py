@@ -36,10 +36,13 @@ def stored_params(size: int, chunk_size: int, k: int, m: int) -> tuple[int, int]
 
 
 def reference_encode(
-    data: bytes, name: str, chunk_size: int, k: int, m: int
+    data: bytes, name: str, chunk_size: int, k: int, m: int, *, as_stored: bool = False
 ) -> tuple[Manifest, dict[bytes, bytes]]:
-    """The spec, written independently of the store: manifest and {id: chunk} of ``data``."""
-    k, m = stored_params(len(data), chunk_size, k, m)
+    """The spec, written independently of the store: manifest and {id: chunk} of ``data``
+    coded with exactly ``k`` and ``m``, or (``as_stored``) with what ``put_file`` uses for
+    them (:func:`stored_params`)."""
+    if as_stored:
+        k, m = stored_params(len(data), chunk_size, k, m)
     rs = ReedSolomon(k, m)
     chunks: dict[bytes, bytes] = {}
     stripes = []

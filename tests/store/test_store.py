@@ -66,7 +66,9 @@ def test_put_then_reassemble_roundtrip(case: tuple[Layout, bytes]) -> None:
         src = write(tmp / "in.bin", content)
         with ChunkStore.open(tmp / "store") as store:
             manifest = await store.put_file(src, chunk_size=CS, k=layout.k, m=layout.m)
-            expected, chunks = reference_encode(content, "in.bin", CS, layout.k, layout.m)
+            expected, chunks = reference_encode(
+                content, "in.bin", CS, layout.k, layout.m, as_stored=True
+            )
             assert manifest == expected
             assert manifest.file_id == expected.file_id
             for cid, data in chunks.items():
