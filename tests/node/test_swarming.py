@@ -150,3 +150,31 @@ async def test_a_peer_that_watches_us_becomes_one_of_our_sources(tmp_path: Path)
                 gets.start_soon(second.get, file_id, tmp_path / "b.bin")
         assert label(second) in seen, "the watcher was never dialled back as a source"
         nursery.cancel_scope.cancel()
+
+
+async def test_a_crowded_holder_that_sends_each_downloader_a_chunk_every_few_seconds_is_kept(
+    tmp_path: Path,
+) -> None:
+    """Six downloaders share a holder whose fair queue gives each of them one 128 KiB chunk
+    about every 4 s: longer than the stall cut-off's 3 s floor. Queueing at a live holder is
+    not a stall: the holder (the only source of some chunks at first) must not be cut off, and
+    every download finishes."""
+    src = tmp_path / "src.bin"
+    digest = random_file(src, 512 * KiB, seed=24)
+    rate = 200_000
+    async with trio.open_nursery() as nursery:
+        swarm = Swarm(nursery, tmp_path)
+        holder = await swarm.start(upload_limit=rate, chunk_size=CHUNK)
+        crowd = [await swarm.start(upload_limit=rate) for _ in range(6)]
+        file_id = await holder.put(src, disperse=False)
+
+        async def fetch(i: int, node: Node) -> None:
+            await node.get(file_id, tmp_path / f"out{i}.bin")
+
+        with trio.fail_after(90):
+            async with trio.open_nursery() as gets:
+                for i, node in enumerate(crowd):
+                    gets.start_soon(fetch, i, node)
+        for i in range(len(crowd)):
+            assert sha256_file(tmp_path / f"out{i}.bin") == digest
+        nursery.cancel_scope.cancel()
