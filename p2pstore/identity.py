@@ -120,7 +120,12 @@ class Identity:
             finally:
                 os.close(fd)
             # link() never replaces: if another process created the key meanwhile, use theirs.
-            os.link(tmp, path)
+            try:
+                os.link(tmp, path)
+            except OSError as exc:
+                if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP):
+                    raise
+                os.replace(tmp, path)  # a filesystem without hard links
             dir_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
             try:
                 os.fsync(dir_fd)
