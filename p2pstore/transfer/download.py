@@ -387,13 +387,15 @@ class Download:
     def offer_provider(self, provider: Provider) -> bool:
         """A peer that may hold chunks of this file (e.g. it WATCHes it on our server and serves
         on ``provider.port``): dial it as a source too. True if a worker was started for it;
-        False if the download is not fetching, or the peer is us, already a source, dropped, or
-        out of retries. The dial names ``provider.node_id``, so a false claim only fails that
+        False if the download is not fetching, or the peer is us, already a source, dropped, cut
+        off for stalling, or out of retries. The dial names ``provider.node_id``, so a false claim only fails that
         dial."""
         peer = provider.node_id
         if self._fetch is None or self._finished.is_set() or peer == self.self_node_id:
             return False
-        if peer in self._peer_scopes or (self._sched is not None and self._sched.is_dropped(peer)):
+        if peer in self._peer_scopes or peer in self._stalled:
+            return False
+        if self._sched is not None and self._sched.is_dropped(peer):
             return False
         if peer in self._providers:
             if self._retries.get(peer, 0) >= MAX_PEER_RETRIES:
