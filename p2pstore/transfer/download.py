@@ -388,8 +388,8 @@ class Download:
         """A peer that may hold chunks of this file (e.g. it WATCHes it on our server and serves
         on ``provider.port``): dial it as a source too. True if a worker was started for it;
         False if the download is not fetching, or the peer is us, already a source, dropped, cut
-        off for stalling, or out of retries. The dial names ``provider.node_id``, so a false claim only fails that
-        dial."""
+        off for stalling, or out of retries. The dial names ``provider.node_id``, so a false
+        claim only fails that dial."""
         peer = provider.node_id
         if self._fetch is None or self._finished.is_set() or peer == self.self_node_id:
             return False
