@@ -50,6 +50,7 @@ from ..repair import (
     missing_shares,
     rebuild_shares,
     source_order,
+    stacked_shares,
     stripe_holdings,
 )
 from ..wire.client import ConnectionPool, PeerAddress, PeerConnection
@@ -120,6 +121,7 @@ class RepairReport:
     after: FileHealth
     stripes: list[int]
     rebuilt: int = 0
+    copied: int = 0
     placed: dict[str, int] = field(default_factory=dict)
     failed: dict[str, str] = field(default_factory=dict)
     unplaced: int = 0
@@ -136,6 +138,7 @@ class RepairReport:
         return {
             "stripes_repaired": len(self.stripes) - len(self.unrebuildable),
             "shares_rebuilt": self.rebuilt,
+            "shares_copied": self.copied,
             "placed": dict(self.placed),
             "failed_targets": dict(self.failed),
             "unplaced": self.unplaced,
@@ -319,6 +322,11 @@ class Repairer:
             for item in items:
                 destinations[item] = node
         report.unplaced = len(missing) - len(destinations)
+        # Shares piled on one node are copied to nodes holding none of their stripe, if any.
+        stacked = stacked_shares(health, stripes)
+        for node, items in self.placer.assign(stacked, free_only=True).items():
+            for item in items:
+                destinations[item] = node
         holdings = stripe_holdings(self.manifest, health)
         by_stripe: dict[int, list[int]] = {}
         for s, j in destinations:
@@ -362,20 +370,49 @@ class Repairer:
         destinations: dict[tuple[int, int], bytes],
         report: RepairReport,
     ) -> None:
-        good = await self._fetch(stripe, holders, report)
-        if good is None:
-            report.unrebuildable.append(stripe)
-            return
-        rebuilt = await trio.to_thread.run_sync(
-            rebuild_shares, self.manifest, stripe, good, shares, self._rs
-        )
-        del good
-        report.rebuilt += len(rebuilt)
+        rebuilt: dict[int, bytes] | None = None
+        if all(j in holders for j in shares):  # only copies to make: fetch just those
+            rebuilt = await self._copy(stripe, shares, holders, report)
+        if rebuilt is None:
+            good = await self._fetch(stripe, holders, report)
+            if good is None:
+                report.unrebuildable.append(stripe)
+                return
+            rebuilt = await trio.to_thread.run_sync(
+                rebuild_shares, self.manifest, stripe, good, shares, self._rs
+            )
+            del good
+            report.rebuilt += len(rebuilt)
         async with trio.open_nursery() as nursery:
             for share, data in rebuilt.items():
                 nursery.start_soon(
                     self._deliver, stripe, share, data, destinations[(stripe, share)], report
                 )
+
+    async def _copy(
+        self,
+        stripe: int,
+        shares: list[int],
+        holders: dict[int, list[bytes]],
+        report: RepairReport,
+    ) -> dict[int, bytes] | None:
+        """The reachable ``shares`` themselves (each verified by its ID), or None if one of
+        them cannot be fetched (then the stripe is rebuilt instead)."""
+        ids = self.manifest.stripes[stripe]
+        got: dict[int, bytes] = {}
+
+        async def one(share: int) -> None:
+            data = await self._fetch_share(ids[share], holders[share], report)
+            if data is not None:
+                got[share] = data
+
+        async with trio.open_nursery() as nursery:
+            for share in shares:
+                nursery.start_soon(one, share)
+        if len(got) < len(shares):
+            return None
+        report.copied += len(got)
+        return got
 
     async def _fetch(
         self, stripe: int, holders: dict[int, list[bytes]], report: RepairReport

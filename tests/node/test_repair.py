@@ -199,3 +199,31 @@ async def test_a_repairer_that_crashes_midway_resumes_at_its_next_check(tmp_path
         await _consistent(restarted.store)
         await _healthy_from(observer, file_id, seconds=40)
         nursery.cancel_scope.cancel()
+
+
+async def test_shares_piled_on_the_uploader_are_spread_before_it_leaves(tmp_path: Path) -> None:
+    """The uploader keeps every share, so while it is online a file whose other holders left
+    still looks healthy; automatic repair spreads the shares only it has onto other nodes, so
+    the uploader's own departure then costs nothing."""
+    src = tmp_path / "f.bin"
+    random_file(src, SIZE, seed=5)
+    async with trio.open_nursery() as nursery:
+        swarm = Swarm(nursery, tmp_path, replace(CONFIG, repair_interval=0.5))
+        nodes = [await swarm.start() for _ in range(9)]
+        uploader = nodes[0]
+        file_id = await uploader.put(src, disperse=True)
+        report = uploader.last_dispersal
+        assert report is not None
+        holders = [n for n in nodes[1:] if f"127.0.0.1:{n.tcp_address[1]}" in report.holders]
+        for node in holders[:3]:
+            await swarm.stop(node)
+        health = await uploader.check(file_id)
+        assert health.verdict is Verdict.HEALTHY  # every share reachable: on the uploader
+        with trio.fail_after(30):
+            while (await uploader.check(file_id)).fewest_nodes != 6:  # noqa: ASYNC110
+                await trio.sleep(0.2)
+        await swarm.stop(uploader)
+        observer = swarm.live[-1]
+        assert (await observer.check(file_id)).verdict is not Verdict.LOST
+        await _healthy_from(observer, file_id)
+        nursery.cancel_scope.cancel()
