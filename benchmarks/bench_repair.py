@@ -240,7 +240,7 @@ def main(argv: list[str] | None = None) -> None:
         ("bytes lost", f"{result['bytes_lost'] / MiB:.1f} MiB"),
         ("bytes moved", f"{result['bytes_moved'] / MiB:.1f} MiB"),
         ("moved / lost", f"{result['ratio']} (ideal {result['ideal_ratio']})"),
-        ("upload floor (sent / R)", f"{result['upload_floor_s']} s"),
+        ("upload floor (sent / R)", f"{result['upload_floor_s'] or 'n/a (no limit)'} s"),
         ("baseline: get of the file", f"{result['get_s']:.2f} s"),
         ("healthy_s / get_s", f"{result['repair_vs_get']}"),
     ]
