@@ -619,12 +619,13 @@ class Node:
         file_id = found.manifest.file_id
         if report.held_locally and file_id not in self.dht.providing():
             await self._announce_quietly(file_id)
-        if stripes:
+        if report.placed:
             log.info(
-                "repaired %s: %d share(s) rebuilt in %d stripe(s), now %s",
+                "repaired %s: %d share(s) rebuilt, %d copied, %d placed; now %s",
                 file_id.hex()[:16],
                 report.rebuilt,
-                len(stripes) - len(report.unrebuildable),
+                report.copied,
+                sum(report.placed.values()),
                 report.after.verdict.value,
             )
         return report
