@@ -14,6 +14,7 @@ from p2pstore.repair import Verdict, xor_distance
 from p2pstore.store import ChunkStore
 
 from .swarm import FAST, Swarm, random_file, temp_files
+from .test_repair_promise import network_ready
 
 CONFIG = replace(FAST, chunk_size=64 * 1024, k=4, m=2, repair_interval=None)
 SIZE = 5 * 4 * 64 * 1024 - 1000  # five stripes, the last one a little short
@@ -25,6 +26,7 @@ async def _spread(swarm: Swarm, tmp_path: Path, nodes: int) -> tuple[bytes, list
     src = tmp_path / "f.bin"
     random_file(src, SIZE, seed=3)
     started = [await swarm.start() for _ in range(nodes)]
+    await network_ready(started[0], 6)
     file_id = await started[0].put(src, disperse=True)
     report = started[0].last_dispersal
     assert report is not None
@@ -44,7 +46,11 @@ async def _healthy_from(node: Node, file_id: bytes, seconds: float = 15) -> None
 
 
 async def _consistent(store: ChunkStore) -> None:
-    """Every indexed chunk is there and intact, and no write was left half done."""
+    """Every indexed chunk is there and intact, and no write was left half done (a PUT that
+    arrived just before the interruption may still be finishing: give it a moment)."""
+    with trio.move_on_after(5):
+        while temp_files(store.data_dir / "tmp"):  # noqa: ASYNC110
+            await trio.sleep(0.05)
     assert temp_files(store.data_dir / "tmp") == []
     assert (await store.verify()).ok
 
@@ -211,6 +217,7 @@ async def test_shares_piled_on_the_uploader_are_spread_before_it_leaves(tmp_path
         swarm = Swarm(nursery, tmp_path, replace(CONFIG, repair_interval=0.5))
         nodes = [await swarm.start() for _ in range(9)]
         uploader = nodes[0]
+        await network_ready(uploader, 6)
         file_id = await uploader.put(src, disperse=True)
         report = uploader.last_dispersal
         assert report is not None

@@ -56,11 +56,20 @@ def _starts(health: FileHealth) -> list[int]:
     return out
 
 
+async def network_ready(node: Node, peers: int) -> None:
+    """Wait until ``node`` can resolve ``peers`` dispersal targets: every node's start-up
+    announcement has landed (on a loaded machine that can take a moment)."""
+    with trio.fail_after(30):
+        while len(await node.dispersal_targets(bytes(32), peers)) < peers:  # noqa: ASYNC110
+            await trio.sleep(0.2)
+
+
 async def _put_and_lose_uploader(swarm: Swarm, tmp_path: Path) -> tuple[bytes, bytes, list[Node]]:
     src = tmp_path / "precious.bin"
     digest = random_file(src, SIZE, seed=16)
     nodes = [await swarm.start() for _ in range(NODES)]
     uploader = nodes[0]
+    await network_ready(uploader, CONFIG.k + CONFIG.m)
     file_id = await uploader.put(src, disperse=True)
     report = uploader.last_dispersal
     assert report is not None
