@@ -155,6 +155,10 @@ async def _run(args: argparse.Namespace, root: Path) -> dict[str, Any]:
         for _ in range(args.nodes):
             await net.start()
         uploader = net.nodes[0]
+        # Every node's start-up announcement has landed (not timed: a loaded machine is slow).
+        others = args.nodes - 1
+        while len(await uploader.dispersal_targets(bytes(32), others)) < others:  # noqa: ASYNC110
+            await trio.sleep(0.2)
         t0 = time.perf_counter()
         file_id = await uploader.put(src, disperse=True)
         put_s = time.perf_counter() - t0
