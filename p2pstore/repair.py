@@ -464,6 +464,14 @@ class Placer:
                 self._counts[node][stripe] -= 1
         return self.assign(items)
 
+    def reject(self, node: bytes, item: tuple[int, int]) -> bytes | None:
+        """``node`` was found to hold a share of ``item``'s stripe that was not counted (a
+        concurrent repair put it there): choose again for ``item``. The share ``item`` was
+        counted on ``node`` when it was chosen and now stands for the one found there. Returns
+        the new choice (``node`` itself if it is still the best), or None if no node is left."""
+        again = self.assign([item])
+        return next(iter(again), None)
+
     def _choose(self, stripe: int) -> bytes | None:
         best: bytes | None = None
         best_count = 0

@@ -262,6 +262,8 @@ class _Target:
         self.lock = trio.Lock()
         self.conn: PeerConnection | None = None
         self.slots = trio.Semaphore(puts_in_flight)
+        self.held: frozenset[int] = frozenset()
+        """The chunk positions its HAVE reported when the repair first reached it."""
 
 
 class Repairer:
@@ -308,6 +310,7 @@ class Repairer:
         self._targets: dict[bytes, _Target] = {}
         self._load: dict[bytes, int] = {}
         self._placed: dict[bytes, set[int]] = {}
+        self._checked: set[tuple[bytes, int]] = set()
         self._rs = ReedSolomon(self.manifest.k, self.manifest.m)
         self._local_ready = False
 
@@ -479,6 +482,12 @@ class Repairer:
         item = (stripe, share)
         while node is not None:
             if node not in self.placer.failed:
+                if await self._holds_unknown_share(node, stripe, share, report):
+                    # Another repair got there first: place this share elsewhere if possible.
+                    other = self.placer.reject(node, item)
+                    if other is not None and other != node:
+                        node = other
+                        continue
                 error = await self._store_on(node, data, report)
                 if error is None:
                     self._placed.setdefault(node, set()).add(self._position(stripe, share))
@@ -490,6 +499,31 @@ class Repairer:
             again = self.placer.fail(node, [item])
             node = next(iter(again), None)
         report.unplaced += 1
+
+    async def _holds_unknown_share(
+        self, node: bytes, stripe: int, share: int, report: RepairReport
+    ) -> bool:
+        """Whether ``node`` turned out (on its HAVE when the repair reached it) to hold a share
+        of ``stripe`` that the survey did not show: a concurrent repair placed it there."""
+        if node == self.self_id or (node, stripe) in self._checked:
+            return False
+        self._checked.add((node, stripe))
+        target = self._targets.get(node)
+        if target is None:
+            target = _Target(self._providers[node], self.config.puts_in_flight)
+            self._targets[node] = target
+        try:
+            await self._ready(target, report)
+        except _REMOTE_ERRORS:
+            return False  # storing on it will fail and say why
+        start = self._position(stripe, 0)
+        known = self.survey.health.held.get(node, frozenset())
+        unknown = {
+            p - start
+            for p in target.held - known
+            if start <= p < start + len(self.manifest.stripes[stripe])
+        }
+        return bool(unknown - {share})
 
     def _position(self, stripe: int, share: int) -> int:
         return sum(len(ids) for ids in self.manifest.stripes[:stripe]) + share
@@ -530,6 +564,8 @@ class Repairer:
             if known is None:
                 for chunk_id, data in reversed(self.manifest.manifest_chunks()):
                     await self._put(conn, chunk_id, data, report)
+            elif len(known) == (self.manifest.chunk_count + 7) // 8:
+                target.held = frozenset(bitmap_indices(known, self.manifest.chunk_count))
             target.conn = conn
             return conn
 

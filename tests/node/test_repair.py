@@ -234,3 +234,31 @@ async def test_shares_piled_on_the_uploader_are_spread_before_it_leaves(tmp_path
         assert (await observer.check(file_id)).verdict is not Verdict.LOST
         await _healthy_from(observer, file_id)
         nursery.cancel_scope.cancel()
+
+
+async def test_a_stripe_share_placed_meanwhile_elsewhere_is_not_doubled(tmp_path: Path) -> None:
+    """Two repairers with different views: the node this repair would give a share of stripe 0
+    turns out (on its HAVE) to hold another share of stripe 0 already, so the share goes to the
+    next node without one."""
+    async with trio.open_nursery() as nursery:
+        swarm = Swarm(nursery, tmp_path, CONFIG)
+        file_id, holders = await _spread(swarm, tmp_path, 9)
+        await swarm.stop(holders[0])
+        repairer = holders[1]
+        found = await repairer._survey(file_id)  # this repair's view, taken first
+        manifest = found.manifest
+        spares = sorted(
+            (n for n in swarm.live if n not in holders),
+            key=lambda n: xor_distance(n.node_id, file_id),
+        )
+        first, second = spares
+        ids = manifest.stripes[0]
+        present = {j for j in range(6) if repairer.store.has_chunk(ids[j])}
+        (kept,) = present  # the repairer's own share of stripe 0
+        # meanwhile another repair put that share on the first choice (it knows the file now)
+        await first.store.add_manifest(manifest, pin=True)
+        await first.store.put_chunk(ids[kept], await repairer.store.get_chunk(ids[kept]))
+        await repairer._repair_surveyed(found, [0])
+        assert sum(first.store.has_chunks(list(ids))) == 1
+        assert sum(second.store.has_chunks(list(ids))) == 1
+        nursery.cancel_scope.cancel()
