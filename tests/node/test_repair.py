@@ -13,10 +13,11 @@ from p2pstore.node import Node
 from p2pstore.repair import Verdict, xor_distance
 from p2pstore.store import ChunkStore
 
-from .swarm import FAST, Swarm, random_file, temp_files
+from .swarm import Swarm, random_file, temp_files
+from .test_repair_promise import CONFIG as PROMISE_CONFIG
 from .test_repair_promise import network_ready
 
-CONFIG = replace(FAST, chunk_size=64 * 1024, k=4, m=2, repair_interval=None)
+CONFIG = replace(PROMISE_CONFIG, repair_interval=None)
 SIZE = 5 * 4 * 64 * 1024 - 1000  # five stripes, the last one a little short
 
 
