@@ -729,6 +729,8 @@ def check(
             f"  stripes:      {result.get('stripes')} (k={result.get('k')}, m={result.get('m')})",
             f"  fewest:       {result.get('fewest')} shares reachable in a stripe;"
             f" the weakest can lose {result.get('margin')} more",
+            f"  spread:       every stripe has {result.get('fewest_nodes')} or more shares on"
+            " distinct nodes",
             f"  holders:      {_count(holders)} live"
             f" ({result.get('unreachable_providers')} provider(s) did not answer)",
         ]

@@ -682,7 +682,7 @@ class Node:
     async def check(self, file_id: bytes) -> FileHealth:
         """How many distinct shares of each stripe of ``file_id`` are reachable right now.
 
-        Every provider found in the DHT is asked with ``HAVE`` (all at once, each within
+        Every provider found in the DHT is asked with ``HAVE`` (16 at once, each within
         ``config.repair.have_timeout``), and so is the local store. Raises
         :class:`FileUnavailableError` if no reachable node (this one included) has the manifest.
         """
@@ -692,9 +692,10 @@ class Node:
         """Check ``file_id`` and rebuild the missing shares of its degraded stripes.
 
         ``threshold`` None repairs every degraded stripe; otherwise only those down to
-        ``k + threshold`` shares or fewer. Rebuilt shares go to live nodes closest to the file
-        ID that hold no share of that stripe (this node included), within their quota; remote
-        PUTs obey ``upload_limit``. Lost stripes cannot be rebuilt and are left as they are.
+        ``k + threshold`` shares or fewer (or that many on distinct nodes). Rebuilt shares go to
+        live nodes closest to the file ID that hold no share of that stripe (this node
+        included), within their quota, and shares piled on one node are copied to such nodes;
+        remote PUTs obey ``upload_limit``. Lost stripes cannot be rebuilt and are left as they are.
         One repair of a file runs at a time on a node (a second call waits for the first).
         Raises like :meth:`check`; a peer's failure is reported, never raised.
         """
@@ -704,7 +705,10 @@ class Node:
             targets: list[Provider] = []
 
             async def look_up_targets() -> None:
-                targets.extend(await self._repair_targets(file_id))
+                try:
+                    targets.extend(await self._repair_targets(file_id))
+                except P2PStoreError as exc:  # the holders can still take shares
+                    log.info("looking up new holders of %s failed: %s", file_id.hex()[:16], exc)
 
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(look_up_targets)
@@ -723,7 +727,11 @@ class Node:
         resolved: dict[bytes, Provider] = {}
 
         async def resolve(contact: Contact) -> None:
-            for record in await self.dht.find_providers(contact.node_id, limit=1):
+            try:
+                records = await self.dht.find_providers(contact.node_id, limit=1)
+            except P2PStoreError:
+                return
+            for record in records:
                 if record.node_id == contact.node_id and record.host == contact.host:
                     resolved[contact.node_id] = Provider(
                         record.node_id, record.host, record.tcp_port
@@ -770,12 +778,13 @@ class Node:
         file_id = found.manifest.file_id
         if report.held_locally and file_id not in self.dht.providing():
             await self._announce_quietly(file_id)
-        if stripes:
+        if report.placed:
             log.info(
-                "repaired %s: %d share(s) rebuilt in %d stripe(s), now %s",
+                "repaired %s: %d share(s) rebuilt, %d copied, %d placed; now %s",
                 file_id.hex()[:16],
                 report.rebuilt,
-                len(stripes) - len(report.unrebuildable),
+                report.copied,
+                sum(report.placed.values()),
                 report.after.verdict.value,
             )
         return report

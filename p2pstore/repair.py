@@ -50,6 +50,7 @@ __all__ = [
     "ranges",
     "rebuild_shares",
     "source_order",
+    "stacked_shares",
     "stripes_to_repair",
     "xor_distance",
 ]
@@ -103,6 +104,14 @@ class StripeHealth:
     reachable: int
     needed: int
     total: int
+    spread: int | None = None
+    """Most distinct shares reachable with at most one per holder (the shares that survive any
+    one holder's departure in the best case); ``None``: taken to be ``reachable``."""
+
+    @property
+    def nodes(self) -> int:
+        """:attr:`spread`, or :attr:`reachable` when it is not known."""
+        return self.reachable if self.spread is None else self.spread
 
     @property
     def verdict(self) -> Verdict:
@@ -131,6 +140,9 @@ class FileHealth:
     holders: tuple[bytes, ...]
     held: Mapping[bytes, frozenset[int]] = field(repr=False)
     unreachable: int = 0
+    stacked: Mapping[int, frozenset[int]] = field(default_factory=dict, repr=False)
+    """Per stripe, the reachable share positions (within the stripe) that only a node holding
+    another share of the stripe has: left out of the :attr:`StripeHealth.spread` matching."""
 
     @property
     def verdict(self) -> Verdict:
@@ -145,6 +157,11 @@ class FileHealth:
     def fewest(self) -> int | None:
         """The fewest distinct shares reachable of any stripe (``None`` for an empty file)."""
         return min((s.reachable for s in self.stripes), default=None)
+
+    @property
+    def fewest_nodes(self) -> int | None:
+        """The smallest :attr:`StripeHealth.spread` of any stripe (``None`` for an empty file)."""
+        return min((s.nodes for s in self.stripes), default=None)
 
     @property
     def margin(self) -> int | None:
@@ -165,6 +182,7 @@ class FileHealth:
             "m": self.m,
             "stripes": len(self.stripes),
             "fewest": self.fewest,
+            "fewest_nodes": self.fewest_nodes,
             "margin": self.margin,
             "healthy": ranges(self.in_state(Verdict.HEALTHY)),
             "degraded": ranges(self.in_state(Verdict.DEGRADED)),
@@ -174,6 +192,7 @@ class FileHealth:
         }
         if per_stripe:
             out["reachable"] = [s.reachable for s in self.stripes]
+            out["spread"] = [s.nodes for s in self.stripes]
         return out
 
 
@@ -211,26 +230,69 @@ def assess(
         if inside:
             clean[node] = inside
     union: set[int] = set().union(*clean.values()) if clean else set()
-    stripes = []
-    for s, start in enumerate(_stripe_starts(manifest)):
-        total = len(manifest.stripes[s])
-        reachable = sum(1 for p in range(start, start + total) if p in union)
-        stripes.append(StripeHealth(s, reachable, manifest.data_chunk_count(s), total))
     fid = manifest.file_id
     holders = tuple(sorted(clean, key=lambda n: xor_distance(n, fid)))
-    return FileHealth(fid, manifest.k, manifest.m, tuple(stripes), holders, clean, unreachable)
+    stripes = []
+    stacked: dict[int, frozenset[int]] = {}
+    for s, start in enumerate(_stripe_starts(manifest)):
+        total = len(manifest.stripes[s])
+        reachable = {p - start for p in range(start, start + total) if p in union}
+        per_holder = [{p - start for p in clean[n] if start <= p < start + total} for n in holders]
+        matched = _match(per_holder)
+        if reachable - matched:
+            stacked[s] = frozenset(reachable - matched)
+        needed = manifest.data_chunk_count(s)
+        stripes.append(StripeHealth(s, len(reachable), needed, total, len(matched)))
+    return FileHealth(
+        fid, manifest.k, manifest.m, tuple(stripes), holders, clean, unreachable, stacked
+    )
+
+
+def _match(per_holder: Sequence[set[int]]) -> set[int]:
+    """Positions of a maximum matching of holders to the positions they hold (each holder
+    matched to at most one position): Kuhn's augmenting paths, holders in the given order."""
+    owner: dict[int, int] = {}
+
+    def augment(h: int, seen: set[int]) -> bool:
+        for p in sorted(per_holder[h]):
+            if p in seen:
+                continue
+            seen.add(p)
+            if p not in owner or augment(owner[p], seen):
+                owner[p] = h
+                return True
+        return False
+
+    for h in range(len(per_holder)):
+        augment(h, set())
+    return set(owner)
 
 
 def stripes_to_repair(health: FileHealth, threshold: int | None = None) -> list[int]:
-    """Degraded stripes to rebuild: all of them (``threshold`` None, a repair asked for by hand),
-    or those down to ``needed + threshold`` shares or fewer (automatic repair)."""
+    """Stripes to repair: by hand (``threshold`` None) every degraded stripe and every stripe
+    some of whose shares sit only on a node holding another of its shares; automatically those
+    down to ``needed + threshold`` shares, or to that many on distinct nodes (a stripe whose
+    shares pile up on one node, such as the uploader's full copy, is one departure from losing
+    them all). Lost stripes are never listed."""
     out = []
     for s in health.stripes:
-        if s.verdict is not Verdict.DEGRADED:
+        if s.verdict is Verdict.LOST:
             continue
-        if threshold is None or s.reachable <= s.needed + threshold:
+        if threshold is None:
+            wanted = s.verdict is Verdict.DEGRADED or s.nodes < s.reachable
+        else:
+            wanted = (s.verdict is Verdict.DEGRADED and s.reachable <= s.needed + threshold) or (
+                s.nodes < s.total and s.nodes <= s.needed + threshold
+            )
+        if wanted:
             out.append(s.stripe)
     return out
+
+
+def stacked_shares(health: FileHealth, stripes: Iterable[int]) -> list[tuple[int, int]]:
+    """``(stripe, share)`` pairs of ``stripes`` that are reachable, but only on nodes holding
+    another share of the stripe: copies of them on nodes without one restore the spread."""
+    return [(s, j) for s in stripes for j in sorted(health.stacked.get(s, ()))]
 
 
 def stripe_holdings(manifest: Manifest, health: FileHealth) -> dict[int, dict[int, list[bytes]]]:
@@ -376,13 +438,16 @@ class Placer:
         """Shares of ``stripe`` that ``node`` holds or has been given."""
         return self._counts.get(node, {}).get(stripe, 0)
 
-    def assign(self, shares: Iterable[tuple[int, int]]) -> dict[bytes, list[tuple[int, int]]]:
+    def assign(
+        self, shares: Iterable[tuple[int, int]], *, free_only: bool = False
+    ) -> dict[bytes, list[tuple[int, int]]]:
         """Choose a node for each ``(stripe, share)``; shares no node can take are left out
-        (when every candidate has failed)."""
+        (when every candidate has failed, or with ``free_only`` when every candidate already
+        holds a share of that stripe: a copy there would protect nothing)."""
         out: dict[bytes, list[tuple[int, int]]] = {}
         for stripe, share in shares:
             node = self._choose(stripe)
-            if node is None:
+            if node is None or (free_only and self._counts[node].get(stripe, 0) > 0):
                 continue
             self._counts[node][stripe] = self._counts[node].get(stripe, 0) + 1
             out.setdefault(node, []).append((stripe, share))
@@ -398,6 +463,14 @@ class Placer:
             if self._counts.get(node, {}).get(stripe, 0) > 0:
                 self._counts[node][stripe] -= 1
         return self.assign(items)
+
+    def reject(self, node: bytes, item: tuple[int, int]) -> bytes | None:
+        """``node`` was found to hold a share of ``item``'s stripe that was not counted (a
+        concurrent repair put it there): choose again for ``item``. The share ``item`` was
+        counted on ``node`` when it was chosen and now stands for the one found there. Returns
+        the new choice (``node`` itself if it is still the best), or None if no node is left."""
+        again = self.assign([item])
+        return next(iter(again), None)
 
     def _choose(self, stripe: int) -> bytes | None:
         best: bytes | None = None

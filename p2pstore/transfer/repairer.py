@@ -49,6 +49,7 @@ from ..repair import (
     missing_shares,
     rebuild_shares,
     source_order,
+    stacked_shares,
     stripe_holdings,
 )
 from ..wire.client import ConnectionPool, PeerAddress, PeerConnection
@@ -120,6 +121,7 @@ class RepairReport:
     after: FileHealth
     stripes: list[int]
     rebuilt: int = 0
+    copied: int = 0
     placed: dict[str, int] = field(default_factory=dict)
     failed: dict[str, str] = field(default_factory=dict)
     unplaced: int = 0
@@ -136,6 +138,7 @@ class RepairReport:
         return {
             "stripes_repaired": len(self.stripes) - len(self.unrebuildable),
             "shares_rebuilt": self.rebuilt,
+            "shares_copied": self.copied,
             "placed": dict(self.placed),
             "failed_targets": dict(self.failed),
             "unplaced": self.unplaced,
@@ -259,6 +262,8 @@ class _Target:
         self.lock = trio.Lock()
         self.conn: PeerConnection | None = None
         self.slots = trio.Semaphore(puts_in_flight)
+        self.held: frozenset[int] = frozenset()
+        """The chunk positions its HAVE reported when the repair first reached it."""
 
 
 class Repairer:
@@ -306,6 +311,7 @@ class Repairer:
         self._targets: dict[bytes, _Target] = {}
         self._load: dict[bytes, int] = {}
         self._placed: dict[bytes, set[int]] = {}
+        self._checked: set[tuple[bytes, int]] = set()
         self._rs = ReedSolomon(self.manifest.k, self.manifest.m)
         self._local_ready = False
 
@@ -320,6 +326,11 @@ class Repairer:
             for item in items:
                 destinations[item] = node
         report.unplaced = len(missing) - len(destinations)
+        # Shares piled on one node are copied to nodes holding none of their stripe, if any.
+        stacked = stacked_shares(health, stripes)
+        for node, items in self.placer.assign(stacked, free_only=True).items():
+            for item in items:
+                destinations[item] = node
         holdings = stripe_holdings(self.manifest, health)
         by_stripe: dict[int, list[int]] = {}
         for s, j in destinations:
@@ -363,20 +374,49 @@ class Repairer:
         destinations: dict[tuple[int, int], bytes],
         report: RepairReport,
     ) -> None:
-        good = await self._fetch(stripe, holders, report)
-        if good is None:
-            report.unrebuildable.append(stripe)
-            return
-        rebuilt = await trio.to_thread.run_sync(
-            rebuild_shares, self.manifest, stripe, good, shares, self._rs
-        )
-        del good
-        report.rebuilt += len(rebuilt)
+        rebuilt: dict[int, bytes] | None = None
+        if all(j in holders for j in shares):  # only copies to make: fetch just those
+            rebuilt = await self._copy(stripe, shares, holders, report)
+        if rebuilt is None:
+            good = await self._fetch(stripe, holders, report)
+            if good is None:
+                report.unrebuildable.append(stripe)
+                return
+            rebuilt = await trio.to_thread.run_sync(
+                rebuild_shares, self.manifest, stripe, good, shares, self._rs
+            )
+            del good
+            report.rebuilt += len(rebuilt)
         async with trio.open_nursery() as nursery:
             for share, data in rebuilt.items():
                 nursery.start_soon(
                     self._deliver, stripe, share, data, destinations[(stripe, share)], report
                 )
+
+    async def _copy(
+        self,
+        stripe: int,
+        shares: list[int],
+        holders: dict[int, list[bytes]],
+        report: RepairReport,
+    ) -> dict[int, bytes] | None:
+        """The reachable ``shares`` themselves (each verified by its ID), or None if one of
+        them cannot be fetched (then the stripe is rebuilt instead)."""
+        ids = self.manifest.stripes[stripe]
+        got: dict[int, bytes] = {}
+
+        async def one(share: int) -> None:
+            data = await self._fetch_share(ids[share], holders[share], report)
+            if data is not None:
+                got[share] = data
+
+        async with trio.open_nursery() as nursery:
+            for share in shares:
+                nursery.start_soon(one, share)
+        if len(got) < len(shares):
+            return None
+        report.copied += len(got)
+        return got
 
     async def _fetch(
         self, stripe: int, holders: dict[int, list[bytes]], report: RepairReport
@@ -443,6 +483,12 @@ class Repairer:
         item = (stripe, share)
         while node is not None:
             if node not in self.placer.failed:
+                if await self._holds_unknown_share(node, stripe, share, report):
+                    # Another repair got there first: place this share elsewhere if possible.
+                    other = self.placer.reject(node, item)
+                    if other is not None and other != node:
+                        node = other
+                        continue
                 error = await self._store_on(node, data, report)
                 if error is None:
                     self._placed.setdefault(node, set()).add(self._position(stripe, share))
@@ -454,6 +500,31 @@ class Repairer:
             again = self.placer.fail(node, [item])
             node = next(iter(again), None)
         report.unplaced += 1
+
+    async def _holds_unknown_share(
+        self, node: bytes, stripe: int, share: int, report: RepairReport
+    ) -> bool:
+        """Whether ``node`` turned out (on its HAVE when the repair reached it) to hold a share
+        of ``stripe`` that the survey did not show: a concurrent repair placed it there."""
+        if node == self.self_id or (node, stripe) in self._checked:
+            return False
+        self._checked.add((node, stripe))
+        target = self._targets.get(node)
+        if target is None:
+            target = _Target(self._providers[node], self.config.puts_in_flight)
+            self._targets[node] = target
+        try:
+            await self._ready(target, report)
+        except _REMOTE_ERRORS:
+            return False  # storing on it will fail and say why
+        start = self._position(stripe, 0)
+        known = self.survey.health.held.get(node, frozenset())
+        unknown = {
+            p - start
+            for p in target.held - known
+            if start <= p < start + len(self.manifest.stripes[stripe])
+        }
+        return bool(unknown - {share})
 
     def _position(self, stripe: int, share: int) -> int:
         return sum(len(ids) for ids in self.manifest.stripes[:stripe]) + share
@@ -494,6 +565,8 @@ class Repairer:
             if known is None:
                 for chunk_id, data in reversed(self.manifest.manifest_chunks()):
                     await self._put(conn, chunk_id, data, report)
+            elif len(known) == (self.manifest.chunk_count + 7) // 8:
+                target.held = frozenset(bitmap_indices(known, self.manifest.chunk_count))
             target.conn = conn
             return conn
 

@@ -13,9 +13,11 @@ from p2pstore.node import UPLOAD_BURST_SECONDS, Node
 from p2pstore.repair import Verdict, xor_distance
 from p2pstore.store import ChunkStore
 
-from .swarm import FAST, Swarm, random_file, temp_files
+from .swarm import Swarm, random_file, temp_files
+from .test_repair_promise import CONFIG as PROMISE_CONFIG
+from .test_repair_promise import network_ready
 
-CONFIG = replace(FAST, chunk_size=64 * 1024, k=4, m=2, repair_interval=None)
+CONFIG = replace(PROMISE_CONFIG, repair_interval=None)
 SIZE = 5 * 4 * 64 * 1024 - 1000  # five stripes, the last one a little short
 
 
@@ -25,6 +27,7 @@ async def _spread(swarm: Swarm, tmp_path: Path, nodes: int) -> tuple[bytes, list
     src = tmp_path / "f.bin"
     random_file(src, SIZE, seed=3)
     started = [await swarm.start() for _ in range(nodes)]
+    await network_ready(started[0], 6)
     file_id = await started[0].put(src, disperse=True)
     report = started[0].last_dispersal
     assert report is not None
@@ -44,7 +47,11 @@ async def _healthy_from(node: Node, file_id: bytes, seconds: float = 15) -> None
 
 
 async def _consistent(store: ChunkStore) -> None:
-    """Every indexed chunk is there and intact, and no write was left half done."""
+    """Every indexed chunk is there and intact, and no write was left half done (a PUT that
+    arrived just before the interruption may still be finishing: give it a moment)."""
+    with trio.move_on_after(5):
+        while temp_files(store.data_dir / "tmp"):  # noqa: ASYNC110
+            await trio.sleep(0.05)
     assert temp_files(store.data_dir / "tmp") == []
     assert (await store.verify()).ok
 
@@ -198,4 +205,61 @@ async def test_a_repairer_that_crashes_midway_resumes_at_its_next_check(tmp_path
         restarted = await swarm.restart(member, repair_interval=0.5)
         await _consistent(restarted.store)
         await _healthy_from(observer, file_id, seconds=40)
+        nursery.cancel_scope.cancel()
+
+
+async def test_shares_piled_on_the_uploader_are_spread_before_it_leaves(tmp_path: Path) -> None:
+    """The uploader keeps every share, so while it is online a file whose other holders left
+    still looks healthy; automatic repair spreads the shares only it has onto other nodes, so
+    the uploader's own departure then costs nothing."""
+    src = tmp_path / "f.bin"
+    random_file(src, SIZE, seed=5)
+    async with trio.open_nursery() as nursery:
+        swarm = Swarm(nursery, tmp_path, replace(CONFIG, repair_interval=0.5))
+        nodes = [await swarm.start() for _ in range(9)]
+        uploader = nodes[0]
+        await network_ready(uploader, 6)
+        file_id = await uploader.put(src, disperse=True)
+        report = uploader.last_dispersal
+        assert report is not None
+        holders = [n for n in nodes[1:] if f"127.0.0.1:{n.tcp_address[1]}" in report.holders]
+        for node in holders[:3]:
+            await swarm.stop(node)
+        health = await uploader.check(file_id)
+        assert health.verdict is Verdict.HEALTHY  # every share reachable: on the uploader
+        with trio.fail_after(30):
+            while (await uploader.check(file_id)).fewest_nodes != 6:  # noqa: ASYNC110
+                await trio.sleep(0.2)
+        await swarm.stop(uploader)
+        observer = swarm.live[-1]
+        assert (await observer.check(file_id)).verdict is not Verdict.LOST
+        await _healthy_from(observer, file_id)
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_stripe_share_placed_meanwhile_elsewhere_is_not_doubled(tmp_path: Path) -> None:
+    """Two repairers with different views: the node this repair would give a share of stripe 0
+    turns out (on its HAVE) to hold another share of stripe 0 already, so the share goes to the
+    next node without one."""
+    async with trio.open_nursery() as nursery:
+        swarm = Swarm(nursery, tmp_path, CONFIG)
+        file_id, holders = await _spread(swarm, tmp_path, 9)
+        await swarm.stop(holders[0])
+        repairer = holders[1]
+        found = await repairer._survey(file_id)  # this repair's view, taken first
+        manifest = found.manifest
+        spares = sorted(
+            (n for n in swarm.live if n not in holders),
+            key=lambda n: xor_distance(n.node_id, file_id),
+        )
+        first, second = spares
+        ids = manifest.stripes[0]
+        present = {j for j in range(6) if repairer.store.has_chunk(ids[j])}
+        (kept,) = present  # the repairer's own share of stripe 0
+        # meanwhile another repair put that share on the first choice (it knows the file now)
+        await first.store.add_manifest(manifest, pin=True)
+        await first.store.put_chunk(ids[kept], await repairer.store.get_chunk(ids[kept]))
+        await repairer._repair_surveyed(found, [0])
+        assert sum(first.store.has_chunks(list(ids))) == 1
+        assert sum(second.store.has_chunks(list(ids))) == 1
         nursery.cancel_scope.cancel()

@@ -20,8 +20,17 @@ from p2pstore.repair import FileHealth, Verdict
 
 from .swarm import FAST, Swarm, random_file, sha256_file
 
-#: 64 KiB chunks keep every repair quick; 1 MiB + a bit is 5 stripes, the last one short.
-CONFIG = replace(FAST, chunk_size=64 * 1024, k=4, m=2, repair_interval=1.0)
+#: 64 KiB chunks keep every repair quick; 1 MiB + a bit is 5 stripes, the last one short. All
+#: nodes share 127.0.0.1, which the DHT's per-IP rate limit would treat as one host sending every
+#: node's look-ups (ten nodes checking every second): raise it as ten hosts would have it.
+CONFIG = replace(
+    FAST,
+    chunk_size=64 * 1024,
+    k=4,
+    m=2,
+    repair_interval=1.0,
+    dht=replace(FAST.dht, rate_limit_per_second=1000.0, rate_limit_burst=2000.0),
+)
 SIZE = (1 << 20) + 70_000
 NODES = 10
 LOSSES_AFTER_UPLOADER = 5
@@ -56,11 +65,20 @@ def _starts(health: FileHealth) -> list[int]:
     return out
 
 
+async def network_ready(node: Node, peers: int) -> None:
+    """Wait until ``node`` can resolve ``peers`` dispersal targets: every node's start-up
+    announcement has landed (on a loaded machine that can take a moment)."""
+    with trio.fail_after(60):
+        while len(await node.dispersal_targets(bytes(32), peers)) < peers:  # noqa: ASYNC110
+            await trio.sleep(1.0)
+
+
 async def _put_and_lose_uploader(swarm: Swarm, tmp_path: Path) -> tuple[bytes, bytes, list[Node]]:
     src = tmp_path / "precious.bin"
     digest = random_file(src, SIZE, seed=16)
     nodes = [await swarm.start() for _ in range(NODES)]
     uploader = nodes[0]
+    await network_ready(uploader, CONFIG.k + CONFIG.m)
     file_id = await uploader.put(src, disperse=True)
     report = uploader.last_dispersal
     assert report is not None

@@ -16,6 +16,7 @@ from p2pstore.repair import (
     default_threshold,
     missing_shares,
     ranges,
+    stacked_shares,
     stripe_holdings,
     stripes_to_repair,
     xor_distance,
@@ -97,9 +98,9 @@ def test_verdicts_of_a_stripe() -> None:
 
 def test_stripes_to_repair_by_hand_and_by_threshold() -> None:
     manifest = Manifest.from_table("f", 3 * 4 * 65536, 65536, 4, 2, random.randbytes(32 * 18))
-    node = NODES[0]
-    # stripe 0 whole, stripe 1 lacks one share, stripe 2 lacks two
-    held = {node: set(range(6)) | set(range(6, 11)) | set(range(12, 16))}
+    # stripe 0 whole, stripe 1 lacks one share, stripe 2 lacks two; share j on node j
+    present = set(range(6)) | set(range(6, 11)) | set(range(12, 16))
+    held = {NODES[j]: {p for p in present if p % 6 == j} for j in range(6)}
     health = assess(manifest, held)
     assert health.verdict is Verdict.DEGRADED
     assert health.fewest == 4
@@ -107,7 +108,7 @@ def test_stripes_to_repair_by_hand_and_by_threshold() -> None:
     assert stripes_to_repair(health) == [1, 2]
     assert stripes_to_repair(health, 0) == [2]
     assert stripes_to_repair(health, default_threshold(2)) == [1, 2]
-    lost = assess(manifest, {node: set(range(6))})
+    lost = assess(manifest, {NODES[j]: {j} for j in range(6)})
     assert lost.verdict is Verdict.LOST
     assert lost.in_state(Verdict.LOST) == [1, 2]
     assert stripes_to_repair(lost) == []
@@ -129,3 +130,63 @@ def test_ranges_cover_exactly_the_indices(indices: set[int]) -> None:
     runs = ranges(indices)
     assert {i for first, last in runs for i in range(first, last + 1)} == indices
     assert all(b[0] > a[1] + 1 for a, b in itertools.pairwise(runs))
+
+
+def _brute_spread(per_holder: list[set[int]]) -> int:
+    """Largest set of distinct positions with a distinct holder for each, by trying all."""
+    best = 0
+
+    def walk(h: int, used: set[int]) -> None:
+        nonlocal best
+        best = max(best, len(used))
+        if h == len(per_holder):
+            return
+        walk(h + 1, used)
+        for p in per_holder[h] - used:
+            walk(h + 1, used | {p})
+
+    walk(0, set())
+    return best
+
+
+@given(holdings())
+def test_spread_is_a_maximum_matching_of_holders_to_shares(
+    case: tuple[Manifest, dict[bytes, set[int]]],
+) -> None:
+    manifest, held = case
+    health = assess(manifest, held)
+    pos = 0
+    for s, ids in enumerate(manifest.stripes):
+        stripe = health.stripes[s]
+        per_holder = [
+            {p - pos for p in held[n] if pos <= p < pos + len(ids)} for n in health.holders
+        ]
+        per_holder = [h for h in per_holder if h][:5]  # brute force stays small
+        if len(per_holder) == len(health.holders):
+            assert stripe.nodes == _brute_spread(per_holder)
+        assert stripe.nodes <= stripe.reachable
+        assert stripe.nodes <= len(health.holders)
+        # the stacked shares are exactly the reachable ones left out of the matching
+        assert len(health.stacked.get(s, ())) == stripe.reachable - stripe.nodes
+        pos += len(ids)
+
+
+def test_a_stripe_piled_on_one_node_is_repaired_before_it_is_degraded() -> None:
+    """The uploader keeps every share; three of the six other holders leave. Every share is
+    still reachable (healthy), but four of them only on the uploader: one departure from lost."""
+    manifest = Manifest.from_table("f", 4 * 65536, 65536, 4, 2, random.randbytes(32 * 6))
+    uploader, others = NODES[0], NODES[1:4]
+    held = {uploader: set(range(6)), **{n: {i} for i, n in enumerate(others)}}
+    health = assess(manifest, held)
+    assert health.verdict is Verdict.HEALTHY
+    assert health.stripes[0].nodes == 4
+    assert health.fewest_nodes == 4
+    assert stripes_to_repair(health, default_threshold(2)) == [0]
+    assert stripes_to_repair(health) == [0]
+    stacked = {j for _, j in stacked_shares(health, [0])}
+    assert len(stacked) == 2  # the uploader keeps one of 3, 4, 5 as its own in the matching
+    assert stacked < {3, 4, 5}
+    # with every share on its own node there is nothing to do
+    spread = assess(manifest, {n: {i} for i, n in enumerate(NODES[:6])})
+    assert spread.stripes[0].nodes == 6
+    assert stripes_to_repair(spread, 1) == stripes_to_repair(spread) == []

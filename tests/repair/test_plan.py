@@ -131,3 +131,9 @@ def test_rebuilt_shares_are_the_lost_ones(
         bad[victim] = bytes([good[victim][0] ^ 1]) + good[victim][1:]
         with pytest.raises(RepairError):
             rebuild_shares(manifest, stripe, bad, lost)
+
+
+def test_copies_go_only_to_nodes_without_a_share_of_the_stripe() -> None:
+    a, b, c = NODES[:3]
+    placer = Placer(FILE_ID, [a, b, c], {a: {0: 2}, b: {0: 1}, c: {}})
+    assert placer.assign([(0, 1), (0, 2)], free_only=True) == {c: [(0, 1)]}
