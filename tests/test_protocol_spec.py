@@ -37,8 +37,11 @@ from p2pstore.identity import Identity
 from p2pstore.manifest import Manifest, ManifestRoot
 from p2pstore.store import ChunkStore
 from p2pstore.transfer.download import bitmap_indices
+from p2pstore.wire import client as wire_client
 from p2pstore.wire import config as wire_config
+from p2pstore.wire import holdings as wire_holdings
 from p2pstore.wire import messages as wire
+from p2pstore.wire import server as wire_server
 from p2pstore.wire.framing import FrameDecoder, encode_frame
 from p2pstore.wire.handshake import (
     FEATURES,
@@ -483,6 +486,47 @@ def test_manifest_limits_are_the_codes() -> None:
             ManifestRoot.decode(raw)
 
 
+def spec_coding_parameters(d: int, k: int, m: int) -> tuple[int, int]:
+    """The document's rule for the (k, m) a file of ``d`` data chunks is coded with."""
+    if 2 <= d < k and m >= 1:
+        return d, max(1, math.ceil(m * d / k))
+    return k, m
+
+
+def test_small_files_are_coded_with_proportional_parity() -> None:
+    doc_says("if `2 ≤ d < k` (less than one stripe, at least two chunks) and `m ≥ 1`")
+    doc_says("**`k = d`** and **`m = max(1, ceil(m × d / k))`**")  # noqa: RUF001
+    doc_says("a 2-chunk file gets `k` = 2, `m` = 1")
+    doc_says("a 3-chunk file gets `k` = 3, `m` = 2")
+    cs = chunking.MIN_CHUNK_SIZE
+    for k in range(1, 13):
+        for m in range(0, 7):
+            for d in range(0, 15):
+                for size in {max(0, (d - 1) * cs + 1), d * cs}:
+                    layout = Layout(cs, k, m).for_size(size)
+                    assert (layout.k, layout.m) == spec_coding_parameters(d, k, m), (d, k, m)
+    assert spec_coding_parameters(2, 4, 2) == (2, 1)
+    assert spec_coding_parameters(3, 4, 2) == (3, 2)
+    assert (chunking.DEFAULT_K, chunking.DEFAULT_M) == (4, 2)
+    # Not a validity rule: the same 2-chunk file coded with k = 4, m = 2 (one short stripe).
+    size = EXAMPLE_SIZE
+    table = bytes(32 * spec_total_chunks(size, cs, 4, 2))
+    decoded = ManifestRoot.decode(spec_root("two", size, cs, 4, 2, 0, table))
+    assert (decoded.k, decoded.m) == (4, 2)
+
+
+async def test_the_example_file_is_what_the_default_settings_store(tmp_path: Path) -> None:
+    doc_says("(what the default `k` = 4, `m` = 2 become for a file of 2 chunks)")
+    path = tmp_path / EXAMPLE_NAME
+    path.write_bytes(example_file())
+    with ChunkStore.open(tmp_path / "store") as store:
+        man = await store.put_file(
+            path, chunk_size=EXAMPLE_CS, k=chunking.DEFAULT_K, m=chunking.DEFAULT_M
+        )
+    assert (man.k, man.m) == (EXAMPLE_K, EXAMPLE_M)
+    assert man.encode_root() == dump("root")
+
+
 # -- HAVE bitmaps ------------------------------------------------------------------------------
 
 
@@ -635,6 +679,21 @@ def test_message_sizes_in_the_document() -> None:
     doc_says("`id`s up to 255, 65,535 and 2³²-1 take 2, 3 and 5")
     for rid, extra in ((127, 0), (128, 1), (255, 1), (256, 2), (65_535, 2), (65_536, 4)):
         assert len(codec.encode(wire.Get(rid, (zero,)))) == 50 + extra
+    doc_says("BUSY 56 + `retry` (1, 2 or 3 bytes for up to 127, 255 and 60,000 ms: 57 to 59)")
+    for retry, width in ((0, 1), (127, 1), (128, 2), (255, 2), (256, 3), (60_000, 3)):
+        assert len(codec.encode(wire.Busy(1, zero, retry))) == 56 + width
+    doc_says("WATCH 57 + `port` (1, 2 or 3 bytes: 58 to 60)")
+    for port, width in ((0, 1), (200, 2), (4001, 3), (65_535, 3)):
+        assert len(codec.encode(wire.Watch(1, zero, port))) == 57 + width
+    doc_says(
+        "HAVE_UPDATE 62 + array header (1 byte up to 15 indices, 3 from 16) + 1, 2, 3 or 5 bytes "
+        "per index (below 128, 256, 65,536 and 2³²), so at most 1345 bytes"
+    )
+    for index, width in ((127, 1), (128, 2), (255, 2), (256, 3), (65_535, 3), (65_536, 5)):
+        for count, header in ((1, 1), (15, 1), (16, 3), (256, 3)):
+            update = wire.HaveUpdate(1, zero, (index,) * count)
+            assert len(codec.encode(update)) == 62 + header + width * count
+    assert len(codec.encode(wire.HaveUpdate(1, zero, (2**32 - 1,) * 256))) == 1345
     doc_says('`{"t": "CANCEL", "id": <the GET\'s id>}`')
     assert msgpack.unpackb(codec.encode(wire.Cancel(7))) == {"t": "CANCEL", "id": 7}
     doc_says('`{"t": "BYE", "id": 0}`')
@@ -678,10 +737,112 @@ def test_wire_limits_are_the_codes() -> None:
         ("QUOTA_EXCEEDED", 3),
         ("CORRUPT_CHUNK", 4),
         ("INTERNAL", 5),
+        ("TOO_MANY_WATCHES", 6),
     ):
         doc_says(f"| {code} | `{name}` |")
         assert wire.ErrorCode[name] == code
-    assert len(wire.ErrorCode) == 5
+    assert len(wire.ErrorCode) == 6
+
+
+def _general_section() -> str:
+    """The chunk protocol's general part: from its heading to the handshake."""
+    start = DOC.index("## Chunk protocol over TCP")
+    return DOC[start : DOC.index("### Handshake, byte by byte", start)]
+
+
+def test_general_tables_list_every_message_feature_and_error_code() -> None:
+    """A reader must not have to assemble the lists from the sections that added to them."""
+    general = _general_section()
+    for name in wire._SCHEMAS:
+        assert f"| `{name}` |" in general, f"message {name} missing from the messages table"
+    for feature in FEATURES:
+        assert f"| `{feature}` |" in general, f"feature {feature} missing from the features table"
+    for code in wire.ErrorCode:
+        assert f"| {code.value} | `{code.name}` |" in general, f"error {code.name} missing"
+    sizes = general[general.index("Size on the wire of the envelope") :]
+    for name in wire._SCHEMAS:
+        if name not in ("HELLO", "AUTH"):
+            assert re.search(rf"\b{name}( of one ID)? \d", sizes), f"no size for {name}"
+
+
+def test_swarm_limits_are_the_codes() -> None:
+    doc_says("`retry`: uint 0-60,000 (milliseconds)")
+    doc_says("`retry` is an int 0-60,000 and `port` an int 0-65,535")
+    assert wire.MAX_RETRY_MS == 60_000
+    doc_says("`idx`: array of 1-256 uint32")
+    assert wire.MAX_UPDATE_INDICES == 256
+    doc_says(
+        "a WATCH beyond 8 open watches on this connection or 256 watches of that file over all "
+        "connections"
+    )
+    doc_says("at most 8 open watches per connection (more: ERROR 6) and 256 per file")
+    assert wire_server.MAX_WATCHES_PER_CONNECTION == 8
+    assert wire_holdings.DEFAULT_MAX_SUBSCRIBERS == 256
+    doc_says("The server waits 50 ms after the first new chunk before sending")
+    assert wire_server.UPDATE_BATCH_DELAY == 0.05
+    doc_says("more than 1024 HAVE_UPDATEs of one watch unconsumed")
+    assert wire_client.MAX_QUEUED_UPDATES == 1024
+
+    codec = wire.MessageCodec()
+
+    def decode(body: dict[str, object]) -> wire.Message:
+        return codec.decode(msgpack.packb(body, use_bin_type=True))
+
+    busy = {"t": "BUSY", "id": 1, "cid": bytes(32)}
+    assert decode({**busy, "retry": 60_000}) == wire.Busy(1, bytes(32), 60_000)
+    assert decode({**busy, "retry": 0}) == wire.Busy(1, bytes(32), 0)
+    watch = {"t": "WATCH", "id": 1, "file": bytes(32)}
+    assert decode({**watch, "port": 65_535}) == wire.Watch(1, bytes(32), 65_535)
+    update = {"t": "HAVE_UPDATE", "id": 1, "file": bytes(32)}
+    assert decode({**update, "idx": [2**32 - 1] * 256}).indices == (2**32 - 1,) * 256
+    for bad in (
+        {**busy, "retry": 60_001},
+        {**busy, "retry": -1},
+        {**busy, "retry": True},
+        {**watch, "port": 65_536},
+        {**watch, "port": -1},
+        {**update, "idx": []},
+        {**update, "idx": [0] * 257},
+        {**update, "idx": [2**32]},
+        {**update, "idx": [False]},
+        {**update, "idx": [1], "port": 0},
+    ):
+        with pytest.raises(ProtocolError):
+            decode(bad)
+
+
+def test_swarm_message_examples() -> None:
+    codec = wire.MessageCodec()
+    doc_says("BUSY for chunk `00…00` of the GET with `id` 5, retry after 1,500 ms")
+    doc_says("WATCH with `id` 6 of file `11…11` (32 bytes of `11`) naming port 4001")
+    doc_says("the HAVE_UPDATE of that watch for chunks 3 and 300")
+    examples = {
+        "busy": wire.Busy(5, bytes(32), 1500),
+        "watch": wire.Watch(6, b"\x11" * 32, 4001),
+        "have_update": wire.HaveUpdate(6, b"\x11" * 32, (3, 300)),
+    }
+    for label, message in examples.items():
+        raw = dump(label)
+        assert codec.encode(message) == raw
+        assert codec.decode(raw) == message
+    assert msgpack.unpackb(dump("busy")) == {
+        "t": "BUSY",
+        "id": 5,
+        "cid": bytes(32),
+        "retry": 1500,
+    }
+    assert msgpack.unpackb(dump("watch")) == {
+        "t": "WATCH",
+        "id": 6,
+        "file": b"\x11" * 32,
+        "port": 4001,
+    }
+    assert msgpack.unpackb(dump("have_update")) == {
+        "t": "HAVE_UPDATE",
+        "id": 6,
+        "file": b"\x11" * 32,
+        "idx": [3, 300],
+    }
 
 
 # -- handshake test vector -------------------------------------------------------------------
@@ -745,7 +906,12 @@ def test_handshake_vector_follows_the_specified_rules() -> None:
     assert hello1["t"] == hello2["t"] == "HELLO"
     assert "version" not in hello1
     assert hello2["version"] == max(set(hello1["versions"]) & set(hello2["versions"]))
-    assert hello1["features"] == list(FEATURES) == ["get", "have", "put", "cancel"]
+    assert hello1["features"] == hello2["features"] == list(FEATURES)
+    assert list(FEATURES) == ["get", "have", "put", "cancel", "swarm"]
+    doc_says('We list all five, in this order (`["get", "have", "put", "cancel", "swarm"]`)')
+    doc_says("(195 bytes as we send it)")
+    doc_says("Frames 2 and 3 are sent together (290 bytes as we send them)")
+    assert (len(frame1), len(frame2) + len(frame3), len(frame4)) == (195, 290, 86)
     for hello in (hello1, hello2):
         assert hashlib.sha256(hello["public_key"]).digest() == hello["node_id"]
     assert auth3["t"] == auth4["t"] == "AUTH"

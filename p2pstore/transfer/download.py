@@ -775,6 +775,16 @@ class Download:
             if data is None:
                 self._apply(sched.chunk_missing(request.peer, request.index, trio.current_time()))
                 return
+            if len(data) != request.size:
+                # It hashes to the ID the manifest names, so every peer would send these bytes:
+                # the manifest contradicts itself, and no file can be rebuilt from it.
+                self._failure = self._failure or ManifestError(
+                    f"manifest is inconsistent: chunk {request.chunk_id.hex()} (stripe "
+                    f"{request.stripe}, position {request.share}) is {len(data)} bytes, "
+                    f"its layout says {request.size}"
+                )
+                self._finished.set()
+                return
             self.telemetry.chunk_fetched(len(data))
             if self._first_chunk_at is None:
                 self._first_chunk_at = trio.current_time()
