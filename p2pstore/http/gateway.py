@@ -152,7 +152,11 @@ class _Sink:
     async def write_chunk(self, stripe: int, share: int, data: bytes) -> None:
         # Called by the download only with chunks it verified against their IDs.
         assert self.manifest is not None
-        if share < self.manifest.data_chunk_count(stripe) and self.wanted(stripe):
+        if (
+            share < self.manifest.data_chunk_count(stripe)
+            and stripe not in self.done  # a late endgame copy of a stripe already complete
+            and self.wanted(stripe)
+        ):
             self.chunks.setdefault(stripe, {})[share] = data
 
     async def complete_stripe(self, stripe: int, source: object) -> None:
