@@ -596,6 +596,11 @@ class Node:
         )
         return acked
 
+    def announce_soon(self, key: bytes) -> None:
+        """Announce ``key`` in the background (failures are logged), as :meth:`get` does after a
+        download; for downloads driven elsewhere (the HTTP gateway)."""
+        self._nursery.start_soon(self._announce_quietly, key)
+
     async def _announce_quietly(self, key: bytes) -> None:
         try:
             await self.announce(key)

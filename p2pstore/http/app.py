@@ -232,14 +232,17 @@ def _with_fraction(transfer: dict[str, Any]) -> dict[str, Any]:
     return {**transfer, "fraction": (done / total) if total else None}
 
 
-def _count_request(node: Node) -> Any:
-    def on_request(method: str, status: int, sent: int, received: int) -> None:
-        t = node.telemetry
+def _counting_server(node: Node, app: NodeApp) -> HttpServer:
+    t = node.telemetry
+
+    def on_request(method: str, status: int) -> None:
         t.http_requests[(method, status)] += 1
+
+    def on_bytes(sent: int, received: int) -> None:
         t.http_bytes_sent += sent
         t.http_bytes_received += received
 
-    return on_request
+    return HttpServer(app, on_request=on_request, on_bytes=on_bytes)
 
 
 def settings_for_bind(host: str, data_dir: Path, settings: HttpSettings) -> HttpSettings:
@@ -265,7 +268,7 @@ async def serve_node_http(
     """
     settings = settings_for_bind(host, node.data_dir, settings or HttpSettings())
     app = NodeApp(node, settings, port)
-    server = HttpServer(app, on_request=_count_request(node))
+    server = _counting_server(node, app)
     try:
         async with trio.open_nursery() as nursery:
             bound = await nursery.start(serve_http, server, host, port)

@@ -152,7 +152,11 @@ class _Sink:
     async def write_chunk(self, stripe: int, share: int, data: bytes) -> None:
         # Called by the download only with chunks it verified against their IDs.
         assert self.manifest is not None
-        if share < self.manifest.data_chunk_count(stripe) and self.wanted(stripe):
+        if (
+            share < self.manifest.data_chunk_count(stripe)
+            and stripe not in self.done  # a late endgame copy of a stripe already complete
+            and self.wanted(stripe)
+        ):
             self.chunks.setdefault(stripe, {})[share] = data
 
     async def complete_stripe(self, stripe: int, source: object) -> None:
@@ -188,6 +192,7 @@ class FileRead:
         self.unsatisfiable = False
         self.failure: BaseException | None = None
         self.finished = False
+        self.was_local = False  # served from a complete local copy, without a download
         self._stripes = range(0)
         self._sink = _Sink(self._manifest_known, self._in_window)
         self._window = (0, 0)
@@ -243,6 +248,7 @@ class FileRead:
         try:
             local = await self._local_manifest()
             if local is not None:
+                self.was_local = True
                 self._manifest_known(local)
                 self._sink.done.update(range(len(local.stripes)))
                 self.finished = True
@@ -412,11 +418,14 @@ async def _serve_read(
             except (P2PStoreError, ChunkNotFoundError, CorruptChunkError) as exc:
                 log.info("gateway: %s failed mid-response: %s", file_id.hex()[:16], exc)
                 raise HttpError(502, "unavailable", str(exc)) from None
-            if whole:
-                # The whole file was read: let the download record it (it is complete by now).
+            if whole and not read.was_local:
+                # The whole file was read: let the download record it (it is complete by now),
+                # then announce this node as a provider, as `get` does.
                 with trio.move_on_after(5):
                     while not read.finished and read.failure is None:
                         await read.changed()
+                if read.finished:
+                    read.node.announce_soon(file_id)
         nursery.cancel_scope.cancel()
 
 

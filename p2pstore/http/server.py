@@ -97,7 +97,7 @@ class Request:
                 total += len(event.data)
                 if total > limit:
                     raise HttpError(413, "too_large", f"request body over {limit} bytes")
-                self._conn.bytes_received += len(event.data)
+                self._conn.counted(0, len(event.data))
                 yield bytes(event.data)
             elif isinstance(event, h11.EndOfMessage):
                 return
@@ -114,6 +114,7 @@ class Response:
 
     def __init__(self, conn: _Connection, request: Request) -> None:
         self._conn = conn
+        self._method = request.method
         self._head_only = request.method == "HEAD"
         self.status: int | None = None
 
@@ -125,6 +126,8 @@ class Response:
     async def start(self, status: int, headers: list[tuple[str, str]]) -> None:
         """Send the status line and headers (a ``Server`` and ``Date`` are added by h11)."""
         self.status = status
+        if self._conn.on_request is not None:  # counted as the answer starts, not at its end
+            self._conn.on_request(self._method, status)
         base = [("server", SERVER_NAME), *headers]
         await self._conn.send(
             h11.Response(
@@ -144,7 +147,7 @@ class Response:
         for start in range(0, len(view), SEND_PIECE):
             piece = bytes(view[start : start + SEND_PIECE])
             await self._conn.send(h11.Data(data=piece))
-            self._conn.bytes_sent += len(piece)
+            self._conn.counted(len(piece), 0)
 
     async def json(
         self, data: Any, status: int = 200, headers: list[tuple[str, str]] | None = None
@@ -184,8 +187,14 @@ class _Connection:
     def __init__(self, stream: trio.SocketStream) -> None:
         self.stream = stream
         self.h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEAD_BYTES)
-        self.bytes_sent = 0
-        self.bytes_received = 0
+        self.on_bytes: Callable[[int, int], None] | None = None
+        self.on_request: Callable[[str, int], None] | None = None
+
+    def counted(self, sent: int, received: int) -> None:
+        """Body bytes just sent / received, reported as they move (not at the request's end,
+        so a long download shows in the metrics while it runs)."""
+        if self.on_bytes is not None:
+            self.on_bytes(sent, received)
 
     async def next_event(self, within: float) -> Any:
         """The next h11 event, reading from the socket as needed, within ``within`` seconds."""
@@ -238,8 +247,8 @@ def _parse_target(target: str) -> tuple[str, dict[str, str]]:
 class HttpServer:
     """Serves ``handler`` on accepted streams; :meth:`handle` is the per-connection task.
 
-    ``on_request(method, status, bytes_sent, bytes_received)`` is called after every request
-    (for metrics).
+    ``on_request(method, status)`` is called as each response starts and ``on_bytes(sent,
+    received)`` whenever body bytes move (for metrics).
     """
 
     def __init__(
@@ -247,17 +256,20 @@ class HttpServer:
         handler: Handler,
         *,
         max_connections: int = MAX_CONNECTIONS,
-        on_request: Callable[[str, int, int, int], None] | None = None,
+        on_request: Callable[[str, int], None] | None = None,
+        on_bytes: Callable[[int, int], None] | None = None,
     ) -> None:
         self.handler = handler
         self.max_connections = max_connections
         self.active = 0
         self.on_request = on_request
+        self.on_bytes = on_bytes
 
     async def handle(self, stream: trio.SocketStream) -> None:
         """Serve requests on ``stream`` until close, idleness, timeouts or a protocol error."""
         async with stream:
             conn = _Connection(stream)
+            conn.on_bytes, conn.on_request = self.on_bytes, self.on_request
             if self.active >= self.max_connections:
                 with contextlib.suppress(Exception):
                     await self._refuse(conn, 503, "busy", "too many HTTP connections")
@@ -324,35 +336,25 @@ class HttpServer:
         path, query = _parse_target(target)
         request = Request(method, target, path, query, headers, conn)
         response = Response(conn, request)
-        sent0, received0 = conn.bytes_sent, conn.bytes_received
         try:
-            try:
-                await self.handler(request, response)
-            except HttpError as exc:
-                if response.started:
-                    raise _ConnectionDone from None
-                await response.error(exc.status, exc.code, str(exc))
-            except (_ConnectionDone, _Timeout, trio.TooSlowError, trio.BrokenResourceError):
+            await self.handler(request, response)
+        except HttpError as exc:
+            if response.started:
                 raise _ConnectionDone from None
-            except trio.Cancelled:
-                raise
-            except Exception:
-                if response.started:
-                    log.warning("http: %s %s failed mid-response", method, path, exc_info=True)
-                    raise _ConnectionDone from None
-                log.exception("http: %s %s failed", method, path)
-                await response.error(500, "internal", "internal error")
-            if not response.started:
-                await response.error(500, "internal", "no response")
-            await conn.send(h11.EndOfMessage())
-        finally:
-            if self.on_request is not None:
-                self.on_request(
-                    method,
-                    response.status or 0,
-                    conn.bytes_sent - sent0,
-                    conn.bytes_received - received0,
-                )
+            await response.error(exc.status, exc.code, str(exc))
+        except (_ConnectionDone, _Timeout, trio.TooSlowError, trio.BrokenResourceError):
+            raise _ConnectionDone from None
+        except trio.Cancelled:
+            raise
+        except Exception:
+            if response.started:
+                log.warning("http: %s %s failed mid-response", method, path, exc_info=True)
+                raise _ConnectionDone from None
+            log.exception("http: %s %s failed", method, path)
+            await response.error(500, "internal", "internal error")
+        if not response.started:
+            await response.error(500, "internal", "no response")
+        await conn.send(h11.EndOfMessage())
         # Drain a body the handler did not read (bounded), so keep-alive can go on.
         if conn.h11.their_state is h11.SEND_BODY:
             with contextlib.suppress(_Timeout, _BadRequest):

@@ -57,7 +57,9 @@ async def test_local_whole_ranged_head_and_conditional(tmp_path: Path) -> None:
         assert h["etag"] == f'"{file_id.hex()}"'
         assert "immutable" in h["cache-control"]
         assert h["content-type"] == "video/mp4"
-        assert 'filename="movie.mp4"' in h["content-disposition"]
+        assert h["content-disposition"].startswith('inline; filename="movie.mp4"')
+        saved = await face.call("HEAD", f"/files/{file_id.hex()}?download")
+        assert saved.headers["content-disposition"].startswith("attachment;")
         for start, end in [(0, 0), (1, 1), (MiB - 1, 4 * MiB + 1), (4 * MiB, 5 * MiB + 122)]:
             part = await face.get(
                 f"/files/{file_id.hex()}", headers={"range": f"bytes={start}-{end}"}
@@ -118,11 +120,17 @@ async def test_remote_file_streams_while_it_downloads(tmp_path: Path) -> None:
         assert reply.complete
         assert hashlib.sha256(b"".join(chunks)).digest() == hashlib.sha256(data).digest()
         # Streaming: when the first byte reached the client, most of the 25 data chunks (7
-        # stripes of 4) were not fetched yet: the window is 2 stripes ahead of the reader.
-        assert fetched_at_first_byte[0] <= 2 * 4 + 2, fetched_at_first_byte
+        # stripes of 4) were not fetched yet: the window is 2 stripes ahead of the reader (the
+        # server may have sent on and moved the window before this callback runs: slack of 2).
+        assert fetched_at_first_byte[0] <= 4 * 4, fetched_at_first_byte
         assert reader.telemetry.chunks_fetched >= 25
-        # Afterwards the reader holds the file (like `get`).
+        # Afterwards the reader holds the file and provides it (like `get`).
         assert any(f.file_id == file_id for f in reader.list_files())
+        for _ in range(600):  # the announcement runs in the background: up to 30 s
+            if file_id in reader.dht.providing():
+                break
+            await trio.sleep(0.05)
+        assert file_id in reader.dht.providing()
         nursery.cancel_scope.cancel()
 
 

@@ -42,7 +42,8 @@ function renderStatus(s) {
   $("node-id").textContent = s.node_id;
   $("addresses").textContent = `udp ${s.udp.join(":")} · tcp ${s.tcp.join(":")}`;
   $("dht-contacts").textContent = `${s.dht.contacts} contact${s.dht.contacts === 1 ? "" : "s"}`;
-  $("dht-buckets").textContent = `${s.dht.buckets} buckets · ${s.dht.lookups} look-ups`;
+  const plural = (n, word) => `${n} ${word}${n === 1 ? "" : "s"}`;
+  $("dht-buckets").textContent = `${plural(s.dht.buckets, "bucket")} · ${plural(s.dht.lookups, "look-up")}`;
   $("peers-connected").textContent = s.peers;
   $("stored").textContent = fmtBytes(s.stored_bytes);
   $("files-count").textContent = `${s.files} file${s.files === 1 ? "" : "s"}` +
