@@ -87,8 +87,9 @@ VERIFY_RETRY_FACTOR = 10
 REPUBLISH_CONCURRENCY = 8
 """Keys re-announced at once: enough to get through thousands of chunk IDs per interval without
 flooding the network (each announcement is a lookup plus k ADD_PROVIDERs)."""
-STALL_FLOOR = 0.05
-"""Shortest stall timeout (seconds): below it, scheduling jitter would pass for slowness."""
+STALL_FLOOR = 0.2
+"""Shortest stall timeout (seconds): below it, a busy event loop (or a loaded host) would pass
+for slow peers and every request would stall, each stall sending another request."""
 INTERNAL = 0
 """Operation ID of the node's own background work (maintenance, eviction and verification PINGs):
 never reported, never cancelled."""
@@ -418,6 +419,8 @@ class _LookupRun:
         if self.finished or pending is None or not self.node._alive(self.op):
             return
         assert pending.expected_id is not None
+        if self.lookup.outstanding - self.lookup.in_flight >= self.node.config.alpha:
+            return  # at most alpha stalled requests: a lookup never has over 2 alpha out
         self.lookup.on_stalled(pending.expected_id)
         self._advance(now)
 
