@@ -370,6 +370,20 @@ class Simulation:
         return statistics.median(rtts), _nearest_rank(rtts, 0.9)
 
 
+def _progress(sim: Simulation, minute: int, wall_start: float) -> None:
+    stats = sim.lookups
+    n = len(stats.ok)
+    median = statistics.median(stats.latency_ms) if n else 0.0
+    print(
+        f"minute {minute}: {n} lookups, success {sum(stats.ok)}/{n}, median {median:.0f} ms,"
+        f" p99 {_nearest_rank(stats.latency_ms, 0.99):.0f} ms, {sim.datagrams} datagrams,"
+        f" {sim.joins} joins, RSS {_peak_rss_mib():.0f} MiB, wall"
+        f" {time.perf_counter() - wall_start:.0f} s",
+        file=sys.stderr,
+        flush=True,
+    )
+
+
 def _peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
@@ -388,6 +402,10 @@ def simulate(args: argparse.Namespace) -> tuple[Simulation, dict[str, Any]]:
     end = args.minutes * 60.0
     sim.schedule_churn(end)
     sim.schedule_workload(end)
+    if args.progress:
+        print(f"built {args.nodes} nodes in {build_s:.1f} s", file=sys.stderr, flush=True)
+        for minute in range(1, math.ceil(args.minutes) + 1):
+            sim.at(minute * 60.0, lambda m=minute: _progress(sim, m, wall_start))
     sim.run_until(end)
     # Let look-ups started near the end finish (no new churn or work is scheduled past ``end``).
     sim.run_until(end + sim.config.lookup_timeout + 1.0)
@@ -428,6 +446,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--lookups-per-key", type=int, default=4)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--smoke", action="store_true", help="a few seconds: 300 nodes, 2 min")
+    parser.add_argument(
+        "--progress", action="store_true", help="a line on stderr per simulated minute"
+    )
     args = parser.parse_args(argv)
     if args.smoke:
         args.nodes, args.minutes, args.lookups = 300, 2.0, 40

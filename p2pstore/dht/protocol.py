@@ -87,8 +87,9 @@ VERIFY_RETRY_FACTOR = 10
 REPUBLISH_CONCURRENCY = 8
 """Keys re-announced at once: enough to get through thousands of chunk IDs per interval without
 flooding the network (each announcement is a lookup plus k ADD_PROVIDERs)."""
-STALL_FLOOR = 0.05
-"""Shortest stall timeout (seconds): below it, scheduling jitter would pass for slowness."""
+STALL_FLOOR = 0.2
+"""Shortest stall timeout (seconds): below it, a busy event loop (or a loaded host) would pass
+for slow peers and every request would stall, each stall sending another request."""
 INTERNAL = 0
 """Operation ID of the node's own background work (maintenance, eviction and verification PINGs):
 never reported, never cancelled."""
@@ -244,10 +245,11 @@ class _Requester(Protocol):
 class _Pending:
     """One request awaiting its reply."""
 
-    __slots__ = ("address", "expected_id", "method", "op", "owner", "sent_at", "timer")
+    __slots__ = ("address", "expected_id", "method", "op", "owner", "sent_at", "timer", "txid")
 
     def __init__(
         self,
+        txid: bytes,
         address: Address,
         method: Method,
         expected_id: bytes | None,
@@ -256,6 +258,7 @@ class _Pending:
         timer: list[object],
         sent_at: float,
     ) -> None:
+        self.txid = txid
         self.sent_at = sent_at
         self.address = address
         self.method = method
@@ -377,6 +380,7 @@ class _LookupRun:
         self.then = then
         self.finished = False
         self.txids: set[bytes] = set()
+        self.stall_timers: dict[bytes, list[object]] = {}
         cfg = node.config
         node.stats.lookups += 1
         if target != node.node_id:
@@ -407,7 +411,9 @@ class _LookupRun:
                 now=now,
             )
             self.txids.add(txid)
-            self.node._schedule(now + self.node.stall_timeout(), self._stalled, txid)
+            self.stall_timers[txid] = self.node._schedule(
+                now + self.node.stall_timeout(), self._stalled, txid
+            )
         if lookup.done or lookup.outstanding == 0:
             self._finish(now)
 
@@ -418,10 +424,15 @@ class _LookupRun:
         if self.finished or pending is None or not self.node._alive(self.op):
             return
         assert pending.expected_id is not None
+        if self.lookup.outstanding - self.lookup.in_flight >= self.node.config.alpha:
+            return  # at most alpha stalled requests: a lookup never has over 2 alpha out
         self.lookup.on_stalled(pending.expected_id)
         self._advance(now)
 
     def on_response(self, pending: _Pending, response: Response | None, now: float) -> None:
+        timer = self.stall_timers.pop(pending.txid, None)
+        if timer is not None:
+            timer[2] = None  # answered or failed: no stall to declare (and no wake-up)
         if self.finished or not self.node._alive(self.op):
             return
         node_id = pending.expected_id
@@ -445,6 +456,9 @@ class _LookupRun:
 
     def _finish(self, now: float) -> None:
         self.finished = True
+        for timer in self.stall_timers.values():
+            timer[2] = None
+        self.stall_timers.clear()
         self.node._abandon(self.txids)
         self.then(self.lookup, now)
 
@@ -1078,7 +1092,9 @@ class DhtNode:
             Request(txid, self.node_id, body), self._pad_to if pad else 0
         )
         timer = self._schedule(now + timeout, self._timed_out, txid)
-        self._pending[txid] = _Pending(address, method_of(body), expected_id, owner, op, timer, now)
+        self._pending[txid] = _Pending(
+            txid, address, method_of(body), expected_id, owner, op, timer, now
+        )
         self._emit(address, payload, size, txid)
         return txid
 
