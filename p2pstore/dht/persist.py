@@ -8,6 +8,7 @@ ignored: its contacts would only be candidates to PING anyway, never trusted tab
 from __future__ import annotations
 
 import os
+import secrets
 from pathlib import Path
 
 import msgpack
@@ -34,10 +35,13 @@ def save_contacts(path: Path, node_id: bytes, contacts: list[Contact]) -> None:
         },
         use_bin_type=True,
     )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    # A random name, created exclusively and never through a link, private to this user: the
+    # data directory's rules (p2pstore.datadir) hold for this file too.
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
     try:
-        with open(tmp, "wb") as f:
+        with os.fdopen(os.open(tmp, flags, 0o600), "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())

@@ -252,3 +252,20 @@ async def test_table_is_saved_soon_after_it_changes_so_a_killed_node_rejoins(
         async with open_dht(identity, config=config, data_dir=tmp_path) as again:
             assert await again.bootstrap([]) == 3
         others.cancel_scope.cancel()
+
+
+def test_saved_table_is_private_and_never_written_through_a_link(tmp_path: Path) -> None:
+    """The routing-table file is created 0600 under a fresh exclusive name: a link planted
+    where a predictable temp name would be is neither followed nor replaced."""
+    from p2pstore.dht.persist import TABLE_FILE_NAME, save_contacts
+
+    target = tmp_path / "elsewhere"
+    target.write_bytes(b"keep me")
+    data_dir = tmp_path / "node"
+    data_dir.mkdir(mode=0o700)
+    # The name the old code used, predictable by any local user: .<table>.<pid>.tmp
+    (data_dir / f".{TABLE_FILE_NAME}.{os.getpid()}.tmp").symlink_to(target)
+    path = data_dir / TABLE_FILE_NAME
+    save_contacts(path, b"\x01" * 32, [])
+    assert target.read_bytes() == b"keep me"
+    assert path.stat().st_mode & 0o777 == 0o600
