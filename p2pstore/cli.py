@@ -10,11 +10,12 @@ file), 130 interrupted.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import string
 import sys
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
@@ -50,7 +51,7 @@ from .config import (
 )
 from .datadir import UnsafeDataDirError, check_data_dir
 from .errors import ConfigError, P2PStoreError
-from .logs import setup_logging
+from .logs import LOG_LEVELS, setup_logging
 
 EXIT_OK = 0
 """The command did what was asked."""
@@ -76,26 +77,50 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_show_locals=False,
+    rich_markup_mode=None,
 )
 
 DataDirOpt = Annotated[
     Path | None,
     typer.Option(
         "--data-dir",
+        metavar="DIR",
         help=f"Data directory [default: ${DATA_DIR_ENV}, else the platform's user data dir].",
         show_default=False,
     ),
 ]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON.")]
+JsonOpt = Annotated[
+    bool,
+    typer.Option("--json", help="Print the result (and any error) as JSON.", show_default=False),
+]
 VerboseOpt = Annotated[
     int,
-    typer.Option("--verbose", "-v", count=True, help="More log output on stderr (-vv: debug)."),
+    typer.Option(
+        "--verbose",
+        "-v",
+        count=True,
+        help="More log output on stderr (-vv: debug).",
+        show_default=False,
+    ),
+]
+QuietOpt = Annotated[
+    bool,
+    typer.Option(
+        "--quiet",
+        "-q",
+        help="No progress bars, no log output below errors, only the result.",
+        show_default=False,
+    ),
 ]
 LogJsonOpt = Annotated[
-    bool, typer.Option("--log-json", help="Log one JSON object per line on stderr.")
+    bool,
+    typer.Option("--log-json", help="Log one JSON object per line on stderr.", show_default=False),
 ]
 FileIdArg = Annotated[
-    str, typer.Argument(metavar="FILE_ID", help="File ID: 64 hexadecimal characters.")
+    str,
+    typer.Argument(
+        metavar="FILE_ID", help="File ID: 64 hexadecimal characters.", show_default=False
+    ),
 ]
 
 
@@ -109,10 +134,47 @@ def _print_version(value: bool) -> None:
 def _root(
     version: Annotated[
         bool,
-        typer.Option("--version", callback=_print_version, is_eager=True, help="Show the version."),
+        typer.Option(
+            "--version",
+            callback=_print_version,
+            is_eager=True,
+            help="Show the version.",
+            show_default=False,
+        ),
     ] = False,
+    data_dir: DataDirOpt = None,
+    json_out: JsonOpt = False,
+    verbose: VerboseOpt = 0,
+    quiet: QuietOpt = False,
+    log_json: LogJsonOpt = False,
 ) -> None:
-    """A peer-to-peer, content-addressed, erasure-coded file store."""
+    """A peer-to-peer, content-addressed, erasure-coded file store.
+
+    The options above are also accepted after the command (p2pstore status --data-dir D).
+    """
+    global _STATE
+    # Until the command merges its own options; _setup reads the rest from here.
+    _STATE = _State(
+        json_errors=json_out,
+        quiet=quiet,
+        verbose=verbose,
+        log_json=log_json,
+        data_dir=data_dir,
+    )
+
+
+@dataclass
+class _State:
+    """What the running invocation chose; reset by every invocation's root callback."""
+
+    json_errors: bool = False
+    quiet: bool = False
+    verbose: int = 0
+    log_json: bool = False
+    data_dir: Path | None = None
+
+
+_STATE = _State()
 
 
 def main() -> None:
@@ -129,11 +191,17 @@ def _clean(text: str) -> str:
 
 
 def _fail(message: str, code: int = EXIT_FAILED) -> NoReturn:
-    typer.echo(f"error: {_clean(message)}", err=True)
+    """Report a user error as one line on stderr (one JSON object under ``--json``), exit."""
+    if _STATE.json_errors:
+        typer.echo(json.dumps({"error": _clean(message), "exit_code": code}), err=True)
+    else:
+        typer.echo(f"error: {_clean(message)}", err=True)
     raise typer.Exit(code)
 
 
 def _bad(param: str, message: str) -> NoReturn:
+    if _STATE.json_errors:
+        _fail(f"invalid value for {param}: {message}", EXIT_USAGE)
     raise typer.BadParameter(message, param_hint=f"'{param}'")
 
 
@@ -141,8 +209,37 @@ def _emit_json(data: Any) -> None:
     typer.echo(json.dumps(data, sort_keys=True))
 
 
-def _setup(verbose: int, log_json: bool) -> None:
-    setup_logging(verbose, log_json)
+def _setup(
+    data_dir: Path | None,
+    json_out: bool,
+    verbose: int,
+    quiet: bool,
+    log_json: bool,
+) -> tuple[Path | None, bool]:
+    """Merge the command's options with those given before it; set up logging.
+
+    An option after the command wins over the same option before it; flags (``--json``,
+    ``-q``, ``--log-json``) are on if given in either place, and ``-v`` counts add up.
+    Returns the data-directory flag and whether output is JSON.
+    """
+    root = _STATE
+    data_dir = data_dir if data_dir is not None else root.data_dir
+    json_out = json_out or root.json_errors
+    verbose += root.verbose
+    quiet = quiet or root.quiet
+    log_json = log_json or root.log_json
+    _STATE.json_errors = json_out
+    _STATE.quiet = quiet
+    _STATE.verbose = verbose
+    _STATE.log_json = log_json
+    _apply_log_level(None)
+    return data_dir, json_out
+
+
+def _apply_log_level(file_level: int | None) -> None:
+    """Logging from ``-q`` / ``-v``, else ``file_level`` (``log_level`` in the settings file)."""
+    level = logging.ERROR if _STATE.quiet else (file_level if _STATE.verbose == 0 else None)
+    setup_logging(_STATE.verbose, _STATE.log_json, level=level)
 
 
 def _data_dir(flag: Path | None) -> Path:
@@ -203,10 +300,16 @@ def _stderr_console() -> Console:
 
 
 def _show_progress(json_out: bool) -> bool:
-    return not json_out and sys.stderr.isatty()
+    return not json_out and not _STATE.quiet and sys.stderr.isatty()
 
 
 # ----------------------------------------------------------------------------- daemon
+
+
+def _check_port(value: int | None) -> int | None:
+    if value is not None and not 0 <= value <= 65535:
+        raise typer.BadParameter(f"{value} is not a port (expected 0-65535)")
+    return value
 
 
 @app.command()
@@ -214,36 +317,41 @@ def daemon(
     host: Annotated[
         str | None,
         typer.Option(
-            help=f"Address to listen on [default: {DEFAULT_DAEMON_HOST}].", show_default=False
+            metavar="HOST",
+            help=f"Address to listen on [default: {DEFAULT_DAEMON_HOST}].",
+            show_default=False,
         ),
     ] = None,
     udp_port: Annotated[
         int | None,
         typer.Option(
-            min=0,
-            max=65535,
-            help=f"DHT (UDP) port; 0 picks a free one [default: {DEFAULT_UDP_PORT}].",
+            metavar="PORT",
+            callback=_check_port,
+            help=f"DHT (UDP) port 0-65535; 0 picks a free one [default: {DEFAULT_UDP_PORT}].",
             show_default=False,
         ),
     ] = None,
     tcp_port: Annotated[
         int | None,
         typer.Option(
-            min=0,
-            max=65535,
-            help=f"Chunk (TCP) port; 0 picks a free one [default: {DEFAULT_TCP_PORT}].",
+            metavar="PORT",
+            callback=_check_port,
+            help=f"Chunk (TCP) port 0-65535; 0 picks a free one [default: {DEFAULT_TCP_PORT}].",
             show_default=False,
         ),
     ] = None,
     bootstrap: Annotated[
         list[str] | None,
         typer.Option(
-            help="HOST:PORT (UDP) of a node to join through; repeatable.", show_default=False
+            metavar="HOST:PORT",
+            help="UDP address of a node to join through; repeatable.",
+            show_default=False,
         ),
     ] = None,
     upload_limit: Annotated[
         str | None,
         typer.Option(
+            metavar="RATE",
             help="Upload rate limit, e.g. 5MB/s or unlimited [default: unlimited].",
             show_default=False,
         ),
@@ -261,6 +369,7 @@ def daemon(
     data_dir: DataDirOpt = None,
     json_out: JsonOpt = False,
     verbose: VerboseOpt = 0,
+    quiet: QuietOpt = False,
     log_json: LogJsonOpt = False,
 ) -> None:
     """Run a node in the foreground until SIGINT/SIGTERM.
@@ -269,7 +378,7 @@ def daemon(
     with node_id, udp, tcp, and http when --http is on). Settings not given here come from
     p2pstore.toml in the data directory.
     """
-    _setup(verbose, log_json)
+    data_dir, json_out = _setup(data_dir, json_out, verbose, quiet, log_json)
     try:
         peers = tuple(parse_host_port(b) for b in bootstrap or ())
     except ConfigError as exc:
@@ -286,6 +395,8 @@ def daemon(
         settings = load_settings(directory)
     except ConfigError as exc:
         _fail(str(exc), EXIT_USAGE)
+    if settings.log_level is not None:
+        _apply_log_level(LOG_LEVELS[settings.log_level])
     settings = settings.merged(
         host=host, udp_port=udp_port, tcp_port=tcp_port, bootstrap=peers or None
     )
@@ -349,17 +460,23 @@ class _ProgressBar:
 
 @app.command()
 def put(
-    file: Annotated[Path, typer.Argument(help="The file to store.", show_default=False)],
+    file: Annotated[
+        Path, typer.Argument(metavar="FILE", help="The file to store.", show_default=False)
+    ],
     no_disperse: Annotated[
-        bool, typer.Option("--no-disperse", help="Keep the chunks here; only publish the file.")
+        bool,
+        typer.Option(
+            "--no-disperse", help="Keep the chunks here; only publish the file.", show_default=False
+        ),
     ] = False,
     data_dir: DataDirOpt = None,
     json_out: JsonOpt = False,
     verbose: VerboseOpt = 0,
+    quiet: QuietOpt = False,
     log_json: LogJsonOpt = False,
 ) -> None:
     """Store FILE and publish it through the running daemon; print its file ID."""
-    _setup(verbose, log_json)
+    data_dir, json_out = _setup(data_dir, json_out, verbose, quiet, log_json)
     path = file.expanduser().absolute()
     if not path.exists():
         _fail(f"no such file: {file}", EXIT_USAGE)
@@ -396,6 +513,7 @@ def get(
         typer.Option(
             "--output",
             "-o",
+            metavar="PATH",
             help="Output path [default: the name from the manifest, in the current directory].",
             show_default=False,
         ),
@@ -403,10 +521,11 @@ def get(
     data_dir: DataDirOpt = None,
     json_out: JsonOpt = False,
     verbose: VerboseOpt = 0,
+    quiet: QuietOpt = False,
     log_json: LogJsonOpt = False,
 ) -> None:
     """Download FILE_ID through the daemon; the file is written only once complete and verified."""
-    _setup(verbose, log_json)
+    data_dir, json_out = _setup(data_dir, json_out, verbose, quiet, log_json)
     fid = _parse_id(file_id, "FILE_ID")
     cwd = Path.cwd()
     dest: str | None = None
@@ -435,6 +554,8 @@ def get(
         result = _call(data_dir, "get", args, progress)
     if json_out:
         _emit_json(result)
+        return
+    if _STATE.quiet:
         return
     size = result.get("size")
     seconds = result.get("seconds")
@@ -491,10 +612,11 @@ def ls_(
     data_dir: DataDirOpt = None,
     json_out: JsonOpt = False,
     verbose: VerboseOpt = 0,
+    quiet: QuietOpt = False,
     log_json: LogJsonOpt = False,
 ) -> None:
     """List the files this node knows (stored, published or fetched)."""
-    _setup(verbose, log_json)
+    data_dir, json_out = _setup(data_dir, json_out, verbose, quiet, log_json)
     result = _call(data_dir, "ls")
     files = result.get("files", [])
     if json_out:
@@ -522,10 +644,11 @@ def status(
     data_dir: DataDirOpt = None,
     json_out: JsonOpt = False,
     verbose: VerboseOpt = 0,
+    quiet: QuietOpt = False,
     log_json: LogJsonOpt = False,
 ) -> None:
     """Show the node ID, addresses, routing table size, peers, stored bytes and transfers."""
-    _setup(verbose, log_json)
+    data_dir, json_out = _setup(data_dir, json_out, verbose, quiet, log_json)
     result = _call(data_dir, "status")
     if json_out:
         # Addresses as HOST:PORT strings, exactly as the daemon's ready line prints them.
@@ -562,10 +685,11 @@ def peers(
     data_dir: DataDirOpt = None,
     json_out: JsonOpt = False,
     verbose: VerboseOpt = 0,
+    quiet: QuietOpt = False,
     log_json: LogJsonOpt = False,
 ) -> None:
     """List the contacts in the node's DHT routing table."""
-    _setup(verbose, log_json)
+    data_dir, json_out = _setup(data_dir, json_out, verbose, quiet, log_json)
     result = _call(data_dir, "peers")
     if json_out:
         _emit_json(result)
@@ -580,15 +704,19 @@ def peers(
 @app.command()
 def providers(
     key: Annotated[
-        str, typer.Argument(metavar="KEY", help="A file ID or chunk ID (64 hex characters).")
+        str,
+        typer.Argument(
+            metavar="KEY", help="A file ID or chunk ID (64 hex characters).", show_default=False
+        ),
     ],
     data_dir: DataDirOpt = None,
     json_out: JsonOpt = False,
     verbose: VerboseOpt = 0,
+    quiet: QuietOpt = False,
     log_json: LogJsonOpt = False,
 ) -> None:
     """Look up which nodes provide KEY in the DHT."""
-    _setup(verbose, log_json)
+    data_dir, json_out = _setup(data_dir, json_out, verbose, quiet, log_json)
     raw = _parse_id(key, "KEY")
     result = _call(data_dir, "providers", {"key": raw})
     if json_out:
@@ -611,10 +739,11 @@ def pin(
     data_dir: DataDirOpt = None,
     json_out: JsonOpt = False,
     verbose: VerboseOpt = 0,
+    quiet: QuietOpt = False,
     log_json: LogJsonOpt = False,
 ) -> None:
     """Pin FILE_ID: its chunks are kept by gc."""
-    _setup(verbose, log_json)
+    data_dir, json_out = _setup(data_dir, json_out, verbose, quiet, log_json)
     result = _call(data_dir, "pin", {"file_id": _parse_id(file_id, "FILE_ID")})
     _emit_json(result) if json_out else typer.echo(f"pinned {result.get('file_id')}")
 
@@ -625,10 +754,11 @@ def unpin(
     data_dir: DataDirOpt = None,
     json_out: JsonOpt = False,
     verbose: VerboseOpt = 0,
+    quiet: QuietOpt = False,
     log_json: LogJsonOpt = False,
 ) -> None:
     """Unpin FILE_ID: gc may then remove its chunks."""
-    _setup(verbose, log_json)
+    data_dir, json_out = _setup(data_dir, json_out, verbose, quiet, log_json)
     result = _call(data_dir, "unpin", {"file_id": _parse_id(file_id, "FILE_ID")})
     _emit_json(result) if json_out else typer.echo(f"unpinned {result.get('file_id')}")
 
@@ -638,10 +768,11 @@ def gc(
     data_dir: DataDirOpt = None,
     json_out: JsonOpt = False,
     verbose: VerboseOpt = 0,
+    quiet: QuietOpt = False,
     log_json: LogJsonOpt = False,
 ) -> None:
     """Remove chunks no pinned or local file needs; print the bytes freed."""
-    _setup(verbose, log_json)
+    data_dir, json_out = _setup(data_dir, json_out, verbose, quiet, log_json)
     result = _call(data_dir, "gc")
     if json_out:
         _emit_json(result)
@@ -660,11 +791,12 @@ def verify(
     data_dir: DataDirOpt = None,
     json_out: JsonOpt = False,
     verbose: VerboseOpt = 0,
+    quiet: QuietOpt = False,
     log_json: LogJsonOpt = False,
 ) -> None:
     """Re-hash every stored chunk, repair what local copies allow; exit 1 if anything was
     found wrong or earlier damage is still unrepaired."""
-    _setup(verbose, log_json)
+    data_dir, json_out = _setup(data_dir, json_out, verbose, quiet, log_json)
     result = _call(data_dir, "verify")
     corrupt, missing = _count(result.get("corrupt")), _count(result.get("missing"))
     repaired, damaged = _count(result.get("repaired")), _count(result.get("damaged"))
@@ -704,11 +836,16 @@ def check(
     file_id: FileIdArg,
     repair: Annotated[
         bool,
-        typer.Option("--repair", help="Rebuild and place the missing shares of degraded stripes."),
+        typer.Option(
+            "--repair",
+            help="Rebuild and place the missing shares of degraded stripes.",
+            show_default=False,
+        ),
     ] = False,
     data_dir: DataDirOpt = None,
     json_out: JsonOpt = False,
     verbose: VerboseOpt = 0,
+    quiet: QuietOpt = False,
     log_json: LogJsonOpt = False,
 ) -> None:
     """Report how many shares of each stripe of FILE_ID are reachable: healthy, degraded or lost.
@@ -716,7 +853,7 @@ def check(
     Exit 0 healthy, 3 degraded, 4 lost (after the repair, with --repair), 1 if it cannot be
     checked.
     """
-    _setup(verbose, log_json)
+    data_dir, json_out = _setup(data_dir, json_out, verbose, quiet, log_json)
     fid = _parse_id(file_id, "FILE_ID")
     result = _call(data_dir, "check", {"file_id": fid, "repair": repair})
     verdict = result.get("verdict")
@@ -761,18 +898,27 @@ def check(
 
 @app.command()
 def demo(
-    nodes: Annotated[int, typer.Option(help="How many nodes to start (3-32).")] = 5,
-    size: Annotated[str, typer.Option(help="Size of the generated file, e.g. 4MiB.")] = "32MiB",
+    nodes: Annotated[
+        int, typer.Option(metavar="N", help="How many nodes to start (3-32) [default: 5].")
+    ] = 5,
+    size: Annotated[
+        str,
+        typer.Option(
+            metavar="SIZE", help="Size of the generated file, e.g. 4MiB [default: 32MiB]."
+        ),
+    ] = "32MiB",
     data_dir: Annotated[
         Path | None,
         typer.Option(
             "--data-dir",
+            metavar="DIR",
             help="Where to create the temporary node directories [default: system temp dir].",
             show_default=False,
         ),
     ] = None,
     json_out: JsonOpt = False,
     verbose: VerboseOpt = 0,
+    quiet: QuietOpt = False,
     log_json: LogJsonOpt = False,
 ) -> None:
     """Run a whole network in this process: put a file on one node, stop it, fetch it on another.
@@ -783,7 +929,7 @@ def demo(
 
     from .demo import MAX_NODES, MIN_NODES, print_report, run_demo
 
-    _setup(verbose, log_json)
+    data_dir, json_out = _setup(data_dir, json_out, verbose, quiet, log_json)
     try:
         nbytes = parse_size(size)
     except ConfigError as exc:

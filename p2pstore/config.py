@@ -220,6 +220,8 @@ class DaemonSettings:
     repair_threshold: int | None = None
     http: tuple[str, int] | None = None
     """Where the HTTP face listens (``docs/http.md``); ``None``: off. Port 0 picks a free one."""
+    log_level: str | None = None
+    """The daemon's log level (debug, info, warning, error) when no ``-v``/``-q`` is given."""
 
     def merged(self, **flags: Any) -> DaemonSettings:
         """Return a copy with every flag that is not ``None`` applied (flags win)."""
@@ -246,6 +248,7 @@ class DaemonSettings:
 
 
 _SETTING_NAMES = frozenset(f.name for f in fields(DaemonSettings))
+_LOG_LEVEL_NAMES = ("debug", "info", "warning", "error")
 
 
 def _port(key: str, value: object) -> int:
@@ -313,6 +316,12 @@ def settings_from_mapping(
                 values[key] = _size(key, value)
             elif key == "repair_interval":
                 values[key] = _duration(key, value)
+            elif key == "log_level":
+                if not isinstance(value, str) or value.strip().lower() not in _LOG_LEVEL_NAMES:
+                    raise ConfigError(
+                        f"log_level must be one of {', '.join(_LOG_LEVEL_NAMES)}, not {value!r}"
+                    )
+                values[key] = value.strip().lower()
             elif key == "repair_threshold":
                 if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                     raise ConfigError(f"{key} must be an integer >= 0, not {value!r}")
