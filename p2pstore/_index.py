@@ -365,6 +365,13 @@ class Index:
             self._db.execute("BEGIN IMMEDIATE")
             self._db.execute("DELETE FROM pins WHERE file_id = ?", (file_id,))
 
+    def forget_unpinned_files(self) -> None:
+        """Drop the records of files nobody pins any more (gc): an unpinned file's chunks are
+        about to be freed, so it must not linger in the listing as ``0/N`` chunks."""
+        with self._lock, self._db:
+            self._db.execute("BEGIN IMMEDIATE")
+            self._db.execute("DELETE FROM files WHERE file_id NOT IN (SELECT file_id FROM pins)")
+
     def forget_unpinned_held(self) -> None:
         """Drop membership rows of files that are neither pinned nor described by a manifest."""
         with self._lock, self._db:

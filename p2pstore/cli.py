@@ -295,6 +295,11 @@ def _call(
         _fail(control.error_message(exc), _exit_for(exc))
 
 
+def _names_a_directory(text: str) -> bool:
+    """``PATH/`` (or ``PATH/.``): the user means a directory, whether or not it exists."""
+    return text.endswith(("/", os.sep, "/.")) or text in (".", "..")
+
+
 def _stderr_console() -> Console:
     return Console(file=sys.stderr)
 
@@ -509,12 +514,13 @@ def put(
 def get(
     file_id: FileIdArg,
     output: Annotated[
-        Path | None,
+        str | None,
         typer.Option(
             "--output",
             "-o",
             metavar="PATH",
-            help="Output path [default: the name from the manifest, in the current directory].",
+            help="Output file, or a directory to save into under the manifest's name (PATH/"
+            " must exist) [default: the manifest's name, in the current directory].",
             show_default=False,
         ),
     ] = None,
@@ -530,9 +536,13 @@ def get(
     cwd = Path.cwd()
     dest: str | None = None
     if output is not None:
-        target = (cwd / output.expanduser()).absolute()
+        output_text = output
+        target = (cwd / Path(output).expanduser()).absolute()
         if not target.parent.is_dir():
             _fail(f"no such directory: {target.parent}", EXIT_USAGE)
+        if _names_a_directory(output_text) and not target.is_dir():
+            # "-o dir/" means "into the directory dir", never "a file named dir".
+            _fail(f"no such directory: {output_text}", EXIT_USAGE)
         dest = str(target)
     columns = (
         BarColumn(),

@@ -330,7 +330,26 @@ def settings_from_mapping(
                 values[key] = _positive(key, value)
     except ConfigError as exc:
         raise ConfigError(f"{source}: {exc}") from None
+    _check_layout(values, source)
     return DaemonSettings(**values)
+
+
+def _check_layout(values: dict[str, Any], source: str) -> None:
+    """``chunk_size``, ``k`` and ``m`` together must make a valid layout: checked at start-up,
+    so that a daemon never starts whose every ``put`` would fail."""
+    from .chunking import DEFAULT_CHUNK_SIZE, DEFAULT_K, DEFAULT_M, Layout
+
+    given = [key for key in ("chunk_size", "k", "m") if key in values]
+    if not given:
+        return
+    try:
+        Layout(
+            values.get("chunk_size", DEFAULT_CHUNK_SIZE),
+            values.get("k", DEFAULT_K),
+            values.get("m", DEFAULT_M),
+        )
+    except ConfigError as exc:
+        raise ConfigError(f"{source}: {', '.join(given)}: {exc}") from None
 
 
 def load_settings(data_dir: Path) -> DaemonSettings:

@@ -512,8 +512,27 @@ async def _op_get(node: ControlledNode, args: dict[str, Any], progress: Progress
 async def _get_into(
     node: ControlledNode, args: dict[str, Any], progress: Progress
 ) -> dict[str, Any]:
-    file_id: bytes = args["file_id"]
     dest = Path(args["dest"]) if args["dest"] is not None else Path(args["cwd"])
+    try:
+        return await _get_into_path(node, args, dest, progress)
+    except OSError as exc:
+        raise _as_user_path(exc, dest) from None
+
+
+def _as_user_path(exc: OSError, dest: Path) -> OSError:
+    """The error with the user's output path in place of an internal temporary file's name
+    (``.NAME.RANDOM.part`` beside it), which means nothing to them."""
+    name = os.fspath(exc.filename) if isinstance(exc.filename, (str, os.PathLike)) else None
+    parent = dest if dest.is_dir() else dest.parent
+    if name is None or Path(name).parent != parent or not Path(name).name.startswith("."):
+        return exc
+    return type(exc)(exc.errno, exc.strerror, os.fspath(dest))
+
+
+async def _get_into_path(
+    node: ControlledNode, args: dict[str, Any], dest: Path, progress: Progress
+) -> dict[str, Any]:
+    file_id: bytes = args["file_id"]
     if not dest.is_dir():
         _refuse_existing(dest)  # before downloading anything
         data = to_plain(await node.get(file_id, dest, progress=progress))

@@ -244,6 +244,13 @@ def _write_temp(path: Path, data: bytes | memoryview) -> None:
         while view:
             view = view[os.write(fd, view) :]
         os.fsync(fd)
+    except OSError as exc:
+        os.close(fd)
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+        if exc.filename is None:  # os.write/fsync name no file: say which disk is full
+            raise OSError(exc.errno, exc.strerror, os.fspath(path.parent)) from exc
+        raise
     except BaseException:
         os.close(fd)
         with contextlib.suppress(OSError):
@@ -1002,9 +1009,11 @@ class ChunkStore:
         """Delete every chunk that belongs to no pinned file; returns the bytes freed.
 
         Index rows go first, then the files, so a crash midway leaves only invisible orphan
-        files, which the next gc removes along with any other unindexed chunk file. Chunks being
-        written by a running put are kept. Blocking (walks the chunk directories).
+        files, which the next gc removes along with any other unindexed chunk file. The records
+        of unpinned files are dropped too (they no longer appear in :meth:`list_files`). Chunks
+        being written by a running put are kept. Blocking (walks the chunk directories).
         """
+        self._index.forget_unpinned_files()
         self._index.forget_unpinned_held()
         for cid in self._index.forget_unneeded():
             with contextlib.suppress(FileNotFoundError):

@@ -72,6 +72,7 @@ class FakeNode:
     put_started: trio.Event = field(default_factory=trio.Event)
     put_cancelled: trio.Event = field(default_factory=trio.Event)
     files: dict[bytes, FakeFileInfo] = field(default_factory=dict)
+    get_error: OSError | None = None  # get raises this (with a temp file's name, say)
 
     async def put(
         self,
@@ -110,6 +111,8 @@ class FakeNode:
         if file_id != FILE_ID:
             raise FileUnavailableError(f"file {file_id.hex()[:16]} has no reachable providers")
         data = b"hello world\n"
+        if self.get_error is not None:
+            raise self.get_error
         if progress is not None:
             progress(DownloadProgress(len(data), len(data), {"127.0.0.1:1": PeerProgress(12, 1.0)}))
         target = dest / "hello.txt" if dest.is_dir() else dest

@@ -15,6 +15,7 @@ from typer.testing import CliRunner, Result
 
 from p2pstore.cli import app
 from p2pstore.config import CONFIG_FILE_NAME, load_settings
+from p2pstore.errors import ConfigError
 
 from .fakes import FILE_ID, FakeNode, daemon_in_thread, short_tmp_dir
 
@@ -131,7 +132,7 @@ def test_log_level_setting_is_validated(tmp_path: Path) -> None:
     (tmp_path / CONFIG_FILE_NAME).write_text('log_level = "INFO"\n')
     assert load_settings(tmp_path).log_level == "info"
     (tmp_path / CONFIG_FILE_NAME).write_text('log_level = "loud"\n')
-    with pytest.raises(Exception, match="log_level"):
+    with pytest.raises(ConfigError, match="log_level"):
         load_settings(tmp_path)
 
 
