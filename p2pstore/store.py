@@ -864,34 +864,87 @@ class ChunkStore:
             n = layout.stripe_count(size)
             ids: list[tuple[bytes, ...]] = [()] * n
             buffers: list[bytearray] = []
-            done = 0
-            with self._pending.hold() as add:
+            written: set[bytes] = set()
+            try:
+                with self._pending.hold() as hold:
 
-                async def one(stripe: int) -> None:
-                    nonlocal done
-                    try:
-                        ids[stripe] = await self._put_stripe(
-                            fd, layout, size, stripe, rs, add, buffers
-                        )
-                    finally:
-                        sem.release()
-                    done += layout.stripe_data_size(size, stripe)
-                    if progress is not None:
-                        progress(done, size)
+                    def add(ids: Sequence[bytes]) -> None:
+                        hold(ids)
+                        written.update(ids)
 
-                sem = trio.Semaphore(PUT_CONCURRENCY)
-                with collapse_exception_groups():
-                    async with trio.open_nursery() as nursery:
-                        for stripe in range(n):
-                            await sem.acquire()
-                            nursery.start_soon(one, stripe)
-                manifest = Manifest(name, size, chunk_size, k, m, tuple(ids))
-                await trio.to_thread.run_sync(self._commit_file_sync, manifest, "local", add)
+                    manifest = await self._put_stripes(
+                        fd, layout, name, size, n, ids, rs, add, buffers, progress
+                    )
+            except BaseException:
+                # A failed or cancelled put removes what it wrote (running it again redoes it).
+                with trio.CancelScope(shield=True):
+                    freed = await trio.to_thread.run_sync(self._drop_unclaimed_sync, written)
+                if freed:
+                    log.info("put of %s failed: removed %d bytes it had written", path, freed)
+                raise
         finally:
             os.close(fd)
         if progress is not None and n == 0:
             progress(0, 0)
         return manifest
+
+    async def _put_stripes(
+        self,
+        fd: int,
+        layout: Layout,
+        name: str,
+        size: int,
+        n: int,
+        ids: list[tuple[bytes, ...]],
+        rs: ReedSolomon | None,
+        add: Callable[[Sequence[bytes]], None],
+        buffers: list[bytearray],
+        progress: ProgressCallback | None,
+    ) -> Manifest:
+        """The body of :meth:`put_file`: store every stripe, then commit the file."""
+        k, m, chunk_size = layout.k, layout.m, layout.chunk_size
+        done = 0
+
+        async def one(stripe: int) -> None:
+            nonlocal done
+            try:
+                ids[stripe] = await self._put_stripe(fd, layout, size, stripe, rs, add, buffers)
+            finally:
+                sem.release()
+            done += layout.stripe_data_size(size, stripe)
+            if progress is not None:
+                progress(done, size)
+
+        sem = trio.Semaphore(PUT_CONCURRENCY)
+        with collapse_exception_groups():
+            async with trio.open_nursery() as nursery:
+                for stripe in range(n):
+                    await sem.acquire()
+                    nursery.start_soon(one, stripe)
+        manifest = Manifest(name, size, chunk_size, k, m, tuple(ids))
+        await trio.to_thread.run_sync(self._commit_file_sync, manifest, "local", add)
+        return manifest
+
+    def _drop_unclaimed_sync(self, ids: set[bytes]) -> int:
+        """Delete those of ``ids`` that no pinned file uses and no running put holds (the chunks
+        a failed put wrote); returns the bytes freed."""
+        if not ids:
+            return 0
+        pending = self._pending.snapshot()
+        ours = ids - pending
+        indexed = self._index.present(list(ours))
+        unclaimed = {cid for cid, _ in self._index.unreferenced_chunks() if cid in indexed}
+        # Indexed chunks some pinned file uses stay; the rest go, and so do files written but
+        # not yet indexed when the put stopped (a batch is indexed after all its files).
+        victims = [cid for cid in ours if cid in unclaimed or cid not in indexed]
+        freed = self._index.delete_chunks([cid for cid in victims if cid in unclaimed])
+        for cid in victims:
+            if cid not in indexed:
+                with contextlib.suppress(OSError):
+                    freed += os.stat(self.chunk_path(cid)).st_size
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.chunk_path(cid))
+        return freed
 
     async def add_manifest(self, manifest: Manifest, *, pin: bool = True) -> None:
         """Record a file described by ``manifest`` (e.g. after a download, or to hold shares).

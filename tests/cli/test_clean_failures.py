@@ -167,3 +167,50 @@ def test_unpin_then_gc_removes_the_file_from_the_listing(tmp_path: Path) -> None
             assert info.chunks_present == info.chunks_total
 
     trio.run(main)
+
+
+@pytest.mark.parametrize("how", ["error", "cancel"])
+def test_a_failed_or_cancelled_put_removes_what_it_wrote(
+    how: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def main() -> None:
+        other = tmp_path / "other.bin"
+        other.write_bytes(os.urandom(100_000))
+        big = tmp_path / "big.bin"
+        big.write_bytes(os.urandom(40 * 65536))
+        with ChunkStore.open(tmp_path / "store") as store:
+            kept = await store.put_file(other, chunk_size=65536)
+            before = store.stored_bytes
+            real = store._write_chunk_file
+            calls = 0
+            cancel = trio.CancelScope()
+
+            def flaky(chunk_id: bytes, data: bytes | memoryview) -> None:
+                nonlocal calls
+                calls += 1
+                if calls == 25:
+                    if how == "error":
+                        raise OSError(errno.ENOSPC, "No space left on device", "/store/tmp")
+                    trio.from_thread.run_sync(cancel.cancel)
+                real(chunk_id, data)
+
+            monkeypatch.setattr(store, "_write_chunk_file", flaky)
+            if how == "error":
+                with pytest.raises(OSError, match="No space left"):
+                    await store.put_file(big, chunk_size=65536)
+            else:
+                with cancel:
+                    await store.put_file(big, chunk_size=65536)
+                assert cancel.cancelled_caught
+            assert calls >= 25
+            assert store.stored_bytes == before, "every chunk it wrote is gone again"
+            assert [f.file_id for f in store.list_files()] == [kept.file_id]
+            assert store.gc() == 0, "nothing left for gc"
+            info = store.file_info(kept.file_id)
+            assert info is not None
+            assert info.chunks_present == info.chunks_total
+            monkeypatch.setattr(store, "_write_chunk_file", real)
+            again = await store.put_file(big, chunk_size=65536)  # and a new put succeeds
+            assert store.file_info(again.file_id) is not None
+
+    trio.run(main)
