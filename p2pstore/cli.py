@@ -9,12 +9,14 @@ file), 130 interrupted.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import string
 import sys
-from collections.abc import Callable
+import tempfile
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
@@ -463,33 +465,38 @@ class _ProgressBar:
             self.bar.refresh()
 
 
-@app.command()
-def put(
-    file: Annotated[
-        Path, typer.Argument(metavar="FILE", help="The file to store.", show_default=False)
-    ],
-    no_disperse: Annotated[
-        bool,
-        typer.Option(
-            "--no-disperse", help="Keep the chunks here; only publish the file.", show_default=False
-        ),
-    ] = False,
-    data_dir: DataDirOpt = None,
-    json_out: JsonOpt = False,
-    verbose: VerboseOpt = 0,
-    quiet: QuietOpt = False,
-    log_json: LogJsonOpt = False,
-) -> None:
-    """Store FILE and publish it through the running daemon; print its file ID."""
-    data_dir, json_out = _setup(data_dir, json_out, verbose, quiet, log_json)
-    path = file.expanduser().absolute()
-    if not path.exists():
-        _fail(f"no such file: {file}", EXIT_USAGE)
-    if not path.is_file():
-        _fail(f"not a regular file: {file}", EXIT_USAGE)
-    if not os.access(path, os.R_OK):
-        _fail(f"cannot read {file}: permission denied", EXIT_USAGE)
+STDIN_BLOCK = 1 << 20
+"""Bytes read from standard input at a time by ``put -``."""
+
+
+@contextlib.contextmanager
+def _stdin_file(directory: Path) -> Iterator[Path]:
+    """Standard input copied to a private temporary file in ``directory`` (the daemon reads
+    files by path), removed afterwards whatever happens."""
+    fd, name = tempfile.mkstemp(prefix=".stdin-", suffix=".part", dir=directory)
+    path = Path(name)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            source = sys.stdin.buffer
+            while block := source.read(STDIN_BLOCK):
+                out.write(block)
+        yield path
+    except KeyboardInterrupt:
+        _fail("interrupted", EXIT_INTERRUPTED)
+    except OSError as exc:
+        _fail(f"cannot store standard input in {directory}: {exc.strerror or exc}")
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+
+
+def _put_path(
+    data_dir: Path | None, path: Path, disperse: bool, name: str | None, json_out: bool
+) -> dict[str, Any]:
     columns = (TextColumn("{task.fields[phase]}"), BarColumn(), MofNCompleteColumn())
+    args: dict[str, Any] = {"path": str(path), "disperse": disperse}
+    if name is not None:
+        args["name"] = name
     with _ProgressBar(_show_progress(json_out), columns) as bar:
 
         def progress(data: dict[str, Any]) -> None:
@@ -498,7 +505,56 @@ def put(
                     phase=str(data.get("phase", "")), completed=data["done"], total=data["total"]
                 )
 
-        result = _call(data_dir, "put", {"path": str(path), "disperse": not no_disperse}, progress)
+        return _call(data_dir, "put", args, progress)
+
+
+@app.command()
+def put(
+    file: Annotated[
+        Path,
+        typer.Argument(
+            metavar="FILE", help="The file to store; - reads standard input.", show_default=False
+        ),
+    ],
+    no_disperse: Annotated[
+        bool,
+        typer.Option(
+            "--no-disperse", help="Keep the chunks here; only publish the file.", show_default=False
+        ),
+    ] = False,
+    name: Annotated[
+        str | None,
+        typer.Option(
+            "--name",
+            metavar="NAME",
+            help="The name recorded in the manifest [default: FILE's name; stdin for -].",
+            show_default=False,
+        ),
+    ] = None,
+    data_dir: DataDirOpt = None,
+    json_out: JsonOpt = False,
+    verbose: VerboseOpt = 0,
+    quiet: QuietOpt = False,
+    log_json: LogJsonOpt = False,
+) -> None:
+    """Store FILE (- for standard input) and publish it through the running daemon; print its
+    file ID."""
+    data_dir, json_out = _setup(data_dir, json_out, verbose, quiet, log_json)
+    if name is not None and (not name.strip() or "/" in name or "\0" in name):
+        _bad("--name", "a file name must be non-empty and contain no /")
+    if str(file) == "-":
+        _call(data_dir, "status")  # no daemon: say so before reading all of stdin
+        with _stdin_file(_data_dir(data_dir)) as path:
+            result = _put_path(data_dir, path, not no_disperse, name or "stdin", json_out)
+    else:
+        path = file.expanduser().absolute()
+        if not path.exists():
+            _fail(f"no such file: {file}", EXIT_USAGE)
+        if not path.is_file():
+            _fail(f"not a regular file: {file}", EXIT_USAGE)
+        if not os.access(path, os.R_OK):
+            _fail(f"cannot read {file}: permission denied", EXIT_USAGE)
+        result = _put_path(data_dir, path, not no_disperse, name, json_out)
     if json_out:
         keys = ("file_id", "size", "chunks", "dispersed", "not_dispersed")
         _emit_json({k: result.get(k) for k in keys})

@@ -222,6 +222,20 @@ OPS: dict[str, dict[str, _Check]] = {
 }
 """Every operation and the exact argument names and checks it takes."""
 
+OPTIONAL_ARGS: dict[str, frozenset[str]] = {"put": frozenset({"name"})}
+"""Arguments of :data:`OPS` a request may leave out (then absent from ``Request.args``)."""
+
+
+def _opt_name(value: object) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not 0 < len(value) <= 255:
+        raise ProtocolError("expected a file name of 1-255 characters")
+    return value
+
+
+OPS["put"]["name"] = _opt_name
+
 _REPLY_KINDS = frozenset({"progress", "result", "error"})
 
 
@@ -271,10 +285,13 @@ def parse_request(message: Mapping[str, Any]) -> Request:
     if not isinstance(args, dict):
         raise ProtocolError("args must be a map")
     schema = OPS[op]
-    if set(args) != set(schema):
+    optional = OPTIONAL_ARGS.get(op, frozenset())
+    if not set(schema) - optional <= set(args) <= set(schema):
         raise ProtocolError(f"{op} takes exactly the arguments {sorted(schema)}")
     checked: dict[str, Any] = {}
     for name, check in schema.items():
+        if name not in args:
+            continue  # an optional argument left out
         try:
             checked[name] = check(args[name])
         except ProtocolError as exc:
@@ -378,7 +395,12 @@ class ControlledNode(Protocol):
     """What the control server needs from a node (``p2pstore.node.Node`` provides it)."""
 
     async def put(
-        self, path: Path, *, disperse: bool = ..., progress: Callable[[Any], None] | None = ...
+        self,
+        path: Path,
+        *,
+        disperse: bool = ...,
+        name: str | None = ...,
+        progress: Callable[[Any], None] | None = ...,
     ) -> bytes: ...
 
     async def get(
@@ -468,7 +490,12 @@ async def _op_put(node: ControlledNode, args: dict[str, Any], progress: Progress
     path = Path(args["path"])
     not_dispersed: str | None = None
     try:
-        file_id = await node.put(path, disperse=args["disperse"], progress=progress)
+        if args.get("name") is not None:
+            file_id = await node.put(
+                path, disperse=args["disperse"], name=args["name"], progress=progress
+            )
+        else:
+            file_id = await node.put(path, disperse=args["disperse"], progress=progress)
     except NotDispersedError as exc:
         # Stored here but nowhere else: a result (the file ID is real), marked so that the CLI
         # fails the command; see NotDispersedError.

@@ -72,6 +72,7 @@ class FakeNode:
     put_started: trio.Event = field(default_factory=trio.Event)
     put_cancelled: trio.Event = field(default_factory=trio.Event)
     files: dict[bytes, FakeFileInfo] = field(default_factory=dict)
+    put_contents: bytes = b""  # what the last put read from its path
     get_error: OSError | None = None  # get raises this (with a temp file's name, say)
 
     async def put(
@@ -95,7 +96,8 @@ class FakeNode:
         except trio.Cancelled:
             self.put_cancelled.set()
             raise
-        self.files[FILE_ID] = FakeFileInfo(FILE_ID, path.name, size, False, 3, 3)
+        self.put_contents = path.read_bytes()
+        self.files[FILE_ID] = FakeFileInfo(FILE_ID, name or path.name, size, False, 3, 3)
         if disperse and self.no_peers:
             raise NotDispersedError(FILE_ID, "no peer to disperse to was found")
         return FILE_ID

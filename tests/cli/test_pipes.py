@@ -1,0 +1,78 @@
+"""Issue 15, pipes: ``put -`` reads standard input."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner, Result
+
+from p2pstore.cli import app
+
+from .fakes import FILE_ID, FakeNode, daemon_in_thread, short_tmp_dir
+
+runner = CliRunner()
+HEX = FILE_ID.hex()
+
+
+@pytest.fixture
+def data_dir() -> Iterator[Path]:
+    with short_tmp_dir() as d:
+        yield d
+
+
+@pytest.fixture
+def daemon(data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeNode]:
+    monkeypatch.setattr(logging.getLogger("p2pstore.control"), "propagate", False)
+    with daemon_in_thread(FakeNode(), data_dir) as node:
+        yield node
+
+
+def invoke(*args: str, stdin: bytes = b"") -> Result:
+    return runner.invoke(app, list(args), input=stdin)
+
+
+def test_put_dash_reads_standard_input(daemon: FakeNode, data_dir: Path) -> None:
+    before = set(os.listdir(data_dir))
+    data = os.urandom(3 * (1 << 20) + 17)  # several read blocks
+    result = invoke("put", "-", "--name", "notes.txt", "--data-dir", str(data_dir), stdin=data)
+    assert result.exit_code == 0, result.output
+    assert result.stdout.strip() == HEX
+    assert daemon.put_contents == data
+    assert daemon.files[FILE_ID].name == "notes.txt"
+    assert set(os.listdir(data_dir)) == before, "the temporary copy of stdin is removed"
+
+
+def test_put_dash_without_a_name_is_called_stdin(daemon: FakeNode, data_dir: Path) -> None:
+    result = invoke("put", "-", "--json", "--data-dir", str(data_dir), stdin=b"hi\n")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["file_id"] == HEX
+    assert daemon.put_contents == b"hi\n"
+    assert daemon.files[FILE_ID].name == "stdin"
+
+
+def test_put_with_a_name_renames_a_regular_file(daemon: FakeNode, data_dir: Path) -> None:
+    src = data_dir / "a.bin"
+    src.write_bytes(b"abc")
+    result = invoke("put", str(src), "--name", "b.bin", "--data-dir", str(data_dir))
+    assert result.exit_code == 0, result.output
+    assert daemon.files[FILE_ID].name == "b.bin"
+
+
+@pytest.mark.parametrize("name", ["", "a/b"])
+def test_put_rejects_a_bad_name(name: str, daemon: FakeNode, data_dir: Path) -> None:
+    result = invoke("put", "-", "--name", name, "--data-dir", str(data_dir), stdin=b"x")
+    assert result.exit_code == 2
+    assert "--name" in result.output
+    assert not daemon.calls
+
+
+def test_put_dash_without_a_daemon_fails_before_reading(data_dir: Path) -> None:
+    result = invoke("put", "-", "--data-dir", str(data_dir), stdin=b"x" * 1000)
+    assert result.exit_code == 1
+    assert "no p2pstore daemon is running" in result.stderr
+    assert os.listdir(data_dir) == []
