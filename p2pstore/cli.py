@@ -17,7 +17,7 @@ import string
 import sys
 import tempfile
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
@@ -37,6 +37,7 @@ from rich.table import Table
 from . import control
 from ._version import __version__
 from .config import (
+    CONFIG_FILE_NAME,
     DATA_DIR_ENV,
     DEFAULT_DAEMON_HOST,
     DEFAULT_TCP_PORT,
@@ -713,7 +714,8 @@ def status(
     quiet: QuietOpt = False,
     log_json: LogJsonOpt = False,
 ) -> None:
-    """Show the node ID, addresses, routing table size, peers, stored bytes and transfers."""
+    """Show the node ID, addresses, DHT contacts, open connections, stored bytes, files and
+    the running transfers."""
     data_dir, json_out = _setup(data_dir, json_out, verbose, quiet, log_json)
     result = _call(data_dir, "status")
     if json_out:
@@ -721,20 +723,96 @@ def status(
         _emit_json({**result, "udp": _addr(result.get("udp")), "tcp": _addr(result.get("tcp"))})
         return
     transfers = result.get("transfers") or []
+    count = len(transfers) if isinstance(transfers, list) else 0
     lines = [
         f"node ID:        {result.get('node_id')}",
         f"udp:            {_addr(result.get('udp'))}",
         f"tcp:            {_addr(result.get('tcp'))}",
-        f"routing table:  {result.get('routing_table_size')} contacts",
-        f"peers:          {result.get('peers')}",
+        f"contacts:       {result.get('routing_table_size')} in the DHT routing table",
+        f"connections:    {result.get('peers')} open to other nodes",
         f"stored:         {format_size(int(result.get('stored_bytes') or 0))}",
         f"files:          {result.get('files')}",
-        f"transfers:      {len(transfers) if isinstance(transfers, list) else transfers}",
+        f"transfers:      {count}",
     ]
-    if isinstance(transfers, list):
-        lines += [f"  {json.dumps(t, sort_keys=True)}" for t in transfers]
     for line in lines:
         typer.echo(_clean(line))
+    if count:
+        _print_transfers(transfers)
+
+
+def _transfer_rows(transfers: list[Any], now: float) -> list[list[str]]:
+    """One row per running transfer: kind, name, bytes, rate, peers, ETA."""
+    rows = []
+    for t in transfers:
+        if not isinstance(t, dict):
+            continue
+        done, total = int(t.get("bytes_done") or 0), int(t.get("bytes_total") or 0)
+        started = t.get("started")
+        elapsed = now - started if isinstance(started, (int, float)) else 0.0
+        rate = done / elapsed if elapsed > 0 else 0.0
+        eta = (total - done) / rate if rate > 0 and total > done else None
+        fid = str(t.get("file_id") or "")
+        name = str(t.get("name") or "")
+        if not name or name.startswith("."):  # an internal temporary name means nothing
+            name = f"{fid[:16]}…" if fid else "?"
+        size = f"{format_size(done)} / {format_size(total)}" if total else format_size(done)
+        rows.append(
+            [
+                str(t.get("kind") or ""),
+                name,
+                size,
+                f"{format_size(rate)}/s" if rate else "-",
+                str(t.get("peers") or 0),
+                _duration(eta) if eta is not None else "-",
+            ]
+        )
+    return rows
+
+
+def _duration(seconds: float) -> str:
+    """``75`` as ``1m15s``; ``3700`` as ``1h01m``."""
+    s = int(seconds + 0.5)
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    return f"{s // 3600}h{s % 3600 // 60:02d}m"
+
+
+def _print_transfers(transfers: list[Any]) -> None:
+    import time
+
+    rows = _transfer_rows(transfers, time.time())
+    console = Console()
+    if not console.is_terminal:
+        console = Console(width=PIPE_WIDTH)
+    table = Table(title=_counted(len(rows), "transfer"))
+    for column in ("kind", "name", "bytes", "rate", "peers", "ETA"):
+        table.add_column(column)
+    for row in rows:
+        table.add_row(*(_clean(cell) for cell in row))
+    console.print(table)
+
+
+@app.command()
+def transfers(
+    data_dir: DataDirOpt = None,
+    json_out: JsonOpt = False,
+    verbose: VerboseOpt = 0,
+    quiet: QuietOpt = False,
+    log_json: LogJsonOpt = False,
+) -> None:
+    """List the running transfers: kind, name, bytes, rate, peers, ETA."""
+    data_dir, json_out = _setup(data_dir, json_out, verbose, quiet, log_json)
+    result = _call(data_dir, "status")
+    running = result.get("transfers") or []
+    if json_out:
+        _emit_json({"transfers": running})
+        return
+    if not isinstance(running, list) or not running:
+        typer.echo("no transfers")
+        return
+    _print_transfers(running)
 
 
 def _contact_rows(contacts: list[Any], port_key: str) -> list[list[str]]:
@@ -827,6 +905,28 @@ def unpin(
     data_dir, json_out = _setup(data_dir, json_out, verbose, quiet, log_json)
     result = _call(data_dir, "unpin", {"file_id": _parse_id(file_id, "FILE_ID")})
     _emit_json(result) if json_out else typer.echo(f"unpinned {result.get('file_id')}")
+
+
+@app.command()
+def rm(
+    file_id: FileIdArg,
+    data_dir: DataDirOpt = None,
+    json_out: JsonOpt = False,
+    verbose: VerboseOpt = 0,
+    quiet: QuietOpt = False,
+    log_json: LogJsonOpt = False,
+) -> None:
+    """Forget FILE_ID here: unpin it, stop announcing it, and delete the chunks no other pinned
+    file needs (this runs gc)."""
+    data_dir, json_out = _setup(data_dir, json_out, verbose, quiet, log_json)
+    fid = _parse_id(file_id, "FILE_ID")
+    _call(data_dir, "unpin", {"file_id": fid})
+    result = _call(data_dir, "gc")
+    freed = int(result.get("freed_bytes") or 0)
+    if json_out:
+        _emit_json({"file_id": fid.hex(), "removed": True, "freed_bytes": freed})
+    elif not _STATE.quiet:
+        typer.echo(f"removed {fid.hex()} (freed {format_size(freed)})")
 
 
 @app.command()
@@ -957,6 +1057,86 @@ def check(
         raise typer.Exit(EXIT_LOST)
     if verdict == "degraded":
         raise typer.Exit(EXIT_DEGRADED)
+
+
+# ----------------------------------------------------------------------------- config
+
+
+@app.command("config")
+def config_(
+    data_dir: DataDirOpt = None,
+    json_out: JsonOpt = False,
+    verbose: VerboseOpt = 0,
+    quiet: QuietOpt = False,
+    log_json: LogJsonOpt = False,
+) -> None:
+    """Print the settings a daemon of the data directory starts with, and where each came
+    from (the daemon's own flags win over them)."""
+    data_dir, json_out = _setup(data_dir, json_out, verbose, quiet, log_json)
+    flag = data_dir
+    directory = _data_dir(flag)
+    if flag is not None and str(flag) != "":
+        dir_source = "--data-dir"
+    elif os.environ.get(DATA_DIR_ENV):
+        dir_source = f"${DATA_DIR_ENV}"
+    else:
+        dir_source = "platform default"
+    path = directory / CONFIG_FILE_NAME
+    try:
+        settings = load_settings(directory)
+        given = _file_keys(path)
+    except ConfigError as exc:
+        _fail(str(exc), EXIT_USAGE)
+    rows: list[dict[str, Any]] = [
+        {"key": "data_dir", "value": str(directory), "source": dir_source}
+    ]
+    for f in fields(DaemonSettings):
+        value = getattr(settings, f.name)
+        rows.append(
+            {
+                "key": f.name,
+                "value": _setting_text(f.name, value),
+                "source": str(path) if f.name in given else "default",
+            }
+        )
+    if json_out:
+        _emit_json({"settings": rows, "file": str(path), "file_exists": path.exists()})
+        return
+    width = max(len(r["key"]) for r in rows)
+    for r in rows:
+        typer.echo(_clean(f"{r['key']:<{width}}  {r['value']}  ({r['source']})"))
+
+
+def _file_keys(path: Path) -> set[str]:
+    """The keys set in the settings file (already validated by ``load_settings``)."""
+    import tomllib
+
+    try:
+        return set(tomllib.loads(path.read_text("utf-8")))
+    except FileNotFoundError:
+        return set()
+
+
+def _setting_text(key: str, value: Any) -> str:
+    """A setting as a user would write it (sizes and rates with units, None as its meaning)."""
+    if value is None:
+        return {
+            "upload_limit": "unlimited",
+            "quota": "unlimited",
+            "http": "off",
+            "log_level": "warning",
+        }.get(key, "node default")
+    if key in ("quota", "chunk_size"):
+        return format_size(value)
+    if key == "upload_limit":
+        return f"{format_size(value)}/s"
+    if key == "bootstrap":
+        return ", ".join(format_host_port(h, p) for h, p in value) or "none"
+    if key == "http":
+        return format_host_port(*value)
+    if key == "repair_interval":
+        return "off" if not value else f"{value:g} s"
+    return str(value)
 
 
 # ----------------------------------------------------------------------------- demo

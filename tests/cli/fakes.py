@@ -72,6 +72,7 @@ class FakeNode:
     put_started: trio.Event = field(default_factory=trio.Event)
     put_cancelled: trio.Event = field(default_factory=trio.Event)
     files: dict[bytes, FakeFileInfo] = field(default_factory=dict)
+    transfers: list[Any] = field(default_factory=list)  # node.Transfer objects for status
     put_contents: bytes = b""  # what the last put read from its path
     get_error: OSError | None = None  # get raises this (with a temp file's name, say)
 
@@ -153,7 +154,14 @@ class FakeNode:
     def status(self) -> NodeStatus:
         self.calls.append(("status", None))
         return NodeStatus(
-            self.node_id, self.udp_address, self.tcp_address, 3, 2, 1234, len(self.files), []
+            self.node_id,
+            self.udp_address,
+            self.tcp_address,
+            3,
+            2,
+            1234,
+            len(self.files),
+            list(self.transfers),
         )
 
     def peers(self) -> list[FakeContact]:

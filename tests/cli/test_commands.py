@@ -173,7 +173,7 @@ def test_bad_settings_file_is_a_usage_error(data_dir: Path) -> None:
 @pytest.mark.parametrize(
     "command",
     ["daemon", "put", "get", "ls", "status", "peers", "providers", "pin", "unpin", "gc", "verify",
-     "demo"],
+     "demo", "rm", "transfers", "config"],
 )  # fmt: skip
 def test_every_command_has_help_and_data_dir(command: str) -> None:
     result = invoke(command, "--help")
@@ -191,7 +191,7 @@ def test_status(daemon: FakeNode, data_dir: Path) -> None:
     assert result.exit_code == 0, result.output
     assert "11" * 32 in result.stdout
     assert "127.0.0.1:18468" in result.stdout
-    assert "routing table:  3 contacts" in result.stdout
+    assert "contacts:       3 in the DHT routing table" in result.stdout
     as_json = json.loads(invoke("status", "--json", "--data-dir", str(data_dir)).stdout)
     assert as_json["routing_table_size"] == 3
     assert as_json["tcp"] == "127.0.0.1:19000"
