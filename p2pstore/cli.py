@@ -127,6 +127,17 @@ FileIdArg = Annotated[
 ]
 
 
+FileRefArg = Annotated[
+    str,
+    typer.Argument(
+        metavar="FILE_ID",
+        help="A file ID (64 hex characters), a p2p:// share link, or the first characters"
+        " (at least 4) of a local file's ID.",
+        show_default=False,
+    ),
+]
+
+
 def _print_version(value: bool) -> None:
     if value:
         typer.echo(f"p2pstore {__version__}")
@@ -509,6 +520,60 @@ def _put_path(
         return _call(data_dir, "put", args, progress)
 
 
+def _share_link(data_dir: Path | None, result: dict[str, Any]) -> str | None:
+    """The share link of a put's file, with this node's chunk server as the peer hint when it
+    listens on a specific address (a wildcard address is no use to anyone else)."""
+    from .links import ShareLink
+
+    try:
+        fid = bytes.fromhex(str(result.get("file_id")))
+    except ValueError:
+        return None
+    if len(fid) != 32:
+        return None
+    peer: tuple[str, int] | None = None
+    with contextlib.suppress(SystemExit, typer.Exit, Exception):
+        tcp = control.call_blocking(_data_dir(data_dir), "status").get("tcp")
+        if isinstance(tcp, list) and len(tcp) == 2 and str(tcp[0]) not in ("0.0.0.0", "::", ""):
+            peer = (str(tcp[0]), int(tcp[1]))
+    name = result.get("name")
+    return str(ShareLink(fid, str(name) if name else None, peer))
+
+
+def _resolve_file(value: str, param: str, data_dir: Path | None) -> bytes:
+    """A file named by a share link, a full ID, or a unique prefix of a local file's ID."""
+    from .links import is_link, parse_link
+
+    text = value.strip()
+    if is_link(text):
+        try:
+            return parse_link(text).file_id
+        except ConfigError as exc:
+            _bad(param, str(exc))
+    lowered = text.lower()
+    if len(lowered) == 64 or not lowered or any(c not in string.hexdigits for c in lowered):
+        return _parse_id(value, param)
+    if len(lowered) < MIN_ID_PREFIX:
+        _bad(param, f"an ID prefix needs at least {MIN_ID_PREFIX} hexadecimal characters")
+    files = _call(data_dir, "ls").get("files") or []
+    matches = sorted(
+        {
+            str(f.get("file_id"))
+            for f in files
+            if isinstance(f, dict) and str(f.get("file_id", "")).startswith(lowered)
+        }
+    )
+    if not matches:
+        _bad(param, f"no local file ID starts with {lowered} (give the full 64-character ID)")
+    if len(matches) > 1:
+        _bad(param, f"{lowered} is the start of {len(matches)} local file IDs: give more of it")
+    return bytes.fromhex(matches[0])
+
+
+MIN_ID_PREFIX = 4
+"""Shortest ID prefix ``get`` and ``rm`` resolve among local files."""
+
+
 @app.command()
 def put(
     file: Annotated[
@@ -556,11 +621,15 @@ def put(
         if not os.access(path, os.R_OK):
             _fail(f"cannot read {file}: permission denied", EXIT_USAGE)
         result = _put_path(data_dir, path, not no_disperse, name, json_out)
+    link = _share_link(data_dir, result)
     if json_out:
         keys = ("file_id", "size", "chunks", "dispersed", "not_dispersed")
-        _emit_json({k: result.get(k) for k in keys})
+        _emit_json({**{k: result.get(k) for k in keys}, "link": link})
     else:
         typer.echo(str(result.get("file_id")))
+        if link and not _STATE.quiet:
+            # stderr: stdout stays the bare ID, for id=$(p2pstore put f)
+            typer.echo(f"share: {link}", err=True)
     if result.get("not_dispersed"):
         # Asked to disperse, could not: the file ID is printed (it is stored here), but the
         # command fails so that `put x && rm x` never trusts copies that do not exist.
@@ -569,7 +638,7 @@ def put(
 
 @app.command()
 def get(
-    file_id: FileIdArg,
+    file_id: FileRefArg,
     output: Annotated[
         str | None,
         typer.Option(
@@ -587,9 +656,10 @@ def get(
     quiet: QuietOpt = False,
     log_json: LogJsonOpt = False,
 ) -> None:
-    """Download FILE_ID through the daemon; the file is written only once complete and verified."""
+    """Download FILE_ID (an ID, a p2p:// share link, or a unique prefix of a local file's ID)
+    through the daemon; the file is written only once complete and verified."""
     data_dir, json_out = _setup(data_dir, json_out, verbose, quiet, log_json)
-    fid = _parse_id(file_id, "FILE_ID")
+    fid = _resolve_file(file_id, "FILE_ID", data_dir)
     cwd = Path.cwd()
     dest: str | None = None
     if output is not None:
@@ -909,17 +979,17 @@ def unpin(
 
 @app.command()
 def rm(
-    file_id: FileIdArg,
+    file_id: FileRefArg,
     data_dir: DataDirOpt = None,
     json_out: JsonOpt = False,
     verbose: VerboseOpt = 0,
     quiet: QuietOpt = False,
     log_json: LogJsonOpt = False,
 ) -> None:
-    """Forget FILE_ID here: unpin it, stop announcing it, and delete the chunks no other pinned
-    file needs (this runs gc)."""
+    """Forget FILE_ID (an ID, link or unique prefix) here: unpin it, stop announcing it, and
+    delete the chunks no other pinned file needs (this runs gc)."""
     data_dir, json_out = _setup(data_dir, json_out, verbose, quiet, log_json)
-    fid = _parse_id(file_id, "FILE_ID")
+    fid = _resolve_file(file_id, "FILE_ID", data_dir)
     _call(data_dir, "unpin", {"file_id": fid})
     result = _call(data_dir, "gc")
     freed = int(result.get("freed_bytes") or 0)

@@ -506,6 +506,7 @@ async def _op_put(node: ControlledNode, args: dict[str, Any], progress: Progress
         "file_id": file_id.hex(),
         "size": size if isinstance(size, int) else path.stat().st_size,
         "chunks": getattr(info, "chunks_total", None),
+        "name": getattr(info, "name", None),
         "dispersed": bool(args["disperse"]) and not_dispersed is None,
         "not_dispersed": not_dispersed,
     }

@@ -18,6 +18,7 @@ from typer.testing import CliRunner, Result
 
 from p2pstore.cli import app
 from p2pstore.config import CONFIG_FILE_NAME, DATA_DIR_ENV
+from p2pstore.links import encode_id
 
 from .fakes import FILE_ID, OTHER_ID, FakeNode, daemon_in_thread, short_tmp_dir
 
@@ -99,7 +100,7 @@ def test_no_daemon_with_data_dir_from_environment(
     "args",
     [
         ["get", "xyz"],
-        ["get", "0" * 63],
+        ["pin", "0" * 63],
         ["get", "g" * 64],
         ["pin", "abc"],
         ["unpin", ""],
@@ -213,8 +214,10 @@ def test_put_sends_the_absolute_path(
         "chunks": 3,
         "dispersed": True,
         "not_dispersed": None,
+        "link": f"p2p://{encode_id(FILE_ID)}?name=doc.txt&peer=127.0.0.1:19000",
     }
-    assert daemon.calls[-2][1] == (data_dir / "doc.txt", True)
+    puts = [args for op, args in daemon.calls if op == "put"]
+    assert puts[-1] == (data_dir / "doc.txt", True)
 
 
 def test_put_that_could_not_disperse_fails_and_says_stored_locally_only(
@@ -226,7 +229,8 @@ def test_put_that_could_not_disperse_fails_and_says_stored_locally_only(
     result = invoke("put", str(data_dir / "doc.txt"), "--data-dir", str(data_dir))
     assert result.exit_code == 1, result.output
     assert result.stdout.strip() == HEX, "the file is stored: its ID is still printed"
-    assert result.stderr.startswith("error: stored locally only, not dispersed: no peer")
+    *_, last = result.stderr.strip().splitlines()  # after the share link: the file is here
+    assert last.startswith("error: stored locally only, not dispersed: no peer")
     result = invoke("put", str(data_dir / "doc.txt"), "--json", "--data-dir", str(data_dir))
     assert result.exit_code == 1, result.output
     out = json.loads(result.stdout)
