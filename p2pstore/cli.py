@@ -25,14 +25,14 @@ import typer
 from rich.console import Console
 from rich.progress import (
     BarColumn,
-    DownloadColumn,
-    MofNCompleteColumn,
     Progress,
+    ProgressColumn,
+    Task,
     TextColumn,
     TimeRemainingColumn,
-    TransferSpeedColumn,
 )
 from rich.table import Table
+from rich.text import Text
 
 from . import control
 from ._version import __version__
@@ -186,6 +186,7 @@ class _State:
     verbose: int = 0
     log_json: bool = False
     data_dir: Path | None = None
+    bar: _ProgressBar | None = None
 
 
 _STATE = _State()
@@ -205,7 +206,14 @@ def _clean(text: str) -> str:
 
 
 def _fail(message: str, code: int = EXIT_FAILED) -> NoReturn:
-    """Report a user error as one line on stderr (one JSON object under ``--json``), exit."""
+    """Report a user error as one line on stderr (one JSON object under ``--json``), exit.
+
+    A progress bar on screen is taken off first, and after Ctrl-C the terminal's ``^C`` echo is
+    erased, so the message stands on a line of its own."""
+    if _STATE.bar is not None:
+        _STATE.bar.stop()
+    if code == EXIT_INTERRUPTED and sys.stderr.isatty():
+        sys.stderr.write("\r\x1b[K")
     if _STATE.json_errors:
         typer.echo(json.dumps({"error": _clean(message), "exit_code": code}), err=True)
     else:
@@ -451,6 +459,30 @@ def _run_daemon(directory: Path, settings: DaemonSettings, json_out: bool) -> No
 # ----------------------------------------------------------------------------- put / get
 
 
+class _AmountColumn(ProgressColumn):
+    """``done / total`` in the task's unit: binary sizes for bytes, else ``N/M chunks``."""
+
+    def render(self, task: Task) -> Text:
+        done, total = task.completed, task.total
+        if task.fields.get("unit") == "bytes":
+            text = format_size(done) + (f" / {format_size(total)}" if total else "")
+        else:
+            text = f"{int(done)}/{int(total or 0)} {task.fields.get('unit') or ''}".rstrip()
+        return Text(text)
+
+
+class _RateColumn(ProgressColumn):
+    """The rate in the units the results use (``MiB/s``), or chunks per second."""
+
+    def render(self, task: Task) -> Text:
+        speed = task.finished_speed or task.speed
+        if speed is None:
+            return Text("")
+        if task.fields.get("unit") == "bytes":
+            return Text(f"{format_size(speed)}/s")
+        return Text(f"{speed:.0f} {task.fields.get('unit') or ''}/s")
+
+
 class _ProgressBar:
     """A rich progress bar on stderr, or nothing when stderr is not a terminal."""
 
@@ -460,16 +492,24 @@ class _ProgressBar:
             self.bar = Progress(
                 *columns, console=_stderr_console(), auto_refresh=False, transient=True
             )
-            self.task = self.bar.add_task("", total=None, peers=0, phase="")
+            self.task = self.bar.add_task("", total=None, peers=0, phase="", unit="bytes")
 
     def __enter__(self) -> _ProgressBar:
         if self.bar is not None:
             self.bar.start()
+            _STATE.bar = self
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        """Take the (transient) bar off the screen; idempotent."""
+        if _STATE.bar is self:
+            _STATE.bar = None
         if self.bar is not None:
             self.bar.stop()
+            self.bar = None
 
     def update(self, **fields: Any) -> None:
         if self.bar is not None:
@@ -505,7 +545,13 @@ def _stdin_file(directory: Path) -> Iterator[Path]:
 def _put_path(
     data_dir: Path | None, path: Path, disperse: bool, name: str | None, json_out: bool
 ) -> dict[str, Any]:
-    columns = (TextColumn("{task.fields[phase]}"), BarColumn(), MofNCompleteColumn())
+    columns = (
+        TextColumn("{task.fields[phase]}"),
+        BarColumn(),
+        _AmountColumn(),
+        _RateColumn(),
+        TimeRemainingColumn(),
+    )
     args: dict[str, Any] = {"path": str(path), "disperse": disperse}
     if name is not None:
         args["name"] = name
@@ -513,11 +559,24 @@ def _put_path(
 
         def progress(data: dict[str, Any]) -> None:
             if isinstance(data.get("done"), int) and isinstance(data.get("total"), int):
+                phase = str(data.get("phase", ""))
+                if phase != bar_phase[0] and bar.bar is not None:
+                    bar.bar.reset(bar.task)  # a new phase: its own rate and ETA
+                    bar_phase[0] = phase
+                unit = {"store": "bytes", "disperse": "chunks"}.get(phase, "")
                 bar.update(
-                    phase=str(data.get("phase", "")), completed=data["done"], total=data["total"]
+                    phase=_PUT_PHASES.get(phase, phase),
+                    completed=data["done"],
+                    total=data["total"],
+                    unit=unit,
                 )
 
+        bar_phase = [""]
         return _call(data_dir, "put", args, progress)
+
+
+_PUT_PHASES = {"store": "storing", "publish": "announcing", "disperse": "dispersing"}
+"""How each phase of a put is named on its progress bar."""
 
 
 def _share_link(data_dir: Path | None, result: dict[str, Any]) -> str | None:
@@ -672,9 +731,10 @@ def get(
             _fail(f"no such directory: {output_text}", EXIT_USAGE)
         dest = str(target)
     columns = (
+        TextColumn("{task.fields[phase]}"),
         BarColumn(),
-        DownloadColumn(binary_units=True),
-        TransferSpeedColumn(),
+        _AmountColumn(),
+        _RateColumn(),
         TextColumn("{task.fields[peers]} peers"),
         TimeRemainingColumn(),
     )
@@ -685,7 +745,9 @@ def get(
             peers = data.get("peers", data.get("per_peer", {}))
             if isinstance(done, int) and isinstance(total, int):
                 count = len(peers) if isinstance(peers, (dict, list)) else 0
-                bar.update(completed=done, total=total or None, peers=count)
+                # All bytes in: the file is being checked and moved into place.
+                phase = "finishing" if total and done >= total else "downloading"
+                bar.update(completed=done, total=total or None, peers=count, phase=phase)
 
         args = {"file_id": fid, "dest": dest, "cwd": str(cwd)}
         result = _call(data_dir, "get", args, progress)
