@@ -42,6 +42,7 @@ from .config import (
     DEFAULT_DAEMON_HOST,
     DEFAULT_TCP_PORT,
     DEFAULT_UDP_PORT,
+    UNLIMITED_QUOTA,
     DaemonSettings,
     format_host_port,
     format_size,
@@ -863,6 +864,7 @@ def status(
         f"contacts:       {result.get('routing_table_size')} in the DHT routing table",
         f"connections:    {result.get('peers')} open to other nodes",
         f"stored:         {format_size(int(result.get('stored_bytes') or 0))}",
+        *_quota_line(result),
         f"files:          {result.get('files')}",
         f"transfers:      {count}",
     ]
@@ -870,6 +872,15 @@ def status(
         typer.echo(_clean(line))
     if count:
         _print_transfers(transfers)
+
+
+def _quota_line(result: dict[str, Any]) -> list[str]:
+    """The quota line of ``status`` (absent if the daemon did not say)."""
+    if "quota_bytes" not in result:
+        return []
+    quota = result.get("quota_bytes")
+    text = format_size(quota) if isinstance(quota, int) else "unlimited"
+    return [f"quota:          {text} (beyond it, shares pushed by other nodes are refused)"]
 
 
 def _transfer_rows(transfers: list[Any], now: float) -> list[list[str]]:
@@ -1251,10 +1262,12 @@ def _file_keys(path: Path) -> set[str]:
 
 def _setting_text(key: str, value: Any) -> str:
     """A setting as a user would write it (sizes and rates with units, None as its meaning)."""
+    if key == "quota" and value == UNLIMITED_QUOTA:
+        return "unlimited"
     if value is None:
         return {
             "upload_limit": "unlimited",
-            "quota": "unlimited",
+            "quota": "auto (what is stored + half the free space, at start)",
             "http": "off",
             "log_level": "warning",
         }.get(key, "node default")

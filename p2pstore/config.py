@@ -178,6 +178,19 @@ def format_host_port(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
+UNLIMITED_QUOTA = MAX_SIZE_BYTES
+"""``quota = "unlimited"`` in the settings file: no quota at all (the default is automatic)."""
+
+AUTO_QUOTA_FRACTION = 0.5
+"""Without a ``quota`` setting, pushed shares may fill this fraction of the free space."""
+
+
+def auto_quota(stored_bytes: int, free_bytes: int) -> int:
+    """The default quota: what the store holds now plus half the free space on its disk, so
+    other nodes' shares can never fill the disk (the user's own files are never refused)."""
+    return stored_bytes + int(max(free_bytes, 0) * AUTO_QUOTA_FRACTION)
+
+
 _DURATION_RE = re.compile(r"^\s*(\d{1,12}(?:\.\d{1,9})?)\s*([a-zA-Z]{0,1})\s*$")
 _DURATION_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
 
@@ -236,8 +249,8 @@ class DaemonSettings:
             "bootstrap": self.bootstrap,
             "upload_limit": self.upload_limit,
         }
-        if self.quota is not None:
-            out["quota_bytes"] = self.quota
+        if self.quota is not None:  # None: the daemon computes one (auto_quota)
+            out["quota_bytes"] = None if self.quota == UNLIMITED_QUOTA else self.quota
         for name in ("chunk_size", "k", "m", "repair_threshold"):
             value = getattr(self, name)
             if value is not None:
@@ -312,6 +325,8 @@ def settings_from_mapping(
                 if not isinstance(value, str):
                     raise ConfigError('http must be a "HOST:PORT" string')
                 values[key] = parse_listen_address(value)
+            elif key == "quota" and isinstance(value, str) and value.strip().lower() in _UNLIMITED:
+                values[key] = UNLIMITED_QUOTA
             elif key in ("quota", "chunk_size"):
                 values[key] = _size(key, value)
             elif key == "repair_interval":

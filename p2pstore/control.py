@@ -438,7 +438,13 @@ async def _op_status(
     node: ControlledNode, args: dict[str, Any], progress: Progress
 ) -> dict[str, Any]:
     data = to_plain(node.status())
-    return data if isinstance(data, dict) else {"status": data}
+    if not isinstance(data, dict):
+        data = {"status": data}
+    store = getattr(node, "store", None)
+    if store is not None and "quota_bytes" not in data:
+        quota = getattr(store, "quota_bytes", None)
+        data["quota_bytes"] = quota if isinstance(quota, int) else None
+    return data
 
 
 async def _op_peers(

@@ -434,6 +434,13 @@ class ChunkStore:
         """The quota enforced by ``put_chunk(..., enforce_quota=True)``, if any."""
         return self._quota
 
+    def set_quota(self, quota_bytes: int | None) -> None:
+        """Change the quota (``None``: unlimited), e.g. to one computed from the free space."""
+        if quota_bytes is not None and quota_bytes < 0:
+            raise ConfigError("quota_bytes must be >= 0 (or None for unlimited)")
+        with self._quota_lock:
+            self._quota = quota_bytes
+
     def chunk_path(self, chunk_id: bytes) -> Path:
         """Where the chunk's file lives (whether or not it exists)."""
         h = chunk_id.hex()

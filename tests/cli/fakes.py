@@ -73,6 +73,7 @@ class FakeNode:
     put_cancelled: trio.Event = field(default_factory=trio.Event)
     files: dict[bytes, FakeFileInfo] = field(default_factory=dict)
     transfers: list[Any] = field(default_factory=list)  # node.Transfer objects for status
+    store: Any = None  # something with quota_bytes: status reports it
     put_contents: bytes = b""  # what the last put read from its path
     get_error: OSError | None = None  # get raises this (with a temp file's name, say)
 

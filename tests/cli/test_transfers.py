@@ -122,7 +122,8 @@ def test_config_shows_values_and_sources(data_dir: Path, monkeypatch: pytest.Mon
     assert lines["k"].split()[1] == "6"
     assert lines["log_level"].split()[1] == "info"
     assert lines["udp_port"] == "udp_port          8468  (default)"
-    assert "unlimited  (default)" in lines["quota"]
+    assert "auto" in lines["quota"]
+    assert lines["quota"].endswith("(default)")
     as_json = json.loads(invoke("config", "--json", "--data-dir", str(data_dir)).stdout)
     by_key = {row["key"]: row for row in as_json["settings"]}
     assert by_key["k"] == {"key": "k", "value": "6", "source": path}
@@ -137,3 +138,44 @@ def test_config_reports_a_bad_file(data_dir: Path) -> None:
     assert result.exit_code == 2
     assert result.stderr.startswith("error: ")
     assert "k, m" in result.stderr
+
+
+def test_status_shows_the_quota(daemon: FakeNode, data_dir: Path) -> None:
+    from types import SimpleNamespace
+
+    assert "quota:" not in invoke("status", "--data-dir", str(data_dir)).stdout
+    daemon.store = SimpleNamespace(quota_bytes=5 << 30)
+    result = invoke("status", "--data-dir", str(data_dir))
+    assert "quota:          5.0 GiB (beyond it, shares pushed by other nodes are refused)" in (
+        result.stdout
+    )
+    assert (
+        json.loads(invoke("status", "--json", "--data-dir", str(data_dir)).stdout)["quota_bytes"]
+        == 5 << 30
+    )
+    daemon.store = SimpleNamespace(quota_bytes=None)
+    assert "quota:          unlimited" in invoke("status", "--data-dir", str(data_dir)).stdout
+
+
+def test_default_quota_is_half_the_free_space(tmp_path: Path) -> None:
+    import shutil
+    from types import SimpleNamespace
+
+    from p2pstore.config import UNLIMITED_QUOTA, auto_quota, settings_from_mapping
+    from p2pstore.daemon import _set_auto_quota
+    from p2pstore.store import ChunkStore
+
+    assert auto_quota(100, 1000) == 600
+    assert auto_quota(100, -5) == 100
+    assert "quota_bytes" not in settings_from_mapping({}).node_overrides()
+    unlimited = settings_from_mapping({"quota": "unlimited"})
+    assert unlimited.quota == UNLIMITED_QUOTA
+    assert unlimited.node_overrides()["quota_bytes"] is None
+    assert settings_from_mapping({"quota": "2GiB"}).node_overrides()["quota_bytes"] == 2 << 30
+    with ChunkStore.open(tmp_path / "store") as store:
+        assert store.quota_bytes is None
+        free = shutil.disk_usage(tmp_path).free
+        _set_auto_quota(SimpleNamespace(store=store), tmp_path)
+        quota = store.quota_bytes
+        assert quota is not None
+        assert abs(quota - free // 2) < max(free // 100, 64 << 20)
