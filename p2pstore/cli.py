@@ -833,10 +833,22 @@ def ls_(
         for f in files
         if isinstance(f, dict)
     ]
-    if not rows:
+    partial = [p for p in result.get("partial") or [] if isinstance(p, dict)]
+    if not rows and not partial:
         typer.echo("no files")
         return
-    _table(_counted(len(rows), "file"), ["file ID", "name", "size", "pinned", "chunks"], rows)
+    if rows:
+        _table(_counted(len(rows), "file"), ["file ID", "name", "size", "pinned", "chunks"], rows)
+    if partial:
+        _table(
+            f"{_counted(len(partial), 'unfinished download')}"
+            " (get ID again to resume, rm ID to remove)",
+            ["file ID", "chunks held", "size"],
+            [
+                [str(p.get("file_id")), str(p.get("chunks")), format_size(int(p.get("bytes") or 0))]
+                for p in partial
+            ],
+        )
 
 
 @app.command()

@@ -454,7 +454,14 @@ async def _op_peers(
 
 
 async def _op_ls(node: ControlledNode, args: dict[str, Any], progress: Progress) -> dict[str, Any]:
-    return {"files": to_plain(list(node.list_files()))}
+    data: dict[str, Any] = {"files": to_plain(list(node.list_files()))}
+    partial = getattr(getattr(node, "store", None), "partial_downloads", None)
+    if callable(partial):
+        data["partial"] = [
+            {"file_id": fid.hex(), "chunks": chunks, "bytes": size}
+            for fid, chunks, size in partial()
+        ]
+    return data
 
 
 async def _op_gc(node: ControlledNode, args: dict[str, Any], progress: Progress) -> dict[str, Any]:

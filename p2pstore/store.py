@@ -1031,6 +1031,11 @@ class ChunkStore:
         """Every file whose manifest is recorded, oldest first."""
         return [_stored_file(r) for r in self._index.files()]
 
+    def partial_downloads(self) -> list[tuple[bytes, int, int]]:
+        """Downloads that stored chunks but did not finish (failed, cancelled or running):
+        ``(file_id, chunks, bytes)``; ``get`` resumes them, ``unpin`` + ``gc`` removes them."""
+        return self._index.partial_files()
+
     def file_info(self, file_id: bytes) -> StoredFile | None:
         """The :meth:`list_files` entry of one file, or ``None``; one indexed look-up, so its cost
         does not grow with the number of files stored."""

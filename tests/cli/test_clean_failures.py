@@ -214,3 +214,40 @@ def test_a_failed_or_cancelled_put_removes_what_it_wrote(
             assert store.file_info(again.file_id) is not None
 
     trio.run(main)
+
+
+def test_an_unfinished_download_is_listed_and_removable(tmp_path: Path) -> None:
+    import hashlib
+
+    async def main() -> None:
+        fid = bytes(range(32))
+        chunks = [os.urandom(1000) for _ in range(3)]
+        with ChunkStore.open(tmp_path / "store") as store:
+            # what a get that failed midway leaves: chunks held for a file with no manifest
+            await store.put_chunks([(hashlib.sha256(c).digest(), c) for c in chunks], file_id=fid)
+            assert store.list_files() == []
+            assert store.partial_downloads() == [(fid, 3, 3000)]
+            assert store.gc() == 0, "kept: get resumes from them"
+            assert store.knows_file(fid)
+            store.unpin(fid)  # what rm does (then gc)
+            assert store.gc() == 3000
+            assert store.partial_downloads() == []
+            assert store.stored_bytes == 0
+
+    trio.run(main)
+
+
+def test_ls_shows_unfinished_downloads(data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from types import SimpleNamespace
+
+    monkeypatch.setattr(logging.getLogger("p2pstore.control"), "propagate", False)
+    node = FakeNode()
+    node.store = SimpleNamespace(partial_downloads=lambda: [(FILE_ID, 7, 7 << 20)])
+    with daemon_in_thread(node, data_dir):
+        result = invoke("ls", "--data-dir", str(data_dir))
+        as_json = json.loads(invoke("ls", "--json", "--data-dir", str(data_dir)).stdout)
+    assert result.exit_code == 0, result.output
+    assert "1 unfinished download (get ID again to resume, rm ID to remove)" in result.stdout
+    assert HEX in result.stdout
+    assert "7.0 MiB" in result.stdout
+    assert as_json["partial"] == [{"file_id": HEX, "chunks": 7, "bytes": 7 << 20}]
