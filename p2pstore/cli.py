@@ -636,10 +636,13 @@ MIN_ID_PREFIX = 4
 
 @app.command()
 def put(
-    file: Annotated[
-        Path,
+    files: Annotated[
+        list[Path],
         typer.Argument(
-            metavar="FILE", help="The file to store; - reads standard input.", show_default=False
+            metavar="FILE",
+            help="The files to store, in order; - reads standard input (alone).",
+            show_default=False,
+            hidden=True,  # described in the text above: Typer would add a <list[Path]> tag
         ),
     ],
     no_disperse: Annotated[
@@ -653,7 +656,8 @@ def put(
         typer.Option(
             "--name",
             metavar="NAME",
-            help="The name recorded in the manifest [default: FILE's name; stdin for -].",
+            help="The name recorded in the manifest (one FILE only) [default: FILE's name;"
+            " stdin for -].",
             show_default=False,
         ),
     ] = None,
@@ -663,37 +667,65 @@ def put(
     quiet: QuietOpt = False,
     log_json: LogJsonOpt = False,
 ) -> None:
-    """Store FILE (- for standard input) and publish it through the running daemon; print its
-    file ID."""
+    """Store each FILE, in order, and publish it through the running daemon; print one file ID
+    per line (and a share link on stderr).
+
+    FILE - reads standard input (then it must be the only FILE).
+    """
     data_dir, json_out = _setup(data_dir, json_out, verbose, quiet, log_json)
     if name is not None and (not name.strip() or "/" in name or "\0" in name):
         _bad("--name", "a file name must be non-empty and contain no /")
-    if str(file) == "-":
+    if len(files) > 1 and name is not None:
+        _bad("--name", "names one file: give a single FILE with it")
+    if len(files) > 1 and any(str(f) == "-" for f in files):
+        _bad("FILE", "- (standard input) must be the only FILE")
+    paths = [_checked_input(f) for f in files if str(f) != "-"]  # all of them before storing
+    outcomes: list[dict[str, Any]] = []
+    if str(files[0]) == "-":
         _call(data_dir, "status")  # no daemon: say so before reading all of stdin
         with _stdin_file(_data_dir(data_dir)) as path:
             result = _put_path(data_dir, path, not no_disperse, name or "stdin", json_out)
+        outcomes.append(_report_put(data_dir, result, json_out, single=True))
     else:
-        path = file.expanduser().absolute()
-        if not path.exists():
-            _fail(f"no such file: {file}", EXIT_USAGE)
-        if not path.is_file():
-            _fail(f"not a regular file: {file}", EXIT_USAGE)
-        if not os.access(path, os.R_OK):
-            _fail(f"cannot read {file}: permission denied", EXIT_USAGE)
-        result = _put_path(data_dir, path, not no_disperse, name, json_out)
+        for path in paths:
+            result = _put_path(data_dir, path, not no_disperse, name, json_out)
+            outcomes.append(_report_put(data_dir, result, json_out, single=len(paths) == 1))
+    if json_out and len(outcomes) > 1:
+        _emit_json({"files": outcomes})
+    failed = [str(o["not_dispersed"]) for o in outcomes if o.get("not_dispersed")]
+    if failed:
+        # Asked to disperse, could not: the file ID is printed (it is stored here), but the
+        # command fails so that `put x && rm x` never trusts copies that do not exist.
+        _fail(failed[0] if len(failed) == 1 else f"{len(failed)} files: {failed[0]}")
+
+
+def _checked_input(file: Path) -> Path:
+    path = file.expanduser().absolute()
+    if not path.exists():
+        _fail(f"no such file: {file}", EXIT_USAGE)
+    if not path.is_file():
+        _fail(f"not a regular file: {file}", EXIT_USAGE)
+    if not os.access(path, os.R_OK):
+        _fail(f"cannot read {file}: permission denied", EXIT_USAGE)
+    return path
+
+
+def _report_put(
+    data_dir: Path | None, result: dict[str, Any], json_out: bool, *, single: bool
+) -> dict[str, Any]:
+    """Print one put's outcome (its JSON object only if it is the only file); return it."""
     link = _share_link(data_dir, result)
+    keys = ("file_id", "size", "chunks", "dispersed", "not_dispersed")
+    outcome = {**{k: result.get(k) for k in keys}, "link": link}
     if json_out:
-        keys = ("file_id", "size", "chunks", "dispersed", "not_dispersed")
-        _emit_json({**{k: result.get(k) for k in keys}, "link": link})
+        if single:
+            _emit_json(outcome)
     else:
         typer.echo(str(result.get("file_id")))
         if link and not _STATE.quiet:
             # stderr: stdout stays the bare ID, for id=$(p2pstore put f)
             typer.echo(f"share: {link}", err=True)
-    if result.get("not_dispersed"):
-        # Asked to disperse, could not: the file ID is printed (it is stored here), but the
-        # command fails so that `put x && rm x` never trusts copies that do not exist.
-        _fail(str(result["not_dispersed"]))
+    return outcome
 
 
 @app.command()

@@ -76,3 +76,38 @@ def test_put_dash_without_a_daemon_fails_before_reading(data_dir: Path) -> None:
     assert result.exit_code == 1
     assert "no p2pstore daemon is running" in result.stderr
     assert os.listdir(data_dir) == []
+
+
+def test_put_several_files_prints_one_id_each(daemon: FakeNode, data_dir: Path) -> None:
+    paths = []
+    for name in ("a", "b", "c"):
+        (data_dir / name).write_bytes(name.encode())
+        paths.append(str(data_dir / name))
+    result = invoke("put", *paths, "--no-disperse", "--data-dir", str(data_dir))
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines() == [HEX, HEX, HEX]  # the fake gives every file one ID
+    assert [args[0].name for op, args in daemon.calls if op == "put"] == ["a", "b", "c"]
+    assert result.stderr.count("share: p2p://") == 3
+    as_json = json.loads(invoke("put", *paths, "--json", "--data-dir", str(data_dir)).stdout)
+    assert [f["file_id"] for f in as_json["files"]] == [HEX, HEX, HEX]
+
+
+def test_put_checks_every_file_before_storing_any(daemon: FakeNode, data_dir: Path) -> None:
+    (data_dir / "a").write_bytes(b"a")
+    result = invoke("put", str(data_dir / "a"), str(data_dir / "nope"), "--data-dir", str(data_dir))
+    assert result.exit_code == 2
+    assert "no such file" in result.stderr
+    assert not [c for c in daemon.calls if c[0] == "put"]
+
+
+@pytest.mark.parametrize("extra", [["--name", "x"], ["-"]])
+def test_put_several_refuses_name_and_stdin(
+    extra: list[str], daemon: FakeNode, data_dir: Path
+) -> None:
+    (data_dir / "a").write_bytes(b"a")
+    (data_dir / "b").write_bytes(b"b")
+    result = invoke(
+        "put", str(data_dir / "a"), str(data_dir / "b"), *extra, "--data-dir", str(data_dir)
+    )
+    assert result.exit_code == 2
+    assert not [c for c in daemon.calls if c[0] == "put"]
