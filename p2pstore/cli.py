@@ -79,7 +79,7 @@ app = typer.Typer(
     name="p2pstore",
     help="A peer-to-peer, content-addressed, erasure-coded file store.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,
     pretty_exceptions_show_locals=False,
     rich_markup_mode=None,
 )

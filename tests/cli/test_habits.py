@@ -162,3 +162,16 @@ def test_log_level_from_the_settings_file_and_quiet_wins(data_dir: Path) -> None
     assert "starting a node" not in result.stderr
     result = _daemon_in_use_port(data_dir, "-v")
     assert "starting a node" in result.stderr, "-v wins over the file"
+
+
+def test_shell_completion_is_offered_and_completes_commands() -> None:
+    root = invoke("--help")
+    assert "--install-completion" in root.output
+    assert "--show-completion" in root.output
+    env = {"_P2PSTORE_COMPLETE": "complete_bash", "COMP_WORDS": "p2pstore sta", "COMP_CWORD": "1"}
+    result = runner.invoke(app, [], prog_name="p2pstore", env=env)
+    assert result.exit_code == 0
+    assert result.output.split() == ["status"]
+    env["COMP_WORDS"] = "p2pstore get --da"
+    env["COMP_CWORD"] = "2"
+    assert "--data-dir" in runner.invoke(app, [], prog_name="p2pstore", env=env).output.split()
