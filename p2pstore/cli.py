@@ -13,6 +13,7 @@ import contextlib
 import json
 import logging
 import os
+import shutil
 import string
 import sys
 import tempfile
@@ -728,41 +729,8 @@ def _report_put(
     return outcome
 
 
-@app.command()
-def get(
-    file_id: FileRefArg,
-    output: Annotated[
-        str | None,
-        typer.Option(
-            "--output",
-            "-o",
-            metavar="PATH",
-            help="Output file, or a directory to save into under the manifest's name (PATH/"
-            " must exist) [default: the manifest's name, in the current directory].",
-            show_default=False,
-        ),
-    ] = None,
-    data_dir: DataDirOpt = None,
-    json_out: JsonOpt = False,
-    verbose: VerboseOpt = 0,
-    quiet: QuietOpt = False,
-    log_json: LogJsonOpt = False,
-) -> None:
-    """Download FILE_ID (an ID, a p2p:// share link, or a unique prefix of a local file's ID)
-    through the daemon; the file is written only once complete and verified."""
-    data_dir, json_out = _setup(data_dir, json_out, verbose, quiet, log_json)
-    fid = _resolve_file(file_id, "FILE_ID", data_dir)
-    cwd = Path.cwd()
-    dest: str | None = None
-    if output is not None:
-        output_text = output
-        target = (cwd / Path(output).expanduser()).absolute()
-        if not target.parent.is_dir():
-            _fail(f"no such directory: {target.parent}", EXIT_USAGE)
-        if _names_a_directory(output_text) and not target.is_dir():
-            # "-o dir/" means "into the directory dir", never "a file named dir".
-            _fail(f"no such directory: {output_text}", EXIT_USAGE)
-        dest = str(target)
+def _get_call(data_dir: Path | None, args: dict[str, Any], json_out: bool) -> dict[str, Any]:
+    """The control ``get``, with its progress bar."""
     columns = (
         TextColumn("{task.fields[phase]}"),
         BarColumn(),
@@ -782,8 +750,93 @@ def get(
                 phase = "finishing" if total and done >= total else "downloading"
                 bar.update(completed=done, total=total or None, peers=count, phase=phase)
 
-        args = {"file_id": fid, "dest": dest, "cwd": str(cwd)}
-        result = _call(data_dir, "get", args, progress)
+        return _call(data_dir, "get", args, progress)
+
+
+def _get_to_stdout(data_dir: Path | None, fid: bytes, json_out: bool) -> None:
+    """``get -o -`` / ``cat``: download into a private temporary directory in the data
+    directory, then copy the complete, verified file to stdout (nothing is written to stdout
+    before the whole file is verified); the temporary copy is removed whatever happens."""
+    directory = Path(tempfile.mkdtemp(prefix=".stdout-", dir=_data_dir(data_dir)))
+    try:
+        target = directory / "file"
+        result = _get_call(data_dir, {"file_id": fid, "dest": str(target), "cwd": "/"}, json_out)
+        out = sys.stdout.buffer
+        try:
+            with target.open("rb") as source:
+                while block := source.read(STDIN_BLOCK):
+                    out.write(block)
+            out.flush()
+        except BrokenPipeError:  # the reader stopped early (| head): not an error of ours
+            with contextlib.suppress(OSError, ValueError, AttributeError):
+                # Point stdout at /dev/null so the flush at exit does not fail again.
+                null = os.open(os.devnull, os.O_WRONLY)
+                os.dup2(null, sys.stdout.fileno())
+            return
+        except KeyboardInterrupt:
+            _fail("interrupted", EXIT_INTERRUPTED)
+        if json_out:  # stdout carries the file: the summary goes to stderr
+            typer.echo(json.dumps({**result, "path": "-"}, sort_keys=True), err=True)
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+@app.command()
+def cat(
+    file_id: FileRefArg,
+    data_dir: DataDirOpt = None,
+    json_out: JsonOpt = False,
+    verbose: VerboseOpt = 0,
+    quiet: QuietOpt = False,
+    log_json: LogJsonOpt = False,
+) -> None:
+    """Write FILE_ID to standard output (as get FILE_ID -o -), once it is complete and
+    verified."""
+    data_dir, json_out = _setup(data_dir, json_out, verbose, quiet, log_json)
+    _get_to_stdout(data_dir, _resolve_file(file_id, "FILE_ID", data_dir), json_out)
+
+
+@app.command()
+def get(
+    file_id: FileRefArg,
+    output: Annotated[
+        str | None,
+        typer.Option(
+            "--output",
+            "-o",
+            metavar="PATH",
+            help="Output file, or a directory to save into under the manifest's name (PATH/"
+            " must exist), or - for standard output [default: the manifest's name, in the"
+            " current directory].",
+            show_default=False,
+        ),
+    ] = None,
+    data_dir: DataDirOpt = None,
+    json_out: JsonOpt = False,
+    verbose: VerboseOpt = 0,
+    quiet: QuietOpt = False,
+    log_json: LogJsonOpt = False,
+) -> None:
+    """Download FILE_ID (an ID, a p2p:// share link, or a unique prefix of a local file's ID)
+    through the daemon; the file is written only once complete and verified."""
+    data_dir, json_out = _setup(data_dir, json_out, verbose, quiet, log_json)
+    fid = _resolve_file(file_id, "FILE_ID", data_dir)
+    if output == "-":
+        _get_to_stdout(data_dir, fid, json_out)
+        return
+    cwd = Path.cwd()
+    dest: str | None = None
+    if output is not None:
+        output_text = output
+        target = (cwd / Path(output).expanduser()).absolute()
+        if not target.parent.is_dir():
+            _fail(f"no such directory: {target.parent}", EXIT_USAGE)
+        if _names_a_directory(output_text) and not target.is_dir():
+            # "-o dir/" means "into the directory dir", never "a file named dir".
+            _fail(f"no such directory: {output_text}", EXIT_USAGE)
+        dest = str(target)
+    args = {"file_id": fid, "dest": dest, "cwd": str(cwd)}
+    result = _get_call(data_dir, args, json_out)
     if json_out:
         _emit_json(result)
         return

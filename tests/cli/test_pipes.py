@@ -111,3 +111,30 @@ def test_put_several_refuses_name_and_stdin(
     )
     assert result.exit_code == 2
     assert not [c for c in daemon.calls if c[0] == "put"]
+
+
+@pytest.mark.parametrize("command", [["get", HEX, "-o", "-"], ["cat", HEX]])
+def test_get_to_stdout_writes_the_verified_file(
+    command: list[str], daemon: FakeNode, data_dir: Path
+) -> None:
+    before = set(os.listdir(data_dir))
+    result = runner.invoke(app, [*command, "--data-dir", str(data_dir)])
+    assert result.exit_code == 0, result.output
+    assert result.stdout_bytes == b"hello world\n"
+    assert result.stderr == ""
+    assert set(os.listdir(data_dir)) == before, "the temporary copy is removed"
+    as_json = runner.invoke(app, [*command, "--json", "--data-dir", str(data_dir)])
+    assert as_json.stdout_bytes == b"hello world\n"
+    assert json.loads(as_json.stderr)["size"] == 12
+
+
+def test_get_to_stdout_of_an_unavailable_file_writes_nothing(
+    daemon: FakeNode, data_dir: Path
+) -> None:
+    other = "00" * 32
+    before = set(os.listdir(data_dir))
+    result = runner.invoke(app, ["cat", other, "--data-dir", str(data_dir)])
+    assert result.exit_code == 1
+    assert result.stdout_bytes == b""
+    assert result.stderr.startswith("error: ")
+    assert set(os.listdir(data_dir)) == before
