@@ -365,6 +365,25 @@ class Index:
             self._db.execute("BEGIN IMMEDIATE")
             self._db.execute("DELETE FROM pins WHERE file_id = ?", (file_id,))
 
+    def partial_files(self) -> list[tuple[bytes, int, int]]:
+        """Files with chunks held for them but no manifest recorded (an unfinished or failed
+        download): ``(file_id, chunks, bytes)`` each."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT p.file_id, COUNT(c.id), COALESCE(SUM(c.size), 0) FROM pins p"
+                " JOIN file_chunks fc ON fc.file_id = p.file_id JOIN chunks c ON c.id = fc.chunk_id"
+                " WHERE p.file_id NOT IN (SELECT file_id FROM files)"
+                " GROUP BY p.file_id ORDER BY MIN(p.created)"
+            ).fetchall()
+        return [(r[0], int(r[1]), int(r[2])) for r in rows]
+
+    def forget_unpinned_files(self) -> None:
+        """Drop the records of files nobody pins any more (gc): an unpinned file's chunks are
+        about to be freed, so it must not linger in the listing as ``0/N`` chunks."""
+        with self._lock, self._db:
+            self._db.execute("BEGIN IMMEDIATE")
+            self._db.execute("DELETE FROM files WHERE file_id NOT IN (SELECT file_id FROM pins)")
+
     def forget_unpinned_held(self) -> None:
         """Drop membership rows of files that are neither pinned nor described by a manifest."""
         with self._lock, self._db:

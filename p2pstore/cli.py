@@ -9,12 +9,16 @@ file), 130 interrupted.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import os
+import shutil
 import string
 import sys
-from collections.abc import Callable
-from dataclasses import replace
+import tempfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
@@ -22,22 +26,24 @@ import typer
 from rich.console import Console
 from rich.progress import (
     BarColumn,
-    DownloadColumn,
-    MofNCompleteColumn,
     Progress,
+    ProgressColumn,
+    Task,
     TextColumn,
     TimeRemainingColumn,
-    TransferSpeedColumn,
 )
 from rich.table import Table
+from rich.text import Text
 
 from . import control
 from ._version import __version__
 from .config import (
+    CONFIG_FILE_NAME,
     DATA_DIR_ENV,
     DEFAULT_DAEMON_HOST,
     DEFAULT_TCP_PORT,
     DEFAULT_UDP_PORT,
+    UNLIMITED_QUOTA,
     DaemonSettings,
     format_host_port,
     format_size,
@@ -50,7 +56,7 @@ from .config import (
 )
 from .datadir import UnsafeDataDirError, check_data_dir
 from .errors import ConfigError, P2PStoreError
-from .logs import setup_logging
+from .logs import LOG_LEVELS, setup_logging
 
 EXIT_OK = 0
 """The command did what was asked."""
@@ -74,28 +80,63 @@ app = typer.Typer(
     name="p2pstore",
     help="A peer-to-peer, content-addressed, erasure-coded file store.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,
     pretty_exceptions_show_locals=False,
+    rich_markup_mode=None,
 )
 
 DataDirOpt = Annotated[
     Path | None,
     typer.Option(
         "--data-dir",
+        metavar="DIR",
         help=f"Data directory [default: ${DATA_DIR_ENV}, else the platform's user data dir].",
         show_default=False,
     ),
 ]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON.")]
+JsonOpt = Annotated[
+    bool,
+    typer.Option("--json", help="Print the result (and any error) as JSON.", show_default=False),
+]
 VerboseOpt = Annotated[
     int,
-    typer.Option("--verbose", "-v", count=True, help="More log output on stderr (-vv: debug)."),
+    typer.Option(
+        "--verbose",
+        "-v",
+        count=True,
+        help="More log output on stderr (-vv: debug).",
+        show_default=False,
+    ),
+]
+QuietOpt = Annotated[
+    bool,
+    typer.Option(
+        "--quiet",
+        "-q",
+        help="No progress bars, no log output below errors, only the result.",
+        show_default=False,
+    ),
 ]
 LogJsonOpt = Annotated[
-    bool, typer.Option("--log-json", help="Log one JSON object per line on stderr.")
+    bool,
+    typer.Option("--log-json", help="Log one JSON object per line on stderr.", show_default=False),
 ]
 FileIdArg = Annotated[
-    str, typer.Argument(metavar="FILE_ID", help="File ID: 64 hexadecimal characters.")
+    str,
+    typer.Argument(
+        metavar="FILE_ID", help="File ID: 64 hexadecimal characters.", show_default=False
+    ),
+]
+
+
+FileRefArg = Annotated[
+    str,
+    typer.Argument(
+        metavar="FILE_ID",
+        help="A file ID (64 hex characters), a p2p:// share link, or the first characters"
+        " (at least 4) of a local file's ID.",
+        show_default=False,
+    ),
 ]
 
 
@@ -109,10 +150,48 @@ def _print_version(value: bool) -> None:
 def _root(
     version: Annotated[
         bool,
-        typer.Option("--version", callback=_print_version, is_eager=True, help="Show the version."),
+        typer.Option(
+            "--version",
+            callback=_print_version,
+            is_eager=True,
+            help="Show the version.",
+            show_default=False,
+        ),
     ] = False,
+    data_dir: DataDirOpt = None,
+    json_out: JsonOpt = False,
+    verbose: VerboseOpt = 0,
+    quiet: QuietOpt = False,
+    log_json: LogJsonOpt = False,
 ) -> None:
-    """A peer-to-peer, content-addressed, erasure-coded file store."""
+    """A peer-to-peer, content-addressed, erasure-coded file store.
+
+    The options above are also accepted after the command (p2pstore status --data-dir D).
+    """
+    global _STATE
+    # Until the command merges its own options; _setup reads the rest from here.
+    _STATE = _State(
+        json_errors=json_out,
+        quiet=quiet,
+        verbose=verbose,
+        log_json=log_json,
+        data_dir=data_dir,
+    )
+
+
+@dataclass
+class _State:
+    """What the running invocation chose; reset by every invocation's root callback."""
+
+    json_errors: bool = False
+    quiet: bool = False
+    verbose: int = 0
+    log_json: bool = False
+    data_dir: Path | None = None
+    bar: _ProgressBar | None = None
+
+
+_STATE = _State()
 
 
 def main() -> None:
@@ -129,11 +208,24 @@ def _clean(text: str) -> str:
 
 
 def _fail(message: str, code: int = EXIT_FAILED) -> NoReturn:
-    typer.echo(f"error: {_clean(message)}", err=True)
+    """Report a user error as one line on stderr (one JSON object under ``--json``), exit.
+
+    A progress bar on screen is taken off first, and after Ctrl-C the terminal's ``^C`` echo is
+    erased, so the message stands on a line of its own."""
+    if _STATE.bar is not None:
+        _STATE.bar.stop()
+    if code == EXIT_INTERRUPTED and sys.stderr.isatty():
+        sys.stderr.write("\r\x1b[K")
+    if _STATE.json_errors:
+        typer.echo(json.dumps({"error": _clean(message), "exit_code": code}), err=True)
+    else:
+        typer.echo(f"error: {_clean(message)}", err=True)
     raise typer.Exit(code)
 
 
 def _bad(param: str, message: str) -> NoReturn:
+    if _STATE.json_errors:
+        _fail(f"invalid value for {param}: {message}", EXIT_USAGE)
     raise typer.BadParameter(message, param_hint=f"'{param}'")
 
 
@@ -141,8 +233,37 @@ def _emit_json(data: Any) -> None:
     typer.echo(json.dumps(data, sort_keys=True))
 
 
-def _setup(verbose: int, log_json: bool) -> None:
-    setup_logging(verbose, log_json)
+def _setup(
+    data_dir: Path | None,
+    json_out: bool,
+    verbose: int,
+    quiet: bool,
+    log_json: bool,
+) -> tuple[Path | None, bool]:
+    """Merge the command's options with those given before it; set up logging.
+
+    An option after the command wins over the same option before it; flags (``--json``,
+    ``-q``, ``--log-json``) are on if given in either place, and ``-v`` counts add up.
+    Returns the data-directory flag and whether output is JSON.
+    """
+    root = _STATE
+    data_dir = data_dir if data_dir is not None else root.data_dir
+    json_out = json_out or root.json_errors
+    verbose += root.verbose
+    quiet = quiet or root.quiet
+    log_json = log_json or root.log_json
+    _STATE.json_errors = json_out
+    _STATE.quiet = quiet
+    _STATE.verbose = verbose
+    _STATE.log_json = log_json
+    _apply_log_level(None)
+    return data_dir, json_out
+
+
+def _apply_log_level(file_level: int | None) -> None:
+    """Logging from ``-q`` / ``-v``, else ``file_level`` (``log_level`` in the settings file)."""
+    level = logging.ERROR if _STATE.quiet else (file_level if _STATE.verbose == 0 else None)
+    setup_logging(_STATE.verbose, _STATE.log_json, level=level)
 
 
 def _data_dir(flag: Path | None) -> Path:
@@ -198,15 +319,26 @@ def _call(
         _fail(control.error_message(exc), _exit_for(exc))
 
 
+def _names_a_directory(text: str) -> bool:
+    """``PATH/`` (or ``PATH/.``): the user means a directory, whether or not it exists."""
+    return text.endswith(("/", os.sep, "/.")) or text in (".", "..")
+
+
 def _stderr_console() -> Console:
     return Console(file=sys.stderr)
 
 
 def _show_progress(json_out: bool) -> bool:
-    return not json_out and sys.stderr.isatty()
+    return not json_out and not _STATE.quiet and sys.stderr.isatty()
 
 
 # ----------------------------------------------------------------------------- daemon
+
+
+def _check_port(value: int | None) -> int | None:
+    if value is not None and not 0 <= value <= 65535:
+        raise typer.BadParameter(f"{value} is not a port (expected 0-65535)")
+    return value
 
 
 @app.command()
@@ -214,36 +346,41 @@ def daemon(
     host: Annotated[
         str | None,
         typer.Option(
-            help=f"Address to listen on [default: {DEFAULT_DAEMON_HOST}].", show_default=False
+            metavar="HOST",
+            help=f"Address to listen on [default: {DEFAULT_DAEMON_HOST}].",
+            show_default=False,
         ),
     ] = None,
     udp_port: Annotated[
         int | None,
         typer.Option(
-            min=0,
-            max=65535,
-            help=f"DHT (UDP) port; 0 picks a free one [default: {DEFAULT_UDP_PORT}].",
+            metavar="PORT",
+            callback=_check_port,
+            help=f"DHT (UDP) port 0-65535; 0 picks a free one [default: {DEFAULT_UDP_PORT}].",
             show_default=False,
         ),
     ] = None,
     tcp_port: Annotated[
         int | None,
         typer.Option(
-            min=0,
-            max=65535,
-            help=f"Chunk (TCP) port; 0 picks a free one [default: {DEFAULT_TCP_PORT}].",
+            metavar="PORT",
+            callback=_check_port,
+            help=f"Chunk (TCP) port 0-65535; 0 picks a free one [default: {DEFAULT_TCP_PORT}].",
             show_default=False,
         ),
     ] = None,
     bootstrap: Annotated[
         list[str] | None,
         typer.Option(
-            help="HOST:PORT (UDP) of a node to join through; repeatable.", show_default=False
+            metavar="HOST:PORT",
+            help="UDP address of a node to join through; repeatable.",
+            show_default=False,
         ),
     ] = None,
     upload_limit: Annotated[
         str | None,
         typer.Option(
+            metavar="RATE",
             help="Upload rate limit, e.g. 5MB/s or unlimited [default: unlimited].",
             show_default=False,
         ),
@@ -261,6 +398,7 @@ def daemon(
     data_dir: DataDirOpt = None,
     json_out: JsonOpt = False,
     verbose: VerboseOpt = 0,
+    quiet: QuietOpt = False,
     log_json: LogJsonOpt = False,
 ) -> None:
     """Run a node in the foreground until SIGINT/SIGTERM.
@@ -269,7 +407,7 @@ def daemon(
     with node_id, udp, tcp, and http when --http is on). Settings not given here come from
     p2pstore.toml in the data directory.
     """
-    _setup(verbose, log_json)
+    data_dir, json_out = _setup(data_dir, json_out, verbose, quiet, log_json)
     try:
         peers = tuple(parse_host_port(b) for b in bootstrap or ())
     except ConfigError as exc:
@@ -286,6 +424,8 @@ def daemon(
         settings = load_settings(directory)
     except ConfigError as exc:
         _fail(str(exc), EXIT_USAGE)
+    if settings.log_level is not None:
+        _apply_log_level(LOG_LEVELS[settings.log_level])
     settings = settings.merged(
         host=host, udp_port=udp_port, tcp_port=tcp_port, bootstrap=peers or None
     )
@@ -321,6 +461,30 @@ def _run_daemon(directory: Path, settings: DaemonSettings, json_out: bool) -> No
 # ----------------------------------------------------------------------------- put / get
 
 
+class _AmountColumn(ProgressColumn):
+    """``done / total`` in the task's unit: binary sizes for bytes, else ``N/M chunks``."""
+
+    def render(self, task: Task) -> Text:
+        done, total = task.completed, task.total
+        if task.fields.get("unit") == "bytes":
+            text = format_size(done) + (f" / {format_size(total)}" if total else "")
+        else:
+            text = f"{int(done)}/{int(total or 0)} {task.fields.get('unit') or ''}".rstrip()
+        return Text(text)
+
+
+class _RateColumn(ProgressColumn):
+    """The rate in the units the results use (``MiB/s``), or chunks per second."""
+
+    def render(self, task: Task) -> Text:
+        speed = task.finished_speed or task.speed
+        if speed is None:
+            return Text("")
+        if task.fields.get("unit") == "bytes":
+            return Text(f"{format_size(speed)}/s")
+        return Text(f"{speed:.0f} {task.fields.get('unit') or ''}/s")
+
+
 class _ProgressBar:
     """A rich progress bar on stderr, or nothing when stderr is not a terminal."""
 
@@ -330,16 +494,24 @@ class _ProgressBar:
             self.bar = Progress(
                 *columns, console=_stderr_console(), auto_refresh=False, transient=True
             )
-            self.task = self.bar.add_task("", total=None, peers=0, phase="")
+            self.task = self.bar.add_task("", total=None, peers=0, phase="", unit="bytes")
 
     def __enter__(self) -> _ProgressBar:
         if self.bar is not None:
             self.bar.start()
+            _STATE.bar = self
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        """Take the (transient) bar off the screen; idempotent."""
+        if _STATE.bar is self:
+            _STATE.bar = None
         if self.bar is not None:
             self.bar.stop()
+            self.bar = None
 
     def update(self, **fields: Any) -> None:
         if self.bar is not None:
@@ -347,19 +519,188 @@ class _ProgressBar:
             self.bar.refresh()
 
 
+STDIN_BLOCK = 1 << 20
+"""Bytes read from standard input at a time by ``put -``."""
+
+
+@contextlib.contextmanager
+def _stdin_file(directory: Path) -> Iterator[Path]:
+    """Standard input copied to a private temporary file in ``directory`` (the daemon reads
+    files by path), removed afterwards whatever happens."""
+    fd, name = tempfile.mkstemp(prefix=".stdin-", suffix=".part", dir=directory)
+    path = Path(name)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            source = sys.stdin.buffer
+            while block := source.read(STDIN_BLOCK):
+                out.write(block)
+        yield path
+    except KeyboardInterrupt:
+        _fail("interrupted", EXIT_INTERRUPTED)
+    except OSError as exc:
+        _fail(f"cannot store standard input in {directory}: {exc.strerror or exc}")
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+
+
+def _put_path(
+    data_dir: Path | None, path: Path, disperse: bool, name: str | None, json_out: bool
+) -> dict[str, Any]:
+    columns = (
+        TextColumn("{task.fields[phase]}"),
+        BarColumn(),
+        _AmountColumn(),
+        _RateColumn(),
+        TimeRemainingColumn(),
+    )
+    args: dict[str, Any] = {"path": str(path), "disperse": disperse}
+    if name is not None:
+        args["name"] = name
+    with _ProgressBar(_show_progress(json_out), columns) as bar:
+
+        def progress(data: dict[str, Any]) -> None:
+            if isinstance(data.get("done"), int) and isinstance(data.get("total"), int):
+                phase = str(data.get("phase", ""))
+                if phase != bar_phase[0] and bar.bar is not None:
+                    bar.bar.reset(bar.task)  # a new phase: its own rate and ETA
+                    bar_phase[0] = phase
+                unit = {"store": "bytes", "disperse": "chunks"}.get(phase, "")
+                bar.update(
+                    phase=_PUT_PHASES.get(phase, phase),
+                    completed=data["done"],
+                    total=data["total"],
+                    unit=unit,
+                )
+
+        bar_phase = [""]
+        return _call(data_dir, "put", args, progress)
+
+
+_PUT_PHASES = {"store": "storing", "publish": "announcing", "disperse": "dispersing"}
+"""How each phase of a put is named on its progress bar."""
+
+
+def _share_link(data_dir: Path | None, result: dict[str, Any]) -> str | None:
+    """The share link of a put's file, with this node's chunk server as the peer hint when it
+    listens on a specific address (a wildcard address is no use to anyone else)."""
+    from .links import ShareLink
+
+    try:
+        fid = bytes.fromhex(str(result.get("file_id")))
+    except ValueError:
+        return None
+    if len(fid) != 32:
+        return None
+    peer: tuple[str, int] | None = None
+    with contextlib.suppress(SystemExit, typer.Exit, Exception):
+        tcp = control.call_blocking(_data_dir(data_dir), "status").get("tcp")
+        if isinstance(tcp, list) and len(tcp) == 2 and str(tcp[0]) not in ("0.0.0.0", "::", ""):
+            peer = (str(tcp[0]), int(tcp[1]))
+    name = result.get("name")
+    return str(ShareLink(fid, str(name) if name else None, peer))
+
+
+def _resolve_file(value: str, param: str, data_dir: Path | None) -> bytes:
+    """A file named by a share link, a full ID, or a unique prefix of a local file's ID."""
+    from .links import is_link, parse_link
+
+    text = value.strip()
+    if is_link(text):
+        try:
+            return parse_link(text).file_id
+        except ConfigError as exc:
+            _bad(param, str(exc))
+    lowered = text.lower()
+    if len(lowered) == 64 or not lowered or any(c not in string.hexdigits for c in lowered):
+        return _parse_id(value, param)
+    if len(lowered) < MIN_ID_PREFIX:
+        _bad(param, f"an ID prefix needs at least {MIN_ID_PREFIX} hexadecimal characters")
+    files = _call(data_dir, "ls").get("files") or []
+    matches = sorted(
+        {
+            str(f.get("file_id"))
+            for f in files
+            if isinstance(f, dict) and str(f.get("file_id", "")).startswith(lowered)
+        }
+    )
+    if not matches:
+        _bad(param, f"no local file ID starts with {lowered} (give the full 64-character ID)")
+    if len(matches) > 1:
+        _bad(param, f"{lowered} is the start of {len(matches)} local file IDs: give more of it")
+    return bytes.fromhex(matches[0])
+
+
+MIN_ID_PREFIX = 4
+"""Shortest ID prefix ``get`` and ``rm`` resolve among local files."""
+
+
 @app.command()
 def put(
-    file: Annotated[Path, typer.Argument(help="The file to store.", show_default=False)],
+    files: Annotated[
+        list[Path],
+        typer.Argument(
+            metavar="FILE",
+            help="The files to store, in order; - reads standard input (alone).",
+            show_default=False,
+            hidden=True,  # described in the text above: Typer would add a <list[Path]> tag
+        ),
+    ],
     no_disperse: Annotated[
-        bool, typer.Option("--no-disperse", help="Keep the chunks here; only publish the file.")
+        bool,
+        typer.Option(
+            "--no-disperse", help="Keep the chunks here; only publish the file.", show_default=False
+        ),
     ] = False,
+    name: Annotated[
+        str | None,
+        typer.Option(
+            "--name",
+            metavar="NAME",
+            help="The name recorded in the manifest (one FILE only) [default: FILE's name;"
+            " stdin for -].",
+            show_default=False,
+        ),
+    ] = None,
     data_dir: DataDirOpt = None,
     json_out: JsonOpt = False,
     verbose: VerboseOpt = 0,
+    quiet: QuietOpt = False,
     log_json: LogJsonOpt = False,
 ) -> None:
-    """Store FILE and publish it through the running daemon; print its file ID."""
-    _setup(verbose, log_json)
+    """Store each FILE, in order, and publish it through the running daemon; print one file ID
+    per line (and a share link on stderr).
+
+    FILE - reads standard input (then it must be the only FILE).
+    """
+    data_dir, json_out = _setup(data_dir, json_out, verbose, quiet, log_json)
+    if name is not None and (not name.strip() or "/" in name or "\0" in name):
+        _bad("--name", "a file name must be non-empty and contain no /")
+    if len(files) > 1 and name is not None:
+        _bad("--name", "names one file: give a single FILE with it")
+    if len(files) > 1 and any(str(f) == "-" for f in files):
+        _bad("FILE", "- (standard input) must be the only FILE")
+    paths = [_checked_input(f) for f in files if str(f) != "-"]  # all of them before storing
+    outcomes: list[dict[str, Any]] = []
+    if str(files[0]) == "-":
+        _call(data_dir, "status")  # no daemon: say so before reading all of stdin
+        with _stdin_file(_data_dir(data_dir)) as path:
+            result = _put_path(data_dir, path, not no_disperse, name or "stdin", json_out)
+        outcomes.append(_report_put(data_dir, result, json_out, single=True))
+    else:
+        for path in paths:
+            result = _put_path(data_dir, path, not no_disperse, name, json_out)
+            outcomes.append(_report_put(data_dir, result, json_out, single=len(paths) == 1))
+    if json_out and len(outcomes) > 1:
+        _emit_json({"files": outcomes})
+    failed = [str(o["not_dispersed"]) for o in outcomes if o.get("not_dispersed")]
+    if failed:
+        # Asked to disperse, could not: the file ID is printed (it is stored here), but the
+        # command fails so that `put x && rm x` never trusts copies that do not exist.
+        _fail(failed[0] if len(failed) == 1 else f"{len(failed)} files: {failed[0]}")
+
+
+def _checked_input(file: Path) -> Path:
     path = file.expanduser().absolute()
     if not path.exists():
         _fail(f"no such file: {file}", EXIT_USAGE)
@@ -367,58 +708,34 @@ def put(
         _fail(f"not a regular file: {file}", EXIT_USAGE)
     if not os.access(path, os.R_OK):
         _fail(f"cannot read {file}: permission denied", EXIT_USAGE)
-    columns = (TextColumn("{task.fields[phase]}"), BarColumn(), MofNCompleteColumn())
-    with _ProgressBar(_show_progress(json_out), columns) as bar:
+    return path
 
-        def progress(data: dict[str, Any]) -> None:
-            if isinstance(data.get("done"), int) and isinstance(data.get("total"), int):
-                bar.update(
-                    phase=str(data.get("phase", "")), completed=data["done"], total=data["total"]
-                )
 
-        result = _call(data_dir, "put", {"path": str(path), "disperse": not no_disperse}, progress)
+def _report_put(
+    data_dir: Path | None, result: dict[str, Any], json_out: bool, *, single: bool
+) -> dict[str, Any]:
+    """Print one put's outcome (its JSON object only if it is the only file); return it."""
+    link = _share_link(data_dir, result)
+    keys = ("file_id", "size", "chunks", "dispersed", "not_dispersed")
+    outcome = {**{k: result.get(k) for k in keys}, "link": link}
     if json_out:
-        keys = ("file_id", "size", "chunks", "dispersed", "not_dispersed")
-        _emit_json({k: result.get(k) for k in keys})
+        if single:
+            _emit_json(outcome)
     else:
         typer.echo(str(result.get("file_id")))
-    if result.get("not_dispersed"):
-        # Asked to disperse, could not: the file ID is printed (it is stored here), but the
-        # command fails so that `put x && rm x` never trusts copies that do not exist.
-        _fail(str(result["not_dispersed"]))
+        if link and not _STATE.quiet:
+            # stderr: stdout stays the bare ID, for id=$(p2pstore put f)
+            typer.echo(f"share: {link}", err=True)
+    return outcome
 
 
-@app.command()
-def get(
-    file_id: FileIdArg,
-    output: Annotated[
-        Path | None,
-        typer.Option(
-            "--output",
-            "-o",
-            help="Output path [default: the name from the manifest, in the current directory].",
-            show_default=False,
-        ),
-    ] = None,
-    data_dir: DataDirOpt = None,
-    json_out: JsonOpt = False,
-    verbose: VerboseOpt = 0,
-    log_json: LogJsonOpt = False,
-) -> None:
-    """Download FILE_ID through the daemon; the file is written only once complete and verified."""
-    _setup(verbose, log_json)
-    fid = _parse_id(file_id, "FILE_ID")
-    cwd = Path.cwd()
-    dest: str | None = None
-    if output is not None:
-        target = (cwd / output.expanduser()).absolute()
-        if not target.parent.is_dir():
-            _fail(f"no such directory: {target.parent}", EXIT_USAGE)
-        dest = str(target)
+def _get_call(data_dir: Path | None, args: dict[str, Any], json_out: bool) -> dict[str, Any]:
+    """The control ``get``, with its progress bar."""
     columns = (
+        TextColumn("{task.fields[phase]}"),
         BarColumn(),
-        DownloadColumn(binary_units=True),
-        TransferSpeedColumn(),
+        _AmountColumn(),
+        _RateColumn(),
         TextColumn("{task.fields[peers]} peers"),
         TimeRemainingColumn(),
     )
@@ -429,12 +746,101 @@ def get(
             peers = data.get("peers", data.get("per_peer", {}))
             if isinstance(done, int) and isinstance(total, int):
                 count = len(peers) if isinstance(peers, (dict, list)) else 0
-                bar.update(completed=done, total=total or None, peers=count)
+                # All bytes in: the file is being checked and moved into place.
+                phase = "finishing" if total and done >= total else "downloading"
+                bar.update(completed=done, total=total or None, peers=count, phase=phase)
 
-        args = {"file_id": fid, "dest": dest, "cwd": str(cwd)}
-        result = _call(data_dir, "get", args, progress)
+        return _call(data_dir, "get", args, progress)
+
+
+def _get_to_stdout(data_dir: Path | None, fid: bytes, json_out: bool) -> None:
+    """``get -o -`` / ``cat``: download into a private temporary directory in the data
+    directory, then copy the complete, verified file to stdout (nothing is written to stdout
+    before the whole file is verified); the temporary copy is removed whatever happens."""
+    directory = Path(tempfile.mkdtemp(prefix=".stdout-", dir=_data_dir(data_dir)))
+    try:
+        target = directory / "file"
+        result = _get_call(data_dir, {"file_id": fid, "dest": str(target), "cwd": "/"}, json_out)
+        out = sys.stdout.buffer
+        try:
+            with target.open("rb") as source:
+                while block := source.read(STDIN_BLOCK):
+                    out.write(block)
+            out.flush()
+        except BrokenPipeError:  # the reader stopped early (| head): not an error of ours
+            with contextlib.suppress(OSError, ValueError, AttributeError):
+                # Point stdout at /dev/null so the flush at exit does not fail again.
+                null = os.open(os.devnull, os.O_WRONLY)
+                os.dup2(null, sys.stdout.fileno())
+            return
+        except KeyboardInterrupt:
+            _fail("interrupted", EXIT_INTERRUPTED)
+        if json_out:  # stdout carries the file: the summary goes to stderr
+            typer.echo(json.dumps({**result, "path": "-"}, sort_keys=True), err=True)
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+@app.command()
+def cat(
+    file_id: FileRefArg,
+    data_dir: DataDirOpt = None,
+    json_out: JsonOpt = False,
+    verbose: VerboseOpt = 0,
+    quiet: QuietOpt = False,
+    log_json: LogJsonOpt = False,
+) -> None:
+    """Write FILE_ID to standard output (as get FILE_ID -o -), once it is complete and
+    verified."""
+    data_dir, json_out = _setup(data_dir, json_out, verbose, quiet, log_json)
+    _get_to_stdout(data_dir, _resolve_file(file_id, "FILE_ID", data_dir), json_out)
+
+
+@app.command()
+def get(
+    file_id: FileRefArg,
+    output: Annotated[
+        str | None,
+        typer.Option(
+            "--output",
+            "-o",
+            metavar="PATH",
+            help="Output file, or a directory to save into under the manifest's name (PATH/"
+            " must exist), or - for standard output [default: the manifest's name, in the"
+            " current directory].",
+            show_default=False,
+        ),
+    ] = None,
+    data_dir: DataDirOpt = None,
+    json_out: JsonOpt = False,
+    verbose: VerboseOpt = 0,
+    quiet: QuietOpt = False,
+    log_json: LogJsonOpt = False,
+) -> None:
+    """Download FILE_ID (an ID, a p2p:// share link, or a unique prefix of a local file's ID)
+    through the daemon; the file is written only once complete and verified."""
+    data_dir, json_out = _setup(data_dir, json_out, verbose, quiet, log_json)
+    fid = _resolve_file(file_id, "FILE_ID", data_dir)
+    if output == "-":
+        _get_to_stdout(data_dir, fid, json_out)
+        return
+    cwd = Path.cwd()
+    dest: str | None = None
+    if output is not None:
+        output_text = output
+        target = (cwd / Path(output).expanduser()).absolute()
+        if not target.parent.is_dir():
+            _fail(f"no such directory: {target.parent}", EXIT_USAGE)
+        if _names_a_directory(output_text) and not target.is_dir():
+            # "-o dir/" means "into the directory dir", never "a file named dir".
+            _fail(f"no such directory: {output_text}", EXIT_USAGE)
+        dest = str(target)
+    args = {"file_id": fid, "dest": dest, "cwd": str(cwd)}
+    result = _get_call(data_dir, args, json_out)
     if json_out:
         _emit_json(result)
+        return
+    if _STATE.quiet:
         return
     size = result.get("size")
     seconds = result.get("seconds")
@@ -491,10 +897,11 @@ def ls_(
     data_dir: DataDirOpt = None,
     json_out: JsonOpt = False,
     verbose: VerboseOpt = 0,
+    quiet: QuietOpt = False,
     log_json: LogJsonOpt = False,
 ) -> None:
     """List the files this node knows (stored, published or fetched)."""
-    _setup(verbose, log_json)
+    data_dir, json_out = _setup(data_dir, json_out, verbose, quiet, log_json)
     result = _call(data_dir, "ls")
     files = result.get("files", [])
     if json_out:
@@ -511,10 +918,22 @@ def ls_(
         for f in files
         if isinstance(f, dict)
     ]
-    if not rows:
+    partial = [p for p in result.get("partial") or [] if isinstance(p, dict)]
+    if not rows and not partial:
         typer.echo("no files")
         return
-    _table(_counted(len(rows), "file"), ["file ID", "name", "size", "pinned", "chunks"], rows)
+    if rows:
+        _table(_counted(len(rows), "file"), ["file ID", "name", "size", "pinned", "chunks"], rows)
+    if partial:
+        _table(
+            f"{_counted(len(partial), 'unfinished download')}"
+            " (get ID again to resume, rm ID to remove)",
+            ["file ID", "chunks held", "size"],
+            [
+                [str(p.get("file_id")), str(p.get("chunks")), format_size(int(p.get("bytes") or 0))]
+                for p in partial
+            ],
+        )
 
 
 @app.command()
@@ -522,30 +941,118 @@ def status(
     data_dir: DataDirOpt = None,
     json_out: JsonOpt = False,
     verbose: VerboseOpt = 0,
+    quiet: QuietOpt = False,
     log_json: LogJsonOpt = False,
 ) -> None:
-    """Show the node ID, addresses, routing table size, peers, stored bytes and transfers."""
-    _setup(verbose, log_json)
+    """Show the node ID, addresses, DHT contacts, open connections, stored bytes, files and
+    the running transfers."""
+    data_dir, json_out = _setup(data_dir, json_out, verbose, quiet, log_json)
     result = _call(data_dir, "status")
     if json_out:
         # Addresses as HOST:PORT strings, exactly as the daemon's ready line prints them.
         _emit_json({**result, "udp": _addr(result.get("udp")), "tcp": _addr(result.get("tcp"))})
         return
     transfers = result.get("transfers") or []
+    count = len(transfers) if isinstance(transfers, list) else 0
     lines = [
         f"node ID:        {result.get('node_id')}",
         f"udp:            {_addr(result.get('udp'))}",
         f"tcp:            {_addr(result.get('tcp'))}",
-        f"routing table:  {result.get('routing_table_size')} contacts",
-        f"peers:          {result.get('peers')}",
+        f"contacts:       {result.get('routing_table_size')} in the DHT routing table",
+        f"connections:    {result.get('peers')} open to other nodes",
         f"stored:         {format_size(int(result.get('stored_bytes') or 0))}",
+        *_quota_line(result),
         f"files:          {result.get('files')}",
-        f"transfers:      {len(transfers) if isinstance(transfers, list) else transfers}",
+        f"transfers:      {count}",
     ]
-    if isinstance(transfers, list):
-        lines += [f"  {json.dumps(t, sort_keys=True)}" for t in transfers]
     for line in lines:
         typer.echo(_clean(line))
+    if count:
+        _print_transfers(transfers)
+
+
+def _quota_line(result: dict[str, Any]) -> list[str]:
+    """The quota line of ``status`` (absent if the daemon did not say)."""
+    if "quota_bytes" not in result:
+        return []
+    quota = result.get("quota_bytes")
+    text = format_size(quota) if isinstance(quota, int) else "unlimited"
+    return [f"quota:          {text} (beyond it, shares pushed by other nodes are refused)"]
+
+
+def _transfer_rows(transfers: list[Any], now: float) -> list[list[str]]:
+    """One row per running transfer: kind, name, bytes, rate, peers, ETA."""
+    rows = []
+    for t in transfers:
+        if not isinstance(t, dict):
+            continue
+        done, total = int(t.get("bytes_done") or 0), int(t.get("bytes_total") or 0)
+        started = t.get("started")
+        elapsed = now - started if isinstance(started, (int, float)) else 0.0
+        rate = done / elapsed if elapsed > 0 else 0.0
+        eta = (total - done) / rate if rate > 0 and total > done else None
+        fid = str(t.get("file_id") or "")
+        name = str(t.get("name") or "")
+        if not name or name.startswith("."):  # an internal temporary name means nothing
+            name = f"{fid[:16]}…" if fid else "?"
+        size = f"{format_size(done)} / {format_size(total)}" if total else format_size(done)
+        rows.append(
+            [
+                str(t.get("kind") or ""),
+                name,
+                size,
+                f"{format_size(rate)}/s" if rate else "-",
+                str(t.get("peers") or 0),
+                _duration(eta) if eta is not None else "-",
+            ]
+        )
+    return rows
+
+
+def _duration(seconds: float) -> str:
+    """``75`` as ``1m15s``; ``3700`` as ``1h01m``."""
+    s = int(seconds + 0.5)
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    return f"{s // 3600}h{s % 3600 // 60:02d}m"
+
+
+def _print_transfers(transfers: list[Any]) -> None:
+    import time
+
+    rows = _transfer_rows(transfers, time.time())
+    console = Console()
+    if not console.is_terminal:
+        console = Console(width=PIPE_WIDTH)
+    table = Table(title=_counted(len(rows), "transfer"))
+    for column in ("kind", "name", "bytes", "rate", "peers", "ETA"):
+        table.add_column(column)
+    for row in rows:
+        table.add_row(*(_clean(cell) for cell in row))
+    console.print(table)
+
+
+@app.command()
+def transfers(
+    data_dir: DataDirOpt = None,
+    json_out: JsonOpt = False,
+    verbose: VerboseOpt = 0,
+    quiet: QuietOpt = False,
+    log_json: LogJsonOpt = False,
+) -> None:
+    """List the running transfers: kind, name, bytes, rate, peers, ETA."""
+    data_dir, json_out = _setup(data_dir, json_out, verbose, quiet, log_json)
+    result = _call(data_dir, "status")
+    running = result.get("transfers") or []
+    if json_out:
+        _emit_json({"transfers": running})
+        return
+    if not isinstance(running, list) or not running:
+        typer.echo("no transfers")
+        return
+    _print_transfers(running)
 
 
 def _contact_rows(contacts: list[Any], port_key: str) -> list[list[str]]:
@@ -562,10 +1069,11 @@ def peers(
     data_dir: DataDirOpt = None,
     json_out: JsonOpt = False,
     verbose: VerboseOpt = 0,
+    quiet: QuietOpt = False,
     log_json: LogJsonOpt = False,
 ) -> None:
     """List the contacts in the node's DHT routing table."""
-    _setup(verbose, log_json)
+    data_dir, json_out = _setup(data_dir, json_out, verbose, quiet, log_json)
     result = _call(data_dir, "peers")
     if json_out:
         _emit_json(result)
@@ -580,15 +1088,19 @@ def peers(
 @app.command()
 def providers(
     key: Annotated[
-        str, typer.Argument(metavar="KEY", help="A file ID or chunk ID (64 hex characters).")
+        str,
+        typer.Argument(
+            metavar="KEY", help="A file ID or chunk ID (64 hex characters).", show_default=False
+        ),
     ],
     data_dir: DataDirOpt = None,
     json_out: JsonOpt = False,
     verbose: VerboseOpt = 0,
+    quiet: QuietOpt = False,
     log_json: LogJsonOpt = False,
 ) -> None:
     """Look up which nodes provide KEY in the DHT."""
-    _setup(verbose, log_json)
+    data_dir, json_out = _setup(data_dir, json_out, verbose, quiet, log_json)
     raw = _parse_id(key, "KEY")
     result = _call(data_dir, "providers", {"key": raw})
     if json_out:
@@ -611,10 +1123,11 @@ def pin(
     data_dir: DataDirOpt = None,
     json_out: JsonOpt = False,
     verbose: VerboseOpt = 0,
+    quiet: QuietOpt = False,
     log_json: LogJsonOpt = False,
 ) -> None:
     """Pin FILE_ID: its chunks are kept by gc."""
-    _setup(verbose, log_json)
+    data_dir, json_out = _setup(data_dir, json_out, verbose, quiet, log_json)
     result = _call(data_dir, "pin", {"file_id": _parse_id(file_id, "FILE_ID")})
     _emit_json(result) if json_out else typer.echo(f"pinned {result.get('file_id')}")
 
@@ -625,12 +1138,35 @@ def unpin(
     data_dir: DataDirOpt = None,
     json_out: JsonOpt = False,
     verbose: VerboseOpt = 0,
+    quiet: QuietOpt = False,
     log_json: LogJsonOpt = False,
 ) -> None:
     """Unpin FILE_ID: gc may then remove its chunks."""
-    _setup(verbose, log_json)
+    data_dir, json_out = _setup(data_dir, json_out, verbose, quiet, log_json)
     result = _call(data_dir, "unpin", {"file_id": _parse_id(file_id, "FILE_ID")})
     _emit_json(result) if json_out else typer.echo(f"unpinned {result.get('file_id')}")
+
+
+@app.command()
+def rm(
+    file_id: FileRefArg,
+    data_dir: DataDirOpt = None,
+    json_out: JsonOpt = False,
+    verbose: VerboseOpt = 0,
+    quiet: QuietOpt = False,
+    log_json: LogJsonOpt = False,
+) -> None:
+    """Forget FILE_ID (an ID, link or unique prefix) here: unpin it, stop announcing it, and
+    delete the chunks no other pinned file needs (this runs gc)."""
+    data_dir, json_out = _setup(data_dir, json_out, verbose, quiet, log_json)
+    fid = _resolve_file(file_id, "FILE_ID", data_dir)
+    _call(data_dir, "unpin", {"file_id": fid})
+    result = _call(data_dir, "gc")
+    freed = int(result.get("freed_bytes") or 0)
+    if json_out:
+        _emit_json({"file_id": fid.hex(), "removed": True, "freed_bytes": freed})
+    elif not _STATE.quiet:
+        typer.echo(f"removed {fid.hex()} (freed {format_size(freed)})")
 
 
 @app.command()
@@ -638,10 +1174,11 @@ def gc(
     data_dir: DataDirOpt = None,
     json_out: JsonOpt = False,
     verbose: VerboseOpt = 0,
+    quiet: QuietOpt = False,
     log_json: LogJsonOpt = False,
 ) -> None:
     """Remove chunks no pinned or local file needs; print the bytes freed."""
-    _setup(verbose, log_json)
+    data_dir, json_out = _setup(data_dir, json_out, verbose, quiet, log_json)
     result = _call(data_dir, "gc")
     if json_out:
         _emit_json(result)
@@ -660,11 +1197,12 @@ def verify(
     data_dir: DataDirOpt = None,
     json_out: JsonOpt = False,
     verbose: VerboseOpt = 0,
+    quiet: QuietOpt = False,
     log_json: LogJsonOpt = False,
 ) -> None:
     """Re-hash every stored chunk, repair what local copies allow; exit 1 if anything was
     found wrong or earlier damage is still unrepaired."""
-    _setup(verbose, log_json)
+    data_dir, json_out = _setup(data_dir, json_out, verbose, quiet, log_json)
     result = _call(data_dir, "verify")
     corrupt, missing = _count(result.get("corrupt")), _count(result.get("missing"))
     repaired, damaged = _count(result.get("repaired")), _count(result.get("damaged"))
@@ -704,11 +1242,16 @@ def check(
     file_id: FileIdArg,
     repair: Annotated[
         bool,
-        typer.Option("--repair", help="Rebuild and place the missing shares of degraded stripes."),
+        typer.Option(
+            "--repair",
+            help="Rebuild and place the missing shares of degraded stripes.",
+            show_default=False,
+        ),
     ] = False,
     data_dir: DataDirOpt = None,
     json_out: JsonOpt = False,
     verbose: VerboseOpt = 0,
+    quiet: QuietOpt = False,
     log_json: LogJsonOpt = False,
 ) -> None:
     """Report how many shares of each stripe of FILE_ID are reachable: healthy, degraded or lost.
@@ -716,7 +1259,7 @@ def check(
     Exit 0 healthy, 3 degraded, 4 lost (after the repair, with --repair), 1 if it cannot be
     checked.
     """
-    _setup(verbose, log_json)
+    data_dir, json_out = _setup(data_dir, json_out, verbose, quiet, log_json)
     fid = _parse_id(file_id, "FILE_ID")
     result = _call(data_dir, "check", {"file_id": fid, "repair": repair})
     verdict = result.get("verdict")
@@ -758,23 +1301,114 @@ def check(
         raise typer.Exit(EXIT_DEGRADED)
 
 
+# ----------------------------------------------------------------------------- config
+
+
+@app.command("config")
+def config_(
+    data_dir: DataDirOpt = None,
+    json_out: JsonOpt = False,
+    verbose: VerboseOpt = 0,
+    quiet: QuietOpt = False,
+    log_json: LogJsonOpt = False,
+) -> None:
+    """Print the settings a daemon of the data directory starts with, and where each came
+    from (the daemon's own flags win over them)."""
+    data_dir, json_out = _setup(data_dir, json_out, verbose, quiet, log_json)
+    flag = data_dir
+    directory = _data_dir(flag)
+    if flag is not None and str(flag) != "":
+        dir_source = "--data-dir"
+    elif os.environ.get(DATA_DIR_ENV):
+        dir_source = f"${DATA_DIR_ENV}"
+    else:
+        dir_source = "platform default"
+    path = directory / CONFIG_FILE_NAME
+    try:
+        settings = load_settings(directory)
+        given = _file_keys(path)
+    except ConfigError as exc:
+        _fail(str(exc), EXIT_USAGE)
+    rows: list[dict[str, Any]] = [
+        {"key": "data_dir", "value": str(directory), "source": dir_source}
+    ]
+    for f in fields(DaemonSettings):
+        value = getattr(settings, f.name)
+        rows.append(
+            {
+                "key": f.name,
+                "value": _setting_text(f.name, value),
+                "source": str(path) if f.name in given else "default",
+            }
+        )
+    if json_out:
+        _emit_json({"settings": rows, "file": str(path), "file_exists": path.exists()})
+        return
+    width = max(len(r["key"]) for r in rows)
+    for r in rows:
+        typer.echo(_clean(f"{r['key']:<{width}}  {r['value']}  ({r['source']})"))
+
+
+def _file_keys(path: Path) -> set[str]:
+    """The keys set in the settings file (already validated by ``load_settings``)."""
+    import tomllib
+
+    try:
+        return set(tomllib.loads(path.read_text("utf-8")))
+    except FileNotFoundError:
+        return set()
+
+
+def _setting_text(key: str, value: Any) -> str:
+    """A setting as a user would write it (sizes and rates with units, None as its meaning)."""
+    if key == "quota" and value == UNLIMITED_QUOTA:
+        return "unlimited"
+    if value is None:
+        return {
+            "upload_limit": "unlimited",
+            "quota": "auto (what is stored + half the free space, at start)",
+            "http": "off",
+            "log_level": "warning",
+        }.get(key, "node default")
+    if key in ("quota", "chunk_size"):
+        return format_size(value)
+    if key == "upload_limit":
+        return f"{format_size(value)}/s"
+    if key == "bootstrap":
+        return ", ".join(format_host_port(h, p) for h, p in value) or "none"
+    if key == "http":
+        return format_host_port(*value)
+    if key == "repair_interval":
+        return "off" if not value else f"{value:g} s"
+    return str(value)
+
+
 # ----------------------------------------------------------------------------- demo
 
 
 @app.command()
 def demo(
-    nodes: Annotated[int, typer.Option(help="How many nodes to start (3-32).")] = 5,
-    size: Annotated[str, typer.Option(help="Size of the generated file, e.g. 4MiB.")] = "32MiB",
+    nodes: Annotated[
+        int, typer.Option(metavar="N", help="How many nodes to start (3-32) [default: 5].")
+    ] = 5,
+    size: Annotated[
+        str,
+        typer.Option(
+            metavar="SIZE", help="Size of the generated file, e.g. 4MiB [default: 32MiB]."
+        ),
+    ] = "32MiB",
     data_dir: Annotated[
         Path | None,
         typer.Option(
             "--data-dir",
+            metavar="DIR",
             help="Where to create the temporary node directories [default: system temp dir].",
             show_default=False,
         ),
     ] = None,
     json_out: JsonOpt = False,
     verbose: VerboseOpt = 0,
+    quiet: QuietOpt = False,
     log_json: LogJsonOpt = False,
 ) -> None:
     """Run a whole network in this process: put a file on one node, stop it, fetch it on another.
@@ -785,7 +1419,7 @@ def demo(
 
     from .demo import MAX_NODES, MIN_NODES, print_report, run_demo
 
-    _setup(verbose, log_json)
+    data_dir, json_out = _setup(data_dir, json_out, verbose, quiet, log_json)
     try:
         nbytes = parse_size(size)
     except ConfigError as exc:

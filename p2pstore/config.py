@@ -178,6 +178,19 @@ def format_host_port(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
+UNLIMITED_QUOTA = MAX_SIZE_BYTES
+"""``quota = "unlimited"`` in the settings file: no quota at all (the default is automatic)."""
+
+AUTO_QUOTA_FRACTION = 0.5
+"""Without a ``quota`` setting, pushed shares may fill this fraction of the free space."""
+
+
+def auto_quota(stored_bytes: int, free_bytes: int) -> int:
+    """The default quota: what the store holds now plus half the free space on its disk, so
+    other nodes' shares can never fill the disk (the user's own files are never refused)."""
+    return stored_bytes + int(max(free_bytes, 0) * AUTO_QUOTA_FRACTION)
+
+
 _DURATION_RE = re.compile(r"^\s*(\d{1,12}(?:\.\d{1,9})?)\s*([a-zA-Z]{0,1})\s*$")
 _DURATION_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
 
@@ -220,6 +233,8 @@ class DaemonSettings:
     repair_threshold: int | None = None
     http: tuple[str, int] | None = None
     """Where the HTTP face listens (``docs/http.md``); ``None``: off. Port 0 picks a free one."""
+    log_level: str | None = None
+    """The daemon's log level (debug, info, warning, error) when no ``-v``/``-q`` is given."""
 
     def merged(self, **flags: Any) -> DaemonSettings:
         """Return a copy with every flag that is not ``None`` applied (flags win)."""
@@ -234,8 +249,8 @@ class DaemonSettings:
             "bootstrap": self.bootstrap,
             "upload_limit": self.upload_limit,
         }
-        if self.quota is not None:
-            out["quota_bytes"] = self.quota
+        if self.quota is not None:  # None: the daemon computes one (auto_quota)
+            out["quota_bytes"] = None if self.quota == UNLIMITED_QUOTA else self.quota
         for name in ("chunk_size", "k", "m", "repair_threshold"):
             value = getattr(self, name)
             if value is not None:
@@ -246,6 +261,7 @@ class DaemonSettings:
 
 
 _SETTING_NAMES = frozenset(f.name for f in fields(DaemonSettings))
+_LOG_LEVEL_NAMES = ("debug", "info", "warning", "error")
 
 
 def _port(key: str, value: object) -> int:
@@ -309,10 +325,18 @@ def settings_from_mapping(
                 if not isinstance(value, str):
                     raise ConfigError('http must be a "HOST:PORT" string')
                 values[key] = parse_listen_address(value)
+            elif key == "quota" and isinstance(value, str) and value.strip().lower() in _UNLIMITED:
+                values[key] = UNLIMITED_QUOTA
             elif key in ("quota", "chunk_size"):
                 values[key] = _size(key, value)
             elif key == "repair_interval":
                 values[key] = _duration(key, value)
+            elif key == "log_level":
+                if not isinstance(value, str) or value.strip().lower() not in _LOG_LEVEL_NAMES:
+                    raise ConfigError(
+                        f"log_level must be one of {', '.join(_LOG_LEVEL_NAMES)}, not {value!r}"
+                    )
+                values[key] = value.strip().lower()
             elif key == "repair_threshold":
                 if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                     raise ConfigError(f"{key} must be an integer >= 0, not {value!r}")
@@ -321,7 +345,26 @@ def settings_from_mapping(
                 values[key] = _positive(key, value)
     except ConfigError as exc:
         raise ConfigError(f"{source}: {exc}") from None
+    _check_layout(values, source)
     return DaemonSettings(**values)
+
+
+def _check_layout(values: dict[str, Any], source: str) -> None:
+    """``chunk_size``, ``k`` and ``m`` together must make a valid layout: checked at start-up,
+    so that a daemon never starts whose every ``put`` would fail."""
+    from .chunking import DEFAULT_CHUNK_SIZE, DEFAULT_K, DEFAULT_M, Layout
+
+    given = [key for key in ("chunk_size", "k", "m") if key in values]
+    if not given:
+        return
+    try:
+        Layout(
+            values.get("chunk_size", DEFAULT_CHUNK_SIZE),
+            values.get("k", DEFAULT_K),
+            values.get("m", DEFAULT_M),
+        )
+    except ConfigError as exc:
+        raise ConfigError(f"{source}: {', '.join(given)}: {exc}") from None
 
 
 def load_settings(data_dir: Path) -> DaemonSettings:

@@ -222,6 +222,20 @@ OPS: dict[str, dict[str, _Check]] = {
 }
 """Every operation and the exact argument names and checks it takes."""
 
+OPTIONAL_ARGS: dict[str, frozenset[str]] = {"put": frozenset({"name"})}
+"""Arguments of :data:`OPS` a request may leave out (then absent from ``Request.args``)."""
+
+
+def _opt_name(value: object) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not 0 < len(value) <= 255:
+        raise ProtocolError("expected a file name of 1-255 characters")
+    return value
+
+
+OPS["put"]["name"] = _opt_name
+
 _REPLY_KINDS = frozenset({"progress", "result", "error"})
 
 
@@ -271,10 +285,13 @@ def parse_request(message: Mapping[str, Any]) -> Request:
     if not isinstance(args, dict):
         raise ProtocolError("args must be a map")
     schema = OPS[op]
-    if set(args) != set(schema):
+    optional = OPTIONAL_ARGS.get(op, frozenset())
+    if not set(schema) - optional <= set(args) <= set(schema):
         raise ProtocolError(f"{op} takes exactly the arguments {sorted(schema)}")
     checked: dict[str, Any] = {}
     for name, check in schema.items():
+        if name not in args:
+            continue  # an optional argument left out
         try:
             checked[name] = check(args[name])
         except ProtocolError as exc:
@@ -378,7 +395,12 @@ class ControlledNode(Protocol):
     """What the control server needs from a node (``p2pstore.node.Node`` provides it)."""
 
     async def put(
-        self, path: Path, *, disperse: bool = ..., progress: Callable[[Any], None] | None = ...
+        self,
+        path: Path,
+        *,
+        disperse: bool = ...,
+        name: str | None = ...,
+        progress: Callable[[Any], None] | None = ...,
     ) -> bytes: ...
 
     async def get(
@@ -416,7 +438,13 @@ async def _op_status(
     node: ControlledNode, args: dict[str, Any], progress: Progress
 ) -> dict[str, Any]:
     data = to_plain(node.status())
-    return data if isinstance(data, dict) else {"status": data}
+    if not isinstance(data, dict):
+        data = {"status": data}
+    store = getattr(node, "store", None)
+    if store is not None and "quota_bytes" not in data:
+        quota = getattr(store, "quota_bytes", None)
+        data["quota_bytes"] = quota if isinstance(quota, int) else None
+    return data
 
 
 async def _op_peers(
@@ -426,7 +454,14 @@ async def _op_peers(
 
 
 async def _op_ls(node: ControlledNode, args: dict[str, Any], progress: Progress) -> dict[str, Any]:
-    return {"files": to_plain(list(node.list_files()))}
+    data: dict[str, Any] = {"files": to_plain(list(node.list_files()))}
+    partial = getattr(getattr(node, "store", None), "partial_downloads", None)
+    if callable(partial):
+        data["partial"] = [
+            {"file_id": fid.hex(), "chunks": chunks, "bytes": size}
+            for fid, chunks, size in partial()
+        ]
+    return data
 
 
 async def _op_gc(node: ControlledNode, args: dict[str, Any], progress: Progress) -> dict[str, Any]:
@@ -468,7 +503,12 @@ async def _op_put(node: ControlledNode, args: dict[str, Any], progress: Progress
     path = Path(args["path"])
     not_dispersed: str | None = None
     try:
-        file_id = await node.put(path, disperse=args["disperse"], progress=progress)
+        if args.get("name") is not None:
+            file_id = await node.put(
+                path, disperse=args["disperse"], name=args["name"], progress=progress
+            )
+        else:
+            file_id = await node.put(path, disperse=args["disperse"], progress=progress)
     except NotDispersedError as exc:
         # Stored here but nowhere else: a result (the file ID is real), marked so that the CLI
         # fails the command; see NotDispersedError.
@@ -479,6 +519,7 @@ async def _op_put(node: ControlledNode, args: dict[str, Any], progress: Progress
         "file_id": file_id.hex(),
         "size": size if isinstance(size, int) else path.stat().st_size,
         "chunks": getattr(info, "chunks_total", None),
+        "name": getattr(info, "name", None),
         "dispersed": bool(args["disperse"]) and not_dispersed is None,
         "not_dispersed": not_dispersed,
     }
@@ -512,8 +553,27 @@ async def _op_get(node: ControlledNode, args: dict[str, Any], progress: Progress
 async def _get_into(
     node: ControlledNode, args: dict[str, Any], progress: Progress
 ) -> dict[str, Any]:
-    file_id: bytes = args["file_id"]
     dest = Path(args["dest"]) if args["dest"] is not None else Path(args["cwd"])
+    try:
+        return await _get_into_path(node, args, dest, progress)
+    except OSError as exc:
+        raise _as_user_path(exc, dest) from None
+
+
+def _as_user_path(exc: OSError, dest: Path) -> OSError:
+    """The error with the user's output path in place of an internal temporary file's name
+    (``.NAME.RANDOM.part`` beside it), which means nothing to them."""
+    name = os.fspath(exc.filename) if isinstance(exc.filename, (str, os.PathLike)) else None
+    parent = dest if dest.is_dir() else dest.parent
+    if name is None or Path(name).parent != parent or not Path(name).name.startswith("."):
+        return exc
+    return type(exc)(exc.errno, exc.strerror, os.fspath(dest))
+
+
+async def _get_into_path(
+    node: ControlledNode, args: dict[str, Any], dest: Path, progress: Progress
+) -> dict[str, Any]:
+    file_id: bytes = args["file_id"]
     if not dest.is_dir():
         _refuse_existing(dest)  # before downloading anything
         data = to_plain(await node.get(file_id, dest, progress=progress))

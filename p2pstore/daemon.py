@@ -12,6 +12,7 @@ import contextlib
 import fcntl
 import logging
 import os
+import shutil
 import signal
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AbstractAsyncContextManager
@@ -21,7 +22,7 @@ from typing import Any
 
 import trio
 
-from .config import DaemonSettings, format_host_port
+from .config import DaemonSettings, auto_quota, format_host_port
 from .control import ControlledNode, DaemonAlreadyRunningError, serve_control
 from .datadir import prepare_data_dir
 from .errors import ConfigError
@@ -111,6 +112,21 @@ async def _watch_signals(
         return
 
 
+def _set_auto_quota(node: Any, data_dir: Path) -> None:
+    """No quota set: let pushed shares fill at most half the free space (see auto_quota)."""
+    store = getattr(node, "store", None)
+    if store is None or not hasattr(store, "set_quota"):
+        return
+    try:
+        free = shutil.disk_usage(data_dir).free
+    except OSError as exc:
+        log.warning("cannot measure the free space of %s: %s; no quota", data_dir, exc)
+        return
+    quota = auto_quota(store.stored_bytes, free)
+    store.set_quota(quota)
+    log.info("quota for shares pushed by other nodes: %d bytes (half the free space)", quota)
+
+
 async def _serve(
     data_dir: Path,
     settings: DaemonSettings,
@@ -118,6 +134,8 @@ async def _serve(
     open_node: OpenNode,
 ) -> None:
     async with open_node(data_dir, **settings.node_overrides()) as node:
+        if settings.quota is None:
+            _set_auto_quota(node, data_dir)
         controlled: ControlledNode = node
         async with trio.open_nursery() as nursery:
             socket_path = await nursery.start(serve_control, controlled, data_dir)

@@ -56,12 +56,16 @@ def level_for(verbosity: int) -> int:
 
 
 def setup_logging(
-    verbosity: int = 0, json_lines: bool = False, stream: TextIO | None = None
+    verbosity: int = 0,
+    json_lines: bool = False,
+    stream: TextIO | None = None,
+    level: int | None = None,
 ) -> None:
     """Install (or replace) the single stderr handler on the root logger.
 
     ``stream`` overrides the destination (default: the current ``sys.stderr``). Idempotent:
-    the previous handler installed by this function is removed first.
+    the previous handler installed by this function is removed first. ``level``, when given,
+    wins over ``verbosity`` (``-q``, or ``log_level`` from the settings file).
     """
     root = logging.getLogger()
     for handler in list(root.handlers):
@@ -77,7 +81,17 @@ def setup_logging(
         new.setFormatter(
             logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s", "%H:%M:%S")
         )
-    level = level_for(verbosity)
+    if level is None:
+        level = level_for(verbosity)
     new.setLevel(level)
     root.addHandler(new)
     root.setLevel(level)
+
+
+LOG_LEVELS: dict[str, int] = {
+    "debug": logging.DEBUG,
+    "info": logging.INFO,
+    "warning": logging.WARNING,
+    "error": logging.ERROR,
+}
+"""The names ``log_level`` accepts in ``p2pstore.toml``."""

@@ -244,6 +244,13 @@ def _write_temp(path: Path, data: bytes | memoryview) -> None:
         while view:
             view = view[os.write(fd, view) :]
         os.fsync(fd)
+    except OSError as exc:
+        os.close(fd)
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+        if exc.filename is None:  # os.write/fsync name no file: say which disk is full
+            raise OSError(exc.errno, exc.strerror, os.fspath(path.parent)) from exc
+        raise
     except BaseException:
         os.close(fd)
         with contextlib.suppress(OSError):
@@ -426,6 +433,13 @@ class ChunkStore:
     def quota_bytes(self) -> int | None:
         """The quota enforced by ``put_chunk(..., enforce_quota=True)``, if any."""
         return self._quota
+
+    def set_quota(self, quota_bytes: int | None) -> None:
+        """Change the quota (``None``: unlimited), e.g. to one computed from the free space."""
+        if quota_bytes is not None and quota_bytes < 0:
+            raise ConfigError("quota_bytes must be >= 0 (or None for unlimited)")
+        with self._quota_lock:
+            self._quota = quota_bytes
 
     def chunk_path(self, chunk_id: bytes) -> Path:
         """Where the chunk's file lives (whether or not it exists)."""
@@ -857,34 +871,87 @@ class ChunkStore:
             n = layout.stripe_count(size)
             ids: list[tuple[bytes, ...]] = [()] * n
             buffers: list[bytearray] = []
-            done = 0
-            with self._pending.hold() as add:
+            written: set[bytes] = set()
+            try:
+                with self._pending.hold() as hold:
 
-                async def one(stripe: int) -> None:
-                    nonlocal done
-                    try:
-                        ids[stripe] = await self._put_stripe(
-                            fd, layout, size, stripe, rs, add, buffers
-                        )
-                    finally:
-                        sem.release()
-                    done += layout.stripe_data_size(size, stripe)
-                    if progress is not None:
-                        progress(done, size)
+                    def add(ids: Sequence[bytes]) -> None:
+                        hold(ids)
+                        written.update(ids)
 
-                sem = trio.Semaphore(PUT_CONCURRENCY)
-                with collapse_exception_groups():
-                    async with trio.open_nursery() as nursery:
-                        for stripe in range(n):
-                            await sem.acquire()
-                            nursery.start_soon(one, stripe)
-                manifest = Manifest(name, size, chunk_size, k, m, tuple(ids))
-                await trio.to_thread.run_sync(self._commit_file_sync, manifest, "local", add)
+                    manifest = await self._put_stripes(
+                        fd, layout, name, size, n, ids, rs, add, buffers, progress
+                    )
+            except BaseException:
+                # A failed or cancelled put removes what it wrote (running it again redoes it).
+                with trio.CancelScope(shield=True):
+                    freed = await trio.to_thread.run_sync(self._drop_unclaimed_sync, written)
+                if freed:
+                    log.info("put of %s failed: removed %d bytes it had written", path, freed)
+                raise
         finally:
             os.close(fd)
         if progress is not None and n == 0:
             progress(0, 0)
         return manifest
+
+    async def _put_stripes(
+        self,
+        fd: int,
+        layout: Layout,
+        name: str,
+        size: int,
+        n: int,
+        ids: list[tuple[bytes, ...]],
+        rs: ReedSolomon | None,
+        add: Callable[[Sequence[bytes]], None],
+        buffers: list[bytearray],
+        progress: ProgressCallback | None,
+    ) -> Manifest:
+        """The body of :meth:`put_file`: store every stripe, then commit the file."""
+        k, m, chunk_size = layout.k, layout.m, layout.chunk_size
+        done = 0
+
+        async def one(stripe: int) -> None:
+            nonlocal done
+            try:
+                ids[stripe] = await self._put_stripe(fd, layout, size, stripe, rs, add, buffers)
+            finally:
+                sem.release()
+            done += layout.stripe_data_size(size, stripe)
+            if progress is not None:
+                progress(done, size)
+
+        sem = trio.Semaphore(PUT_CONCURRENCY)
+        with collapse_exception_groups():
+            async with trio.open_nursery() as nursery:
+                for stripe in range(n):
+                    await sem.acquire()
+                    nursery.start_soon(one, stripe)
+        manifest = Manifest(name, size, chunk_size, k, m, tuple(ids))
+        await trio.to_thread.run_sync(self._commit_file_sync, manifest, "local", add)
+        return manifest
+
+    def _drop_unclaimed_sync(self, ids: set[bytes]) -> int:
+        """Delete those of ``ids`` that no pinned file uses and no running put holds (the chunks
+        a failed put wrote); returns the bytes freed."""
+        if not ids:
+            return 0
+        pending = self._pending.snapshot()
+        ours = ids - pending
+        indexed = self._index.present(list(ours))
+        unclaimed = {cid for cid, _ in self._index.unreferenced_chunks() if cid in indexed}
+        # Indexed chunks some pinned file uses stay; the rest go, and so do files written but
+        # not yet indexed when the put stopped (a batch is indexed after all its files).
+        victims = [cid for cid in ours if cid in unclaimed or cid not in indexed]
+        freed = self._index.delete_chunks([cid for cid in victims if cid in unclaimed])
+        for cid in victims:
+            if cid not in indexed:
+                with contextlib.suppress(OSError):
+                    freed += os.stat(self.chunk_path(cid)).st_size
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.chunk_path(cid))
+        return freed
 
     async def add_manifest(self, manifest: Manifest, *, pin: bool = True) -> None:
         """Record a file described by ``manifest`` (e.g. after a download, or to hold shares).
@@ -964,6 +1031,11 @@ class ChunkStore:
         """Every file whose manifest is recorded, oldest first."""
         return [_stored_file(r) for r in self._index.files()]
 
+    def partial_downloads(self) -> list[tuple[bytes, int, int]]:
+        """Downloads that stored chunks but did not finish (failed, cancelled or running):
+        ``(file_id, chunks, bytes)``; ``get`` resumes them, ``unpin`` + ``gc`` removes them."""
+        return self._index.partial_files()
+
     def file_info(self, file_id: bytes) -> StoredFile | None:
         """The :meth:`list_files` entry of one file, or ``None``; one indexed look-up, so its cost
         does not grow with the number of files stored."""
@@ -1002,9 +1074,11 @@ class ChunkStore:
         """Delete every chunk that belongs to no pinned file; returns the bytes freed.
 
         Index rows go first, then the files, so a crash midway leaves only invisible orphan
-        files, which the next gc removes along with any other unindexed chunk file. Chunks being
-        written by a running put are kept. Blocking (walks the chunk directories).
+        files, which the next gc removes along with any other unindexed chunk file. The records
+        of unpinned files are dropped too (they no longer appear in :meth:`list_files`). Chunks
+        being written by a running put are kept. Blocking (walks the chunk directories).
         """
+        self._index.forget_unpinned_files()
         self._index.forget_unpinned_held()
         for cid in self._index.forget_unneeded():
             with contextlib.suppress(FileNotFoundError):

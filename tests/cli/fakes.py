@@ -72,6 +72,10 @@ class FakeNode:
     put_started: trio.Event = field(default_factory=trio.Event)
     put_cancelled: trio.Event = field(default_factory=trio.Event)
     files: dict[bytes, FakeFileInfo] = field(default_factory=dict)
+    transfers: list[Any] = field(default_factory=list)  # node.Transfer objects for status
+    store: Any = None  # something with quota_bytes: status reports it
+    put_contents: bytes = b""  # what the last put read from its path
+    get_error: OSError | None = None  # get raises this (with a temp file's name, say)
 
     async def put(
         self,
@@ -94,7 +98,8 @@ class FakeNode:
         except trio.Cancelled:
             self.put_cancelled.set()
             raise
-        self.files[FILE_ID] = FakeFileInfo(FILE_ID, path.name, size, False, 3, 3)
+        self.put_contents = path.read_bytes()
+        self.files[FILE_ID] = FakeFileInfo(FILE_ID, name or path.name, size, False, 3, 3)
         if disperse and self.no_peers:
             raise NotDispersedError(FILE_ID, "no peer to disperse to was found")
         return FILE_ID
@@ -110,6 +115,8 @@ class FakeNode:
         if file_id != FILE_ID:
             raise FileUnavailableError(f"file {file_id.hex()[:16]} has no reachable providers")
         data = b"hello world\n"
+        if self.get_error is not None:
+            raise self.get_error
         if progress is not None:
             progress(DownloadProgress(len(data), len(data), {"127.0.0.1:1": PeerProgress(12, 1.0)}))
         target = dest / "hello.txt" if dest.is_dir() else dest
@@ -148,7 +155,14 @@ class FakeNode:
     def status(self) -> NodeStatus:
         self.calls.append(("status", None))
         return NodeStatus(
-            self.node_id, self.udp_address, self.tcp_address, 3, 2, 1234, len(self.files), []
+            self.node_id,
+            self.udp_address,
+            self.tcp_address,
+            3,
+            2,
+            1234,
+            len(self.files),
+            list(self.transfers),
         )
 
     def peers(self) -> list[FakeContact]:

@@ -18,6 +18,7 @@ from typer.testing import CliRunner, Result
 
 from p2pstore.cli import app
 from p2pstore.config import CONFIG_FILE_NAME, DATA_DIR_ENV
+from p2pstore.links import encode_id
 
 from .fakes import FILE_ID, OTHER_ID, FakeNode, daemon_in_thread, short_tmp_dir
 
@@ -99,7 +100,7 @@ def test_no_daemon_with_data_dir_from_environment(
     "args",
     [
         ["get", "xyz"],
-        ["get", "0" * 63],
+        ["pin", "0" * 63],
         ["get", "g" * 64],
         ["pin", "abc"],
         ["unpin", ""],
@@ -173,7 +174,7 @@ def test_bad_settings_file_is_a_usage_error(data_dir: Path) -> None:
 @pytest.mark.parametrize(
     "command",
     ["daemon", "put", "get", "ls", "status", "peers", "providers", "pin", "unpin", "gc", "verify",
-     "demo"],
+     "demo", "rm", "transfers", "config", "cat"],
 )  # fmt: skip
 def test_every_command_has_help_and_data_dir(command: str) -> None:
     result = invoke(command, "--help")
@@ -191,7 +192,7 @@ def test_status(daemon: FakeNode, data_dir: Path) -> None:
     assert result.exit_code == 0, result.output
     assert "11" * 32 in result.stdout
     assert "127.0.0.1:18468" in result.stdout
-    assert "routing table:  3 contacts" in result.stdout
+    assert "contacts:       3 in the DHT routing table" in result.stdout
     as_json = json.loads(invoke("status", "--json", "--data-dir", str(data_dir)).stdout)
     assert as_json["routing_table_size"] == 3
     assert as_json["tcp"] == "127.0.0.1:19000"
@@ -213,8 +214,10 @@ def test_put_sends_the_absolute_path(
         "chunks": 3,
         "dispersed": True,
         "not_dispersed": None,
+        "link": f"p2p://{encode_id(FILE_ID)}?name=doc.txt&peer=127.0.0.1:19000",
     }
-    assert daemon.calls[-2][1] == (data_dir / "doc.txt", True)
+    puts = [args for op, args in daemon.calls if op == "put"]
+    assert puts[-1] == (data_dir / "doc.txt", True)
 
 
 def test_put_that_could_not_disperse_fails_and_says_stored_locally_only(
@@ -226,7 +229,8 @@ def test_put_that_could_not_disperse_fails_and_says_stored_locally_only(
     result = invoke("put", str(data_dir / "doc.txt"), "--data-dir", str(data_dir))
     assert result.exit_code == 1, result.output
     assert result.stdout.strip() == HEX, "the file is stored: its ID is still printed"
-    assert result.stderr.startswith("error: stored locally only, not dispersed: no peer")
+    *_, last = result.stderr.strip().splitlines()  # after the share link: the file is here
+    assert last.startswith("error: stored locally only, not dispersed: no peer")
     result = invoke("put", str(data_dir / "doc.txt"), "--json", "--data-dir", str(data_dir))
     assert result.exit_code == 1, result.output
     out = json.loads(result.stdout)

@@ -274,6 +274,7 @@ async def test_every_operation_reaches_the_node(served: FakeNode, data_dir: Path
         "chunks": 3,
         "dispersed": False,
         "not_dispersed": None,
+        "name": "f.txt",
     }
     assert (await control.call(data_dir, "ls"))["files"][0]["name"] == "f.txt"
     assert (await control.call(data_dir, "peers"))["peers"][0]["port"] == 18469

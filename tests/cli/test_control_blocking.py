@@ -47,6 +47,7 @@ def test_results_and_progress_match_the_async_client(served: FakeNode, data_dir:
         "chunks": 3,
         "dispersed": True,
         "not_dispersed": None,
+        "name": "f.txt",
     }
     assert events
     assert [e["done"] for e in events] == sorted(e["done"] for e in events)

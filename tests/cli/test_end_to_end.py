@@ -120,6 +120,18 @@ def test_three_daemons(base: Path) -> None:
         explicit = downloader.cli("get", file_id, "-o", str(out / "copy.bin"))
         assert explicit.returncode == 0, explicit.stderr
         assert (out / "copy.bin").read_bytes() == source.read_bytes()
+        # Issue 15: cat writes the verified file to stdout; a share link names the file.
+        piped = subprocess.run(
+            [*CLI, "cat", file_id, "--data-dir", str(downloader.data_dir)],
+            capture_output=True,
+            timeout=COMMAND_TIMEOUT,
+        )
+        assert piped.returncode == 0, piped.stderr
+        assert piped.stdout == source.read_bytes()
+        assert put["link"].startswith("p2p://")
+        linked = downloader.cli("get", put["link"], "-o", str(out / "linked.bin"))
+        assert linked.returncode == 0, linked.stderr
+        assert (out / "linked.bin").read_bytes() == source.read_bytes()
 
         statuses = [d.json("status") for d in daemons]
         for d, status in zip(daemons, statuses, strict=True):
