@@ -317,8 +317,6 @@ class ChunkServer:
                     retry_ms = min(MAX_RETRY_MS, max(1, round(busy.retry_after * 1000)))
                     await channel.send(Busy(rid, chunk_id, retry_ms))
                     continue
-                if self.seeding is not None:
-                    self.seeding.served(peer, chunk_id, trio.current_time())
             elif self.rate_limiter is not None:
                 # Tokens first, then the read: a rate-limited server then holds one chunk per
                 # waiting request in memory, not a whole batch, and the first reply is not
@@ -328,6 +326,10 @@ class ChunkServer:
                     await channel.send(Missing(rid, chunk_id))
                     continue
                 await self.rate_limiter.acquire(size)
+            if self.seeding is not None:
+                # Every chunk sent counts, on every path: a watcher's window opens as fast as
+                # it is served, whatever limits this server's uploads.
+                self.seeding.served(peer, chunk_id, trio.current_time())
             # The chunk is looked up, read, verified and sealed in one worker thread, straight
             # into its frame; if the request is cancelled meanwhile, it is dropped there.
             await channel.send(
@@ -357,7 +359,9 @@ class ChunkServer:
             # worst (harmless), never lost.
             peer = channel.peer.peer_node_id
             seeded = None
-            if self.seeding is not None:
+            if self.seeding is not None and self.uploads is not None:
+                # Super-seed only when uploads are constrained (a fair upload gate): without a
+                # limit, hiding chunks saves nothing and only slows every watcher but the first.
                 seeded = await self.seeding.join(file_id, peer, subscription, trio.current_time())
             try:
                 if seeded is not None:

@@ -150,3 +150,31 @@ async def test_a_peer_that_watches_us_becomes_one_of_our_sources(tmp_path: Path)
                 gets.start_soon(second.get, file_id, tmp_path / "b.bin")
         assert label(second) in seen, "the watcher was never dialled back as a source"
         nursery.cancel_scope.cancel()
+
+
+async def test_an_idle_first_watcher_does_not_starve_later_downloaders(tmp_path: Path) -> None:
+    """A lone seed without an upload limit (the default) does not super-seed: a peer that
+    WATCHes first and never downloads (it would be "alone" and offered everything) leaves the
+    next downloader a plain seed, not a 4-chunk window opening by one chunk a second (which
+    failed this 32-chunk download with the fast test timeouts)."""
+    src = tmp_path / "src.bin"
+    digest = random_file(src, 2 * MiB, seed=5)
+    async with trio.open_nursery() as nursery:
+        swarm = Swarm(nursery, tmp_path)
+        holder = await swarm.start(chunk_size=64 * KiB)
+        downloader = await swarm.start()
+        file_id = await holder.put(src, disperse=False)
+        async with ConnectionPool(Identity.generate(), FAST.wire) as pool:
+            conn = await pool.connect(PeerAddress(holder.node_id, *holder.tcp_address))
+            idle = await conn.watch(file_id)
+            assert idle.bitmap is not None
+            assert set(idle.bitmap) == {0xFF}  # alone: all offered
+            t0 = trio.current_time()
+            with trio.fail_after(30):
+                await downloader.get(file_id, tmp_path / "out.bin")
+            took = trio.current_time() - t0
+            await idle.aclose()
+        assert sha256_file(tmp_path / "out.bin") == digest
+        # 32 chunks at one a second would take ~28 s; a plain seed serves them in well under.
+        assert took < 15, f"2 MiB over loopback took {took:.1f} s"
+        nursery.cancel_scope.cancel()
