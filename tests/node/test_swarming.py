@@ -7,7 +7,9 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
+import pytest
 import trio
+import trio.lowlevel
 
 from p2pstore.identity import Identity
 from p2pstore.node import DownloadProgress, GetResult, Node
@@ -177,4 +179,56 @@ async def test_an_idle_first_watcher_does_not_starve_later_downloaders(tmp_path:
         assert sha256_file(tmp_path / "out.bin") == digest
         # 32 chunks at one a second would take ~28 s; a plain seed serves them in well under.
         assert took < 15, f"2 MiB over loopback took {took:.1f} s"
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_holder_that_only_answers_busy_ends_the_download_instead_of_hanging_it(
+    tmp_path: Path,
+) -> None:
+    """The only provider serves the manifest but answers BUSY with a 1 ms hint to every data
+    chunk. The download neither spins (hints are floored and backed off) nor hangs: once the
+    peer has deferred chunks for ``busy_give_up`` seconds without delivering any, it is dropped
+    and the download fails as unavailable."""
+    from p2pstore.errors import FileUnavailableError
+    from p2pstore.store import ChunkStore
+    from p2pstore.wire.server import ChunkServer
+    from p2pstore.wire.uploads import UploadBusy, UploadGate
+
+    from .swarm import start_rogue_peer
+
+    class AlwaysBusy(UploadGate):
+        refusals = 0
+
+        async def acquire(self, peer: bytes, size: int, *, may_refuse: bool = True) -> None:
+            await trio.lowlevel.checkpoint()
+            if size >= 64 * KiB:  # the manifest's chunks are smaller: served
+                self.refusals += 1
+                raise UploadBusy(0.0)
+
+    scheduler = replace(FAST.download.scheduler, busy_give_up=3.0)
+    config = replace(FAST, download=replace(FAST.download, scheduler=scheduler))
+    src = tmp_path / "src.bin"
+    random_file(src, 1 * MiB, seed=7)
+    async with trio.open_nursery() as nursery:
+        swarm = Swarm(nursery, tmp_path, config=config)
+        await swarm.start()
+        getter = await swarm.start()
+        store = ChunkStore.open(tmp_path / "liar")
+        file_id = (await store.put_file(src, chunk_size=64 * KiB)).file_id
+        gate = AlwaysBusy(1e9, 1 << 30)
+        server_box: list[ChunkServer] = []
+
+        async def serve(stream: trio.SocketStream) -> None:
+            await server_box[0].handle_stream(stream)
+
+        identity = await start_rogue_peer(nursery, swarm, store, [file_id], serve=serve)
+        server_box.append(ChunkServer(identity, store, config.wire, uploads=gate))
+        t0 = trio.current_time()
+        with trio.fail_after(30), pytest.raises(FileUnavailableError):
+            await getter.get(file_id, tmp_path / "out.bin")
+        took = trio.current_time() - t0
+        store.close()
+        # 1 ms hints taken at face value made ~470 round trips a second, for ever.
+        assert gate.refusals < 100, gate.refusals
+        assert took < 20
         nursery.cancel_scope.cancel()
