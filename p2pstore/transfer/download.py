@@ -48,7 +48,14 @@ from ..errors import (
 )
 from ..manifest import Manifest, ManifestRoot
 from ..telemetry import Telemetry
-from ..wire.client import ConnectionPool, PeerAddress, PeerBusyError, PeerConnection, WatchHandle
+from ..wire.client import (
+    ConnectionPool,
+    PeerAddress,
+    PeerBusyError,
+    PeerConnection,
+    WatchHandle,
+    WatchRefusedError,
+)
 from .output import OutputFile
 from .progress import Progress
 from .scheduler import (
@@ -597,8 +604,13 @@ class Download:
                     conn = await self._connect(provider)
                     with trio.fail_after(self.config.peer_setup_timeout):
                         if conn.swarming:
-                            watch = await conn.watch(self.file_id, self.listen_port)
-                            bitmap = watch.bitmap
+                            try:
+                                watch = await conn.watch(self.file_id, self.listen_port)
+                                bitmap = watch.bitmap
+                            except WatchRefusedError:
+                                # Watched too much (a limit, perhaps an attacker filling it):
+                                # still a source, only its new chunks go unseen.
+                                bitmap = await conn.have(self.file_id)
                         else:
                             bitmap = await conn.have(self.file_id)
                 finally:
@@ -609,7 +621,7 @@ class Download:
                 sched = self._sched
                 assert sched is not None
                 have = bitmap_indices(bitmap, self._chunk_count) if bitmap is not None else []
-                sched.add_peer(peer, have, trio.current_time(), fair_share=watch is not None)
+                sched.add_peer(peer, have, trio.current_time(), fair_share=conn.swarming)
                 added = True
                 self._notify()
                 async with trio.open_nursery() as requests:

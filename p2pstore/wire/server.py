@@ -24,7 +24,7 @@ from ..identity import Identity
 from ..ratelimit import RateLimiter
 from .channel import DeferredChunk, SecureChannel, accept
 from .config import THREAD_THRESHOLD_BYTES, WireConfig
-from .holdings import HoldingsHub, Subscription
+from .holdings import HoldingsHub, Subscription, host_key
 from .messages import (
     MAX_RETRY_MS,
     MAX_UPDATE_INDICES,
@@ -244,6 +244,10 @@ class ChunkServer:
                     return
                 if not isinstance(message, Get | Have | Put | Watch):
                     raise ProtocolError(f"unexpected {type(message).__name__} from a client")
+                if message.request_id in running:
+                    # Replies are matched by ID: a reused one would make them ambiguous and let
+                    # a connection hold more watches than it is allowed.
+                    raise ProtocolError(f"request id {message.request_id} is already in flight")
                 if isinstance(message, Watch):
                     if "swarm" not in channel.peer.features:
                         raise ProtocolError("WATCH was not negotiated")
@@ -350,7 +354,10 @@ class ChunkServer:
             bitmap = await self.store.have_bitmap(file_id)
             await channel.send(Bitmap(rid, file_id, bitmap))
             await trio.sleep_forever()  # nothing will ever be published; stay until cancelled
-        subscription = self.holdings.subscribe(file_id)
+        host = _peer_host(channel)
+        subscription = self.holdings.subscribe(
+            file_id, channel.peer.peer_node_id, host_key(host) if host is not None else None
+        )
         if subscription is None:
             await channel.send(Error(rid, ErrorCode.TOO_MANY_WATCHES, "file watched too much"))
             return
@@ -370,10 +377,8 @@ class ChunkServer:
                 else:
                     offer = await self.store.have_bitmap(file_id)
                 await channel.send(Bitmap(rid, file_id, offer))
-                if self.on_watch is not None and request.port:
-                    host = _peer_host(channel)
-                    if host is not None:
-                        self.on_watch(peer, host, request.port, file_id)
+                if self.on_watch is not None and request.port and host is not None:
+                    self.on_watch(peer, host, request.port, file_id)
                 while True:
                     if seeded is not None and self.seeding is not None:
                         with trio.move_on_after(SEED_TICK_INTERVAL):

@@ -11,6 +11,7 @@ import pytest
 import trio
 import trio.lowlevel
 
+from p2pstore.errors import ProtocolError
 from p2pstore.identity import Identity
 from p2pstore.node import DownloadProgress, GetResult, Node
 from p2pstore.wire import ConnectionPool, PeerAddress
@@ -231,4 +232,35 @@ async def test_a_holder_that_only_answers_busy_ends_the_download_instead_of_hang
         # 1 ms hints taken at face value made ~470 round trips a second, for ever.
         assert gate.refusals < 100, gate.refusals
         assert took < 20
+        nursery.cancel_scope.cancel()
+
+
+async def test_watchers_from_one_host_cannot_lock_a_downloader_out_of_a_holder(
+    tmp_path: Path,
+) -> None:
+    """64 throw-away identities on one host open 8 watches each of a file (used to take all
+    256 watch slots). The per-host cap stops them at 32; the honest downloader, refused a
+    watch too (it is on the same loopback host), falls back to HAVE and still downloads."""
+    import contextlib
+
+    src = tmp_path / "src.bin"
+    digest = random_file(src, 1 * MiB, seed=6)
+    async with trio.open_nursery() as nursery:
+        swarm = Swarm(nursery, tmp_path)
+        holder = await swarm.start(chunk_size=64 * KiB)
+        downloader = await swarm.start()
+        file_id = await holder.put(src, disperse=False)
+        async with contextlib.AsyncExitStack() as stack:
+            for _ in range(64):
+                pool = await stack.enter_async_context(
+                    ConnectionPool(Identity.generate(), FAST.wire)
+                )
+                conn = await pool.connect(PeerAddress(holder.node_id, *holder.tcp_address))
+                for _ in range(8):
+                    with contextlib.suppress(ProtocolError):
+                        stack.push_async_callback((await conn.watch(file_id)).aclose)
+            assert holder.holdings.watchers(file_id) == 32
+            with trio.fail_after(30):
+                await downloader.get(file_id, tmp_path / "out.bin")
+        assert sha256_file(tmp_path / "out.bin") == digest
         nursery.cancel_scope.cancel()
