@@ -104,6 +104,28 @@ DEFAULT_MAX_REQUEST_WAIT = 120.0
 UPDATE_FLOOD_SLACK = 256
 #: The longest wait for one BUSY hint while fetching the manifest (it is tiny: worth retrying).
 MANIFEST_BUSY_WAIT = 2.0
+#: The shortest wait after a BUSY hint (the spec's floor: a 0 ms hint is not a licence to spin).
+MIN_BUSY_WAIT = 0.25
+
+
+async def get_patiently(
+    conn: PeerConnection, chunk_ids: Sequence[bytes], *, max_wait: float = MANIFEST_BUSY_WAIT
+) -> list[tuple[bytes, bytes | None]]:
+    """``conn.get(chunk_ids)``, asking again after each BUSY hint (floored at 0.25 s, at most
+    ``max_wait``; the caller's deadline bounds the whole): a busy holder is the usual state of a
+    popular file's first seconds, and of a holder with an upload limit that repair reads from."""
+    found: dict[bytes, bytes | None] = {}
+    wanted = list(chunk_ids)
+    while wanted:
+        try:
+            for chunk_id, data in await conn.get(wanted):
+                found[chunk_id] = data
+            break
+        except PeerBusyError as busy:
+            found.update(busy.found)
+            wanted = [c for c in wanted if c not in found]
+            await trio.sleep(min(max(busy.retry_after, MIN_BUSY_WAIT), max_wait))
+    return [(chunk_id, found[chunk_id]) for chunk_id in chunk_ids]
 
 
 @dataclass(frozen=True)
@@ -541,20 +563,7 @@ class Download:
     async def _get_patiently(
         self, conn: PeerConnection, chunk_ids: Sequence[bytes]
     ) -> list[tuple[bytes, bytes | None]]:
-        """``conn.get(chunk_ids)``, asking again after each BUSY hint (the caller's deadline
-        bounds the whole): a busy holder is the usual state of a popular file's first seconds."""
-        found: dict[bytes, bytes | None] = {}
-        wanted = list(chunk_ids)
-        while wanted:
-            try:
-                for chunk_id, data in await conn.get(wanted):
-                    found[chunk_id] = data
-                break
-            except PeerBusyError as busy:
-                found.update(busy.found)
-                wanted = [c for c in wanted if c not in found]
-                await trio.sleep(min(busy.retry_after, MANIFEST_BUSY_WAIT))
-        return [(chunk_id, found[chunk_id]) for chunk_id in chunk_ids]
+        return await get_patiently(conn, chunk_ids)
 
     async def _connect(self, provider: Provider) -> PeerConnection:
         with trio.fail_after(self.config.peer_setup_timeout):
