@@ -121,7 +121,11 @@ async def test_remote_file_streams_while_it_downloads(tmp_path: Path) -> None:
         # stripes of 4) were not fetched yet: the window is 2 stripes ahead of the reader.
         assert fetched_at_first_byte[0] <= 2 * 4 + 2, fetched_at_first_byte
         assert reader.telemetry.chunks_fetched >= 25
-        # Afterwards the reader holds the file (like `get`).
+        # Afterwards the reader holds the file (like `get`): the download records it just after
+        # the last byte went out, which the client does not wait for (bounded wait).
+        with trio.move_on_after(10):
+            while not any(f.file_id == file_id for f in reader.list_files()):  # noqa: ASYNC110
+                await trio.sleep(0.05)
         assert any(f.file_id == file_id for f in reader.list_files())
         nursery.cancel_scope.cancel()
 
