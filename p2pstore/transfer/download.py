@@ -10,14 +10,16 @@ sans-IO scheduler; this module only moves bytes and time:
 * ``CancelRequest`` cancels that request's scope, ``DropPeer`` cancels that peer's scope;
 * a peer that fails (connection refused, handshake, channel error) is reported and its work
   re-queued; new providers are looked up again while some stripe is unreachable, and every
-  ``refresh_interval`` seconds while the download runs (partial providers join all the time);
+  ``refresh_interval`` seconds while the download runs (partial providers join all the time),
+  the wait doubling up to ``max_refresh_interval`` while look-ups find nobody new;
 * swarming (peers that speak ``swarm``): each peer is WATCHed rather than asked HAVE once, so its
-  new chunks arrive as HAVE_UPDATEs; a BUSY reply re-queues that chunk and rests that peer for
-  the hinted time (no strike); a request times out only after ``chunk_timeout`` without any sign
-  of life from its peer (a delivery or a BUSY extends the deadlines of its other requests, up to
-  ``max_request_wait``), so queueing at a live peer is not taken for death; every chunk stored
-  is reported to ``on_stored`` (the node publishes it to its own watchers and announces itself
-  a provider after the first); peers that WATCH this node for the file are offered as sources
+  new chunks arrive as HAVE_UPDATEs (a refused WATCH falls back to HAVE); a BUSY reply re-queues
+  that chunk and rests that peer for the hinted time, floored and backed off (no strike; a peer that
+  only defers is dropped after ``busy_give_up``); a request times out only after ``chunk_timeout``
+  without any sign of life from its peer (a delivery or a BUSY extends the deadlines of its other
+  requests, up to ``max_request_wait``), so queueing at a live peer is not taken for death; every
+  chunk stored is reported to ``on_stored`` (the node publishes it to its own watchers and announces
+  itself a provider after the first); peers that WATCH this node for the file are offered as sources
   through :meth:`Download.offer_provider`;
 * once every stripe has ``k`` verified chunks the file is rebuilt from the store into a temporary
   file beside the destination and renamed into place.
@@ -96,6 +98,10 @@ MANIFEST_RACE_WIDTH = 3
 #: Seconds between provider look-ups while a download runs, even when every stripe is reachable:
 #: other downloaders become partial providers during the download and should be used.
 DEFAULT_REFRESH_INTERVAL = 3.0
+#: ... doubled after each look-up that finds no new provider, up to this (in a flash crowd of N
+#: downloaders the nodes closest to the key get N look-ups per interval: back off once the
+#: crowd is known; WATCH dial-backs still bring in newcomers at once).
+DEFAULT_MAX_REFRESH_INTERVAL = 60.0
 #: The longest one chunk request may wait at a peer that keeps showing signs of life (other
 #: deliveries, BUSY replies): queueing behind other downloaders is slow, not dead.
 DEFAULT_MAX_REQUEST_WAIT = 120.0
@@ -106,6 +112,20 @@ UPDATE_FLOOD_SLACK = 256
 MANIFEST_BUSY_WAIT = 2.0
 #: The shortest wait after a BUSY hint (the spec's floor: a 0 ms hint is not a licence to spin).
 MIN_BUSY_WAIT = 0.25
+
+
+def next_refresh_interval(interval: float, found_new: bool, config: DownloadConfig) -> float:
+    """The wait before the next background provider look-up: ``refresh_interval`` again if
+    the last one found a new provider (the crowd is still growing), else twice ``interval``
+    (at least ``refresh_interval`` once the first quick ones are done), at most
+    ``max_refresh_interval``. Unreachable stripes have their own look-ups
+    (``rediscover_interval``), so backing off here never delays a rescue."""
+    base = config.refresh_interval
+    if interval < base:
+        return min(interval * 2, base)
+    if found_new:
+        return base
+    return max(base, min(interval * 2, config.max_refresh_interval))
 
 
 async def get_patiently(
@@ -140,6 +160,7 @@ class DownloadConfig:
     progress_interval: float = DEFAULT_PROGRESS_INTERVAL
     max_file_chunks: int = DEFAULT_MAX_FILE_CHUNKS
     refresh_interval: float = DEFAULT_REFRESH_INTERVAL
+    max_refresh_interval: float = DEFAULT_MAX_REFRESH_INTERVAL
     max_request_wait: float = DEFAULT_MAX_REQUEST_WAIT
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
 
@@ -757,7 +778,6 @@ class Download:
         interval = min(1.0, self.config.refresh_interval)
         while True:
             await trio.sleep(interval)
-            interval = min(interval * 2, self.config.refresh_interval)
             fresh: list[Provider] = []
             retried: list[Provider] = []
             try:
@@ -767,6 +787,7 @@ class Download:
                 log.info("provider look-up failed: %s", exc)
             for provider in (*fresh, *retried):
                 nursery.start_soon(self._peer_worker, provider)
+            interval = next_refresh_interval(interval, bool(fresh), self.config)
 
     async def _watch_availability(self, sched: DownloadScheduler, nursery: trio.Nursery) -> None:
         """While some stripe is unreachable, look for new providers; give up after a few tries.

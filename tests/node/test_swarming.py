@@ -264,3 +264,37 @@ async def test_watchers_from_one_host_cannot_lock_a_downloader_out_of_a_holder(
                 await downloader.get(file_id, tmp_path / "out.bin")
         assert sha256_file(tmp_path / "out.bin") == digest
         nursery.cancel_scope.cancel()
+
+
+async def test_background_provider_look_ups_back_off_once_nothing_new_turns_up(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A download that runs for seconds with one known holder: the background look-ups
+    (refresh 0.25 s here) double while they find nobody new, instead of repeating every
+    0.25 s for the download's whole life (~20 look-ups in 5 s)."""
+    download = replace(FAST.download, refresh_interval=0.25, max_refresh_interval=2.0)
+    config = replace(FAST, download=download)
+    src = tmp_path / "src.bin"
+    digest = random_file(src, 1 * MiB, seed=8)
+    async with trio.open_nursery() as nursery:
+        swarm = Swarm(nursery, tmp_path, config=config)
+        holder = await swarm.start(upload_limit=200_000, chunk_size=CHUNK)
+        downloader = await swarm.start()
+        file_id = await holder.put(src, disperse=False)
+        calls: list[float] = []
+        find = downloader._find_file_providers
+
+        async def counting(*args: object, **kwargs: object) -> object:
+            calls.append(trio.current_time())
+            return await find(*args, **kwargs)  # type: ignore[arg-type]
+
+        monkeypatch.setattr(downloader, "_find_file_providers", counting)
+        t0 = trio.current_time()
+        with trio.fail_after(60):
+            await downloader.get(file_id, tmp_path / "out.bin")
+        took = trio.current_time() - t0
+        assert sha256_file(tmp_path / "out.bin") == digest
+        assert took > 3  # long enough for the difference to show
+        # quick + full look-up at the start, then 0.25, 0.5, 1, 2, 2, ... s apart
+        assert len(calls) <= 3 + took / 2 + 2, (len(calls), took)
+        nursery.cancel_scope.cancel()

@@ -214,3 +214,14 @@ def test_idle_fair_share_peer_may_take_a_share_beyond_k() -> None:
     )
     assert CancelRequest("busy", 1) in decisions  # the surplus is withdrawn
     assert sched.is_complete()
+
+
+def test_refresh_interval_backs_off_while_nothing_new_is_found() -> None:
+    from p2pstore.transfer.download import DownloadConfig, next_refresh_interval
+
+    cfg = DownloadConfig(refresh_interval=3.0, max_refresh_interval=60.0)
+    waits = [1.0]
+    for found in [False, False, False, False, True, False, False, False, False, False]:
+        waits.append(next_refresh_interval(waits[-1], found, cfg))
+    assert waits == [1.0, 2.0, 3.0, 6.0, 12.0, 3.0, 6.0, 12.0, 24.0, 48.0, 60.0]
+    assert next_refresh_interval(1.0, True, cfg) == 2.0  # the quick start is kept
