@@ -10,14 +10,16 @@ sans-IO scheduler; this module only moves bytes and time:
 * ``CancelRequest`` cancels that request's scope, ``DropPeer`` cancels that peer's scope;
 * a peer that fails (connection refused, handshake, channel error) is reported and its work
   re-queued; new providers are looked up again while some stripe is unreachable, and every
-  ``refresh_interval`` seconds while the download runs (partial providers join all the time);
+  ``refresh_interval`` seconds while the download runs (partial providers join all the time),
+  the wait doubling up to ``max_refresh_interval`` while look-ups find nobody new;
 * swarming (peers that speak ``swarm``): each peer is WATCHed rather than asked HAVE once, so its
-  new chunks arrive as HAVE_UPDATEs; a BUSY reply re-queues that chunk and rests that peer for
-  the hinted time (no strike); a request times out only after ``chunk_timeout`` without any sign
-  of life from its peer (a delivery or a BUSY extends the deadlines of its other requests, up to
-  ``max_request_wait``), so queueing at a live peer is not taken for death; every chunk stored
-  is reported to ``on_stored`` (the node publishes it to its own watchers and announces itself
-  a provider after the first); peers that WATCH this node for the file are offered as sources
+  new chunks arrive as HAVE_UPDATEs (a refused WATCH falls back to HAVE); a BUSY reply re-queues
+  that chunk and rests that peer for the hinted time, floored and backed off (no strike; a peer that
+  only defers is dropped after ``busy_give_up``); a request times out only after ``chunk_timeout``
+  without any sign of life from its peer (a delivery or a BUSY extends the deadlines of its other
+  requests, up to ``max_request_wait``), so queueing at a live peer is not taken for death; every
+  chunk stored is reported to ``on_stored`` (the node publishes it to its own watchers and announces
+  itself a provider after the first); peers that WATCH this node for the file are offered as sources
   through :meth:`Download.offer_provider`;
 * once every stripe has ``k`` verified chunks the file is rebuilt from the store into a temporary
   file beside the destination and renamed into place.
@@ -48,7 +50,14 @@ from ..errors import (
 )
 from ..manifest import Manifest, ManifestRoot
 from ..telemetry import Telemetry
-from ..wire.client import ConnectionPool, PeerAddress, PeerBusyError, PeerConnection, WatchHandle
+from ..wire.client import (
+    ConnectionPool,
+    PeerAddress,
+    PeerBusyError,
+    PeerConnection,
+    WatchHandle,
+    WatchRefusedError,
+)
 from ..wire.uploads import DEFAULT_BUSY_AFTER
 from .output import OutputFile
 from .progress import Progress
@@ -105,6 +114,10 @@ STALL_PROBATION_DIVISOR = 4
 #: Seconds between provider look-ups while a download runs, even when every stripe is reachable:
 #: other downloaders become partial providers during the download and should be used.
 DEFAULT_REFRESH_INTERVAL = 3.0
+#: ... doubled after each look-up that finds no new provider, up to this (in a flash crowd of N
+#: downloaders the nodes closest to the key get N look-ups per interval: back off once the
+#: crowd is known; WATCH dial-backs still bring in newcomers at once).
+DEFAULT_MAX_REFRESH_INTERVAL = 60.0
 #: The longest one chunk request may wait at a peer that keeps showing signs of life (other
 #: deliveries, BUSY replies): queueing behind other downloaders is slow, not dead.
 DEFAULT_MAX_REQUEST_WAIT = 120.0
@@ -113,6 +126,42 @@ DEFAULT_MAX_REQUEST_WAIT = 120.0
 UPDATE_FLOOD_SLACK = 256
 #: The longest wait for one BUSY hint while fetching the manifest (it is tiny: worth retrying).
 MANIFEST_BUSY_WAIT = 2.0
+#: The shortest wait after a BUSY hint (the spec's floor: a 0 ms hint is not a licence to spin).
+MIN_BUSY_WAIT = 0.25
+
+
+def next_refresh_interval(interval: float, found_new: bool, config: DownloadConfig) -> float:
+    """The wait before the next background provider look-up: ``refresh_interval`` again if
+    the last one found a new provider (the crowd is still growing), else twice ``interval``
+    (at least ``refresh_interval`` once the first quick ones are done), at most
+    ``max_refresh_interval``. Unreachable stripes have their own look-ups
+    (``rediscover_interval``), so backing off here never delays a rescue."""
+    base = config.refresh_interval
+    if interval < base:
+        return min(interval * 2, base)
+    if found_new:
+        return base
+    return max(base, min(interval * 2, config.max_refresh_interval))
+
+
+async def get_patiently(
+    conn: PeerConnection, chunk_ids: Sequence[bytes], *, max_wait: float = MANIFEST_BUSY_WAIT
+) -> list[tuple[bytes, bytes | None]]:
+    """``conn.get(chunk_ids)``, asking again after each BUSY hint (floored at 0.25 s, at most
+    ``max_wait``; the caller's deadline bounds the whole): a busy holder is the usual state of a
+    popular file's first seconds, and of a holder with an upload limit that repair reads from."""
+    found: dict[bytes, bytes | None] = {}
+    wanted = list(chunk_ids)
+    while wanted:
+        try:
+            for chunk_id, data in await conn.get(wanted):
+                found[chunk_id] = data
+            break
+        except PeerBusyError as busy:
+            found.update(busy.found)
+            wanted = [c for c in wanted if c not in found]
+            await trio.sleep(min(max(busy.retry_after, MIN_BUSY_WAIT), max_wait))
+    return [(chunk_id, found[chunk_id]) for chunk_id in chunk_ids]
 
 
 @dataclass(frozen=True)
@@ -130,6 +179,7 @@ class DownloadConfig:
     progress_interval: float = DEFAULT_PROGRESS_INTERVAL
     max_file_chunks: int = DEFAULT_MAX_FILE_CHUNKS
     refresh_interval: float = DEFAULT_REFRESH_INTERVAL
+    max_refresh_interval: float = DEFAULT_MAX_REFRESH_INTERVAL
     max_request_wait: float = DEFAULT_MAX_REQUEST_WAIT
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
 
@@ -596,20 +646,7 @@ class Download:
     async def _get_patiently(
         self, conn: PeerConnection, chunk_ids: Sequence[bytes]
     ) -> list[tuple[bytes, bytes | None]]:
-        """``conn.get(chunk_ids)``, asking again after each BUSY hint (the caller's deadline
-        bounds the whole): a busy holder is the usual state of a popular file's first seconds."""
-        found: dict[bytes, bytes | None] = {}
-        wanted = list(chunk_ids)
-        while wanted:
-            try:
-                for chunk_id, data in await conn.get(wanted):
-                    found[chunk_id] = data
-                break
-            except PeerBusyError as busy:
-                found.update(busy.found)
-                wanted = [c for c in wanted if c not in found]
-                await trio.sleep(min(busy.retry_after, MANIFEST_BUSY_WAIT))
-        return [(chunk_id, found[chunk_id]) for chunk_id in chunk_ids]
+        return await get_patiently(conn, chunk_ids)
 
     async def _connect(self, provider: Provider) -> PeerConnection:
         with trio.fail_after(self.config.peer_setup_timeout):
@@ -659,8 +696,13 @@ class Download:
                     conn = await self._connect(provider)
                     with trio.fail_after(self.config.peer_setup_timeout):
                         if conn.swarming:
-                            watch = await conn.watch(self.file_id, self.listen_port)
-                            bitmap = watch.bitmap
+                            try:
+                                watch = await conn.watch(self.file_id, self.listen_port)
+                                bitmap = watch.bitmap
+                            except WatchRefusedError:
+                                # Watched too much (a limit, perhaps an attacker filling it):
+                                # still a source, only its new chunks go unseen.
+                                bitmap = await conn.have(self.file_id)
                         else:
                             bitmap = await conn.have(self.file_id)
                 finally:
@@ -671,8 +713,8 @@ class Download:
                 sched = self._sched
                 assert sched is not None
                 have = bitmap_indices(bitmap, self._chunk_count) if bitmap is not None else []
-                sched.add_peer(peer, have, trio.current_time(), fair_share=watch is not None)
-                if watch is not None:
+                sched.add_peer(peer, have, trio.current_time(), fair_share=conn.swarming)
+                if conn.swarming:
                     self._fair_share_peers.add(peer)
                 added = True
                 self._notify()
@@ -811,7 +853,6 @@ class Download:
         interval = min(1.0, self.config.refresh_interval)
         while True:
             await trio.sleep(interval)
-            interval = min(interval * 2, self.config.refresh_interval)
             fresh: list[Provider] = []
             retried: list[Provider] = []
             try:
@@ -821,6 +862,7 @@ class Download:
                 log.info("provider look-up failed: %s", exc)
             for provider in (*fresh, *retried):
                 nursery.start_soon(self._peer_worker, provider)
+            interval = next_refresh_interval(interval, bool(fresh), self.config)
 
     async def _watch_availability(self, sched: DownloadScheduler, nursery: trio.Nursery) -> None:
         """While some stripe is unreachable, look for new providers; give up after a few tries.

@@ -52,9 +52,9 @@ from ..repair import (
     stacked_shares,
     stripe_holdings,
 )
-from ..wire.client import ConnectionPool, PeerAddress, PeerConnection
+from ..wire.client import ConnectionPool, PeerAddress, PeerBusyError, PeerConnection
 from ..wire.uploads import UploadGate
-from .download import LocalChunks, Provider, bitmap_indices
+from .download import MIN_BUSY_WAIT, LocalChunks, Provider, bitmap_indices, get_patiently
 
 log = logging.getLogger(__name__)
 
@@ -241,13 +241,13 @@ async def _manifest(
 
 async def _fetch_manifest(conn: PeerConnection, file_id: bytes) -> Manifest:
     """The manifest (root, then index chunks) from one peer; every chunk verified by its ID."""
-    ((_, root_bytes),) = await conn.get([file_id])
+    ((_, root_bytes),) = await get_patiently(conn, [file_id])  # BUSY: wait its hint
     if root_bytes is None:
         raise ManifestError("the peer lacks the manifest root")
     root = ManifestRoot.decode(root_bytes)
     parts: dict[bytes, bytes] = {}
     while needed := root.needed_chunk_ids(parts):
-        for chunk_id, data in await conn.get(needed):
+        for chunk_id, data in await get_patiently(conn, needed):
             if data is None:
                 raise ManifestError(f"the peer lacks manifest chunk {chunk_id.hex()}")
             parts[chunk_id] = data
@@ -457,6 +457,7 @@ class Repairer:
     async def _fetch_share(
         self, chunk_id: bytes, nodes: list[bytes], report: RepairReport
     ) -> bytes | None:
+        busy: list[tuple[float, Provider]] = []  # holders that answered BUSY: (retry at, who)
         for node in nodes:
             if node == self.self_id:
                 try:
@@ -466,16 +467,40 @@ class Repairer:
             provider = self._providers.get(node)
             if provider is None:
                 continue
-            try:
-                with trio.fail_after(self.config.chunk_timeout):
-                    ((_, data),) = await (await _connect(self.pool, provider)).get([chunk_id])
-            except _REMOTE_ERRORS as exc:
-                log.info("repair: fetching from %s failed: %s", provider.label, exc)
-                continue
+            data = await self._fetch_from(provider, chunk_id, busy)
+            if data is not None:
+                report.bytes_fetched += len(data)
+                return data
+        # As a download does: the other holders first, then the busy ones after their hints.
+        for retry_at, provider in sorted(busy, key=lambda b: b[0]):
+            await trio.sleep_until(retry_at)
+            data = await self._fetch_from(provider, chunk_id, None)
             if data is not None:
                 report.bytes_fetched += len(data)
                 return data
         return None
+
+    async def _fetch_from(
+        self, provider: Provider, chunk_id: bytes, busy: list[tuple[float, Provider]] | None
+    ) -> bytes | None:
+        """One chunk from one holder within ``chunk_timeout``; ``None`` if it failed or lacks
+        it. A BUSY is noted in ``busy`` (to retry later), or with ``busy=None`` waited out."""
+        try:
+            with trio.fail_after(self.config.chunk_timeout):
+                conn = await _connect(self.pool, provider)
+                if busy is None:
+                    ((_, data),) = await get_patiently(conn, [chunk_id])
+                else:
+                    ((_, data),) = await conn.get([chunk_id])
+        except PeerBusyError as exc:
+            assert busy is not None
+            wait = min(max(exc.retry_after, MIN_BUSY_WAIT), self.config.chunk_timeout)
+            busy.append((trio.current_time() + wait, provider))
+            return None
+        except _REMOTE_ERRORS as exc:
+            log.info("repair: fetching from %s failed: %s", provider.label, exc)
+            return None
+        return data
 
     async def _deliver(
         self, stripe: int, share: int, data: bytes, node: bytes | None, report: RepairReport

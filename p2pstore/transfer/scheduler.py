@@ -98,6 +98,13 @@ DEFAULT_FALSE_CLAIMS_BEFORE_DROP = 4
 DEFAULT_MAX_IN_FLIGHT_FAIR_SHARE = 2
 #: Extra shares per stripe an idle fair-sharing peer may be asked for (see SchedulerConfig).
 DEFAULT_IDLE_PEER_STRIPE_SLACK = 2
+#: The shortest rest after a BUSY, whatever the hint (the spec's floor: a 0 ms hint is a spin).
+DEFAULT_MIN_BUSY_RETRY = 0.25
+#: Consecutive BUSYs (no delivery between) double the rest from the floor up to this.
+DEFAULT_MAX_BUSY_BACKOFF = 8.0
+#: Seconds a peer may keep deferring chunks by BUSY with no delivery before it is dropped: an
+#: honest fair-sharing peer always admits a peer with nothing queued, so it never gets there.
+DEFAULT_BUSY_GIVE_UP = 120.0
 #: Largest file (chunks) whose idle fair-sharing peers get their heaps rebuilt (O(chunks held)).
 _SLACK_REBUILD_LIMIT = 8192
 #: Chunks examined and passed over per call when sparing a seed (bounds ``next_requests``).
@@ -135,6 +142,15 @@ class SchedulerConfig:
     spare_seeds: bool = True
     """Ask a peer holding every chunk (a seed) only for chunks no other usable peer holds: the
     seed's uplink is the swarm's scarcest resource, other downloaders can give the rest."""
+    min_busy_retry: float = DEFAULT_MIN_BUSY_RETRY
+    """Floor of the rest after a BUSY; the n-th consecutive BUSY of a peer (no delivery
+    between) rests it ``min(max_busy_backoff, min_busy_retry * 2**(n-1))`` or the hint if
+    longer."""
+    max_busy_backoff: float = DEFAULT_MAX_BUSY_BACKOFF
+    busy_give_up: float = DEFAULT_BUSY_GIVE_UP
+    """A peer whose BUSYs have deferred chunks for this long since its last delivery (or since
+    its first BUSY) is dropped (``DropPeer(peer, "busy")``), even if it is the only holder: it
+    holds the chunks but does not serve them, and waiting on it would hang the download."""
 
     def __post_init__(self) -> None:
         if self.max_in_flight_per_peer < 1:
@@ -157,6 +173,10 @@ class SchedulerConfig:
             raise ConfigError("idle_peer_stripe_slack must be >= 0")
         if self.false_claims_before_drop < 1:
             raise ConfigError("false_claims_before_drop must be >= 1")
+        if not 0 < self.min_busy_retry <= self.max_busy_backoff:
+            raise ConfigError("need 0 < min_busy_retry <= max_busy_backoff")
+        if self.busy_give_up <= 0:
+            raise ConfigError("busy_give_up must be > 0")
 
 
 @dataclass(frozen=True)
@@ -212,7 +232,7 @@ class StripeComplete:
 class DropPeer:
     """Stop talking to ``peer`` for this download (cancel its worker); its requests were re-queued.
 
-    ``reason`` is ``"corrupt"``, ``"slow"``, ``"timeouts"`` or ``"false claims"``.
+    ``reason`` is ``"corrupt"``, ``"slow"``, ``"timeouts"``, ``"false claims"`` or ``"busy"``.
     """
 
     peer: Hashable
@@ -235,6 +255,8 @@ class _Peer:
     busy_until: float = 0.0
     false_claims: int = 0
     fair_share: bool = False
+    busy_streak: int = 0
+    deferring_since: float | None = None  # first BUSY since its last delivery
 
 
 class DownloadScheduler:
@@ -461,17 +483,25 @@ class DownloadScheduler:
     ) -> list[Decision]:
         """``peer`` answered BUSY for ``index``: it is alive but cannot serve soon.
 
-        The request is re-queued (other holders get it first), no strike is counted, and the
-        peer is given no new request before ``now + retry_after`` (:meth:`busy_until`). Returns
-        no decisions.
+        The request is re-queued (other holders get it first), no strike is counted (nor
+        cleared: a BUSY is no delivery), and the peer is given no new request before
+        :meth:`busy_until`: ``now`` plus the hint, floored and backed off per consecutive BUSY
+        (see :class:`SchedulerConfig`). A peer that has deferred chunks for ``busy_give_up``
+        seconds without delivering any is dropped: ``[DropPeer(peer, "busy")]``.
         """
         self._check_index(index)
         p = self._peers.get(peer)
         if p is None:
             return []
-        p.busy_until = max(p.busy_until, now + max(0.0, retry_after))
-        p.strikes = 0  # it answered: a live peer, not a dead one
+        cfg = self.config
         self._release(p, index, now)
+        if p.deferring_since is None:
+            p.deferring_since = now
+        elif now - p.deferring_since >= cfg.busy_give_up:
+            return self._remove_peer(peer, now, ban=True, reason="busy")
+        p.busy_streak += 1
+        backoff = min(cfg.max_busy_backoff, cfg.min_busy_retry * 2.0 ** min(p.busy_streak - 1, 30))
+        p.busy_until = max(p.busy_until, now + max(retry_after, backoff))
         return []
 
     def busy_until(self, peer: Hashable) -> float:
@@ -492,6 +522,8 @@ class DownloadScheduler:
         p = self._peers.get(peer)
         if p is not None:
             p.strikes = 0
+            p.busy_streak = 0
+            p.deferring_since = None
             p.meter.record(nbytes, now)
             # a useful chunk is not re-queued: it becomes available right below
             self._release(p, index, now, requeue=not useful)

@@ -185,6 +185,8 @@ class PeerConnection:
         if isinstance(message, Error):
             if message.code == ErrorCode.QUOTA_EXCEEDED:
                 raise QuotaExceededError(f"{self._peer_name()} refused: {message.message}")
+            if message.code == ErrorCode.TOO_MANY_WATCHES:
+                raise WatchRefusedError(f"{self._peer_name()} refused: {message.message}")
             raise ProtocolError(f"{self._peer_name()} refused ({message.code}): {message.message}")
         return message
 
@@ -274,8 +276,9 @@ class PeerConnection:
         may download from us too. Close the handle (``aclose``) to stop: it sends CANCEL.
 
         Raises :class:`trio.TooSlowError` if the BITMAP is not in within
-        ``config.request_timeout``, :class:`ProtocolError` if the channel fails, the peer refuses
-        or does not speak ``swarm``.
+        ``config.request_timeout``, :class:`WatchRefusedError` if the peer has too many watches
+        (it is still usable: ask it HAVE), :class:`ProtocolError` if the channel fails, the peer
+        refuses otherwise or does not speak ``swarm``.
         """
         if not self.swarming:
             raise ProtocolError(f"{self._peer_name()} does not speak the swarm feature")
@@ -318,6 +321,11 @@ class PeerConnection:
         if reply.chunk_id != chunk_id:
             raise ProtocolError(f"{self._peer_name()} acknowledged another chunk")
         return reply.stored
+
+
+class WatchRefusedError(ProtocolError):
+    """The peer refused a WATCH (``TOO_MANY_WATCHES``): a limit, not a fault; the channel
+    stays open and HAVE/GET still work."""
 
 
 class WatchHandle:

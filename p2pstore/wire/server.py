@@ -24,7 +24,7 @@ from ..identity import Identity
 from ..ratelimit import RateLimiter
 from .channel import DeferredChunk, SecureChannel, accept
 from .config import THREAD_THRESHOLD_BYTES, WireConfig
-from .holdings import HoldingsHub, Subscription
+from .holdings import HoldingsHub, Subscription, host_key
 from .messages import (
     MAX_RETRY_MS,
     MAX_UPDATE_INDICES,
@@ -244,6 +244,10 @@ class ChunkServer:
                     return
                 if not isinstance(message, Get | Have | Put | Watch):
                     raise ProtocolError(f"unexpected {type(message).__name__} from a client")
+                if message.request_id in running:
+                    # Replies are matched by ID: a reused one would make them ambiguous and let
+                    # a connection hold more watches than it is allowed.
+                    raise ProtocolError(f"request id {message.request_id} is already in flight")
                 if isinstance(message, Watch):
                     if "swarm" not in channel.peer.features:
                         raise ProtocolError("WATCH was not negotiated")
@@ -317,8 +321,6 @@ class ChunkServer:
                     retry_ms = min(MAX_RETRY_MS, max(1, round(busy.retry_after * 1000)))
                     await channel.send(Busy(rid, chunk_id, retry_ms))
                     continue
-                if self.seeding is not None:
-                    self.seeding.served(peer, chunk_id, trio.current_time())
             elif self.rate_limiter is not None:
                 # Tokens first, then the read: a rate-limited server then holds one chunk per
                 # waiting request in memory, not a whole batch, and the first reply is not
@@ -328,6 +330,10 @@ class ChunkServer:
                     await channel.send(Missing(rid, chunk_id))
                     continue
                 await self.rate_limiter.acquire(size)
+            if self.seeding is not None:
+                # Every chunk sent counts, on every path: a watcher's window opens as fast as
+                # it is served, whatever limits this server's uploads.
+                self.seeding.served(peer, chunk_id, trio.current_time())
             # The chunk is looked up, read, verified and sealed in one worker thread, straight
             # into its frame; if the request is cancelled meanwhile, it is dropped there.
             await channel.send(
@@ -348,7 +354,10 @@ class ChunkServer:
             bitmap = await self.store.have_bitmap(file_id)
             await channel.send(Bitmap(rid, file_id, bitmap))
             await trio.sleep_forever()  # nothing will ever be published; stay until cancelled
-        subscription = self.holdings.subscribe(file_id)
+        host = _peer_host(channel)
+        subscription = self.holdings.subscribe(
+            file_id, channel.peer.peer_node_id, host_key(host) if host is not None else None
+        )
         if subscription is None:
             await channel.send(Error(rid, ErrorCode.TOO_MANY_WATCHES, "file watched too much"))
             return
@@ -357,7 +366,9 @@ class ChunkServer:
             # worst (harmless), never lost.
             peer = channel.peer.peer_node_id
             seeded = None
-            if self.seeding is not None:
+            if self.seeding is not None and self.uploads is not None:
+                # Super-seed only when uploads are constrained (a fair upload gate): without a
+                # limit, hiding chunks saves nothing and only slows every watcher but the first.
                 seeded = await self.seeding.join(file_id, peer, subscription, trio.current_time())
             try:
                 if seeded is not None:
@@ -366,10 +377,8 @@ class ChunkServer:
                 else:
                     offer = await self.store.have_bitmap(file_id)
                 await channel.send(Bitmap(rid, file_id, offer))
-                if self.on_watch is not None and request.port:
-                    host = _peer_host(channel)
-                    if host is not None:
-                        self.on_watch(peer, host, request.port, file_id)
+                if self.on_watch is not None and request.port and host is not None:
+                    self.on_watch(peer, host, request.port, file_id)
                 while True:
                     if seeded is not None and self.seeding is not None:
                         with trio.move_on_after(SEED_TICK_INTERVAL):

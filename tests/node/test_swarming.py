@@ -7,8 +7,11 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
+import pytest
 import trio
+import trio.lowlevel
 
+from p2pstore.errors import ProtocolError
 from p2pstore.identity import Identity
 from p2pstore.node import DownloadProgress, GetResult, Node
 from p2pstore.wire import ConnectionPool, PeerAddress
@@ -180,4 +183,149 @@ async def test_a_crowded_holder_that_sends_each_downloader_a_chunk_every_few_sec
                     gets.start_soon(fetch, i, node)
         for i in range(len(crowd)):
             assert sha256_file(tmp_path / f"out{i}.bin") == digest
+        nursery.cancel_scope.cancel()
+
+
+async def test_an_idle_first_watcher_does_not_starve_later_downloaders(tmp_path: Path) -> None:
+    """A lone seed without an upload limit (the default) does not super-seed: a peer that
+    WATCHes first and never downloads (it would be "alone" and offered everything) leaves the
+    next downloader a plain seed, not a 4-chunk window opening by one chunk a second (which
+    failed this 32-chunk download with the fast test timeouts)."""
+    src = tmp_path / "src.bin"
+    digest = random_file(src, 2 * MiB, seed=5)
+    async with trio.open_nursery() as nursery:
+        swarm = Swarm(nursery, tmp_path)
+        holder = await swarm.start(chunk_size=64 * KiB)
+        downloader = await swarm.start()
+        file_id = await holder.put(src, disperse=False)
+        async with ConnectionPool(Identity.generate(), FAST.wire) as pool:
+            conn = await pool.connect(PeerAddress(holder.node_id, *holder.tcp_address))
+            idle = await conn.watch(file_id)
+            assert idle.bitmap is not None
+            assert set(idle.bitmap) == {0xFF}  # alone: all offered
+            t0 = trio.current_time()
+            with trio.fail_after(30):
+                await downloader.get(file_id, tmp_path / "out.bin")
+            took = trio.current_time() - t0
+            await idle.aclose()
+        assert sha256_file(tmp_path / "out.bin") == digest
+        # 32 chunks at one a second would take ~28 s; a plain seed serves them in well under.
+        assert took < 15, f"2 MiB over loopback took {took:.1f} s"
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_holder_that_only_answers_busy_ends_the_download_instead_of_hanging_it(
+    tmp_path: Path,
+) -> None:
+    """The only provider serves the manifest but answers BUSY with a 1 ms hint to every data
+    chunk. The download neither spins (hints are floored and backed off) nor hangs: once the
+    peer has deferred chunks for ``busy_give_up`` seconds without delivering any, it is dropped
+    and the download fails as unavailable."""
+    from p2pstore.errors import FileUnavailableError
+    from p2pstore.store import ChunkStore
+    from p2pstore.wire.server import ChunkServer
+    from p2pstore.wire.uploads import UploadBusy, UploadGate
+
+    from .swarm import start_rogue_peer
+
+    class AlwaysBusy(UploadGate):
+        refusals = 0
+
+        async def acquire(self, peer: bytes, size: int, *, may_refuse: bool = True) -> None:
+            await trio.lowlevel.checkpoint()
+            if size >= 64 * KiB:  # the manifest's chunks are smaller: served
+                self.refusals += 1
+                raise UploadBusy(0.0)
+
+    scheduler = replace(FAST.download.scheduler, busy_give_up=3.0)
+    config = replace(FAST, download=replace(FAST.download, scheduler=scheduler))
+    src = tmp_path / "src.bin"
+    random_file(src, 1 * MiB, seed=7)
+    async with trio.open_nursery() as nursery:
+        swarm = Swarm(nursery, tmp_path, config=config)
+        await swarm.start()
+        getter = await swarm.start()
+        store = ChunkStore.open(tmp_path / "liar")
+        file_id = (await store.put_file(src, chunk_size=64 * KiB)).file_id
+        gate = AlwaysBusy(1e9, 1 << 30)
+        server_box: list[ChunkServer] = []
+
+        async def serve(stream: trio.SocketStream) -> None:
+            await server_box[0].handle_stream(stream)
+
+        identity = await start_rogue_peer(nursery, swarm, store, [file_id], serve=serve)
+        server_box.append(ChunkServer(identity, store, config.wire, uploads=gate))
+        t0 = trio.current_time()
+        with trio.fail_after(30), pytest.raises(FileUnavailableError):
+            await getter.get(file_id, tmp_path / "out.bin")
+        took = trio.current_time() - t0
+        store.close()
+        # 1 ms hints taken at face value made ~470 round trips a second, for ever.
+        assert gate.refusals < 100, gate.refusals
+        assert took < 20
+        nursery.cancel_scope.cancel()
+
+
+async def test_watchers_from_one_host_cannot_lock_a_downloader_out_of_a_holder(
+    tmp_path: Path,
+) -> None:
+    """64 throw-away identities on one host open 8 watches each of a file (used to take all
+    256 watch slots). The per-host cap stops them at 32; the honest downloader, refused a
+    watch too (it is on the same loopback host), falls back to HAVE and still downloads."""
+    import contextlib
+
+    src = tmp_path / "src.bin"
+    digest = random_file(src, 1 * MiB, seed=6)
+    async with trio.open_nursery() as nursery:
+        swarm = Swarm(nursery, tmp_path)
+        holder = await swarm.start(chunk_size=64 * KiB)
+        downloader = await swarm.start()
+        file_id = await holder.put(src, disperse=False)
+        async with contextlib.AsyncExitStack() as stack:
+            for _ in range(64):
+                pool = await stack.enter_async_context(
+                    ConnectionPool(Identity.generate(), FAST.wire)
+                )
+                conn = await pool.connect(PeerAddress(holder.node_id, *holder.tcp_address))
+                for _ in range(8):
+                    with contextlib.suppress(ProtocolError):
+                        stack.push_async_callback((await conn.watch(file_id)).aclose)
+            assert holder.holdings.watchers(file_id) == 32
+            with trio.fail_after(30):
+                await downloader.get(file_id, tmp_path / "out.bin")
+        assert sha256_file(tmp_path / "out.bin") == digest
+        nursery.cancel_scope.cancel()
+
+
+async def test_background_provider_look_ups_back_off_once_nothing_new_turns_up(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A download that runs for seconds with one known holder: the background look-ups
+    (refresh 0.25 s here) double while they find nobody new, instead of repeating every
+    0.25 s for the download's whole life (~20 look-ups in 5 s)."""
+    download = replace(FAST.download, refresh_interval=0.25, max_refresh_interval=2.0)
+    config = replace(FAST, download=download)
+    src = tmp_path / "src.bin"
+    digest = random_file(src, 1 * MiB, seed=8)
+    async with trio.open_nursery() as nursery:
+        swarm = Swarm(nursery, tmp_path, config=config)
+        holder = await swarm.start(upload_limit=200_000, chunk_size=CHUNK)
+        downloader = await swarm.start()
+        file_id = await holder.put(src, disperse=False)
+        calls: list[float] = []
+        find = downloader._find_file_providers
+
+        async def counting(*args: object, **kwargs: object) -> object:
+            calls.append(trio.current_time())
+            return await find(*args, **kwargs)  # type: ignore[arg-type]
+
+        monkeypatch.setattr(downloader, "_find_file_providers", counting)
+        t0 = trio.current_time()
+        with trio.fail_after(60):
+            await downloader.get(file_id, tmp_path / "out.bin")
+        took = trio.current_time() - t0
+        assert sha256_file(tmp_path / "out.bin") == digest
+        assert took > 3  # long enough for the difference to show
+        # quick + full look-up at the start, then 0.25, 0.5, 1, 2, 2, ... s apart
+        assert len(calls) <= 3 + took / 2 + 2, (len(calls), took)
         nursery.cancel_scope.cancel()

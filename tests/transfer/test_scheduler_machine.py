@@ -31,6 +31,9 @@ from p2pstore.transfer import (
 
 from .helpers import CHUNK, make_stripes
 
+#: Short, so that the drop of a peer that only answers BUSY is exercised.
+BUSY_GIVE_UP = 3.0
+
 
 class SchedulerMachine(RuleBasedStateMachine):
     sched: DownloadScheduler
@@ -76,8 +79,12 @@ class SchedulerMachine(RuleBasedStateMachine):
             rate_window=2.0,
             spare_seeds=spare,
             false_claims_before_drop=lies,
+            max_busy_backoff=1.0,
+            busy_give_up=BUSY_GIVE_UP,
         )
         self.rest: dict[str, float] = {}  # peer -> no new request before this time (BUSY)
+        self.streak: dict[str, int] = {}  # peer -> BUSYs since its last delivery
+        self.deferring: dict[str, float] = {}  # peer -> its first BUSY since its last delivery
         self.sched = DownloadScheduler(
             self.stripes,
             already_have={g for g in stored if g < self.n},
@@ -105,6 +112,11 @@ class SchedulerMachine(RuleBasedStateMachine):
         self.avail.add(g)
         if sum(1 for h in self.avail if self.stripe_of[h] == s) >= self.k[s]:
             self.done.add(s)
+
+    def _received(self, peer: str, g: int) -> list[Decision]:
+        self.streak.pop(peer, None)
+        self.deferring.pop(peer, None)
+        return self.sched.chunk_received(peer, g, CHUNK, self.now)
 
     def _apply(self, decisions: list[Decision]) -> None:
         for d in decisions:
@@ -188,13 +200,21 @@ class SchedulerMachine(RuleBasedStateMachine):
         if outcome == "busy":
             retry = data.draw(st.floats(0.0, 2.0))
             self.flight[peer].discard(g)
-            self.rest[peer] = max(self.rest.get(peer, 0.0), self.now + retry)
-            assert self.sched.request_busy(peer, g, retry, self.now) == []
+            decisions = self.sched.request_busy(peer, g, retry, self.now)
+            since = self.deferring.setdefault(peer, self.now)
+            if since < self.now and self.now - since >= BUSY_GIVE_UP:
+                assert decisions == [DropPeer(peer, "busy")]
+                self._apply(decisions)
+                return
+            assert decisions == []
+            streak = self.streak[peer] = self.streak.get(peer, 0) + 1
+            backoff = min(1.0, 0.25 * 2.0 ** (streak - 1))  # floored, doubled, capped
+            self.rest[peer] = max(self.rest.get(peer, 0.0), self.now + max(retry, backoff))
             assert self.sched.busy_until(peer) == self.rest[peer]
         elif outcome == "ok":
             self.flight[peer].discard(g)
             self._arrive(g)
-            self._apply(self.sched.chunk_received(peer, g, CHUNK, self.now))
+            self._apply(self._received(peer, g))
         elif outcome == "corrupt":
             decisions = self.sched.chunk_corrupt(peer, g, self.now)
             assert decisions == [DropPeer(peer, "corrupt")]
@@ -217,7 +237,7 @@ class SchedulerMachine(RuleBasedStateMachine):
         g = data.draw(st.sampled_from(sorted(self.claims[peer])))
         self.flight[peer].discard(g)
         self._arrive(g)
-        self._apply(self.sched.chunk_received(peer, g, CHUNK, self.now))
+        self._apply(self._received(peer, g))
 
     @precondition(lambda self: self.claims)
     @rule(data=st.data())
@@ -235,6 +255,8 @@ class SchedulerMachine(RuleBasedStateMachine):
         assert self.sched.peer_failed(peer, self.now) == []
         del self.claims[peer]
         del self.flight[peer]
+        self.streak.pop(peer, None)
+        self.deferring.pop(peer, None)
         self.failed.add(peer)
 
     @rule(dt=st.floats(0.0, 3.0))
@@ -254,7 +276,7 @@ class SchedulerMachine(RuleBasedStateMachine):
             g = min(self.flight[peer])
             self.flight[peer].discard(g)
             self._arrive(g)
-            self._apply(self.sched.chunk_received(peer, g, CHUNK, self.now))
+            self._apply(self._received(peer, g))
         self._request(peer)
         self._apply(self.sched.check_slow_peers(self.now))
 
@@ -272,7 +294,7 @@ class SchedulerMachine(RuleBasedStateMachine):
                 if g in self.flight.get(peer, ()):
                     self.flight[peer].discard(g)
                     self._arrive(g)
-                    self._apply(self.sched.chunk_received(peer, g, CHUNK, self.now))
+                    self._apply(self._received(peer, g))
             self.now += 0.01
         assert self.sched.is_complete() == reachable
         event(f"drain reachable={reachable}")

@@ -32,6 +32,61 @@ def test_busy_peer_rests_and_its_chunk_goes_elsewhere() -> None:
     assert sched.next_requests("A", 2.5) != [] or sched.in_flight("B")
 
 
+def test_busy_hints_are_floored_and_backed_off_until_a_delivery() -> None:
+    """A 0 ms hint is no licence to spin: the rest is at least 0.25 s and doubles with each
+    consecutive BUSY (up to the cap); a delivery resets it."""
+    sched = make_sched([(4, 4)], max_in_flight_per_peer=1, max_busy_backoff=1.0)
+    sched.add_peer("A", range(4), 0.0)
+    rests = []
+    now = 0.0
+    for _ in range(4):
+        (request,) = sched.next_requests("A", now)
+        assert sched.request_busy("A", request.index, 0.0, now) == []
+        rests.append(sched.busy_until("A") - now)
+        now = sched.busy_until("A")
+    assert rests == [0.25, 0.5, 1.0, 1.0]
+    (request,) = sched.next_requests("A", now)
+    sched.chunk_received("A", request.index, 100, now)
+    (request,) = sched.next_requests("A", now)
+    sched.request_busy("A", request.index, 0.0, now)
+    assert sched.busy_until("A") == now + 0.25  # reset by the delivery
+    (request,) = sched.next_requests("A", now + 0.25)
+    sched.request_busy("A", request.index, 3.0, now + 0.25)
+    assert sched.busy_until("A") == now + 3.25  # a longer hint is honoured
+
+
+def test_a_sole_holder_that_only_answers_busy_is_dropped_after_the_give_up_time() -> None:
+    """The only holder of a stripe is never dropped for being slow, but one that defers chunks
+    for ``busy_give_up`` seconds without delivering any does not serve: dropped (the download
+    can then fail cleanly instead of hanging). A holder that delivers now and then is kept."""
+    sched = make_sched([(2, 2)], max_in_flight_per_peer=1, busy_give_up=10.0)
+    sched.add_peer("liar", {0, 1}, 0.0)
+    now = 0.0
+    decisions: list[object] = []
+    while not decisions:
+        (request,) = sched.next_requests("liar", now)
+        decisions = sched.request_busy("liar", request.index, 0.0, now)
+        now = max(now, sched.busy_until("liar"))
+    assert decisions == [DropPeer("liar", "busy")]
+    assert 10.0 <= now < 20.0
+    assert sched.is_dropped("liar")
+
+    slow = make_sched([(20, 20)], max_in_flight_per_peer=1, busy_give_up=10.0)
+    slow.add_peer("slow", range(20), 0.0)
+    now = 0.0
+    for step in range(40):  # BUSY three times, then a delivery: ~4 s between deliveries
+        requests = slow.next_requests("slow", now)
+        if not requests:
+            break
+        if step % 4 == 3:
+            slow.chunk_received("slow", requests[0].index, 100, now)
+        else:
+            assert slow.request_busy("slow", requests[0].index, 0.0, now) == []
+        now = max(now, slow.busy_until("slow"))
+    assert now > 15.0  # longer than busy_give_up, with deliveries between
+    assert not slow.is_dropped("slow")
+
+
 def test_a_peer_lying_about_its_chunks_loses_only_its_own_standing() -> None:
     sched = make_sched([(8, 8)], false_claims_before_drop=3)
     sched.add_peer("liar", range(8), 0.0)
@@ -159,3 +214,14 @@ def test_idle_fair_share_peer_may_take_a_share_beyond_k() -> None:
     )
     assert CancelRequest("busy", 1) in decisions  # the surplus is withdrawn
     assert sched.is_complete()
+
+
+def test_refresh_interval_backs_off_while_nothing_new_is_found() -> None:
+    from p2pstore.transfer.download import DownloadConfig, next_refresh_interval
+
+    cfg = DownloadConfig(refresh_interval=3.0, max_refresh_interval=60.0)
+    waits = [1.0]
+    for found in [False, False, False, False, True, False, False, False, False, False]:
+        waits.append(next_refresh_interval(waits[-1], found, cfg))
+    assert waits == [1.0, 2.0, 3.0, 6.0, 12.0, 3.0, 6.0, 12.0, 24.0, 48.0, 60.0]
+    assert next_refresh_interval(1.0, True, cfg) == 2.0  # the quick start is kept

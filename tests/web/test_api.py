@@ -122,11 +122,19 @@ async def test_metrics_parse_and_move_with_traffic(tmp_path: Path) -> None:
         file_id = await seeder.put(src, disperse=False)
         reply = await face.get(f"/files/{file_id.hex()}")
         assert reply.status == 200
-        after = await scrape(face)
-        seeded = await scrape(seed_face)
 
         def value(s: dict, name: str, **labels: str) -> float:  # type: ignore[type-arg]
             return float(s.get((name, tuple(sorted(labels.items()))), 0.0))
+
+        # The gateway counts a request when its handler returns, which is after the client has
+        # the whole body (it then lets the download record the file): wait for that, bounded.
+        with trio.move_on_after(10):
+            while True:
+                after = await scrape(face)
+                if value(after, "p2pstore_http_requests_total", method="GET", code="200") >= 2:
+                    break
+                await trio.sleep(0.05)
+        seeded = await scrape(seed_face)
 
         assert value(after, "p2pstore_chunks_fetched_total") >= 5
         fetched = value(after, "p2pstore_network_bytes_total", direction="received", kind="chunk")

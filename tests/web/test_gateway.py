@@ -124,7 +124,11 @@ async def test_remote_file_streams_while_it_downloads(tmp_path: Path) -> None:
         # server may have sent on and moved the window before this callback runs: slack of 2).
         assert fetched_at_first_byte[0] <= 4 * 4, fetched_at_first_byte
         assert reader.telemetry.chunks_fetched >= 25
-        # Afterwards the reader holds the file and provides it (like `get`).
+        # Afterwards the reader holds the file (like `get`): the download records it just after
+        # the last byte went out, which the client does not wait for (bounded wait).
+        with trio.move_on_after(10):
+            while not any(f.file_id == file_id for f in reader.list_files()):  # noqa: ASYNC110
+                await trio.sleep(0.05)
         assert any(f.file_id == file_id for f in reader.list_files())
         for _ in range(600):  # the announcement runs in the background: up to 30 s
             if file_id in reader.dht.providing():

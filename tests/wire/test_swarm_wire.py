@@ -29,7 +29,9 @@ from p2pstore.wire import (
     WireConfig,
 )
 from p2pstore.wire import client as client_module
-from p2pstore.wire.holdings import HoldingsHub
+from p2pstore.wire.client import WatchRefusedError
+from p2pstore.wire.holdings import HoldingsHub, host_key
+from p2pstore.wire.messages import Have
 
 from .fakes import FakeStore
 
@@ -259,3 +261,61 @@ async def test_update_flood_is_a_protocol_error_for_that_peer_only(
 async def _consume_forever(watch: WatchHandle) -> None:
     while True:
         await watch.next_update()
+
+
+def test_watches_of_a_file_are_capped_per_peer_and_per_host() -> None:
+    """One node ID, or one host with throw-away identities, cannot take every watch of a file."""
+    hub = HoldingsHub(max_subscribers=10, max_per_peer=2, max_per_host=3)
+    a1 = hub.subscribe(FILE, b"a", "10.0.0.1")
+    a2 = hub.subscribe(FILE, b"a", "10.0.0.1")
+    assert a1 is not None
+    assert a2 is not None
+    assert hub.subscribe(FILE, b"a", "10.0.0.2") is None  # per peer, whatever its address
+    assert hub.subscribe(b"g" * 32, b"a", "10.0.0.1") is not None  # per file
+    assert hub.subscribe(FILE, b"b", "10.0.0.1") is not None
+    assert hub.subscribe(FILE, b"c", "10.0.0.1") is None  # per host, whatever the identity
+    assert hub.subscribe(FILE, b"c", "10.0.0.2") is not None
+    a1.close()
+    a1.close()  # idempotent: counts once
+    assert hub.subscribe(FILE, b"c", "10.0.0.1") is not None
+    assert hub.watchers(FILE) == 4
+    assert host_key("2001:db8::1") == host_key("2001:db8::ffff:1") == "2001:db8::/64"
+    assert host_key("::ffff:10.0.0.1") == "10.0.0.1"
+    assert host_key("127.0.0.1") == "127.0.0.1"
+
+
+async def test_a_refused_watch_leaves_the_connection_usable(nursery: trio.Nursery) -> None:
+    store = FakeStore()
+    ids = [store.add(os.urandom(100)) for _ in range(3)]
+    store.files[FILE] = ids
+    hub = HoldingsHub(max_per_peer=2)
+    _, address = await _serve(nursery, store, holdings=hub)
+    async with ConnectionPool(Identity.generate(), CONFIG) as pool:
+        conn = await pool.connect(address)
+        with trio.fail_after(5):
+            await conn.watch(FILE)
+            await conn.watch(FILE)
+            with pytest.raises(WatchRefusedError):
+                await conn.watch(FILE)  # a third watch of one file from one peer
+            assert await conn.have(FILE) == bytes([0b111])
+        assert hub.watchers(FILE) == 2
+
+
+async def test_a_request_id_reused_while_in_flight_closes_the_connection(
+    nursery: trio.Nursery,
+) -> None:
+    """Reusing the ID of an open WATCH would let a connection hold more watches than allowed
+    (the server counted IDs) and make replies ambiguous: a protocol error."""
+    store = FakeStore()
+    store.files[FILE] = [store.add(os.urandom(100))]
+    hub = HoldingsHub()
+    server, address = await _serve(nursery, store, holdings=hub)
+    async with ConnectionPool(Identity.generate(), CONFIG) as pool:
+        conn = await pool.connect(address)
+        with trio.fail_after(5):
+            watch = await conn.watch(FILE)
+            await conn.channel.send(Have(watch._rid, FILE))
+            while server.failed_connections == 0:  # noqa: ASYNC110 - the server closes it
+                await trio.sleep(0.01)
+            while hub.watchers(FILE):  # noqa: ASYNC110 - its watch ends with it
+                await trio.sleep(0.01)
