@@ -197,7 +197,12 @@ class FileRead:
         self._sink = _Sink(self._manifest_known, self._in_window)
         self._window = (0, 0)
         self._manifest_event = trio.Event()
-        self.download = node.streaming_download(file_id, sink=self._sink.factory, window=(0, 0))
+        self.local: Manifest | None = None  # set by :meth:`check_local` before the read runs
+        # Unpinned cache: a read must not pin, record or announce a file (any web page may
+        # trigger one); the chunks it fetches stay until the next gc.
+        self.download = node.streaming_download(
+            file_id, sink=self._sink.factory, window=(0, 0), cache_only=True
+        )
 
     def _manifest_known(self, manifest: Manifest) -> None:
         """Called by the download (sink factory) before its scheduler exists."""
@@ -223,8 +228,13 @@ class FileRead:
         # Endgame duplicates only for the tail of the read (see DownloadScheduler.set_window).
         self.download.set_window(first, end, endgame=end == stop)
 
+    async def check_local(self) -> Manifest | None:
+        """Set and return :attr:`local`: the manifest if the whole file is in the local store
+        (no download needed), else ``None``."""
+        self.local = await self._local_manifest()
+        return self.local
+
     async def _local_manifest(self) -> Manifest | None:
-        """The manifest if the whole file is in the local store (no download needed)."""
         store = self.node.store
         if not store.has_chunk(self.file_id):
             return None
@@ -246,7 +256,7 @@ class FileRead:
         A file already complete here is read from the store without a download (so reading it
         changes nothing about it, e.g. its pin)."""
         try:
-            local = await self._local_manifest()
+            local = self.local
             if local is not None:
                 self.was_local = True
                 self._manifest_known(local)
@@ -349,9 +359,18 @@ def parse_file_id(text: str) -> bytes:
 
 
 async def serve_file(
-    node: Node, request: Request, response: Response, file_id: bytes, *, window: int
+    node: Node,
+    request: Request,
+    response: Response,
+    file_id: bytes,
+    *,
+    window: int,
+    refuse_remote: Callable[[Response], Awaitable[None]] | None = None,
 ) -> None:
-    """Answer ``GET``/``HEAD /files/{file_id}`` (see the module docstring)."""
+    """Answer ``GET``/``HEAD /files/{file_id}`` (see the module docstring).
+
+    ``refuse_remote``: answers (or raises :class:`HttpError`) instead of fetching a file that is
+    not complete locally (the request may only read what is already stored)."""
     if_none_match = request.header("if-none-match")
     etag = f'"{file_id.hex()}"'
     conditional_hit = if_none_match is not None and etag in {
@@ -359,6 +378,9 @@ async def serve_file(
     }
     fetch = request.method == "GET" and not conditional_hit
     read = FileRead(node, file_id, request.header("range"), window, fetch_data=fetch)
+    if await read.check_local() is None and refuse_remote is not None:
+        await refuse_remote(response)
+        return
     name = file_id.hex()[:16]
     with node.tracked_transfer("gateway", file_id, name) as transfer:
 
@@ -418,14 +440,6 @@ async def _serve_read(
             except (P2PStoreError, ChunkNotFoundError, CorruptChunkError) as exc:
                 log.info("gateway: %s failed mid-response: %s", file_id.hex()[:16], exc)
                 raise HttpError(502, "unavailable", str(exc)) from None
-            if whole and not read.was_local:
-                # The whole file was read: let the download record it (it is complete by now),
-                # then announce this node as a provider, as `get` does.
-                with trio.move_on_after(5):
-                    while not read.finished and read.failure is None:
-                        await read.changed()
-                if read.finished:
-                    read.node.announce_soon(file_id)
         nursery.cancel_scope.cancel()
 
 

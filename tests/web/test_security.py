@@ -105,8 +105,15 @@ async def test_token_over_http(tmp_path: Path) -> None:
         auth = {"authorization": f"Bearer {token}"}
         assert (await face.get("/api/status", headers=auth)).status == 200
         assert (await face.get("/metrics")).status == 200
+        # Reading a locally complete file needs no token; fetching any other one does.
+        src = tmp_path / "local.txt"
+        src.write_bytes(b"here")
+        local_id = await node.put(src, disperse=False)
+        assert (await face.get(f"/files/{local_id.hex()}")).body == b"here"
         missing = await face.get("/files/" + "ab" * 32)
-        assert missing.status != 401  # file reads need no token
+        assert missing.status == 401
+        assert missing.headers["www-authenticate"].startswith("Bearer")
+        assert (await face.get("/files/" + "ab" * 32, headers=auth)).status != 401
         assert (await face.call("POST", "/files?name=a", body=b"x")).status == 401
         login = await face.get(f"/?token={token}")
         assert login.status == 303
