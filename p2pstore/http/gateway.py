@@ -32,7 +32,7 @@ import trio
 
 from .._groups import collapse_exception_groups
 from ..erasure import ReedSolomon
-from ..errors import ChunkNotFoundError, CorruptChunkError, P2PStoreError
+from ..errors import ChunkNotFoundError, CorruptChunkError, NotDispersedError, P2PStoreError
 from ..manifest import Manifest, validate_name
 from ..reassembly import fetch_stripe
 from ..transfer.progress import Progress
@@ -487,15 +487,27 @@ async def receive_upload(
                 size += len(piece)
                 transfer.bytes_done = size
             await trio.to_thread.run_sync(fh.flush)
+        not_dispersed: str | None = None
         try:
             file_id = await node.put(tmp, name=name, disperse=disperse)
+        except NotDispersedError as exc:
+            # Stored (and pinned) here but on no other peer: a result, as the control socket's
+            # put answers it, not a failure without the file ID.
+            file_id, not_dispersed = exc.file_id, str(exc)
         except (P2PStoreError, OSError) as exc:
             raise _error_for(exc) from None
     finally:
         with contextlib.suppress(OSError):
             tmp.unlink()
     await response.json(
-        {"file_id": file_id.hex(), "name": name, "size": size, "url": f"/files/{file_id.hex()}"},
+        {
+            "file_id": file_id.hex(),
+            "name": name,
+            "size": size,
+            "url": f"/files/{file_id.hex()}",
+            "dispersed": disperse and not_dispersed is None,
+            "not_dispersed": not_dispersed,
+        },
         201,
         [("location", f"/files/{file_id.hex()}")],
     )

@@ -216,6 +216,29 @@ async def test_upload_stores_and_publishes(tmp_path: Path) -> None:
         nursery.cancel_scope.cancel()
 
 
+async def test_upload_on_a_lone_node_is_stored_not_dispersed(tmp_path: Path) -> None:
+    payload = b"alone" * 1000
+    async with trio.open_nursery() as nursery:
+        swarm = Swarm(nursery, tmp_path)
+        node = await swarm.start()  # no peers: dispersal (the default) cannot place a share
+        face = await start_face(nursery, node)
+        reply = await face.call("POST", "/files?name=alone.txt", body=payload)
+        assert reply.status == 201, reply.body
+        answer = reply.json()
+        assert isinstance(answer, dict)
+        file_id = bytes.fromhex(answer["file_id"])
+        assert answer["dispersed"] is False
+        assert "not dispersed" in answer["not_dispersed"]
+        assert reply.headers["location"] == f"/files/{file_id.hex()}"
+        assert any(f.file_id == file_id and f.pinned for f in node.list_files())
+        assert (await face.get(f"/files/{file_id.hex()}")).body == payload
+        kept = await face.call("POST", "/files?name=kept.txt&disperse=0", body=b"k")
+        assert kept.status == 201
+        assert kept.json() == {**kept.json(), "dispersed": False, "not_dispersed": None}
+        assert not list((node.data_dir / "http-uploads").iterdir()), "temp file left behind"
+        nursery.cancel_scope.cancel()
+
+
 async def test_empty_file_and_reading_does_not_change_pins(tmp_path: Path) -> None:
     empty = tmp_path / "empty.txt"
     empty.write_bytes(b"")
