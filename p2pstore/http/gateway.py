@@ -36,7 +36,7 @@ from ..errors import ChunkNotFoundError, CorruptChunkError, NotDispersedError, P
 from ..manifest import Manifest, validate_name
 from ..reassembly import fetch_stripe
 from ..transfer.progress import Progress
-from .server import HttpError, Request, Response
+from .server import HttpError, Request, Response, parse_decimal
 
 if TYPE_CHECKING:
     from ..node import Node, Transfer
@@ -67,8 +67,9 @@ class RangeNotSatisfiable(Exception):
 def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
     """``Range: bytes=...`` -> ``(start, end)`` (end exclusive), or ``None`` for the whole file.
 
-    Only a single range is honoured; multiple ranges and other units are ignored (the whole file
-    is sent, as RFC 9110 allows). Raises :class:`RangeNotSatisfiable` for a range outside the file.
+    Only a single range is honoured; multiple ranges, other units and malformed ranges (non-ASCII
+    digits included) are ignored (the whole file is sent, as RFC 9110 allows). Raises
+    :class:`RangeNotSatisfiable` for a range outside the file.
     """
     if header is None:
         return None
@@ -79,18 +80,18 @@ def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
     if not dash:
         return None
     first, last = first.strip(), last.strip()
+    last_n = parse_decimal(last) if last else None
     if not first:  # suffix: the last N bytes
-        if not last.isdigit():
+        if last_n is None:
             return None
-        n = int(last)
-        if n == 0 or size == 0:
+        if last_n == 0 or size == 0:
             raise RangeNotSatisfiable
-        return max(0, size - n), size
-    if not first.isdigit() or (last and not last.isdigit()):
+        return max(0, size - last_n), size
+    start = parse_decimal(first)
+    if start is None or (last and last_n is None):
         return None
-    start = int(first)
-    end = size if not last else min(int(last) + 1, size)
-    if last and int(last) < start:
+    end = size if last_n is None else min(last_n + 1, size)
+    if last_n is not None and last_n < start:
         return None
     if start >= size:
         raise RangeNotSatisfiable

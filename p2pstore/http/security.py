@@ -28,6 +28,7 @@ import secrets
 from pathlib import Path
 
 from ..errors import ConfigError
+from .server import parse_decimal
 
 TOKEN_FILE_NAME = "http.token"
 """The bearer token's file in the data directory (mode 0600)."""
@@ -67,9 +68,10 @@ def split_host_header(value: str) -> tuple[str, int | None] | None:
         return None
     if not rest:
         return host.lower(), None
-    if not rest.startswith(":") or not rest[1:].isdigit() or not 0 < int(rest[1:]) < 65536:
+    port = parse_decimal(rest[1:]) if rest.startswith(":") else None
+    if port is None or not 0 < port < 65536:
         return None
-    return host.lower(), int(rest[1:])
+    return host.lower(), port
 
 
 def host_allowed(value: str | None, port: int) -> bool:

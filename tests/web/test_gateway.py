@@ -32,6 +32,16 @@ def test_parse_range() -> None:
         parse_range("bytes=100-", 100)
     with pytest.raises(RangeNotSatisfiable):
         parse_range("bytes=-0", 100)
+    # Digits that str.isdigit() accepts but int() does not ("²" arrives as latin-1 0xB2):
+    # malformed, so ignored, never an exception.
+    for bad in ("bytes=\xb2-", "bytes=0-\xb2", "bytes=-\xb2", "bytes=\u0663-", "bytes=1\xb9-2"):
+        assert parse_range(bad, 100) is None, bad
+    huge = "9" * 5000  # int() of this raises (the 4300-digit limit)
+    with pytest.raises(RangeNotSatisfiable):
+        parse_range(f"bytes={huge}-", 100)
+    assert parse_range(f"bytes=-{huge}", 100) == (0, 100)
+    assert parse_range(f"bytes=5-{huge}", 100) == (5, 100)
+    assert parse_range("bytes=0007-0009", 100) == (7, 10)
 
 
 def test_content_disposition_escapes_the_name() -> None:
