@@ -24,8 +24,10 @@ import trio
 from ..control import error_code, error_message, perform
 from ..errors import ConfigError, P2PStoreError
 from . import metrics, security
+from .budget import DEFAULT_READ_BUDGET_BYTES, ReadBudget
 from .gateway import (
     DEFAULT_MAX_UPLOAD_BYTES,
+    DEFAULT_WINDOW_BYTES,
     DEFAULT_WINDOW_STRIPES,
     STATUS_FOR_CODE,
     parse_file_id,
@@ -58,6 +60,11 @@ class HttpSettings:
     """How the HTTP face serves: window of a streamed read, upload bound, token."""
 
     window_stripes: int = DEFAULT_WINDOW_STRIPES
+    """At most this many stripes ahead of a streamed read..."""
+    window_bytes: int = DEFAULT_WINDOW_BYTES
+    """... and at most this many bytes (but at least one stripe)."""
+    read_budget_bytes: int = DEFAULT_READ_BUDGET_BYTES
+    """Bytes all gateway reads together may buffer (:class:`~.budget.ReadBudget`)."""
     max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES
     token: str | None = None
     """Required (bearer or cookie) except for file reads and metrics; ``None`` on loopback."""
@@ -75,6 +82,7 @@ class NodeApp:
         self.settings = settings
         self.port = port
         self.registry = metrics.make_registry(node)
+        self.read_budget = ReadBudget(settings.read_budget_bytes)
 
     def set_port(self, port: int) -> None:
         """The bound port (known only after binding port 0), for the Host rule."""
@@ -133,6 +141,8 @@ class NodeApp:
                 response,
                 file_id,
                 window=self.settings.window_stripes,
+                window_bytes=self.settings.window_bytes,
+                budget=self.read_budget,
                 refuse_remote=refusal,
             )
             return

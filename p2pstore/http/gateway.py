@@ -36,6 +36,7 @@ from ..errors import ChunkNotFoundError, CorruptChunkError, NotDispersedError, P
 from ..manifest import Manifest, validate_name
 from ..reassembly import fetch_stripe
 from ..transfer.progress import Progress
+from .budget import ReadBudget
 from .server import HttpError, Request, Response, parse_decimal
 
 if TYPE_CHECKING:
@@ -44,8 +45,12 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 DEFAULT_WINDOW_STRIPES = 16
-"""Stripes fetched ahead of the reader: 64 MiB at 1 MiB x k=4, enough to keep several peers'
-pipelines full, small enough that a client reading the start does not pull the whole file."""
+"""At most this many stripes fetched ahead of the reader (see :data:`DEFAULT_WINDOW_BYTES`)."""
+
+DEFAULT_WINDOW_BYTES = 64 << 20
+"""Bytes fetched ahead of the reader (at least one stripe): 16 stripes at 1 MiB x k=4, enough
+to keep several peers' pipelines full, small enough that a client reading the start does not pull
+the whole file. In bytes, not stripes, because the manifest (untrusted) sets the stripe size."""
 
 READ_AHEAD_STRIPES = 3
 """Stripes read back from the store (and verified) ahead of the socket writer."""
@@ -127,10 +132,12 @@ class _Sink:
 
     on_manifest: Callable[[Manifest], None]
     wanted: Callable[[int], bool] = lambda _stripe: False
+    budget: ReadBudget = field(default_factory=ReadBudget)
     done: set[int] = field(default_factory=set)
     changed: trio.Event = field(default_factory=trio.Event)
     manifest: Manifest | None = None
     chunks: dict[int, dict[int, bytes]] = field(default_factory=dict)
+    skipped: set[int] = field(default_factory=set)  # stripes the budget had no room for
 
     def factory(self, manifest: Manifest, dest: Path) -> _Sink:
         self.on_manifest(manifest)
@@ -141,11 +148,15 @@ class _Sink:
         self.changed = trio.Event()
 
     def take(self, stripe: int) -> list[bytes] | None:
-        """The stripe's data chunks in order if all were kept, else ``None``; forgets them."""
+        """The stripe's data chunks in order if all were kept (their budget bytes pass to the
+        caller, who gives them back), else ``None`` (any kept ones are given back); forgets them."""
         kept = self.chunks.pop(stripe, {})
         assert self.manifest is not None
         d = self.manifest.data_chunk_count(stripe)
-        return [kept[j] for j in range(d)] if len(kept) == d else None
+        if len(kept) == d:
+            return [kept[j] for j in range(d)]
+        self.budget.give(sum(map(len, kept.values())))
+        return None
 
     async def open(self) -> None:
         return None
@@ -156,9 +167,14 @@ class _Sink:
         if (
             share < self.manifest.data_chunk_count(stripe)
             and stripe not in self.done  # a late endgame copy of a stripe already complete
+            and stripe not in self.skipped
+            and share not in self.chunks.get(stripe, {})
             and self.wanted(stripe)
         ):
-            self.chunks.setdefault(stripe, {})[share] = data
+            if self.budget.try_take(len(data)):
+                self.chunks.setdefault(stripe, {})[share] = data
+            else:  # no room: the stripe will be read back from the store
+                self.skipped.add(stripe)
 
     async def complete_stripe(self, stripe: int, source: object) -> None:
         self.done.add(stripe)
@@ -168,6 +184,8 @@ class _Sink:
         return None
 
     def abort(self) -> None:
+        """Forget every kept chunk and give its bytes back (idempotent)."""
+        self.budget.give(sum(len(c) for kept in self.chunks.values() for c in kept.values()))
         self.chunks.clear()
 
 
@@ -182,12 +200,18 @@ class FileRead:
         window: int,
         *,
         fetch_data: bool = True,
+        window_bytes: int = DEFAULT_WINDOW_BYTES,
+        budget: ReadBudget | None = None,
     ) -> None:
         self.node = node
         self.fetch_data = fetch_data  # False for HEAD and conditional hits: the manifest only
         self.file_id = file_id
         self.range_header = range_header
-        self.window_stripes = window
+        self.max_window_stripes = window
+        self.window_bytes = window_bytes
+        self.window_stripes = window  # narrowed to window_bytes once the manifest is known
+        self.budget = budget or ReadBudget()
+        self.too_large = False  # one stripe does not fit the budget: refused (507)
         self.manifest: Manifest | None = None
         self.span: tuple[int, int] | None = None  # bytes [start, end)
         self.unsatisfiable = False
@@ -195,7 +219,7 @@ class FileRead:
         self.finished = False
         self.was_local = False  # served from a complete local copy, without a download
         self._stripes = range(0)
-        self._sink = _Sink(self._manifest_known, self._in_window)
+        self._sink = _Sink(self._manifest_known, self._in_window, self.budget)
         self._window = (0, 0)
         self._manifest_event = trio.Event()
         self.local: Manifest | None = None  # set by :meth:`check_local` before the read runs
@@ -208,6 +232,9 @@ class FileRead:
     def _manifest_known(self, manifest: Manifest) -> None:
         """Called by the download (sink factory) before its scheduler exists."""
         self.manifest = self._sink.manifest = manifest
+        per = manifest.layout.stripe_bytes
+        self.window_stripes = max(1, min(self.max_window_stripes, self.window_bytes // per))
+        self.too_large = not self.budget.fits(per)
         try:
             span = parse_range(self.range_header, manifest.size)
         except RangeNotSatisfiable:
@@ -215,7 +242,7 @@ class FileRead:
             span = (0, 0)
         self.span = span if span is not None else (0, manifest.size)
         self._stripes = stripes_for(manifest, *self.span)
-        if self.fetch_data and not self.unsatisfiable:
+        if self.fetch_data and not self.unsatisfiable and not self.too_large:
             self._set_window(self._stripes.start if self._stripes else 0)
         self._manifest_event.set()
 
@@ -301,9 +328,10 @@ class FileRead:
         limiter = trio.CapacityLimiter(2)
         per = manifest.layout.stripe_bytes
         stripes = list(self._stripes)
-        slots: dict[int, list[bytes]] = {}
+        slots: dict[int, tuple[list[bytes], int]] = {}  # stripe -> (data chunks, budget bytes)
         ready: dict[int, trio.Event] = {s: trio.Event() for s in stripes}
         room = trio.Semaphore(READ_AHEAD_STRIPES)
+        budget = self.budget
         sent = 0
 
         async def produce() -> None:
@@ -311,24 +339,42 @@ class FileRead:
                 await room.acquire()
                 await self._stripe_ready(s)
                 kept = self._sink.take(s)
-                if kept is None:  # completed with parity or from the store: read it back there
-                    kept = await fetch_stripe(manifest, self.node.store, s, rs, limiter)
-                slots[s] = kept
+                if kept is not None:
+                    slots[s] = (kept, sum(map(len, kept)))
+                else:  # completed with parity or from the store: read it back there
+                    if budget.used + per > budget.total:
+                        self._sink.abort()  # never wait for room our own kept chunks fill
+                    await budget.take(per)
+                    try:
+                        chunks = await fetch_stripe(manifest, self.node.store, s, rs, limiter)
+                    except BaseException:
+                        budget.give(per)
+                        raise
+                    slots[s] = (chunks, per)
                 ready[s].set()
 
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(produce)
-            for s in stripes:
-                self._set_window(s)
-                await ready[s].wait()
-                data = b"".join(slots.pop(s))
-                room.release()
-                base = s * per
-                lo, hi = max(start - base, 0), min(end - base, len(data))
-                piece = memoryview(data)[lo:hi]
-                await send(bytes(piece))
-                sent += len(piece)
-            nursery.cancel_scope.cancel()
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(produce)
+                for s in stripes:
+                    self._set_window(s)
+                    await ready[s].wait()
+                    chunks, held = slots[s]
+                    pos = s * per  # the file offset of the chunk being sent
+                    for chunk in chunks:
+                        lo, hi = max(start - pos, 0), min(end - pos, len(chunk))
+                        if lo < hi:
+                            await send(chunk if (lo, hi) == (0, len(chunk)) else chunk[lo:hi])
+                            sent += hi - lo
+                        pos += len(chunk)
+                    del slots[s]
+                    budget.give(held)
+                    room.release()
+                nursery.cancel_scope.cancel()
+        finally:
+            budget.give(sum(held for _, held in slots.values()))
+            slots.clear()
+            self._sink.abort()
         return sent
 
 
@@ -366,6 +412,8 @@ async def serve_file(
     file_id: bytes,
     *,
     window: int,
+    window_bytes: int = DEFAULT_WINDOW_BYTES,
+    budget: ReadBudget | None = None,
     refuse_remote: Callable[[Response], Awaitable[None]] | None = None,
 ) -> None:
     """Answer ``GET``/``HEAD /files/{file_id}`` (see the module docstring).
@@ -378,7 +426,15 @@ async def serve_file(
         t.strip() for t in if_none_match.split(",")
     }
     fetch = request.method == "GET" and not conditional_hit
-    read = FileRead(node, file_id, request.header("range"), window, fetch_data=fetch)
+    read = FileRead(
+        node,
+        file_id,
+        request.header("range"),
+        window,
+        fetch_data=fetch,
+        window_bytes=window_bytes,
+        budget=budget,
+    )
     if await read.check_local() is None and refuse_remote is not None:
         await refuse_remote(response)
         return
@@ -421,6 +477,13 @@ async def _serve_read(
         elif read.unsatisfiable:
             await response.start(
                 416, [("content-range", f"bytes */{manifest.size}"), ("content-length", "0")]
+            )
+        elif read.too_large and request.method == "GET":
+            raise HttpError(
+                507,
+                "too_large",
+                f"this file's stripes ({manifest.layout.stripe_bytes} bytes) exceed the gateway's "
+                f"read budget ({read.budget.total} bytes); use p2pstore get",
             )
         elif request.method == "HEAD":
             await response.start(200, [*headers, ("content-length", str(manifest.size))])
