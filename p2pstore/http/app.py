@@ -29,6 +29,7 @@ from .gateway import (
     DEFAULT_MAX_UPLOAD_BYTES,
     DEFAULT_WINDOW_BYTES,
     DEFAULT_WINDOW_STRIPES,
+    LOCAL_CHECK_THREADS,
     STATUS_FOR_CODE,
     parse_file_id,
     receive_upload,
@@ -83,6 +84,7 @@ class NodeApp:
         self.port = port
         self.registry = metrics.make_registry(node)
         self.read_budget = ReadBudget(settings.read_budget_bytes)
+        self.check_limiter = trio.CapacityLimiter(LOCAL_CHECK_THREADS)
 
     def set_port(self, port: int) -> None:
         """The bound port (known only after binding port 0), for the Host rule."""
@@ -143,6 +145,7 @@ class NodeApp:
                 window=self.settings.window_stripes,
                 window_bytes=self.settings.window_bytes,
                 budget=self.read_budget,
+                check_limiter=self.check_limiter,
                 refuse_remote=refusal,
             )
             return

@@ -41,6 +41,7 @@ from .server import HttpError, Request, Response, parse_decimal
 
 if TYPE_CHECKING:
     from ..node import Node, Transfer
+    from ..store import ChunkStore
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +52,9 @@ DEFAULT_WINDOW_BYTES = 64 << 20
 """Bytes fetched ahead of the reader (at least one stripe): 16 stripes at 1 MiB x k=4, enough
 to keep several peers' pipelines full, small enough that a client reading the start does not pull
 the whole file. In bytes, not stripes, because the manifest (untrusted) sets the stripe size."""
+
+LOCAL_CHECK_THREADS = 2
+"""Threads one HTTP face uses at once to check whether a file is complete locally."""
 
 READ_AHEAD_STRIPES = 3
 """Stripes read back from the store (and verified) ahead of the socket writer."""
@@ -202,6 +206,7 @@ class FileRead:
         fetch_data: bool = True,
         window_bytes: int = DEFAULT_WINDOW_BYTES,
         budget: ReadBudget | None = None,
+        check_limiter: trio.CapacityLimiter | None = None,
     ) -> None:
         self.node = node
         self.fetch_data = fetch_data  # False for HEAD and conditional hits: the manifest only
@@ -211,6 +216,7 @@ class FileRead:
         self.window_bytes = window_bytes
         self.window_stripes = window  # narrowed to window_bytes once the manifest is known
         self.budget = budget or ReadBudget()
+        self.check_limiter = check_limiter or trio.CapacityLimiter(LOCAL_CHECK_THREADS)
         self.too_large = False  # one stripe does not fit the budget: refused (507)
         self.manifest: Manifest | None = None
         self.span: tuple[int, int] | None = None  # bytes [start, end)
@@ -270,13 +276,13 @@ class FileRead:
             manifest = await store.load_manifest(self.file_id)
         except (P2PStoreError, OSError):
             return None
-        present = store.has_chunks(manifest.chunk_ids())
-        pos = 0
-        for s, ids in enumerate(manifest.stripes):
-            if sum(present[pos : pos + len(ids)]) < manifest.data_chunk_count(s):
-                return None
-            pos += len(ids)
-        return manifest
+        # Up to 2^21 IDs looked up in SQLite (under the index lock that the store's workers
+        # also take) and counted: in a thread, never on the event loop, and at most
+        # LOCAL_CHECK_THREADS at once, since any client can ask for it.
+        complete = await trio.to_thread.run_sync(
+            _complete_in, store, manifest, limiter=self.check_limiter
+        )
+        return manifest if complete else None
 
     async def run_download(self) -> None:
         """The download task: records a failure instead of raising (the reader reports it).
@@ -378,6 +384,17 @@ class FileRead:
         return sent
 
 
+def _complete_in(store: ChunkStore, manifest: Manifest) -> bool:
+    """Whether ``store`` holds enough data chunks of every stripe (blocking: runs in a thread)."""
+    present = store.has_chunks(manifest.chunk_ids())
+    pos = 0
+    for s, ids in enumerate(manifest.stripes):
+        if sum(present[pos : pos + len(ids)]) < manifest.data_chunk_count(s):
+            return False
+        pos += len(ids)
+    return True
+
+
 def _file_headers(manifest: Manifest, file_id: bytes, request: Request) -> list[tuple[str, str]]:
     return [
         ("etag", f'"{file_id.hex()}"'),
@@ -414,6 +431,7 @@ async def serve_file(
     window: int,
     window_bytes: int = DEFAULT_WINDOW_BYTES,
     budget: ReadBudget | None = None,
+    check_limiter: trio.CapacityLimiter | None = None,
     refuse_remote: Callable[[Response], Awaitable[None]] | None = None,
 ) -> None:
     """Answer ``GET``/``HEAD /files/{file_id}`` (see the module docstring).
@@ -434,6 +452,7 @@ async def serve_file(
         fetch_data=fetch,
         window_bytes=window_bytes,
         budget=budget,
+        check_limiter=check_limiter,
     )
     if await read.check_local() is None and refuse_remote is not None:
         await refuse_remote(response)

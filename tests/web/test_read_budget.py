@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -127,4 +128,28 @@ async def test_a_stripe_larger_than_the_budget_is_refused(tmp_path: Path) -> Non
         head = await face.call("HEAD", f"/files/{file_id.hex()}")
         assert head.status == 200
         assert head.headers["content-length"] == str(5 * MiB)
+        nursery.cancel_scope.cancel()
+
+
+async def test_the_local_completeness_check_runs_off_the_event_loop(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    src = tmp_path / "f.bin"
+    random_file(src, 3 * MiB, seed=14)
+    async with trio.open_nursery() as nursery:
+        swarm = Swarm(nursery, tmp_path)
+        node = await swarm.start()
+        file_id = await node.put(src, disperse=False)
+        face = await start_face(nursery, node)
+        on_loop: list[bool] = []
+        has_chunks = node.store.has_chunks
+
+        def spy(ids: Any) -> list[bool]:
+            on_loop.append(threading.current_thread() is threading.main_thread())
+            return has_chunks(ids)
+
+        monkeypatch.setattr(node.store, "has_chunks", spy)
+        for method in ("GET", "HEAD"):
+            assert (await face.call(method, f"/files/{file_id.hex()}")).status == 200
+        assert on_loop == [False, False]  # called, and in a worker thread each time
         nursery.cancel_scope.cancel()
