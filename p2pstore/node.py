@@ -527,9 +527,11 @@ class Node:
         sink: SinkFactory,
         window: tuple[int, int],
         progress: Callable[[Progress, dict[Any, str]], None] | None = None,
+        cache_only: bool = False,
     ) -> Download:
         """A sequential-mode :class:`Download` of ``file_id`` wired to this node's store, pool
-        and DHT, whose verified stripes go to ``sink`` (the HTTP gateway streams from it)."""
+        and DHT, whose verified stripes go to ``sink`` (the HTTP gateway streams from it).
+        ``cache_only``: nothing is pinned, recorded or announced; the chunks are gc-able."""
         return Download(
             file_id,
             self.data_dir,  # unused: the sink replaces the output file
@@ -540,10 +542,11 @@ class Node:
             config=self.config.download,
             progress=progress,
             listen_port=self.tcp_address[1],
-            on_stored=self._stored_hook(file_id),
+            on_stored=None if cache_only else self._stored_hook(file_id),
             sink=sink,
             window=window,
             telemetry=self.telemetry,
+            cache_only=cache_only,
         )
 
     @contextlib.contextmanager

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import importlib.resources
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -23,9 +24,12 @@ import trio
 from ..control import error_code, error_message, perform
 from ..errors import ConfigError, P2PStoreError
 from . import metrics, security
+from .budget import DEFAULT_READ_BUDGET_BYTES, ReadBudget
 from .gateway import (
     DEFAULT_MAX_UPLOAD_BYTES,
+    DEFAULT_WINDOW_BYTES,
     DEFAULT_WINDOW_STRIPES,
+    LOCAL_CHECK_THREADS,
     STATUS_FOR_CODE,
     parse_file_id,
     receive_upload,
@@ -57,6 +61,11 @@ class HttpSettings:
     """How the HTTP face serves: window of a streamed read, upload bound, token."""
 
     window_stripes: int = DEFAULT_WINDOW_STRIPES
+    """At most this many stripes ahead of a streamed read..."""
+    window_bytes: int = DEFAULT_WINDOW_BYTES
+    """... and at most this many bytes (but at least one stripe)."""
+    read_budget_bytes: int = DEFAULT_READ_BUDGET_BYTES
+    """Bytes all gateway reads together may buffer (:class:`~.budget.ReadBudget`)."""
     max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES
     token: str | None = None
     """Required (bearer or cookie) except for file reads and metrics; ``None`` on loopback."""
@@ -74,6 +83,8 @@ class NodeApp:
         self.settings = settings
         self.port = port
         self.registry = metrics.make_registry(node)
+        self.read_budget = ReadBudget(settings.read_budget_bytes)
+        self.check_limiter = trio.CapacityLimiter(LOCAL_CHECK_THREADS)
 
     def set_port(self, port: int) -> None:
         """The bound port (known only after binding port 0), for the Host rule."""
@@ -83,23 +94,17 @@ class NodeApp:
         if not security.host_allowed(request.header("host"), self.port):
             raise HttpError(403, "forbidden", "Host not allowed (use localhost or an IP address)")
         token = self.settings.token
+        authorized = token is None or security.token_matches(
+            token, request.header("authorization"), request.header("cookie")
+        )
         if token is not None and not security.token_exempt(request.method, request.path):
             if request.path == "/" and security.token_matches(
                 token, f"Bearer {request.query.get('token', '')}", None
             ):
                 await self._set_token_cookie(response, token)
                 return
-            if not security.token_matches(
-                token, request.header("authorization"), request.header("cookie")
-            ):
-                await response.start(
-                    401,
-                    [
-                        ("www-authenticate", 'Bearer realm="p2pstore"'),
-                        ("content-type", "application/json"),
-                        ("content-length", "0"),
-                    ],
-                )
+            if not authorized:
+                await _unauthorized(response)
                 return
         if not security.origin_allowed(
             request.method,
@@ -108,7 +113,7 @@ class NodeApp:
             request.header("host"),
         ):
             raise HttpError(403, "forbidden", "cross-origin request refused")
-        await self._route(request, response)
+        await self._route(request, response, authorized)
 
     async def _set_token_cookie(self, response: Response, token: str) -> None:
         cookie = f"{security.TOKEN_COOKIE}={token}; HttpOnly; SameSite=Strict; Path=/"
@@ -116,12 +121,32 @@ class NodeApp:
             303, [("location", "/"), ("set-cookie", cookie), ("content-length", "0")]
         )
 
-    async def _route(self, request: Request, response: Response) -> None:
+    async def _route(self, request: Request, response: Response, authorized: bool) -> None:
         method, path = request.method, request.path
         if path.startswith("/files/") and method in ("GET", "HEAD"):
             file_id = parse_file_id(path.removeprefix("/files/"))
+            # Fetching a file that is not complete here costs disk, bandwidth and DHT traffic:
+            # only for the token holder and for requests no other site's page made.
+            refusal: Callable[[Response], Awaitable[None]] | None = None
+            if not authorized:
+                refusal = _unauthorized
+            elif security.foreign_request(
+                request.header("origin"),
+                request.header("referer"),
+                request.header("sec-fetch-site"),
+                request.header("host"),
+            ):
+                refusal = _foreign_read
             await serve_file(
-                self.node, request, response, file_id, window=self.settings.window_stripes
+                self.node,
+                request,
+                response,
+                file_id,
+                window=self.settings.window_stripes,
+                window_bytes=self.settings.window_bytes,
+                budget=self.read_budget,
+                check_limiter=self.check_limiter,
+                refuse_remote=refusal,
             )
             return
         if path in ("/files", "/files/"):
@@ -224,6 +249,21 @@ class NodeApp:
             for label, rate in getattr(transfer, "peer_rates", {}).items():
                 rates[label] = rates.get(label, 0.0) + rate
         return rates
+
+
+async def _unauthorized(response: Response) -> None:
+    await response.start(
+        401,
+        [
+            ("www-authenticate", 'Bearer realm="p2pstore"'),
+            ("content-type", "application/json"),
+            ("content-length", "0"),
+        ],
+    )
+
+
+async def _foreign_read(response: Response) -> None:
+    raise HttpError(403, "forbidden", "another site may only read files already stored here")
 
 
 def _with_fraction(transfer: dict[str, Any]) -> dict[str, Any]:

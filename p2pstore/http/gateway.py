@@ -32,20 +32,29 @@ import trio
 
 from .._groups import collapse_exception_groups
 from ..erasure import ReedSolomon
-from ..errors import ChunkNotFoundError, CorruptChunkError, P2PStoreError
+from ..errors import ChunkNotFoundError, CorruptChunkError, NotDispersedError, P2PStoreError
 from ..manifest import Manifest, validate_name
 from ..reassembly import fetch_stripe
 from ..transfer.progress import Progress
-from .server import HttpError, Request, Response
+from .budget import ReadBudget
+from .server import HttpError, Request, Response, parse_decimal
 
 if TYPE_CHECKING:
     from ..node import Node, Transfer
+    from ..store import ChunkStore
 
 log = logging.getLogger(__name__)
 
 DEFAULT_WINDOW_STRIPES = 16
-"""Stripes fetched ahead of the reader: 64 MiB at 1 MiB x k=4, enough to keep several peers'
-pipelines full, small enough that a client reading the start does not pull the whole file."""
+"""At most this many stripes fetched ahead of the reader (see :data:`DEFAULT_WINDOW_BYTES`)."""
+
+DEFAULT_WINDOW_BYTES = 64 << 20
+"""Bytes fetched ahead of the reader (at least one stripe): 16 stripes at 1 MiB x k=4, enough
+to keep several peers' pipelines full, small enough that a client reading the start does not pull
+the whole file. In bytes, not stripes, because the manifest (untrusted) sets the stripe size."""
+
+LOCAL_CHECK_THREADS = 2
+"""Threads one HTTP face uses at once to check whether a file is complete locally."""
 
 READ_AHEAD_STRIPES = 3
 """Stripes read back from the store (and verified) ahead of the socket writer."""
@@ -67,8 +76,9 @@ class RangeNotSatisfiable(Exception):
 def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
     """``Range: bytes=...`` -> ``(start, end)`` (end exclusive), or ``None`` for the whole file.
 
-    Only a single range is honoured; multiple ranges and other units are ignored (the whole file
-    is sent, as RFC 9110 allows). Raises :class:`RangeNotSatisfiable` for a range outside the file.
+    Only a single range is honoured; multiple ranges, other units and malformed ranges (non-ASCII
+    digits included) are ignored (the whole file is sent, as RFC 9110 allows). Raises
+    :class:`RangeNotSatisfiable` for a range outside the file.
     """
     if header is None:
         return None
@@ -79,18 +89,18 @@ def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
     if not dash:
         return None
     first, last = first.strip(), last.strip()
+    last_n = parse_decimal(last) if last else None
     if not first:  # suffix: the last N bytes
-        if not last.isdigit():
+        if last_n is None:
             return None
-        n = int(last)
-        if n == 0 or size == 0:
+        if last_n == 0 or size == 0:
             raise RangeNotSatisfiable
-        return max(0, size - n), size
-    if not first.isdigit() or (last and not last.isdigit()):
+        return max(0, size - last_n), size
+    start = parse_decimal(first)
+    if start is None or (last and last_n is None):
         return None
-    start = int(first)
-    end = size if not last else min(int(last) + 1, size)
-    if last and int(last) < start:
+    end = size if last_n is None else min(last_n + 1, size)
+    if last_n is not None and last_n < start:
         return None
     if start >= size:
         raise RangeNotSatisfiable
@@ -126,10 +136,12 @@ class _Sink:
 
     on_manifest: Callable[[Manifest], None]
     wanted: Callable[[int], bool] = lambda _stripe: False
+    budget: ReadBudget = field(default_factory=ReadBudget)
     done: set[int] = field(default_factory=set)
     changed: trio.Event = field(default_factory=trio.Event)
     manifest: Manifest | None = None
     chunks: dict[int, dict[int, bytes]] = field(default_factory=dict)
+    skipped: set[int] = field(default_factory=set)  # stripes the budget had no room for
 
     def factory(self, manifest: Manifest, dest: Path) -> _Sink:
         self.on_manifest(manifest)
@@ -140,11 +152,15 @@ class _Sink:
         self.changed = trio.Event()
 
     def take(self, stripe: int) -> list[bytes] | None:
-        """The stripe's data chunks in order if all were kept, else ``None``; forgets them."""
+        """The stripe's data chunks in order if all were kept (their budget bytes pass to the
+        caller, who gives them back), else ``None`` (any kept ones are given back); forgets them."""
         kept = self.chunks.pop(stripe, {})
         assert self.manifest is not None
         d = self.manifest.data_chunk_count(stripe)
-        return [kept[j] for j in range(d)] if len(kept) == d else None
+        if len(kept) == d:
+            return [kept[j] for j in range(d)]
+        self.budget.give(sum(map(len, kept.values())))
+        return None
 
     async def open(self) -> None:
         return None
@@ -155,9 +171,14 @@ class _Sink:
         if (
             share < self.manifest.data_chunk_count(stripe)
             and stripe not in self.done  # a late endgame copy of a stripe already complete
+            and stripe not in self.skipped
+            and share not in self.chunks.get(stripe, {})
             and self.wanted(stripe)
         ):
-            self.chunks.setdefault(stripe, {})[share] = data
+            if self.budget.try_take(len(data)):
+                self.chunks.setdefault(stripe, {})[share] = data
+            else:  # no room: the stripe will be read back from the store
+                self.skipped.add(stripe)
 
     async def complete_stripe(self, stripe: int, source: object) -> None:
         self.done.add(stripe)
@@ -167,6 +188,8 @@ class _Sink:
         return None
 
     def abort(self) -> None:
+        """Forget every kept chunk and give its bytes back (idempotent)."""
+        self.budget.give(sum(len(c) for kept in self.chunks.values() for c in kept.values()))
         self.chunks.clear()
 
 
@@ -181,12 +204,20 @@ class FileRead:
         window: int,
         *,
         fetch_data: bool = True,
+        window_bytes: int = DEFAULT_WINDOW_BYTES,
+        budget: ReadBudget | None = None,
+        check_limiter: trio.CapacityLimiter | None = None,
     ) -> None:
         self.node = node
         self.fetch_data = fetch_data  # False for HEAD and conditional hits: the manifest only
         self.file_id = file_id
         self.range_header = range_header
-        self.window_stripes = window
+        self.max_window_stripes = window
+        self.window_bytes = window_bytes
+        self.window_stripes = window  # narrowed to window_bytes once the manifest is known
+        self.budget = budget or ReadBudget()
+        self.check_limiter = check_limiter or trio.CapacityLimiter(LOCAL_CHECK_THREADS)
+        self.too_large = False  # one stripe does not fit the budget: refused (507)
         self.manifest: Manifest | None = None
         self.span: tuple[int, int] | None = None  # bytes [start, end)
         self.unsatisfiable = False
@@ -194,14 +225,22 @@ class FileRead:
         self.finished = False
         self.was_local = False  # served from a complete local copy, without a download
         self._stripes = range(0)
-        self._sink = _Sink(self._manifest_known, self._in_window)
+        self._sink = _Sink(self._manifest_known, self._in_window, self.budget)
         self._window = (0, 0)
         self._manifest_event = trio.Event()
-        self.download = node.streaming_download(file_id, sink=self._sink.factory, window=(0, 0))
+        self.local: Manifest | None = None  # set by :meth:`check_local` before the read runs
+        # Unpinned cache: a read must not pin, record or announce a file (any web page may
+        # trigger one); the chunks it fetches stay until the next gc.
+        self.download = node.streaming_download(
+            file_id, sink=self._sink.factory, window=(0, 0), cache_only=True
+        )
 
     def _manifest_known(self, manifest: Manifest) -> None:
         """Called by the download (sink factory) before its scheduler exists."""
         self.manifest = self._sink.manifest = manifest
+        per = manifest.layout.stripe_bytes
+        self.window_stripes = max(1, min(self.max_window_stripes, self.window_bytes // per))
+        self.too_large = not self.budget.fits(per)
         try:
             span = parse_range(self.range_header, manifest.size)
         except RangeNotSatisfiable:
@@ -209,7 +248,7 @@ class FileRead:
             span = (0, 0)
         self.span = span if span is not None else (0, manifest.size)
         self._stripes = stripes_for(manifest, *self.span)
-        if self.fetch_data and not self.unsatisfiable:
+        if self.fetch_data and not self.unsatisfiable and not self.too_large:
             self._set_window(self._stripes.start if self._stripes else 0)
         self._manifest_event.set()
 
@@ -223,8 +262,13 @@ class FileRead:
         # Endgame duplicates only for the tail of the read (see DownloadScheduler.set_window).
         self.download.set_window(first, end, endgame=end == stop)
 
+    async def check_local(self) -> Manifest | None:
+        """Set and return :attr:`local`: the manifest if the whole file is in the local store
+        (no download needed), else ``None``."""
+        self.local = await self._local_manifest()
+        return self.local
+
     async def _local_manifest(self) -> Manifest | None:
-        """The manifest if the whole file is in the local store (no download needed)."""
         store = self.node.store
         if not store.has_chunk(self.file_id):
             return None
@@ -232,13 +276,13 @@ class FileRead:
             manifest = await store.load_manifest(self.file_id)
         except (P2PStoreError, OSError):
             return None
-        present = store.has_chunks(manifest.chunk_ids())
-        pos = 0
-        for s, ids in enumerate(manifest.stripes):
-            if sum(present[pos : pos + len(ids)]) < manifest.data_chunk_count(s):
-                return None
-            pos += len(ids)
-        return manifest
+        # Up to 2^21 IDs looked up in SQLite (under the index lock that the store's workers
+        # also take) and counted: in a thread, never on the event loop, and at most
+        # LOCAL_CHECK_THREADS at once, since any client can ask for it.
+        complete = await trio.to_thread.run_sync(
+            _complete_in, store, manifest, limiter=self.check_limiter
+        )
+        return manifest if complete else None
 
     async def run_download(self) -> None:
         """The download task: records a failure instead of raising (the reader reports it).
@@ -246,7 +290,7 @@ class FileRead:
         A file already complete here is read from the store without a download (so reading it
         changes nothing about it, e.g. its pin)."""
         try:
-            local = await self._local_manifest()
+            local = self.local
             if local is not None:
                 self.was_local = True
                 self._manifest_known(local)
@@ -290,9 +334,10 @@ class FileRead:
         limiter = trio.CapacityLimiter(2)
         per = manifest.layout.stripe_bytes
         stripes = list(self._stripes)
-        slots: dict[int, list[bytes]] = {}
+        slots: dict[int, tuple[list[bytes], int]] = {}  # stripe -> (data chunks, budget bytes)
         ready: dict[int, trio.Event] = {s: trio.Event() for s in stripes}
         room = trio.Semaphore(READ_AHEAD_STRIPES)
+        budget = self.budget
         sent = 0
 
         async def produce() -> None:
@@ -300,25 +345,54 @@ class FileRead:
                 await room.acquire()
                 await self._stripe_ready(s)
                 kept = self._sink.take(s)
-                if kept is None:  # completed with parity or from the store: read it back there
-                    kept = await fetch_stripe(manifest, self.node.store, s, rs, limiter)
-                slots[s] = kept
+                if kept is not None:
+                    slots[s] = (kept, sum(map(len, kept)))
+                else:  # completed with parity or from the store: read it back there
+                    if budget.used + per > budget.total:
+                        self._sink.abort()  # never wait for room our own kept chunks fill
+                    await budget.take(per)
+                    try:
+                        chunks = await fetch_stripe(manifest, self.node.store, s, rs, limiter)
+                    except BaseException:
+                        budget.give(per)
+                        raise
+                    slots[s] = (chunks, per)
                 ready[s].set()
 
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(produce)
-            for s in stripes:
-                self._set_window(s)
-                await ready[s].wait()
-                data = b"".join(slots.pop(s))
-                room.release()
-                base = s * per
-                lo, hi = max(start - base, 0), min(end - base, len(data))
-                piece = memoryview(data)[lo:hi]
-                await send(bytes(piece))
-                sent += len(piece)
-            nursery.cancel_scope.cancel()
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(produce)
+                for s in stripes:
+                    self._set_window(s)
+                    await ready[s].wait()
+                    chunks, held = slots[s]
+                    pos = s * per  # the file offset of the chunk being sent
+                    for chunk in chunks:
+                        lo, hi = max(start - pos, 0), min(end - pos, len(chunk))
+                        if lo < hi:
+                            await send(chunk if (lo, hi) == (0, len(chunk)) else chunk[lo:hi])
+                            sent += hi - lo
+                        pos += len(chunk)
+                    del slots[s]
+                    budget.give(held)
+                    room.release()
+                nursery.cancel_scope.cancel()
+        finally:
+            budget.give(sum(held for _, held in slots.values()))
+            slots.clear()
+            self._sink.abort()
         return sent
+
+
+def _complete_in(store: ChunkStore, manifest: Manifest) -> bool:
+    """Whether ``store`` holds enough data chunks of every stripe (blocking: runs in a thread)."""
+    present = store.has_chunks(manifest.chunk_ids())
+    pos = 0
+    for s, ids in enumerate(manifest.stripes):
+        if sum(present[pos : pos + len(ids)]) < manifest.data_chunk_count(s):
+            return False
+        pos += len(ids)
+    return True
 
 
 def _file_headers(manifest: Manifest, file_id: bytes, request: Request) -> list[tuple[str, str]]:
@@ -349,16 +423,40 @@ def parse_file_id(text: str) -> bytes:
 
 
 async def serve_file(
-    node: Node, request: Request, response: Response, file_id: bytes, *, window: int
+    node: Node,
+    request: Request,
+    response: Response,
+    file_id: bytes,
+    *,
+    window: int,
+    window_bytes: int = DEFAULT_WINDOW_BYTES,
+    budget: ReadBudget | None = None,
+    check_limiter: trio.CapacityLimiter | None = None,
+    refuse_remote: Callable[[Response], Awaitable[None]] | None = None,
 ) -> None:
-    """Answer ``GET``/``HEAD /files/{file_id}`` (see the module docstring)."""
+    """Answer ``GET``/``HEAD /files/{file_id}`` (see the module docstring).
+
+    ``refuse_remote``: answers (or raises :class:`HttpError`) instead of fetching a file that is
+    not complete locally (the request may only read what is already stored)."""
     if_none_match = request.header("if-none-match")
     etag = f'"{file_id.hex()}"'
     conditional_hit = if_none_match is not None and etag in {
         t.strip() for t in if_none_match.split(",")
     }
     fetch = request.method == "GET" and not conditional_hit
-    read = FileRead(node, file_id, request.header("range"), window, fetch_data=fetch)
+    read = FileRead(
+        node,
+        file_id,
+        request.header("range"),
+        window,
+        fetch_data=fetch,
+        window_bytes=window_bytes,
+        budget=budget,
+        check_limiter=check_limiter,
+    )
+    if await read.check_local() is None and refuse_remote is not None:
+        await refuse_remote(response)
+        return
     name = file_id.hex()[:16]
     with node.tracked_transfer("gateway", file_id, name) as transfer:
 
@@ -399,6 +497,13 @@ async def _serve_read(
             await response.start(
                 416, [("content-range", f"bytes */{manifest.size}"), ("content-length", "0")]
             )
+        elif read.too_large and request.method == "GET":
+            raise HttpError(
+                507,
+                "too_large",
+                f"this file's stripes ({manifest.layout.stripe_bytes} bytes) exceed the gateway's "
+                f"read budget ({read.budget.total} bytes); use p2pstore get",
+            )
         elif request.method == "HEAD":
             await response.start(200, [*headers, ("content-length", str(manifest.size))])
         else:
@@ -418,14 +523,6 @@ async def _serve_read(
             except (P2PStoreError, ChunkNotFoundError, CorruptChunkError) as exc:
                 log.info("gateway: %s failed mid-response: %s", file_id.hex()[:16], exc)
                 raise HttpError(502, "unavailable", str(exc)) from None
-            if whole and not read.was_local:
-                # The whole file was read: let the download record it (it is complete by now),
-                # then announce this node as a provider, as `get` does.
-                with trio.move_on_after(5):
-                    while not read.finished and read.failure is None:
-                        await read.changed()
-                if read.finished:
-                    read.node.announce_soon(file_id)
         nursery.cancel_scope.cancel()
 
 
@@ -473,15 +570,27 @@ async def receive_upload(
                 size += len(piece)
                 transfer.bytes_done = size
             await trio.to_thread.run_sync(fh.flush)
+        not_dispersed: str | None = None
         try:
             file_id = await node.put(tmp, name=name, disperse=disperse)
+        except NotDispersedError as exc:
+            # Stored (and pinned) here but on no other peer: a result, as the control socket's
+            # put answers it, not a failure without the file ID.
+            file_id, not_dispersed = exc.file_id, str(exc)
         except (P2PStoreError, OSError) as exc:
             raise _error_for(exc) from None
     finally:
         with contextlib.suppress(OSError):
             tmp.unlink()
     await response.json(
-        {"file_id": file_id.hex(), "name": name, "size": size, "url": f"/files/{file_id.hex()}"},
+        {
+            "file_id": file_id.hex(),
+            "name": name,
+            "size": size,
+            "url": f"/files/{file_id.hex()}",
+            "dispersed": disperse and not_dispersed is None,
+            "not_dispersed": not_dispersed,
+        },
         201,
         [("location", f"/files/{file_id.hex()}")],
     )

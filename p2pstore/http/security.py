@@ -7,10 +7,16 @@
   whose ``Origin`` is not this server's own origin, or that a browser marks
   ``Sec-Fetch-Site: cross-site``, is refused with ``403``. Clients that send no ``Origin``
   (curl, scripts) are not browsers acting for a web page and are allowed.
+* **Gateway reads from other sites**: a ``GET``/``HEAD /files/...`` that a browser marks as
+  coming from another site (:func:`foreign_request`: ``Sec-Fetch-Site`` ``cross-site`` or
+  ``same-site``, or a foreign ``Origin``/``Referer``) may read only files already complete in the
+  local store; fetching any other file from the network is refused with ``403``, so a web page
+  cannot make the node download content (``<img src=...>``).
 * **Token**: when bound to a non-loopback address, every request except ``GET``/``HEAD`` of
   ``/files/...`` and ``/metrics`` needs ``Authorization: Bearer <token>`` (or the
-  ``p2pstore_token`` cookie that ``/?token=...`` sets for the browser page). The token is made
-  once into ``<data dir>/http.token``, mode 0600.
+  ``p2pstore_token`` cookie that ``/?token=...`` sets for the browser page); a file read without
+  the token is served only if the file is complete locally (``401`` otherwise). The token is
+  made once into ``<data dir>/http.token``, mode 0600.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ import secrets
 from pathlib import Path
 
 from ..errors import ConfigError
+from .server import parse_decimal
 
 TOKEN_FILE_NAME = "http.token"
 """The bearer token's file in the data directory (mode 0600)."""
@@ -61,9 +68,10 @@ def split_host_header(value: str) -> tuple[str, int | None] | None:
         return None
     if not rest:
         return host.lower(), None
-    if not rest.startswith(":") or not rest[1:].isdigit() or not 0 < int(rest[1:]) < 65536:
+    port = parse_decimal(rest[1:]) if rest.startswith(":") else None
+    if port is None or not 0 < port < 65536:
         return None
-    return host.lower(), int(rest[1:])
+    return host.lower(), port
 
 
 def host_allowed(value: str | None, port: int) -> bool:
@@ -96,6 +104,28 @@ def origin_allowed(
     if origin is None:
         return True
     return host_header is not None and origin.lower() == f"http://{host_header.lower()}"
+
+
+def foreign_request(
+    origin: str | None, referer: str | None, fetch_site: str | None, host_header: str | None
+) -> bool:
+    """Whether a browser sent this request on behalf of another site's page.
+
+    ``Sec-Fetch-Site`` ``cross-site``/``same-site`` (``same-site`` is another port or subdomain
+    of the same site, e.g. another local web app), an ``Origin`` other than ours (``null``
+    included) or a ``Referer`` from another origin. No such header (curl, scripts, a typed URL):
+    not foreign.
+    """
+    if fetch_site is not None and fetch_site.strip().lower() in ("cross-site", "same-site"):
+        return True
+    own = f"http://{host_header.strip().lower()}" if host_header is not None else None
+    if origin is not None and origin.strip().lower() != own:
+        return True
+    if referer is not None:
+        ref = referer.strip().lower()
+        if own is None or not (ref == own or ref.startswith(own + "/")):
+            return True
+    return False
 
 
 def token_matches(expected: str, authorization: str | None, cookie: str | None) -> bool:

@@ -57,6 +57,23 @@ SEND_PIECE = 256 * 1024
 SERVER_NAME = "p2pstore"
 
 
+DECIMAL_CAP = 1 << 64
+"""What :func:`parse_decimal` answers for a number of more than 19 significant digits."""
+
+
+def parse_decimal(text: str) -> int | None:
+    """A header's unsigned decimal number, or ``None`` if ``text`` is not one.
+
+    Only ASCII digits count (``str.isdigit`` also accepts ``"²"``, which ``int`` rejects: h11 lets
+    such latin-1 bytes through). A number above 19 significant digits is :data:`DECIMAL_CAP`, which
+    is larger than any size or port it is compared with (and keeps ``int`` off huge strings).
+    """
+    if not text or not text.isascii() or not text.isdigit():
+        return None
+    significant = text.lstrip("0") or "0"
+    return int(significant) if len(significant) <= 19 else DECIMAL_CAP
+
+
 class HttpError(Exception):
     """Raised by handlers: answered as JSON ``{"error": {"code", "message"}}`` with ``status``."""
 
@@ -88,7 +105,8 @@ class Request:
     async def body(self, limit: int) -> AsyncIterator[bytes]:
         """The request body in pieces; ``413`` once it exceeds ``limit`` bytes."""
         declared = self.header("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > limit:
+        length = parse_decimal(declared) if declared is not None else None
+        if length is not None and length > limit:
             raise HttpError(413, "too_large", f"request body over {limit} bytes")
         total = 0
         while True:

@@ -328,8 +328,13 @@ class Download:
         sink: SinkFactory | None = None,
         window: tuple[int, int] | None = None,
         telemetry: Telemetry | None = None,
+        cache_only: bool = False,
     ) -> None:
         self.file_id = file_id
+        # ``cache_only`` (gateway reads of remote files): chunks are stored unheld and the file
+        # is neither recorded nor pinned, so the next gc may free them.
+        self.cache_only = cache_only
+        self._hold_for: bytes | None = None if cache_only else file_id
         self.listen_port = listen_port
         self.on_stored = on_stored
         self.telemetry = telemetry or Telemetry()
@@ -412,7 +417,8 @@ class Download:
             assert manifest is not None
             with trio.CancelScope(shield=True):  # renamed into place <=> recorded in the store
                 await self._output.finish()
-                await self.store.add_manifest(manifest, pin=True)
+                if not self.cache_only:
+                    await self.store.add_manifest(manifest, pin=True)
         except BaseException:
             if self._output is not None:
                 self._output.abort()
@@ -631,7 +637,7 @@ class Download:
                 f"file {root.name!r} has {chunks} chunks, more than this node accepts "
                 f"({self.config.max_file_chunks}; see DownloadConfig.max_file_chunks)"
             )
-        await self.store.put_chunk(self.file_id, root_bytes, file_id=self.file_id)
+        await self.store.put_chunk(self.file_id, root_bytes, file_id=self._hold_for)
         parts: dict[bytes, bytes] = {}
         while needed := root.needed_chunk_ids(parts):
             with trio.fail_after(self.config.chunk_timeout):
@@ -640,7 +646,7 @@ class Download:
                 if data is None:
                     raise ManifestError(f"{provider.label} lacks manifest chunk {chunk_id.hex()}")
                 parts[chunk_id] = data
-                await self.store.put_chunk(chunk_id, data, file_id=self.file_id)
+                await self.store.put_chunk(chunk_id, data, file_id=self._hold_for)
         return Manifest.from_parts(root, parts)
 
     async def _get_patiently(
@@ -835,7 +841,7 @@ class Download:
             assert self._output is not None
             await self._output.write_chunk(request.stripe, request.share, data)
             # file_id pins the chunks as held, so a gc during the download cannot take them.
-            stored = await self.store.put_chunk(request.chunk_id, data, file_id=self.file_id)
+            stored = await self.store.put_chunk(request.chunk_id, data, file_id=self._hold_for)
             self._apply(
                 sched.chunk_received(request.peer, request.index, len(data), trio.current_time())
             )

@@ -23,6 +23,7 @@ def test_host_rule() -> None:
     for value in ok:
         assert security.host_allowed(value, 8080), value
     bad = [None, "", "evil.example:8080", "127.0.0.1:8081", "127.0.0.1", "localhost:x", "[zz]:1"]
+    bad += ["localhost:\xb2", "127.0.0.1:80\xb2", "[::1]:\u0668", "localhost:" + "9" * 5000]
     for value in bad:
         assert not security.host_allowed(value, 8080), value
     assert security.host_allowed("127.0.0.1", 80)
@@ -105,8 +106,15 @@ async def test_token_over_http(tmp_path: Path) -> None:
         auth = {"authorization": f"Bearer {token}"}
         assert (await face.get("/api/status", headers=auth)).status == 200
         assert (await face.get("/metrics")).status == 200
+        # Reading a locally complete file needs no token; fetching any other one does.
+        src = tmp_path / "local.txt"
+        src.write_bytes(b"here")
+        local_id = await node.put(src, disperse=False)
+        assert (await face.get(f"/files/{local_id.hex()}")).body == b"here"
         missing = await face.get("/files/" + "ab" * 32)
-        assert missing.status != 401  # file reads need no token
+        assert missing.status == 401
+        assert missing.headers["www-authenticate"].startswith("Bearer")
+        assert (await face.get("/files/" + "ab" * 32, headers=auth)).status != 401
         assert (await face.call("POST", "/files?name=a", body=b"x")).status == 401
         login = await face.get(f"/?token={token}")
         assert login.status == 303
@@ -114,6 +122,34 @@ async def test_token_over_http(tmp_path: Path) -> None:
         assert "HttpOnly" in login.headers["set-cookie"]
         assert (await face.get("/", headers={"cookie": cookie})).status == 200
         assert (await face.get(f"/?token={'x' * 40}")).status == 401
+        nursery.cancel_scope.cancel()
+
+
+async def test_non_ascii_digits_are_no_server_error(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with trio.open_nursery() as nursery:
+        swarm = Swarm(nursery, tmp_path)
+        node = await swarm.start()
+        src = tmp_path / "f.txt"
+        src.write_bytes(b"0123456789")
+        file_id = await node.put(src, disperse=False)
+        face = await start_face(nursery, node)
+        host = f"127.0.0.1:{face.port}".encode()
+        target = f"/files/{file_id.hex()}".encode()
+        ranged = await _raw(
+            face.port,
+            b"GET " + target + b" HTTP/1.1\r\nHost: " + host + b"\r\nRange: bytes=\xb2-\r\n"
+            b"Connection: close\r\n\r\n",
+        )
+        assert ranged.startswith(b"HTTP/1.1 200 "), ranged[:100]  # malformed Range: ignored
+        assert ranged.endswith(b"0123456789")
+        bad_host = await _raw(
+            face.port,
+            b"GET " + target + b" HTTP/1.1\r\nHost: localhost:\xb2\r\nConnection: close\r\n\r\n",
+        )
+        assert bad_host.startswith(b"HTTP/1.1 403 "), bad_host[:100]
+        assert not [r for r in caplog.records if r.exc_info], "a traceback was logged"
         nursery.cancel_scope.cancel()
 
 

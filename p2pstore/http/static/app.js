@@ -169,6 +169,7 @@ async function upload(file) {
     if (!r.ok) throw new Error((body.error && body.error.message) || r.statusText);
     result.replaceChildren("stored ", el("a", { href: body.url, id: "uploaded-link" }, file.name),
       " as ", el("code", { id: "uploaded-id" }, body.file_id));
+    if (body.not_dispersed) result.append(` (kept on this node only: ${body.not_dispersed})`);
   } catch (err) {
     result.textContent = `upload failed: ${err.message}`;
   }
