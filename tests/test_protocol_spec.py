@@ -772,12 +772,17 @@ def test_swarm_limits_are_the_codes() -> None:
     doc_says("`idx`: array of 1-256 uint32")
     assert wire.MAX_UPDATE_INDICES == 256
     doc_says(
-        "a WATCH beyond 8 open watches on this connection or 256 watches of that file over all "
-        "connections"
+        "a WATCH beyond 8 open watches on this connection, or beyond 256 watches of that file "
+        "over all connections, 2 from one node ID or 32 from one source address"
     )
-    doc_says("at most 8 open watches per connection (more: ERROR 6) and 256 per file")
+    doc_says(
+        "at most 8 open watches per connection, and per file at most 256 over all connections, "
+        "2 from one node ID (over all its connections) and 32 from one source address"
+    )
     assert wire_server.MAX_WATCHES_PER_CONNECTION == 8
     assert wire_holdings.DEFAULT_MAX_SUBSCRIBERS == 256
+    assert wire_holdings.DEFAULT_MAX_PER_PEER == 2
+    assert wire_holdings.DEFAULT_MAX_PER_HOST == 32
     doc_says("The server waits 50 ms after the first new chunk before sending")
     assert wire_server.UPDATE_BATCH_DELAY == 0.05
     doc_says("more than 1024 HAVE_UPDATEs of one watch unconsumed")
