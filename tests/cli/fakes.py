@@ -16,7 +16,9 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import trio
+from typer.testing import CliRunner, Result
 
+from p2pstore.cli import app
 from p2pstore.control import serve_control
 from p2pstore.errors import FileUnavailableError, NotDispersedError
 from p2pstore.node import DownloadProgress, GetResult, NodeStatus, PeerProgress, PutProgress
@@ -222,3 +224,8 @@ def daemon_in_thread(node: FakeNode, data_dir: Path) -> Iterator[FakeNode]:
         assert not thread.is_alive()
         assert not errors, errors
         assert not os.path.exists(data_dir / "control.sock")
+
+
+def invoke(*args: str) -> Result:
+    """Run the CLI in-process (typer's test runner) with ``args``."""
+    return CliRunner().invoke(app, list(args))

@@ -7,39 +7,19 @@ import errno
 import json
 import logging
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import trio
-from typer.testing import CliRunner, Result
+from typer.testing import Result
 
 from p2pstore import store as store_module
-from p2pstore.cli import app
 from p2pstore.config import CONFIG_FILE_NAME
 from p2pstore.store import ChunkStore
 
-from .fakes import FILE_ID, FakeNode, daemon_in_thread, short_tmp_dir
+from .fakes import FILE_ID, FakeNode, daemon_in_thread, invoke
 
-runner = CliRunner()
 HEX = FILE_ID.hex()
-
-
-@pytest.fixture
-def data_dir() -> Iterator[Path]:
-    with short_tmp_dir() as d:
-        yield d
-
-
-@pytest.fixture
-def daemon(data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeNode]:
-    monkeypatch.setattr(logging.getLogger("p2pstore.control"), "propagate", False)
-    with daemon_in_thread(FakeNode(), data_dir) as node:
-        yield node
-
-
-def invoke(*args: str) -> Result:
-    return runner.invoke(app, list(args))
 
 
 def one_error_line(result: Result) -> str:

@@ -5,39 +5,18 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from typer.testing import CliRunner, Result
 
-from p2pstore.cli import app
 from p2pstore.errors import ConfigError
 from p2pstore.links import ShareLink, decode_id, encode_id, parse_link
 
-from .fakes import FILE_ID, FakeFileInfo, FakeNode, daemon_in_thread, short_tmp_dir
+from .fakes import FILE_ID, FakeFileInfo, FakeNode, daemon_in_thread, invoke
 
-runner = CliRunner()
 HEX = FILE_ID.hex()
-
-
-@pytest.fixture
-def data_dir() -> Iterator[Path]:
-    with short_tmp_dir() as d:
-        yield d
-
-
-@pytest.fixture
-def daemon(data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeNode]:
-    monkeypatch.setattr(logging.getLogger("p2pstore.control"), "propagate", False)
-    with daemon_in_thread(FakeNode(), data_dir) as node:
-        yield node
-
-
-def invoke(*args: str) -> Result:
-    return runner.invoke(app, list(args))
 
 
 names = st.text(alphabet=st.characters(blacklist_categories=("Cs", "Cc")), min_size=1, max_size=60)

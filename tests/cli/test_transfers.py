@@ -4,39 +4,18 @@
 from __future__ import annotations
 
 import json
-import logging
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner, Result
 
-from p2pstore.cli import _transfer_rows, app
+from p2pstore.cli import _transfer_rows
 from p2pstore.config import CONFIG_FILE_NAME, DATA_DIR_ENV
 from p2pstore.node import Transfer
 
-from .fakes import FILE_ID, FakeNode, daemon_in_thread, short_tmp_dir
+from .fakes import FILE_ID, FakeNode, invoke
 
-runner = CliRunner()
 HEX = FILE_ID.hex()
-
-
-@pytest.fixture
-def data_dir() -> Iterator[Path]:
-    with short_tmp_dir() as d:
-        yield d
-
-
-@pytest.fixture
-def daemon(data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeNode]:
-    monkeypatch.setattr(logging.getLogger("p2pstore.control"), "propagate", False)
-    with daemon_in_thread(FakeNode(), data_dir) as node:
-        yield node
-
-
-def invoke(*args: str) -> Result:
-    return runner.invoke(app, list(args))
 
 
 def running_get(**fields: object) -> Transfer:
