@@ -9,14 +9,17 @@ provider look-up and store calls; the wrappers only read the clock.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
+import platform
 import re
 import shutil
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +55,20 @@ def parse_size(text: str) -> int:
     if match is None or match.group(2).lower() not in _UNITS:
         raise ValueError(f"not a size: {text!r}")
     return int(float(match.group(1)) * _UNITS[match.group(2).lower()])
+
+
+def package_versions(names: tuple[str, ...]) -> str:
+    """``"python 3.11.7, trio 0.35.0, ..."``: Python's and each named package's version (or
+    "(not installed)"), then p2pstore's, for the benchmark's header."""
+    parts = [f"python {platform.python_version()}"]
+    for name in names:
+        try:
+            parts.append(f"{name} {version(name)}")
+        except PackageNotFoundError:
+            parts.append(f"{name} (not installed)")
+    with contextlib.suppress(PackageNotFoundError):
+        parts.append(f"p2pstore {version('p2pstore')}")
+    return ", ".join(parts)
 
 
 def write_random_file(path: Path, size: int) -> None:

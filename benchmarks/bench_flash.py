@@ -26,22 +26,20 @@ line of output is one JSON object.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import hashlib
 import json
 import logging
-import platform
 import random
 import shutil
 import statistics
 import tempfile
 import time
 from dataclasses import dataclass, field
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import trio
 import trio.lowlevel
+from _swarm_util import package_versions
 
 from p2pstore.node import Node, NodeConfig, open_node
 
@@ -54,18 +52,6 @@ RUN_SLACK = 120.0
 #: Seconds for the nodes' start-up announcements to settle before the common start.
 SETTLE_SECONDS = 0.5
 PEER_PACKAGES = ("trio", "cryptography", "msgpack", "numpy")
-
-
-def _versions() -> str:
-    parts = [f"python {platform.python_version()}"]
-    for name in PEER_PACKAGES:
-        try:
-            parts.append(f"{name} {version(name)}")
-        except PackageNotFoundError:
-            parts.append(f"{name} (not installed)")
-    with contextlib.suppress(PackageNotFoundError):
-        parts.append(f"p2pstore {version('p2pstore')}")
-    return ", ".join(parts)
 
 
 def parse_size(text: str) -> int:
@@ -255,7 +241,7 @@ async def _main(args: argparse.Namespace) -> dict[str, object]:
     with tempfile.TemporaryDirectory(prefix="bench_flash_", dir=args.workdir) as tmp_name:
         tmp = Path(tmp_name)
         print(f"file {args.size} bytes ({args.size / MiB:.1f} MiB), R = {args.rate:g} MB/s")
-        print(f"versions: {_versions()}")
+        print(f"versions: {package_versions(PEER_PACKAGES)}")
         print(
             f"{'M':>3} {'T* s':>7} {'slowest':>8} {'per_M':>6} {'median':>7} {'failed':>6} "
             f"{'holder up/F':>11} {'got from holder/peers MB':>25} {'holder busy':>11} "

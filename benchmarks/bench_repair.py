@@ -37,18 +37,15 @@ Usage: ``python benchmarks/bench_repair.py [--size 256MiB] [--nodes 8] [--upload
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
-import platform
 import shutil
 import tempfile
 import time
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
 import trio
-from _swarm_util import file_sha256, parse_size, write_random_file
+from _swarm_util import file_sha256, package_versions, parse_size, write_random_file
 
 from p2pstore.dht import DhtConfig
 from p2pstore.node import Node, NodeConfig, open_node
@@ -59,18 +56,6 @@ MiB = 1 << 20
 #: The whole benchmark gives up after this long: it must stop by itself.
 DEADLINE = 900.0
 PEER_PACKAGES = ("trio", "cryptography", "msgpack", "numpy")
-
-
-def _versions() -> str:
-    parts = [f"python {platform.python_version()}"]
-    for name in PEER_PACKAGES:
-        try:
-            parts.append(f"{name} {version(name)}")
-        except PackageNotFoundError:
-            parts.append(f"{name} (not installed)")
-    with contextlib.suppress(PackageNotFoundError):
-        parts.append(f"p2pstore {version('p2pstore')}")
-    return ", ".join(parts)
 
 
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -237,7 +222,7 @@ async def _run(args: argparse.Namespace, root: Path) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> None:
     args = _parse_args(argv)
-    print(_versions())
+    print(package_versions(PEER_PACKAGES))
     root = Path(tempfile.mkdtemp(prefix="p2pstore-bench-repair-", dir=args.workdir))
     started = time.perf_counter()
     try:

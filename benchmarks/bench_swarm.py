@@ -25,34 +25,26 @@ Usage: ``python benchmarks/bench_swarm.py [--size 64MiB] [--rate 5] [--seeders 1
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
-import platform
 import statistics
 import tempfile
 import time
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import trio
-from _swarm_util import SwarmRun, file_sha256, parse_size, run_swarm, write_random_file
+from _swarm_util import (
+    SwarmRun,
+    file_sha256,
+    package_versions,
+    parse_size,
+    run_swarm,
+    write_random_file,
+)
 
 MB = 1_000_000
 #: Phases of a get, in the order they happen (see ``_swarm_util._instrument``).
 PHASES = ("discovered", "manifest", "first_chunk", "transferred", "rebuilt", "returned")
 PEER_PACKAGES = ("trio", "cryptography", "msgpack", "reedsolo", "numpy", "libtorrent")
-
-
-def _versions() -> str:
-    parts = [f"python {platform.python_version()}"]
-    for name in PEER_PACKAGES:
-        try:
-            parts.append(f"{name} {version(name)}")
-        except PackageNotFoundError:
-            parts.append(f"{name} (not installed)")
-    with contextlib.suppress(PackageNotFoundError):
-        parts.append(f"p2pstore {version('p2pstore')}")
-    return ", ".join(parts)
 
 
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -139,7 +131,7 @@ async def _main(args: argparse.Namespace) -> dict[str, object]:
         write_random_file(src, size)
         digest = file_sha256(src)
         print(f"file {size} bytes ({size / 2**20:.1f} MiB), R = {args.rate:g} MB/s per seeder")
-        print(f"versions: {_versions()}")
+        print(f"versions: {package_versions(PEER_PACKAGES)}")
         print(
             f"{'run':>9} {'N':>2} {'wall s':>7} {'MB/s':>8} {'ratio':>6} {'1st ms':>8} "
             f"{'found':>5} {'setup':>6}  [MB from each seeder]"
