@@ -32,11 +32,15 @@ from rich.progress import (
     TextColumn,
     TimeRemainingColumn,
 )
-from rich.table import Table
 from rich.text import Text
 
-from . import control
-from ._version import __version__
+from . import cliview, control
+from .cliview import EXIT_DEGRADED as EXIT_DEGRADED
+from .cliview import EXIT_FAILED as EXIT_FAILED
+from .cliview import EXIT_INTERRUPTED as EXIT_INTERRUPTED
+from .cliview import EXIT_LOST as EXIT_LOST
+from .cliview import EXIT_OK as EXIT_OK
+from .cliview import EXIT_USAGE as EXIT_USAGE
 from .config import (
     CONFIG_FILE_NAME,
     DATA_DIR_ENV,
@@ -57,24 +61,6 @@ from .config import (
 from .datadir import UnsafeDataDirError, check_data_dir
 from .errors import ConfigError, P2PStoreError
 from .logs import LOG_LEVELS, setup_logging
-
-EXIT_OK = 0
-"""The command did what was asked."""
-
-EXIT_FAILED = 1
-"""The operation failed (no daemon, file unavailable, port in use, verification failed...)."""
-
-EXIT_USAGE = 2
-"""Bad command line, bad settings file, or an input file that does not exist."""
-
-EXIT_DEGRADED = 3
-"""``check``: the file is degraded (some stripe lacks shares but can still be rebuilt)."""
-
-EXIT_LOST = 4
-"""``check``: the file is lost (some stripe has fewer shares reachable than it needs)."""
-
-EXIT_INTERRUPTED = 130
-"""Stopped by Ctrl-C (128 + SIGINT), as shells expect."""
 
 app = typer.Typer(
     name="p2pstore",
@@ -142,7 +128,7 @@ FileRefArg = Annotated[
 
 def _print_version(value: bool) -> None:
     if value:
-        typer.echo(f"p2pstore {__version__}")
+        typer.echo(cliview.version_text())
         raise typer.Exit()
 
 
@@ -202,9 +188,7 @@ def main() -> None:
 # ----------------------------------------------------------------------------- helpers
 
 
-def _clean(text: str) -> str:
-    """One printable line (no terminal escapes smuggled in through names or messages)."""
-    return "".join(c if c.isprintable() else " " for c in text)
+_clean = cliview.clean
 
 
 def _fail(message: str, code: int = EXIT_FAILED) -> NoReturn:
@@ -216,10 +200,7 @@ def _fail(message: str, code: int = EXIT_FAILED) -> NoReturn:
         _STATE.bar.stop()
     if code == EXIT_INTERRUPTED and sys.stderr.isatty():
         sys.stderr.write("\r\x1b[K")
-    if _STATE.json_errors:
-        typer.echo(json.dumps({"error": _clean(message), "exit_code": code}), err=True)
-    else:
-        typer.echo(f"error: {_clean(message)}", err=True)
+    typer.echo(cliview.error_text(message, code, _STATE.json_errors), err=True)
     raise typer.Exit(code)
 
 
@@ -229,8 +210,7 @@ def _bad(param: str, message: str) -> NoReturn:
     raise typer.BadParameter(message, param_hint=f"'{param}'")
 
 
-def _emit_json(data: Any) -> None:
-    typer.echo(json.dumps(data, sort_keys=True))
+_emit_json = cliview.emit_json
 
 
 def _setup(
@@ -270,10 +250,6 @@ def _data_dir(flag: Path | None) -> Path:
     return resolve_data_dir(flag)
 
 
-def _start_hint(flag: Path | None, data_dir: Path) -> str:
-    return f"p2pstore daemon --data-dir {data_dir}" if flag is not None else "p2pstore daemon"
-
-
 def _parse_id(value: str, param: str) -> bytes:
     text = value.strip().lower()
     if len(text) != 64 or any(c not in string.hexdigits for c in text):
@@ -305,18 +281,10 @@ def _call(
     args: dict[str, Any] | None = None,
     on_progress: Callable[[dict[str, Any]], None] | None = None,
 ) -> dict[str, Any]:
-    data_dir = _data_dir(flag)
     try:
-        return control.call_blocking(data_dir, op, args, on_progress=on_progress)
-    except control.DaemonNotRunningError:
-        _fail(
-            f"no p2pstore daemon is running for {data_dir}; start one with:"
-            f" {_start_hint(flag, data_dir)}"
-        )
-    except KeyboardInterrupt:
-        _fail("interrupted", EXIT_INTERRUPTED)
-    except (P2PStoreError, OSError) as exc:
-        _fail(control.error_message(exc), _exit_for(exc))
+        return cliview.call_daemon(flag, op, args, on_progress)
+    except cliview.CommandFailed as exc:
+        _fail(exc.message, exc.code)
 
 
 def _names_a_directory(text: str) -> bool:
@@ -859,37 +827,9 @@ def get(
 # ----------------------------------------------------------------------------- queries
 
 
-PIPE_WIDTH = 240
-"""Table width when stdout is not a terminal: wide enough that 64-character IDs are never cut."""
-
-
-def _counted(n: int, noun: str) -> str:
-    """``n`` and ``noun``, plural unless ``n`` is 1: "1 peer", "3 peers"."""
-    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
-
-
-def _table(title: str, columns: list[str], rows: list[list[str]]) -> None:
-    """Print a table; the first column holds full 64-character IDs and is never truncated."""
-    console = Console()
-    if not console.is_terminal:
-        console = Console(width=PIPE_WIDTH)
-    table = Table(title=title)
-    for i, column in enumerate(columns):
-        if i == 0:
-            table.add_column(column, no_wrap=True, min_width=64)
-        else:
-            table.add_column(column)
-    for row in rows:
-        table.add_row(*(_clean(cell) for cell in row))
-    console.print(table)
-
-
-def _addr(value: Any) -> str:
-    if isinstance(value, list) and len(value) == 2:
-        return format_host_port(str(value[0]), int(value[1]))
-    if isinstance(value, dict) and "host" in value and "port" in value:
-        return format_host_port(str(value["host"]), int(value["port"]))
-    return str(value)
+PIPE_WIDTH = cliview.PIPE_WIDTH
+_counted = cliview.counted
+_table = cliview.print_table
 
 
 @app.command("ls")
@@ -902,38 +842,7 @@ def ls_(
 ) -> None:
     """List the files this node knows (stored, published or fetched)."""
     data_dir, json_out = _setup(data_dir, json_out, verbose, quiet, log_json)
-    result = _call(data_dir, "ls")
-    files = result.get("files", [])
-    if json_out:
-        _emit_json(result)
-        return
-    rows = [
-        [
-            str(f.get("file_id")),
-            str(f.get("name") or ""),
-            format_size(int(f.get("size") or 0)),
-            "yes" if f.get("pinned") else "",
-            f"{f.get('chunks_present', '?')}/{f.get('chunks_total', '?')}",
-        ]
-        for f in files
-        if isinstance(f, dict)
-    ]
-    partial = [p for p in result.get("partial") or [] if isinstance(p, dict)]
-    if not rows and not partial:
-        typer.echo("no files")
-        return
-    if rows:
-        _table(_counted(len(rows), "file"), ["file ID", "name", "size", "pinned", "chunks"], rows)
-    if partial:
-        _table(
-            f"{_counted(len(partial), 'unfinished download')}"
-            " (get ID again to resume, rm ID to remove)",
-            ["file ID", "chunks held", "size"],
-            [
-                [str(p.get("file_id")), str(p.get("chunks")), format_size(int(p.get("bytes") or 0))]
-                for p in partial
-            ],
-        )
+    cliview.show_files(_call(data_dir, "ls"), json_out)
 
 
 @app.command()
@@ -947,91 +856,10 @@ def status(
     """Show the node ID, addresses, DHT contacts, open connections, stored bytes, files and
     the running transfers."""
     data_dir, json_out = _setup(data_dir, json_out, verbose, quiet, log_json)
-    result = _call(data_dir, "status")
-    if json_out:
-        # Addresses as HOST:PORT strings, exactly as the daemon's ready line prints them.
-        _emit_json({**result, "udp": _addr(result.get("udp")), "tcp": _addr(result.get("tcp"))})
-        return
-    transfers = result.get("transfers") or []
-    count = len(transfers) if isinstance(transfers, list) else 0
-    lines = [
-        f"node ID:        {result.get('node_id')}",
-        f"udp:            {_addr(result.get('udp'))}",
-        f"tcp:            {_addr(result.get('tcp'))}",
-        f"contacts:       {result.get('routing_table_size')} in the DHT routing table",
-        f"connections:    {result.get('peers')} open to other nodes",
-        f"stored:         {format_size(int(result.get('stored_bytes') or 0))}",
-        *_quota_line(result),
-        f"files:          {result.get('files')}",
-        f"transfers:      {count}",
-    ]
-    for line in lines:
-        typer.echo(_clean(line))
-    if count:
-        _print_transfers(transfers)
+    cliview.show_status(_call(data_dir, "status"), json_out)
 
 
-def _quota_line(result: dict[str, Any]) -> list[str]:
-    """The quota line of ``status`` (absent if the daemon did not say)."""
-    if "quota_bytes" not in result:
-        return []
-    quota = result.get("quota_bytes")
-    text = format_size(quota) if isinstance(quota, int) else "unlimited"
-    return [f"quota:          {text} (beyond it, shares pushed by other nodes are refused)"]
-
-
-def _transfer_rows(transfers: list[Any], now: float) -> list[list[str]]:
-    """One row per running transfer: kind, name, bytes, rate, peers, ETA."""
-    rows = []
-    for t in transfers:
-        if not isinstance(t, dict):
-            continue
-        done, total = int(t.get("bytes_done") or 0), int(t.get("bytes_total") or 0)
-        started = t.get("started")
-        elapsed = now - started if isinstance(started, (int, float)) else 0.0
-        rate = done / elapsed if elapsed > 0 else 0.0
-        eta = (total - done) / rate if rate > 0 and total > done else None
-        fid = str(t.get("file_id") or "")
-        name = str(t.get("name") or "")
-        if not name or name.startswith("."):  # an internal temporary name means nothing
-            name = f"{fid[:16]}…" if fid else "?"
-        size = f"{format_size(done)} / {format_size(total)}" if total else format_size(done)
-        rows.append(
-            [
-                str(t.get("kind") or ""),
-                name,
-                size,
-                f"{format_size(rate)}/s" if rate else "-",
-                str(t.get("peers") or 0),
-                _duration(eta) if eta is not None else "-",
-            ]
-        )
-    return rows
-
-
-def _duration(seconds: float) -> str:
-    """``75`` as ``1m15s``; ``3700`` as ``1h01m``."""
-    s = int(seconds + 0.5)
-    if s < 60:
-        return f"{s}s"
-    if s < 3600:
-        return f"{s // 60}m{s % 60:02d}s"
-    return f"{s // 3600}h{s % 3600 // 60:02d}m"
-
-
-def _print_transfers(transfers: list[Any]) -> None:
-    import time
-
-    rows = _transfer_rows(transfers, time.time())
-    console = Console()
-    if not console.is_terminal:
-        console = Console(width=PIPE_WIDTH)
-    table = Table(title=_counted(len(rows), "transfer"))
-    for column in ("kind", "name", "bytes", "rate", "peers", "ETA"):
-        table.add_column(column)
-    for row in rows:
-        table.add_row(*(_clean(cell) for cell in row))
-    console.print(table)
+_transfer_rows = cliview.transfer_rows
 
 
 @app.command()
@@ -1044,24 +872,10 @@ def transfers(
 ) -> None:
     """List the running transfers: kind, name, bytes, rate, peers, ETA."""
     data_dir, json_out = _setup(data_dir, json_out, verbose, quiet, log_json)
-    result = _call(data_dir, "status")
-    running = result.get("transfers") or []
-    if json_out:
-        _emit_json({"transfers": running})
-        return
-    if not isinstance(running, list) or not running:
-        typer.echo("no transfers")
-        return
-    _print_transfers(running)
+    cliview.show_transfers(_call(data_dir, "status"), json_out)
 
 
-def _contact_rows(contacts: list[Any], port_key: str) -> list[list[str]]:
-    rows = []
-    for c in contacts:
-        if isinstance(c, dict):
-            port = c.get(port_key, c.get("port", c.get("tcp_port", "")))
-            rows.append([str(c.get("node_id", "")), str(c.get("host", "")), str(port)])
-    return rows
+_contact_rows = cliview.contact_rows
 
 
 @app.command()
@@ -1074,15 +888,7 @@ def peers(
 ) -> None:
     """List the contacts in the node's DHT routing table."""
     data_dir, json_out = _setup(data_dir, json_out, verbose, quiet, log_json)
-    result = _call(data_dir, "peers")
-    if json_out:
-        _emit_json(result)
-        return
-    rows = _contact_rows(list(result.get("peers") or []), "port")
-    if not rows:
-        typer.echo("no peers")
-        return
-    _table(_counted(len(rows), "peer"), ["node ID", "host", "udp port"], rows)
+    cliview.show_peers(_call(data_dir, "peers"), json_out)
 
 
 @app.command()
