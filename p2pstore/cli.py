@@ -33,6 +33,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 from rich.text import Text
+from typer.core import TyperArgument, TyperGroup
 
 from . import cliview, control
 from .cliview import EXIT_DEGRADED as EXIT_DEGRADED
@@ -62,7 +63,35 @@ from .datadir import UnsafeDataDirError, check_data_dir
 from .errors import ConfigError, P2PStoreError
 from .logs import LOG_LEVELS, setup_logging
 
+
+class _PlainArgument(TyperArgument):
+    """An argument shown in help by its plain name: ``FILE_ID``, ``[KEY]``, ``FILE...``.
+
+    Typer writes ``{FILE_ID}`` in the usage line and ``FILE_ID <str>`` in the argument list."""
+
+    def display_type_rich(self, ctx: Any) -> str | None:
+        return None
+
+    def get_usage_pieces(self, ctx: Any) -> list[str]:
+        name = self.metavar or (self.name or "").upper()
+        if not self.required:
+            name = f"[{name}]"
+        return [f"{name}..." if self.nargs != 1 else name]
+
+
+class _PlainHelpGroup(TyperGroup):
+    """The command group, with every command's arguments shown plainly (:class:`_PlainArgument`)."""
+
+    def __init__(self, **attrs: Any) -> None:
+        super().__init__(**attrs)
+        for command in self.commands.values():
+            for param in command.params:
+                if type(param) is TyperArgument:
+                    param.__class__ = _PlainArgument  # same fields; only the help differs
+
+
 app = typer.Typer(
+    cls=_PlainHelpGroup,
     name="p2pstore",
     help="A peer-to-peer, content-addressed, erasure-coded file store.",
     no_args_is_help=True,
@@ -611,7 +640,6 @@ def put(
             metavar="FILE",
             help="The files to store, in order; - reads standard input (alone).",
             show_default=False,
-            hidden=True,  # described in the text above: Typer would add a <list[Path]> tag
         ),
     ],
     no_disperse: Annotated[
@@ -1195,12 +1223,17 @@ def _setting_text(key: str, value: Any) -> str:
 @app.command()
 def demo(
     nodes: Annotated[
-        int, typer.Option(metavar="N", help="How many nodes to start (3-32) [default: 5].")
+        int,
+        typer.Option(
+            metavar="N", help="How many nodes to start (3-32) [default: 5].", show_default=False
+        ),
     ] = 5,
     size: Annotated[
         str,
         typer.Option(
-            metavar="SIZE", help="Size of the generated file, e.g. 4MiB [default: 32MiB]."
+            metavar="SIZE",
+            help="Size of the generated file, e.g. 4MiB [default: 32MiB].",
+            show_default=False,
         ),
     ] = "32MiB",
     data_dir: Annotated[

@@ -62,10 +62,10 @@ def test_help_has_plain_metavars_and_visible_defaults(command: str | None) -> No
         assert "--upload-limit RATE" in text
         assert "[default: 8468]" in flat
     if command == "get":
-        assert "{FILE_ID}" in text
+        assert "get [OPTIONS] FILE_ID\n" in text
         assert "-o, --output PATH" in text
     if command == "put":
-        assert "{FILE}" in text
+        assert "put [OPTIONS] FILE...\n" in text
 
 
 def test_global_options_before_the_command(daemon: FakeNode, data_dir: Path) -> None:
