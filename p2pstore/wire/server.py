@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import hmac
 import logging
@@ -46,6 +47,9 @@ from .messages import (
 from .uploads import UploadBusy, UploadGate
 
 log = logging.getLogger(__name__)
+
+DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
+"""A PUT that fails with one of these is refused as ``QUOTA_EXCEEDED`` (no room here)."""
 
 
 class Seeding(Protocol):
@@ -424,6 +428,15 @@ class ChunkServer:
             return
         except CorruptChunkError:
             await channel.send(Error(rid, ErrorCode.CORRUPT_CHUNK, "bytes do not hash to the ID"))
+            return
+        except OSError as exc:
+            if exc.errno not in DISK_FULL_ERRNOS:
+                raise
+            # A full disk is no bug: one line for the operator, a refusal the pusher acts on
+            # (it places the share elsewhere), and no local path for the peer.
+            where = f": {exc.filename}" if exc.filename else ""
+            log.warning("refused a pushed chunk %s: %s%s", chunk_id.hex()[:16], exc.strerror, where)
+            await channel.send(Error(rid, ErrorCode.QUOTA_EXCEEDED, str(exc.strerror)[:200]))
             return
         await channel.send(Ack(rid, chunk_id, stored))
         if self.on_put is not None:
