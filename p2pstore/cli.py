@@ -628,6 +628,14 @@ def _resolve_file(value: str, param: str, data_dir: Path | None) -> bytes:
     return bytes.fromhex(matches[0])
 
 
+def _link_peer(value: str) -> tuple[str, int] | None:
+    """The peer hint of a share link (already parsed by :func:`_resolve_file`), else None."""
+    from .links import is_link, parse_link
+
+    text = value.strip()
+    return parse_link(text).peer if is_link(text) else None
+
+
 MIN_ID_PREFIX = 4
 """Shortest ID prefix ``get`` and ``rm`` resolve among local files."""
 
@@ -831,7 +839,10 @@ def get(
             # "-o dir/" means "into the directory dir", never "a file named dir".
             _fail(f"no such directory: {output_text}", EXIT_USAGE)
         dest = str(target)
-    args = {"file_id": fid, "dest": dest, "cwd": str(cwd)}
+    args: dict[str, Any] = {"file_id": fid, "dest": dest, "cwd": str(cwd)}
+    peer = _link_peer(file_id)
+    if peer is not None:
+        args["peer"] = list(peer)
     result = _get_call(data_dir, args, json_out)
     if json_out:
         _emit_json(result)

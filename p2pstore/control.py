@@ -236,6 +236,24 @@ def _opt_name(value: object) -> str | None:
 
 OPS["put"]["name"] = _opt_name
 
+
+def _opt_peer(value: object) -> tuple[str, int] | None:
+    """A share link's peer hint: ``[host, port]``."""
+    if value is None:
+        return None
+    if not isinstance(value, list | tuple) or len(value) != 2:
+        raise ProtocolError("expected [host, port]")
+    host, port = value
+    if not isinstance(host, str) or not 0 < len(host) <= 255 or "\0" in host:
+        raise ProtocolError("expected a host name of 1-255 characters")
+    if not isinstance(port, int) or isinstance(port, bool) or not 0 < port <= 65535:
+        raise ProtocolError("expected a port 1-65535")
+    return host, port
+
+
+OPS["get"]["peer"] = _opt_peer
+OPTIONAL_ARGS["get"] = OPTIONAL_ARGS.get("get", frozenset()) | {"peer"}
+
 _REPLY_KINDS = frozenset({"progress", "result", "error"})
 
 
@@ -404,7 +422,12 @@ class ControlledNode(Protocol):
     ) -> bytes: ...
 
     async def get(
-        self, file_id: bytes, dest: Path, *, progress: Callable[[Any], None] | None = ...
+        self,
+        file_id: bytes,
+        dest: Path,
+        *,
+        progress: Callable[[Any], None] | None = ...,
+        peer_hint: tuple[str, int] | None = ...,
     ) -> Any: ...
 
     async def find_providers(self, key: bytes) -> Sequence[Any]: ...
@@ -574,9 +597,10 @@ async def _get_into_path(
     node: ControlledNode, args: dict[str, Any], dest: Path, progress: Progress
 ) -> dict[str, Any]:
     file_id: bytes = args["file_id"]
+    hint = {"peer_hint": args["peer"]} if args.get("peer") else {}  # only a hint (peerhint.py)
     if not dest.is_dir():
         _refuse_existing(dest)  # before downloading anything
-        data = to_plain(await node.get(file_id, dest, progress=progress))
+        data = to_plain(await node.get(file_id, dest, progress=progress, **hint))
         return data if isinstance(data, dict) else {"result": data}
     # A directory: the file gets the manifest's name, known before the download only if the
     # file is already known here; otherwise it is checked again once the download has it.
@@ -585,7 +609,7 @@ async def _get_into_path(
         _refuse_existing(dest / safe_file_name(getattr(known, "name", None), file_id.hex()))
     partial = dest / f".{file_id.hex()}.p2pstore-part"
     try:
-        data = to_plain(await node.get(file_id, partial, progress=progress))
+        data = to_plain(await node.get(file_id, partial, progress=progress, **hint))
         info = node.file_info(file_id)
         final = dest / safe_file_name(getattr(info, "name", None), file_id.hex())
         _refuse_existing(final)

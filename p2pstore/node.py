@@ -48,6 +48,7 @@ from .errors import (
 )
 from .identity import Identity
 from .manifest import Manifest, ManifestRoot
+from .peerhint import HintedProviders
 from .repair import (
     DEFAULT_REPAIR_INTERVAL,
     FileHealth,
@@ -59,7 +60,7 @@ from .repair import (
 from .store import ChunkStore, StoredFile, VerifyReport
 from .telemetry import CountingServerStore, Telemetry
 from .transfer.disperse import DispersalConfig, DispersalReport, disperse
-from .transfer.download import Download, DownloadConfig, Provider, SinkFactory
+from .transfer.download import Download, DownloadConfig, FindProviders, Provider, SinkFactory
 from .transfer.output import LocalChunksLostError, remove_dead_parts
 from .transfer.progress import Progress
 from .transfer.repairer import RepairConfig, Repairer, RepairReport, Survey, survey
@@ -381,6 +382,7 @@ class Node:
         dest: Path,
         *,
         progress: Callable[[DownloadProgress], None] | None = None,
+        peer_hint: tuple[str, int] | None = None,
     ) -> GetResult:
         """Download the file ``file_id`` from every provider at once into ``dest``.
 
@@ -393,7 +395,8 @@ class Node:
         announces itself as a provider of the file. Chunks of this node's own store that turn
         out damaged are quarantined and fetched from the network (the download is planned
         again). Temporary files that dead downloads (``kill -9``) left beside ``dest`` are
-        removed first.
+        removed first. ``peer_hint``: a chunk server (``HOST:PORT``, from a share link) that may
+        hold the file, tried beside the DHT's providers (:mod:`p2pstore.peerhint`).
         """
         if len(file_id) != 32:
             raise ConfigError("a file ID is 32 bytes (64 hex digits)")
@@ -401,7 +404,9 @@ class Node:
         try:
             for attempt in range(LOCAL_DAMAGE_RETRIES + 1):
                 try:
-                    return await self._get_once(file_id, dest, progress=progress)
+                    return await self._get_once(
+                        file_id, dest, progress=progress, peer_hint=peer_hint
+                    )
                 except LocalChunksLostError as exc:
                     # The bad local chunks are quarantined now: planning again fetches them
                     # from the network (everything verified so far stays stored).
@@ -418,6 +423,7 @@ class Node:
         dest: Path,
         *,
         progress: Callable[[DownloadProgress], None] | None = None,
+        peer_hint: tuple[str, int] | None = None,
     ) -> GetResult:
         """One download attempt of :meth:`get` (which see).
 
@@ -452,7 +458,7 @@ class Node:
                 Path(dest),
                 store=self.store,
                 pool=self.pool,
-                find_providers=self._find_file_providers,
+                find_providers=self._file_providers_finder(file_id, peer_hint),
                 self_node_id=self.node_id,
                 config=self.config.download,
                 progress=on_progress,
@@ -558,6 +564,16 @@ class Node:
             yield transfer
         finally:
             self._end(transfer)
+
+    def _file_providers_finder(
+        self, file_id: bytes, peer_hint: tuple[str, int] | None
+    ) -> FindProviders:
+        """The DHT look-up, with a share link's peer hint tried beside it if there is one."""
+        if peer_hint is None:
+            return self._find_file_providers
+        return HintedProviders(
+            self._find_file_providers, self.pool, file_id, peer_hint, self.node_id
+        )
 
     async def _find_file_providers(self, key: bytes, *, quick: bool = False) -> list[Provider]:
         """Providers of ``key`` other than this node; ``quick`` stops at the first reply naming

@@ -78,6 +78,7 @@ class FakeNode:
     store: Any = None  # something with quota_bytes: status reports it
     put_contents: bytes = b""  # what the last put read from its path
     get_error: OSError | None = None  # get raises this (with a temp file's name, say)
+    peer_hints: list[tuple[str, int] | None] = field(default_factory=list)  # one per get
 
     async def put(
         self,
@@ -112,8 +113,10 @@ class FakeNode:
         dest: Path,
         *,
         progress: Callable[[DownloadProgress], None] | None = None,
+        peer_hint: tuple[str, int] | None = None,
     ) -> GetResult:
         self.calls.append(("get", (file_id, dest)))
+        self.peer_hints.append(peer_hint)
         if file_id != FILE_ID:
             raise FileUnavailableError(f"file {file_id.hex()[:16]} has no reachable providers")
         data = b"hello world\n"
