@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from . import control
-from ._version import __version__
+from ._version import version_text as version_text
 from .config import format_host_port, format_size, resolve_data_dir
 from .errors import ConfigError, P2PStoreError
 
@@ -50,11 +50,6 @@ class CommandFailed(Exception):
         super().__init__(message)
         self.message = message
         self.code = code
-
-
-def version_text() -> str:
-    """What ``p2pstore --version`` prints."""
-    return f"p2pstore {__version__}"
 
 
 def clean(text: str) -> str:

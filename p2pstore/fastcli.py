@@ -89,11 +89,13 @@ def parse_fast(argv: Sequence[str]) -> FastInvocation | None:
 
 def run(invocation: FastInvocation) -> int:
     """Run a parsed fast invocation; return its exit status."""
+    if invocation.command is None:  # nothing more to import than the version
+        from ._version import version_text
+
+        sys.stdout.write(version_text() + "\n")
+        return 0
     from . import cliview
 
-    if invocation.command is None:
-        cliview.echo(cliview.version_text())
-        return cliview.EXIT_OK
     shows: dict[str, tuple[str, Callable[[dict[str, Any], bool], None]]] = {
         "status": ("status", cliview.show_status),
         "ls": ("ls", cliview.show_files),
