@@ -72,10 +72,14 @@ class _PlainArgument(TyperArgument):
     def display_type_rich(self, ctx: Any) -> str | None:
         return None
 
+    def _plain_name(self) -> str:
+        return self.metavar or (self.name or "").upper()
+
+    def _rich_display_name(self) -> str:  # the name in the argument list
+        return f"{self._plain_name()}..." if self.nargs != 1 else self._plain_name()
+
     def get_usage_pieces(self, ctx: Any) -> list[str]:
-        name = self.metavar or (self.name or "").upper()
-        if not self.required:
-            name = f"[{name}]"
+        name = self._plain_name() if self.required else f"[{self._plain_name()}]"
         return [f"{name}..." if self.nargs != 1 else name]
 
 
