@@ -335,11 +335,6 @@ async def put_directory(
     finished = 0
     limit = trio.Semaphore(FILE_CONCURRENCY)
 
-    def report() -> None:
-        if progress is not None:
-            done = sum(stored.values())
-            progress(DirectoryPutProgress("files", done, total, finished, len(tree.files)))
-
     async def store_one(scanned: ScannedFile) -> None:
         nonlocal finished
 
@@ -361,13 +356,22 @@ async def put_directory(
         finished += 1
         report()
 
-    report()
-    with collapse_exception_groups():
-        async with trio.open_nursery() as nursery:
-            for scanned in tree.files:
-                nursery.start_soon(store_one, scanned)
-    listing = DirectoryListing.build(tree.name, tree.mode, entries)
-    listing_id = await _put_listing(node, listing, disperse, failures)
+    with node.tracked_transfer("put", None, tree.name) as transfer:
+
+        def report() -> None:
+            done = sum(stored.values())
+            transfer.bytes_done, transfer.bytes_total = done, total
+            if progress is not None:
+                progress(DirectoryPutProgress("files", done, total, finished, len(tree.files)))
+
+        report()
+        with collapse_exception_groups():
+            async with trio.open_nursery() as nursery:
+                for scanned in tree.files:
+                    nursery.start_soon(store_one, scanned)
+        listing = DirectoryListing.build(tree.name, tree.mode, entries)
+        listing_id = await _put_listing(node, listing, disperse, failures)
+        transfer.file_id = listing_id
     not_dispersed = None
     if failures:
         not_dispersed = (

@@ -215,3 +215,45 @@ async def test_cancelled_get_leaves_no_tree(tmp_path: Path) -> None:
             assert got.files == 3
         assert snapshot(out / "tree") == snapshot(src)
         nursery.cancel_scope.cancel()
+
+
+async def test_case_clashes_refused_where_the_filesystem_folds_case(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    payload = tmp_path / "payload"
+    payload.write_text("x")
+    async with trio.open_nursery() as nursery:
+        _, a, b = await _two(nursery, tmp_path)
+        fid = await a.put(payload, disperse=False)
+        raw = _raw([["README", 0, 0o644, 1, fid], ["ReadMe", 0, 0o644, 1, fid]])
+        clash_id = await _publish_raw_listing(a, tmp_path, raw)
+        out = tmp_path / "out"
+        out.mkdir()
+        monkeypatch.setattr("p2pstore.directories._folds_case", lambda _d: True)
+        with pytest.raises(DirectoryError, match="same name on this filesystem"):
+            await b.get_directory(clash_id, out / "t")
+        assert list(out.iterdir()) == []
+        monkeypatch.setattr("p2pstore.directories._folds_case", lambda _d: False)
+        await b.get_directory(clash_id, out / "t")  # on a case-sensitive one, both are kept
+        assert sorted(p.name for p in (out / "t").iterdir()) == ["README", "ReadMe"]
+        nursery.cancel_scope.cancel()
+
+
+async def test_directory_put_is_a_transfer_and_empty_trees_work(tmp_path: Path) -> None:
+    src = tmp_path / "hollow"
+    (src / "a" / "b").mkdir(parents=True)
+    async with trio.open_nursery() as nursery:
+        _, a, b = await _two(nursery, tmp_path)
+        kinds: list[list[str]] = []
+        put = await a.put_directory(
+            src,
+            disperse=False,
+            progress=lambda _p: kinds.append([t.kind for t in a.status().transfers]),
+        )
+        assert ["put"] in kinds
+        assert (put.files, put.directories, put.size) == (0, 2, 0)
+        got = await b.get_directory(put.file_id, tmp_path / "copy")
+        assert (got.files, got.size) == (0, 0)
+        assert (tmp_path / "copy" / "a" / "b").is_dir()
+        assert a.status().transfers == []
+        nursery.cancel_scope.cancel()
