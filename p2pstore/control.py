@@ -704,7 +704,16 @@ async def _op_get_dir(
         target = Path(args["dest"]) / listing.name
     else:
         target = Path(args["dest"])
-    result = await dirs.get_directory(args["file_id"], target, listing=listing, progress=progress)
+    try:
+        result = await dirs.get_directory(
+            args["file_id"], target, listing=listing, progress=progress
+        )
+    except OSError as exc:
+        # Name the user's destination, not the hidden temporary tree being built beside it.
+        name = os.fspath(exc.filename) if isinstance(exc.filename, (str, os.PathLike)) else ""
+        if name.startswith(os.fspath(target.parent / f".{target.name}.")):
+            raise type(exc)(exc.errno, exc.strerror, os.fspath(target)) from None
+        raise
     data: dict[str, Any] = to_plain(result)
     data["directory"] = True
     return data

@@ -95,8 +95,8 @@ def test_put_ls_get_a_directory(daemons: tuple[Path, list[Daemon]]) -> None:
     del want["abs-link"]
     assert _listing(out / "copy") == want
     # Into an existing directory: under the directory's name; never over an existing tree.
-    got = downloader.json("get", dir_id, "-o", str(out))
-    assert Path(got["path"]) == out / "photos"
+    into = downloader.json("get", dir_id, "-o", str(out))
+    assert Path(into["path"]) == out / "photos"
     assert _listing(out / "photos") == want
     again = downloader.cli("get", dir_id, "-o", str(out))  # out/photos exists now
     assert again.returncode != 0
