@@ -44,18 +44,22 @@ from .directory import (
     EntryKind,
     symlink_target_error,
 )
-from .errors import ConfigError, ManifestError, NotDispersedError
+from .errors import ConfigError, FileUnavailableError, ManifestError, NotDispersedError
 from .manifest import Manifest, validate_name
 from .transfer.download import Download
 from .transfer.output import OutputFile
 
 if TYPE_CHECKING:
-    from .node import DownloadProgress, Node
+    from .node import DownloadProgress, GetResult, Node
 
 log = logging.getLogger(__name__)
 
 #: Files of a tree stored or fetched at once (each fans out to many peers by itself).
 FILE_CONCURRENCY = 4
+#: Pauses before looking a file of a tree up again when no provider or manifest was found.
+LOOKUP_RETRY_DELAYS = (0.5, 1.0, 2.0, 4.0)
+#: Seconds between two repeated announcements (a few DHT requests each; nodes allow 50/s).
+ANNOUNCE_PACE = 0.05
 _PART_SUFFIX = ".p2pstore-dir"
 _RANDOM_HEX = 8
 
@@ -369,8 +373,10 @@ async def put_directory(
             async with trio.open_nursery() as nursery:
                 for scanned in tree.files:
                     nursery.start_soon(store_one, scanned)
+        await _announce_unacknowledged(node, [e.file_id for e in entries if e.file_id])
         listing = DirectoryListing.build(tree.name, tree.mode, entries)
         listing_id = await _put_listing(node, listing, disperse, failures)
+        await _announce_unacknowledged(node, [listing_id])
         transfer.file_id = listing_id
     not_dispersed = None
     if failures:
@@ -387,6 +393,29 @@ async def put_directory(
         skipped=tree.skipped,
         not_dispersed=not_dispersed,
     )
+
+
+async def _announce_unacknowledged(node: Node, file_ids: list[bytes]) -> None:
+    """Announce again, one at a time and with backoff, the files whose provider record no DHT
+    node acknowledged: a tree's puts announce many files in a burst, and the nodes closest to
+    them may drop some of the requests (their per-address rate limit), which would leave those
+    files unfindable (the node's own re-announcement waits for its routing table to grow)."""
+    if node.dht.routing_table_size() == 0:
+        return  # alone: nobody to acknowledge anything (a busy peer may drop out of the
+        # table for a moment under this very burst, hence the check only before the first round)
+    for delay in (0.0, *LOOKUP_RETRY_DELAYS):
+        pending = [
+            fid
+            for fid in dict.fromkeys(file_ids)
+            if (ann := node._announcements.get(fid)) is None or ann.acked == 0
+        ]
+        if not pending:
+            return
+        log.info("%d provider record(s) not acknowledged; announcing again", len(pending))
+        await trio.sleep(delay)
+        for fid in pending:
+            await node._announce_quietly(fid)
+            await trio.sleep(ANNOUNCE_PACE)  # stay under the DHT nodes' rate limits
 
 
 async def _put_listing(
@@ -449,6 +478,23 @@ async def fetch_listing(node: Node, dir_id: bytes) -> DirectoryListing:
         raise DirectoryError(f"the directory manifest {dir_id.hex()} is refused: {exc}") from None
 
 
+async def _get_file(
+    node: Node, entry: Entry, dest: Path, progress: Callable[[DownloadProgress], None]
+) -> GetResult:
+    """``node.get`` of one file of a tree, looked up again a few times (with backoff) while no
+    provider or manifest is found: a tree's gets make many DHT look-ups in a burst, which the
+    per-address rate limit of the nodes asked may drop for a moment (50 requests/s by default)."""
+    for delay in (*LOOKUP_RETRY_DELAYS, None):
+        try:
+            return await node.get(entry.file_id, dest, progress=progress)
+        except FileUnavailableError as exc:
+            if exc.missing or delay is None:  # shares are missing: looking again will not help
+                raise
+            log.info("get %s: %s; looking it up again in %.1f s", entry.path, exc, delay)
+            await trio.sleep(delay)
+    raise AssertionError("unreachable")
+
+
 async def get_directory(
     node: Node,
     dir_id: bytes,
@@ -481,7 +527,7 @@ async def get_directory(
             report()
 
         async with limit:
-            result = await node.get(entry.file_id, writer.path_of(entry), progress=on_file)
+            result = await _get_file(node, entry, writer.path_of(entry), on_file)
         if result.size != entry.size:
             raise DirectoryError(
                 f"{entry.path!r}: the listing says {entry.size} bytes, its file has {result.size}"

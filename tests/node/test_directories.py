@@ -257,3 +257,34 @@ async def test_directory_put_is_a_transfer_and_empty_trees_work(tmp_path: Path) 
         assert (tmp_path / "copy" / "a" / "b").is_dir()
         assert a.status().transfers == []
         nursery.cancel_scope.cancel()
+
+
+async def test_a_file_of_a_tree_is_looked_up_again_only_while_nothing_was_found(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from p2pstore import directories
+
+    monkeypatch.setattr(directories, "LOOKUP_RETRY_DELAYS", (0.0, 0.0))
+    entry = Entry("f", EntryKind.FILE, 0o644, 1, b"\x01" * 32)
+
+    class Flaky:
+        def __init__(self, failures: list[FileUnavailableError]) -> None:
+            self.failures, self.calls = failures, 0
+
+        async def get(self, file_id: bytes, dest: Path, **kw: object) -> str:
+            self.calls += 1
+            if self.failures:
+                raise self.failures.pop(0)
+            return "ok"
+
+    found_late = Flaky([FileUnavailableError("no provider found"), FileUnavailableError("x")])
+    assert await directories._get_file(found_late, entry, Path("/x"), print) == "ok"  # type: ignore[arg-type]
+    assert found_late.calls == 3
+    never = Flaky([FileUnavailableError("no provider found")] * 5)
+    with pytest.raises(FileUnavailableError):
+        await directories._get_file(never, entry, Path("/x"), print)  # type: ignore[arg-type]
+    assert never.calls == 3
+    lost = Flaky([FileUnavailableError("stripe 0 lacks shares", {0: [b"\x02" * 32]})])
+    with pytest.raises(FileUnavailableError, match="lacks shares"):
+        await directories._get_file(lost, entry, Path("/x"), print)  # type: ignore[arg-type]
+    assert lost.calls == 1
