@@ -768,7 +768,8 @@ def put(
     """Store each FILE, in order, and publish it through the running daemon; print one file ID
     per line (and a share link on stderr).
 
-    FILE - reads standard input (then it must be the only FILE).
+    FILE - reads standard input (then it must be the only FILE). A directory is stored with its
+    whole tree under one directory ID: get ID fetches the tree, ls ID lists it.
     """
     data_dir, json_out = _setup(data_dir, json_out, verbose, quiet, log_json)
     if name is not None and (not name.strip() or "/" in name or "\0" in name):
