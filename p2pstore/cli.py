@@ -1004,7 +1004,7 @@ def ls_(
     dir_id: Annotated[
         str | None,
         typer.Argument(
-            metavar="[DIR_ID]",
+            metavar="DIR_ID",
             help="A directory's ID, link or unique prefix: list its tree (fetching only its"
             " directory manifest) instead of this node's files.",
             show_default=False,
