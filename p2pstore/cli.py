@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import shutil
+import stat
 import string
 import sys
 import tempfile
@@ -644,6 +645,102 @@ MIN_ID_PREFIX = 4
 """Shortest ID prefix ``get`` and ``rm`` resolve among local files."""
 
 
+# ----------------------------------------------------------------------------- directories
+
+_DIRECTORY_KEYS = ("directory", "name", "files", "directories", "symlinks", "skipped")
+"""Keys a directory put's JSON outcome adds to a file's."""
+
+
+def _put_dir_path(
+    data_dir: Path | None, path: Path, disperse: bool, name: str | None, json_out: bool
+) -> dict[str, Any]:
+    """The control ``put_dir`` with a progress bar (bytes of the tree's files stored); warns on
+    stderr about every entry left out."""
+    columns = (
+        TextColumn("storing"),
+        BarColumn(),
+        _AmountColumn(),
+        _RateColumn(),
+        TextColumn("{task.fields[files]} files"),
+        TimeRemainingColumn(),
+    )
+    args: dict[str, Any] = {"path": str(path), "disperse": disperse}
+    if name is not None:
+        args["name"] = name
+    with _ProgressBar(_show_progress(json_out), columns) as bar:
+
+        def progress(data: dict[str, Any]) -> None:
+            done, total = data.get("done"), data.get("total")
+            if isinstance(done, int) and isinstance(total, int):
+                files = f"{data.get('files_done', '?')}/{data.get('files_total', '?')}"
+                bar.update(completed=done, total=total or None, files=files, unit="bytes")
+
+        result = _call(data_dir, "put_dir", args, progress)
+    for item in result.get("skipped") or []:
+        if isinstance(item, dict) and not _STATE.quiet:
+            where, why = _clean(str(item.get("path"))), _clean(str(item.get("reason")))
+            typer.echo(f"warning: skipped {where}: {why}", err=True)
+    return result
+
+
+def _get_directory(data_dir: Path | None, args: dict[str, Any], json_out: bool) -> bool:
+    """``get`` of a directory ID: fetch the tree and report it; False if the ID is a file (then
+    nothing was written and the caller gets it as a file)."""
+    result = _get_call(data_dir, args, json_out, op="get_dir")
+    if not result.get("directory"):
+        return False
+    if json_out:
+        _emit_json(result)
+    elif not _STATE.quiet:
+        size, seconds = result.get("size"), result.get("seconds")
+        files = _counted(_count(result.get("files")), "file")
+        line = f"saved {_clean(str(result.get('path')))}/ ({files}"
+        if isinstance(size, int):
+            line += f", {format_size(size)}"
+            if isinstance(seconds, (int, float)) and seconds > 0:
+                line += f" in {seconds:.2f} s"
+        typer.echo(line + ")")
+    return True
+
+
+_KIND_MARK = {"dir": "/", "symlink": "", "file": ""}
+
+
+def _ls_directory(data_dir: Path | None, dir_id: bytes, json_out: bool) -> None:
+    """``ls DIR_ID``: the tree of a directory, from its directory manifest alone."""
+    result = _call(data_dir, "ls_dir", {"file_id": dir_id})
+    if json_out:
+        _emit_json(result)
+        return
+    entries = [e for e in result.get("entries") or [] if isinstance(e, dict)]
+    rows = []
+    for e in entries:
+        kind = str(e.get("kind"))
+        mode = e.get("mode")
+        shown = str(e.get("path")) + _KIND_MARK.get(kind, "")
+        if kind == "symlink":
+            shown += f" -> {e.get('target')}"
+        rows.append(
+            [
+                str(e.get("file_id") or ""),
+                shown,
+                format_size(int(e.get("size") or 0)) if kind == "file" else "",
+                stat.filemode(int(mode) | _KIND_BITS[kind]) if isinstance(mode, int) else "",
+            ]
+        )
+    title = (
+        f"{_clean(str(result.get('name')))}/: {_counted(_count(result.get('files')), 'file')},"
+        f" {format_size(int(result.get('size') or 0))}"
+    )
+    if not rows:
+        typer.echo(f"{title} (empty)")
+        return
+    _table(title, ["file ID", "path", "size", "mode"], rows)
+
+
+_KIND_BITS = {"file": stat.S_IFREG, "dir": stat.S_IFDIR, "symlink": stat.S_IFLNK}
+
+
 @app.command()
 def put(
     files: Annotated[
@@ -679,7 +776,8 @@ def put(
     """Store each FILE, in order, and publish it through the running daemon; print one file ID
     per line (and a share link on stderr).
 
-    FILE - reads standard input (then it must be the only FILE).
+    FILE - reads standard input (then it must be the only FILE). A directory is stored with its
+    whole tree under one directory ID: get ID fetches the tree, ls ID lists it.
     """
     data_dir, json_out = _setup(data_dir, json_out, verbose, quiet, log_json)
     if name is not None and (not name.strip() or "/" in name or "\0" in name):
@@ -697,7 +795,10 @@ def put(
         outcomes.append(_report_put(data_dir, result, json_out, single=True))
     else:
         for path in paths:
-            result = _put_path(data_dir, path, not no_disperse, name, json_out)
+            if path.is_dir():
+                result = _put_dir_path(data_dir, path, not no_disperse, name, json_out)
+            else:
+                result = _put_path(data_dir, path, not no_disperse, name, json_out)
             outcomes.append(_report_put(data_dir, result, json_out, single=len(paths) == 1))
     if json_out and len(outcomes) > 1:
         _emit_json({"files": outcomes})
@@ -712,8 +813,8 @@ def _checked_input(file: Path) -> Path:
     path = file.expanduser().absolute()
     if not path.exists():
         _fail(f"no such file: {file}", EXIT_USAGE)
-    if not path.is_file():
-        _fail(f"not a regular file: {file}", EXIT_USAGE)
+    if not path.is_file() and not path.is_dir():
+        _fail(f"not a regular file or directory: {file}", EXIT_USAGE)
     if not os.access(path, os.R_OK):
         _fail(f"cannot read {file}: permission denied", EXIT_USAGE)
     return path
@@ -726,6 +827,8 @@ def _report_put(
     link = _share_link(data_dir, result)
     keys = ("file_id", "size", "chunks", "dispersed", "not_dispersed")
     outcome = {**{k: result.get(k) for k in keys}, "link": link}
+    if result.get("directory"):
+        outcome.update({k: result.get(k) for k in _DIRECTORY_KEYS})
     if json_out:
         if single:
             _emit_json(outcome)
@@ -737,8 +840,10 @@ def _report_put(
     return outcome
 
 
-def _get_call(data_dir: Path | None, args: dict[str, Any], json_out: bool) -> dict[str, Any]:
-    """The control ``get``, with its progress bar."""
+def _get_call(
+    data_dir: Path | None, args: dict[str, Any], json_out: bool, op: str = "get"
+) -> dict[str, Any]:
+    """The control ``get`` (or ``get_dir``), with its progress bar."""
     columns = (
         TextColumn("{task.fields[phase]}"),
         BarColumn(),
@@ -758,7 +863,7 @@ def _get_call(data_dir: Path | None, args: dict[str, Any], json_out: bool) -> di
                 phase = "finishing" if total and done >= total else "downloading"
                 bar.update(completed=done, total=total or None, peers=count, phase=phase)
 
-        return _call(data_dir, "get", args, progress)
+        return _call(data_dir, op, args, progress)
 
 
 def _get_to_stdout(data_dir: Path | None, fid: bytes, json_out: bool) -> None:
@@ -847,6 +952,8 @@ def get(
     peer = _link_peer(file_id)
     if peer is not None:
         args["peer"] = list(peer)
+    if _get_directory(data_dir, args, json_out):
+        return
     result = _get_call(data_dir, args, json_out)
     if json_out:
         _emit_json(result)
@@ -877,14 +984,27 @@ _table = cliview.print_table
 
 @app.command("ls")
 def ls_(
+    dir_id: Annotated[
+        str | None,
+        typer.Argument(
+            metavar="DIR_ID",
+            help="A directory's ID, link or unique prefix: list its tree (fetching only its"
+            " directory manifest) instead of this node's files.",
+            show_default=False,
+        ),
+    ] = None,
     data_dir: DataDirOpt = None,
     json_out: JsonOpt = False,
     verbose: VerboseOpt = 0,
     quiet: QuietOpt = False,
     log_json: LogJsonOpt = False,
 ) -> None:
-    """List the files this node knows (stored, published or fetched)."""
+    """List the files this node knows (stored, published or fetched), or the tree of the
+    directory DIR_ID."""
     data_dir, json_out = _setup(data_dir, json_out, verbose, quiet, log_json)
+    if dir_id is not None:
+        _ls_directory(data_dir, _resolve_file(dir_id, "DIR_ID", data_dir), json_out)
+        return
     cliview.show_files(_call(data_dir, "ls"), json_out)
 
 

@@ -652,6 +652,146 @@ _HANDLERS: dict[str, _Handler] = {
 assert set(_HANDLERS) == set(OPS)
 
 
+# ----------------------------------------------------------------------------- directories
+
+
+class DirectoryNode(Protocol):
+    """What the directory operations need beyond :class:`ControlledNode`."""
+
+    async def put_directory(
+        self,
+        path: Path,
+        *,
+        disperse: bool = ...,
+        name: str | None = ...,
+        progress: Callable[[Any], None] | None = ...,
+    ) -> Any: ...
+
+    async def fetch_listing(
+        self, dir_id: bytes, *, peer_hint: tuple[str, int] | None = ...
+    ) -> Any: ...
+
+    async def get_directory(
+        self,
+        dir_id: bytes,
+        dest: Path,
+        *,
+        listing: Any = ...,
+        progress: Callable[[Any], None] | None = ...,
+        peer_hint: tuple[str, int] | None = ...,
+    ) -> Any: ...
+
+
+def _directory_node(node: ControlledNode) -> DirectoryNode:
+    if not all(hasattr(node, m) for m in ("put_directory", "fetch_listing", "get_directory")):
+        raise ProtocolError("this node does not handle directories")
+    return node  # type: ignore[return-value]
+
+
+async def _op_put_dir(
+    node: ControlledNode, args: dict[str, Any], progress: Progress
+) -> dict[str, Any]:
+    """``put`` of a directory: its files, then its directory manifest, whose ID is returned."""
+    path = Path(args["path"])
+    result = await _directory_node(node).put_directory(
+        path, disperse=args["disperse"], name=args.get("name"), progress=progress
+    )
+    return {
+        "directory": True,
+        "file_id": result.file_id.hex(),
+        "name": result.name,
+        "size": result.size,
+        "files": result.files,
+        "directories": result.directories,
+        "symlinks": result.symlinks,
+        "chunks": None,
+        "skipped": [{"path": p, "reason": why} for p, why in result.skipped],
+        "dispersed": bool(args["disperse"]) and result.not_dispersed is None,
+        "not_dispersed": result.not_dispersed,
+    }
+
+
+async def _op_get_dir(
+    node: ControlledNode, args: dict[str, Any], progress: Progress
+) -> dict[str, Any]:
+    """``get`` of a directory to ``dest`` (or under the directory's name in ``dest`` if that is
+    an existing directory, or in ``cwd``); ``{"directory": false}`` if the ID is a file."""
+    from .directories import NotADirectoryListingError
+
+    if not hasattr(node, "fetch_listing"):
+        return {"directory": False}  # a node without directories: every ID is a file
+    dirs = _directory_node(node)
+    hint = {"peer_hint": args["peer"]} if args.get("peer") else {}  # only a hint (peerhint.py)
+    try:
+        listing = await dirs.fetch_listing(args["file_id"], **hint)
+    except NotADirectoryListingError:
+        return {"directory": False}
+    if args["dest"] is None:
+        target = Path(args["cwd"]) / listing.name
+    elif Path(args["dest"]).is_dir():
+        target = Path(args["dest"]) / listing.name
+    else:
+        target = Path(args["dest"])
+    try:
+        result = await dirs.get_directory(
+            args["file_id"], target, listing=listing, progress=progress, **hint
+        )
+    except OSError as exc:
+        # Name the user's destination, not the hidden temporary tree being built beside it.
+        name = os.fspath(exc.filename) if isinstance(exc.filename, (str, os.PathLike)) else ""
+        if name.startswith(os.fspath(target.parent / f".{target.name}.")):
+            raise type(exc)(exc.errno, exc.strerror, os.fspath(target)) from None
+        raise
+    data: dict[str, Any] = to_plain(result)
+    data["directory"] = True
+    return data
+
+
+def listing_as_plain(listing: Any) -> dict[str, Any]:
+    """A :class:`~p2pstore.directory.DirectoryListing` as reply data (IDs in hex)."""
+    kinds = {0: "file", 1: "dir", 2: "symlink"}
+    entries = []
+    for e in listing.entries:
+        entry: dict[str, Any] = {"path": e.path, "kind": kinds[int(e.kind)]}
+        if int(e.kind) == 0:
+            entry.update(mode=e.mode, size=e.size, file_id=e.file_id.hex())
+        elif int(e.kind) == 1:
+            entry.update(mode=e.mode)
+        else:
+            entry.update(target=e.target)
+        entries.append(entry)
+    return {
+        "name": listing.name,
+        "mode": listing.mode,
+        "files": len(listing.files()),
+        "size": listing.total_size,
+        "entries": entries,
+    }
+
+
+async def _op_ls_dir(
+    node: ControlledNode, args: dict[str, Any], progress: Progress
+) -> dict[str, Any]:
+    """The directory manifest of ``file_id`` (fetched alone: none of the tree's files)."""
+    listing = await _directory_node(node).fetch_listing(args["file_id"])
+    return {"file_id": args["file_id"].hex(), **listing_as_plain(listing)}
+
+
+OPS["put_dir"] = {"path": _abs_path, "disperse": _bool, "name": _opt_name}
+OPTIONAL_ARGS["put_dir"] = frozenset({"name"})
+OPS["get_dir"] = {
+    "file_id": _file_id,
+    "dest": _opt_abs_path,
+    "cwd": _abs_path,
+    "peer": _opt_peer,
+}
+OPTIONAL_ARGS["get_dir"] = frozenset({"peer"})
+OPS["ls_dir"] = {"file_id": _file_id}
+_HANDLERS.update(put_dir=_op_put_dir, get_dir=_op_get_dir, ls_dir=_op_ls_dir)
+LONG_OPS = LONG_OPS | {"put_dir", "get_dir", "ls_dir"}
+assert set(_HANDLERS) == set(OPS)
+
+
 async def perform(
     node: ControlledNode,
     op: str,

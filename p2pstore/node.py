@@ -36,6 +36,15 @@ from ._groups import collapse_exception_groups
 from .chunking import DEFAULT_CHUNK_SIZE
 from .datadir import prepare_data_dir
 from .dht import Contact, DhtConfig, DhtService, ProviderRecord, open_dht
+from .directories import (
+    DirectoryGetResult,
+    DirectoryPutProgress,
+    DirectoryPutResult,
+    fetch_listing,
+    get_directory,
+    put_directory,
+)
+from .directory import DirectoryListing
 from .errors import (
     BootstrapError,
     ChunkNotFoundError,
@@ -950,6 +959,61 @@ class Node:
         for key, value in list(self._transfers.items()):
             if value is transfer:
                 del self._transfers[key]
+
+    # ------------------------------------------------------------------ directories
+
+    async def put_directory(
+        self,
+        path: Path,
+        *,
+        disperse: bool = True,
+        name: str | None = None,
+        progress: Callable[[DirectoryPutProgress], None] | None = None,
+    ) -> DirectoryPutResult:
+        """Store the tree at ``path``: every regular file as by :meth:`put` (a few at once),
+        then its directory manifest (:mod:`p2pstore.directory`) as one more ordinary file,
+        whose file ID is the directory's ID (``result.file_id``).
+
+        Empty directories and symlinks that stay inside the tree are kept; other symlinks,
+        special files and invalid names are skipped and listed in ``result.skipped``. Only
+        permission bits are kept. Raises :class:`ConfigError` for a tree larger than a
+        directory manifest holds and ``OSError`` if it cannot be read. A file that could not
+        be dispersed does not stop the put: ``result.not_dispersed`` says so.
+        """
+        return await put_directory(self, path, disperse=disperse, name=name, progress=progress)
+
+    async def fetch_listing(
+        self, dir_id: bytes, *, peer_hint: tuple[str, int] | None = None
+    ) -> DirectoryListing:
+        """The directory manifest ``dir_id`` (fetched and pinned like a file; none of the
+        tree's files). Raises :class:`~p2pstore.directories.NotADirectoryListingError` if
+        ``dir_id`` is an ordinary file (a large one is refused from its manifest alone, before
+        any of its content is fetched) and :class:`~p2pstore.directory.DirectoryError` for a
+        malformed or unsafe listing. ``peer_hint``: as for :meth:`get`."""
+        return await fetch_listing(self, dir_id, peer_hint=peer_hint)
+
+    async def get_directory(
+        self,
+        dir_id: bytes,
+        dest: Path,
+        *,
+        listing: DirectoryListing | None = None,
+        progress: Callable[[DownloadProgress], None] | None = None,
+        peer_hint: tuple[str, int] | None = None,
+    ) -> DirectoryGetResult:
+        """Download the directory ``dir_id`` (or the already fetched ``listing``) to ``dest``,
+        which must not exist (``FileExistsError``).
+
+        The listing is validated in full before anything is written (see
+        :meth:`fetch_listing`); the tree is built in a temporary directory beside ``dest``
+        whose files are downloaded as by :meth:`get` (a few at once) and renamed to ``dest``
+        only once every file is there and verified. On failure or cancellation the temporary
+        tree is removed; the chunks fetched stay in the store, so a new get resumes.
+        ``peer_hint``: as for :meth:`get`, for the listing and every file of the tree.
+        """
+        return await get_directory(
+            self, dir_id, dest, listing=listing, progress=progress, peer_hint=peer_hint
+        )
 
 
 def _start_download(store: ChunkStore, dest: Path) -> None:

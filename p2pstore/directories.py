@@ -1,0 +1,576 @@
+"""Storing and fetching directory trees: the I/O around :mod:`p2pstore.directory`.
+
+* :func:`scan_tree` walks a local directory (never following a link) into what a listing needs.
+* :class:`TreeWriter` extracts a validated listing into a private temporary directory beside the
+  target and renames it into place only when every file is there and verified, so a failed or
+  cancelled ``get`` never leaves a half tree under the target's name.
+* :func:`put_directory`, :func:`fetch_listing` and :func:`get_directory` are what
+  :class:`p2pstore.node.Node`'s directory methods run: every file of the tree is an ordinary
+  file (stored, announced, dispersed and fetched like any other), and the listing is one more.
+
+Policies, for users: regular files, directories (empty ones too) and symlinks whose target stays
+inside the tree are stored; symlinks leaving it (absolute, or climbing above the root), sockets,
+FIFOs, devices and names that are not valid file names are **skipped with a warning** (listed in
+the result). Only the permission bits ``0o777`` of modes are kept. A received listing is checked
+in full (:meth:`DirectoryListing.decode`) before anything is written; on a filesystem that folds
+case, names that would merge are refused as well.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import re
+import secrets
+import shutil
+import stat
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import trio
+
+from ._groups import collapse_exception_groups
+from .directory import (
+    MAX_ENTRIES,
+    MAX_LISTING_BYTES,
+    MAX_PATH_DEPTH,
+    DirectoryError,
+    DirectoryListing,
+    Entry,
+    EntryKind,
+    symlink_target_error,
+)
+from .errors import ConfigError, FileUnavailableError, ManifestError, NotDispersedError
+from .manifest import Manifest, validate_name
+from .ratelimit import RateLimiter
+from .transfer.download import Download
+from .transfer.output import OutputFile
+
+if TYPE_CHECKING:
+    from .node import DownloadProgress, GetResult, Node
+
+log = logging.getLogger(__name__)
+
+#: Files of a tree stored or fetched at once (each fans out to many peers by itself).
+FILE_CONCURRENCY = 4
+#: Pauses before looking a file of a tree up again when no provider or manifest was found.
+LOOKUP_RETRY_DELAYS = (0.5, 1.0, 2.0, 4.0)
+#: Seconds between two repeated announcements (a few DHT requests each; nodes allow 50/s).
+ANNOUNCE_PACE = 0.05
+#: Files of a tree whose put or get may start per second, after a burst of FILE_BURST: each
+#: makes a few DHT requests to the nodes closest to it, and a node answers one address at most
+#: 50 requests/s after a burst of 200 (DhtConfig.rate_limit_*); beyond that, its requests are
+#: dropped and look-ups and announcements fail (measured: 200 small files at once on 2 nodes).
+FILE_RATE = 20.0
+FILE_BURST = 64
+_PART_SUFFIX = ".p2pstore-dir"
+_RANDOM_HEX = 8
+
+
+class NotADirectoryListingError(DirectoryError):
+    """The ID names an ordinary file, not a directory listing."""
+
+
+# ----------------------------------------------------------------------------- scanning
+
+
+@dataclass(frozen=True)
+class ScannedFile:
+    """A regular file of a scanned tree: its path in the tree, on disk, and its mode bits."""
+
+    rel: str
+    path: Path
+    mode: int
+
+
+@dataclass
+class ScannedTree:
+    """What :func:`scan_tree` found: the root's name and mode, entries other than files (which
+    get their IDs once stored), the files, and what was skipped (``(path, reason)``)."""
+
+    name: str
+    mode: int
+    others: list[Entry] = field(default_factory=list)
+    files: list[ScannedFile] = field(default_factory=list)
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+
+
+def scan_tree(root: Path, name: str | None = None) -> ScannedTree:
+    """Walk ``root`` (blocking; run it in a thread). Raises :class:`ConfigError` if the tree
+    has more entries or levels than a listing may hold, ``OSError`` if it cannot be read."""
+    root = Path(root)
+    top = os.stat(root)  # follows a link given as the root itself, as ``ls`` would
+    if not stat.S_ISDIR(top.st_mode):
+        raise ConfigError(f"not a directory: {root}")
+    tree_name = name if name is not None else root.resolve().name
+    try:
+        validate_name(tree_name)
+    except ManifestError as exc:
+        raise ConfigError(f"cannot name the directory {tree_name!r}: {exc}") from None
+    tree = ScannedTree(tree_name, stat.S_IMODE(top.st_mode) & 0o777)
+    count = 0
+    pending: list[tuple[Path, tuple[str, ...]]] = [(root, ())]
+    while pending:
+        directory, prefix = pending.pop()
+        with os.scandir(directory) as it:
+            children = sorted(it, key=lambda d: d.name)
+        for child in children:
+            parts = (*prefix, child.name)
+            rel = "/".join(parts)
+            try:
+                validate_name(child.name)
+                child.name.encode("utf-8")
+            except (ManifestError, UnicodeEncodeError):
+                tree.skipped.append((rel, "not a valid file name"))
+                continue
+            count += 1
+            if count > MAX_ENTRIES:
+                raise ConfigError(f"{root} has more than {MAX_ENTRIES} entries (the most a"
+                                  " directory manifest holds)")  # fmt: skip
+            if len(parts) > MAX_PATH_DEPTH:
+                raise ConfigError(f"{root} is deeper than {MAX_PATH_DEPTH} levels")
+            info = child.stat(follow_symlinks=False)
+            mode = stat.S_IMODE(info.st_mode) & 0o777
+            if stat.S_ISLNK(info.st_mode):
+                target = os.readlink(child.path)
+                problem = symlink_target_error(parts, target)
+                if problem is not None:
+                    tree.skipped.append((rel, f"symlink: {problem}"))
+                    continue
+                tree.others.append(Entry(rel, EntryKind.SYMLINK, target=target))
+            elif stat.S_ISDIR(info.st_mode):
+                tree.others.append(Entry(rel, EntryKind.DIR, mode))
+                pending.append((Path(child.path), parts))
+            elif stat.S_ISREG(info.st_mode):
+                tree.files.append(ScannedFile(rel, Path(child.path), mode))
+            else:
+                tree.skipped.append((rel, "not a regular file, directory or symlink"))
+    return tree
+
+
+# ----------------------------------------------------------------------------- extracting
+
+
+_active_parts: set[Path] = set()  # temporary trees of gets running in this process
+
+
+def _part_pattern(target: Path) -> re.Pattern[str]:
+    return re.compile(
+        re.escape(f".{target.name}.") + f"[0-9a-f]{{{_RANDOM_HEX}}}" + re.escape(_PART_SUFFIX)
+    )
+
+
+def _make_writable(path: Path) -> None:
+    """Give every directory below ``path`` (itself included) owner rwx so it can be removed."""
+    for dirpath, dirnames, _ in os.walk(path):
+        for d in [dirpath, *(os.path.join(dirpath, n) for n in dirnames)]:
+            with contextlib.suppress(OSError):
+                if not os.path.islink(d):
+                    os.chmod(d, 0o700)
+
+
+def remove_tree(path: Path) -> None:
+    """Delete a temporary tree, read-only directories included (links are never followed)."""
+    if not path.exists() and not path.is_symlink():
+        return
+    _make_writable(path)
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def remove_dead_trees(target: Path) -> list[Path]:
+    """Delete temporary trees that gets into ``target`` left (a crash) and that no get of this
+    process is writing; returns them. Blocking."""
+    pattern = _part_pattern(target)
+    removed: list[Path] = []
+    try:
+        names = os.listdir(target.parent)
+    except OSError:
+        return removed
+    for name in names:
+        path = target.parent / name
+        if pattern.fullmatch(name) and path not in _active_parts and not path.is_symlink():
+            remove_tree(path)
+            removed.append(path)
+    return removed
+
+
+def _folds_case(directory: Path) -> bool:
+    """Whether names in ``directory`` are case-insensitive (probed with a temporary file)."""
+    probe = directory / f".case-probe-{secrets.token_hex(4)}"
+    probe.touch()
+    try:
+        return (directory / probe.name.upper()).exists()
+    finally:
+        probe.unlink()
+
+
+class TreeWriter:
+    """Extract ``listing`` to ``target`` (which must not exist) through a temporary tree.
+
+    :meth:`prepare` (blocking) creates the temporary tree and its directories; files are then
+    written at :meth:`path_of` (by downloads, each atomically); :meth:`finish` (blocking) adds
+    the symlinks, applies the modes and renames the tree into place; :meth:`abort` (blocking)
+    removes it.
+    """
+
+    def __init__(self, listing: DirectoryListing, target: Path) -> None:
+        self.listing = listing
+        self.target = Path(target)
+        self.tmp = self.target.parent / (
+            f".{self.target.name}.{secrets.token_hex(_RANDOM_HEX // 2)}{_PART_SUFFIX}"
+        )
+
+    def path_of(self, entry: Entry) -> Path:
+        """Where ``entry`` goes in the temporary tree."""
+        return self.tmp.joinpath(*entry.parts)
+
+    def _refuse_existing(self) -> None:
+        if self.target.exists() or self.target.is_symlink():
+            raise FileExistsError(
+                17, "File exists (choose another path with -o)", os.fspath(self.target)
+            )
+
+    def prepare(self) -> None:
+        """Refuse an existing target; create the temporary tree and its directories."""
+        self._refuse_existing()
+        remove_dead_trees(self.target)
+        os.mkdir(self.tmp, 0o700)
+        _active_parts.add(self.tmp)
+        try:
+            if _folds_case(self.tmp):
+                clashes = self.listing.case_collisions()
+                if clashes:
+                    a, b = clashes[0]
+                    raise DirectoryError(
+                        f"{a!r} and {b!r} are the same name on this filesystem (it ignores case);"
+                        f" {len(clashes)} such clash(es): refusing to extract"
+                    )
+            for entry in self.listing.directories():
+                os.mkdir(self.path_of(entry), 0o700)
+        except BaseException:
+            self.abort()
+            raise
+
+    def finish(self) -> None:
+        """Symlinks, then modes (files, then directories deepest first), then the rename."""
+        for entry in self.listing.symlinks():
+            os.symlink(entry.target, self.path_of(entry))
+        for entry in self.listing.files():
+            path = self.path_of(entry)
+            info = os.lstat(path)
+            if not stat.S_ISREG(info.st_mode) or info.st_size != entry.size:
+                raise DirectoryError(f"{entry.path!r} was not written as expected")
+            os.chmod(path, entry.mode, follow_symlinks=False)
+        for entry in reversed(self.listing.directories()):
+            os.chmod(self.path_of(entry), entry.mode)
+        os.chmod(self.tmp, self.listing.mode)
+        self._refuse_existing()
+        os.rename(self.tmp, self.target)
+        _active_parts.discard(self.tmp)
+        with contextlib.suppress(OSError):
+            fd = os.open(self.target.parent, os.O_RDONLY | os.O_DIRECTORY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+
+    def abort(self) -> None:
+        """Remove the temporary tree (whatever state it is in)."""
+        remove_tree(self.tmp)
+        _active_parts.discard(self.tmp)
+
+
+# ----------------------------------------------------------------------------- node operations
+
+
+@dataclass(frozen=True)
+class DirectoryPutProgress:
+    """A directory put: ``done``/``total`` bytes of its files stored, and files finished."""
+
+    phase: str
+    done: int
+    total: int
+    files_done: int
+    files_total: int
+
+
+@dataclass(frozen=True)
+class DirectoryPutResult:
+    """A stored directory: its ID (the listing's file ID) and what it holds.
+
+    ``skipped`` lists ``(path, reason)`` of what was left out; ``not_dispersed`` is ``None`` if
+    dispersal was not asked for or reached some peer for every file, else why not."""
+
+    file_id: bytes
+    name: str
+    files: int
+    directories: int
+    symlinks: int
+    size: int
+    skipped: list[tuple[str, str]]
+    not_dispersed: str | None
+
+
+@dataclass(frozen=True)
+class DirectoryGetResult:
+    """A fetched directory: where it is, what it holds, and the bytes each peer sent."""
+
+    file_id: bytes
+    path: Path
+    name: str
+    files: int
+    size: int
+    seconds: float
+    bytes_from_peers: dict[str, int]
+
+
+async def put_directory(
+    node: Node,
+    path: Path,
+    *,
+    disperse: bool = True,
+    name: str | None = None,
+    progress: Callable[[DirectoryPutProgress], None] | None = None,
+) -> DirectoryPutResult:
+    """See :meth:`p2pstore.node.Node.put_directory`."""
+    tree = await trio.to_thread.run_sync(scan_tree, Path(path), name)
+    sizes = {f.rel: os.stat(f.path).st_size for f in tree.files}
+    total = sum(sizes.values())
+    stored: dict[str, int] = {}  # bytes stored so far, per file
+    entries: list[Entry] = list(tree.others)
+    failures: list[str] = []
+    finished = 0
+    limit = trio.Semaphore(FILE_CONCURRENCY)
+    pace = RateLimiter(FILE_RATE, FILE_BURST)
+
+    async def store_one(scanned: ScannedFile) -> None:
+        nonlocal finished
+
+        def on_file(p: Any) -> None:
+            if getattr(p, "phase", None) == "store":
+                stored[scanned.rel] = min(int(p.done), sizes[scanned.rel])
+                report()
+
+        async with limit:
+            await pace.acquire(1)
+            try:
+                file_id = await node.put(scanned.path, disperse=disperse, progress=on_file)
+            except NotDispersedError as exc:
+                file_id = exc.file_id
+                failures.append(f"{scanned.rel}: {exc}")
+        info = node.file_info(file_id)
+        size = info.size if info is not None else sizes[scanned.rel]
+        entries.append(Entry(scanned.rel, EntryKind.FILE, scanned.mode, size, file_id))
+        stored[scanned.rel] = sizes[scanned.rel]
+        finished += 1
+        report()
+
+    with node.tracked_transfer("put", None, tree.name) as transfer:
+
+        def report() -> None:
+            done = sum(stored.values())
+            transfer.bytes_done, transfer.bytes_total = done, total
+            if progress is not None:
+                progress(DirectoryPutProgress("files", done, total, finished, len(tree.files)))
+
+        report()
+        with collapse_exception_groups():
+            async with trio.open_nursery() as nursery:
+                for scanned in tree.files:
+                    nursery.start_soon(store_one, scanned)
+        await _announce_unacknowledged(node, [e.file_id for e in entries if e.file_id])
+        listing = DirectoryListing.build(tree.name, tree.mode, entries)
+        listing_id = await _put_listing(node, listing, disperse, failures)
+        await _announce_unacknowledged(node, [listing_id])
+        transfer.file_id = listing_id
+    not_dispersed = None
+    if failures:
+        not_dispersed = (
+            f"{len(failures)} of {len(tree.files) + 1} file(s) not dispersed: " + (failures[0])
+        )
+    return DirectoryPutResult(
+        file_id=listing_id,
+        name=listing.name,
+        files=len(listing.files()),
+        directories=len(listing.directories()),
+        symlinks=len(listing.symlinks()),
+        size=listing.total_size,
+        skipped=tree.skipped,
+        not_dispersed=not_dispersed,
+    )
+
+
+async def _announce_unacknowledged(node: Node, file_ids: list[bytes]) -> None:
+    """Announce again, one at a time and with backoff, the files whose provider record no DHT
+    node acknowledged: a tree's puts announce many files in a burst, and the nodes closest to
+    them may drop some of the requests (their per-address rate limit), which would leave those
+    files unfindable (the node's own re-announcement waits for its routing table to grow)."""
+    if node.dht.routing_table_size() == 0:
+        return  # alone: nobody to acknowledge anything (a busy peer may drop out of the
+        # table for a moment under this very burst, hence the check only before the first round)
+    for delay in (0.0, *LOOKUP_RETRY_DELAYS):
+        pending = [
+            fid
+            for fid in dict.fromkeys(file_ids)
+            if (ann := node._announcements.get(fid)) is None or ann.acked == 0
+        ]
+        if not pending:
+            return
+        log.info("%d provider record(s) not acknowledged; announcing again", len(pending))
+        await trio.sleep(delay)
+        for fid in pending:
+            await node._announce_quietly(fid)
+            await trio.sleep(ANNOUNCE_PACE)  # stay under the DHT nodes' rate limits
+
+
+async def _put_listing(
+    node: Node, listing: DirectoryListing, disperse: bool, failures: list[str]
+) -> bytes:
+    """Store the listing as an ordinary file (named as the directory) and return its ID."""
+    fd, tmp_name = tempfile.mkstemp(prefix=".listing-", suffix=".part", dir=node.data_dir)
+    tmp = Path(tmp_name)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            out.write(listing.encode())
+        try:
+            return await node.put(tmp, disperse=disperse, name=listing.name)
+        except NotDispersedError as exc:
+            failures.append(f"the listing: {exc}")
+            return exc.file_id
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+
+
+async def fetch_listing(
+    node: Node, dir_id: bytes, *, peer_hint: tuple[str, int] | None = None
+) -> DirectoryListing:
+    """See :meth:`p2pstore.node.Node.fetch_listing`."""
+    if len(dir_id) != 32:
+        raise ConfigError("a file ID is 32 bytes (64 hex digits)")
+
+    def bounded_sink(manifest: Manifest, dest: Path) -> OutputFile:
+        if manifest.size > MAX_LISTING_BYTES:
+            raise NotADirectoryListingError(
+                f"{dir_id.hex()} is a file ({manifest.name!r}), not a directory"
+            )
+        return OutputFile(manifest, dest)
+
+    directory = Path(tempfile.mkdtemp(prefix=".listing-", dir=node.data_dir))
+    try:
+        dest = directory / "listing"
+        download = Download(
+            dir_id,
+            dest,
+            store=node.store,
+            pool=node.pool,
+            find_providers=node._file_providers_finder(dir_id, peer_hint),
+            self_node_id=node.node_id,
+            config=node.config.download,
+            listen_port=node.tcp_address[1],
+            on_stored=node._stored_hook(dir_id),
+            sink=bounded_sink,
+            telemetry=node.telemetry,
+        )
+        await download.run()
+        node.announce_soon(dir_id)
+        data = await trio.to_thread.run_sync(dest.read_bytes)
+    finally:
+        await trio.to_thread.run_sync(shutil.rmtree, directory, True)
+    try:
+        return DirectoryListing.decode(data)
+    except DirectoryError as exc:
+        if str(exc) == "not a directory listing":
+            raise NotADirectoryListingError(f"{dir_id.hex()} is a file, not a directory") from None
+        raise DirectoryError(f"the directory manifest {dir_id.hex()} is refused: {exc}") from None
+
+
+async def _get_file(
+    node: Node,
+    entry: Entry,
+    dest: Path,
+    progress: Callable[[DownloadProgress], None],
+    peer_hint: tuple[str, int] | None = None,
+) -> GetResult:
+    """``node.get`` of one file of a tree, looked up again a few times (with backoff) while no
+    provider or manifest is found: a tree's gets make many DHT look-ups in a burst, which the
+    per-address rate limit of the nodes asked may drop for a moment (50 requests/s by default)."""
+    for delay in (*LOOKUP_RETRY_DELAYS, None):
+        try:
+            return await node.get(entry.file_id, dest, progress=progress, peer_hint=peer_hint)
+        except FileUnavailableError as exc:
+            if exc.missing or delay is None:  # shares are missing: looking again will not help
+                raise
+            log.info("get %s: %s; looking it up again in %.1f s", entry.path, exc, delay)
+            await trio.sleep(delay)
+    raise AssertionError("unreachable")
+
+
+async def get_directory(
+    node: Node,
+    dir_id: bytes,
+    dest: Path,
+    *,
+    listing: DirectoryListing | None = None,
+    progress: Callable[[DownloadProgress], None] | None = None,
+    peer_hint: tuple[str, int] | None = None,
+) -> DirectoryGetResult:
+    """See :meth:`p2pstore.node.Node.get_directory`."""
+    from .node import DownloadProgress
+
+    started = trio.current_time()
+    if listing is None:
+        listing = await fetch_listing(node, dir_id, peer_hint=peer_hint)
+    writer = TreeWriter(listing, Path(dest))
+    await trio.to_thread.run_sync(writer.prepare)
+    done: dict[str, int] = {}
+    peers: dict[str, Any] = {}
+    from_peers: dict[str, int] = {}
+    limit = trio.Semaphore(FILE_CONCURRENCY)
+    pace = RateLimiter(FILE_RATE, FILE_BURST)
+
+    def report() -> None:
+        if progress is not None:
+            progress(DownloadProgress(sum(done.values()), listing.total_size, dict(peers)))
+
+    async def fetch_one(entry: Entry) -> None:
+        def on_file(p: DownloadProgress) -> None:
+            done[entry.path] = p.bytes_done
+            peers.update(p.peers)
+            report()
+
+        async with limit:
+            await pace.acquire(1)
+            result = await _get_file(node, entry, writer.path_of(entry), on_file, peer_hint)
+        if result.size != entry.size:
+            raise DirectoryError(
+                f"{entry.path!r}: the listing says {entry.size} bytes, its file has {result.size}"
+            )
+        done[entry.path] = entry.size
+        for label, n in result.bytes_from_peers.items():
+            from_peers[label] = from_peers.get(label, 0) + n
+        report()
+
+    try:
+        with node.tracked_transfer("get", dir_id, listing.name), collapse_exception_groups():
+            async with trio.open_nursery() as nursery:
+                for entry in listing.files():
+                    nursery.start_soon(fetch_one, entry)
+            await trio.to_thread.run_sync(writer.finish)
+    except BaseException:
+        with trio.CancelScope(shield=True):
+            await trio.to_thread.run_sync(writer.abort)
+        raise
+    return DirectoryGetResult(
+        file_id=dir_id,
+        path=writer.target,
+        name=listing.name,
+        files=len(listing.files()),
+        size=listing.total_size,
+        seconds=trio.current_time() - started,
+        bytes_from_peers=from_peers,
+    )

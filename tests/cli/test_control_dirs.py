@@ -1,0 +1,105 @@
+"""The directory operations of the control protocol, against a scripted node: argument schemas,
+the file fallback of ``get_dir``, destinations, and OSErrors naming the user's path."""
+
+from __future__ import annotations
+
+import errno
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from p2pstore.control import make_request, parse_request, perform
+from p2pstore.directories import NotADirectoryListingError
+from p2pstore.directory import DirectoryListing, Entry, EntryKind
+from p2pstore.errors import ProtocolError
+
+from .fakes import FakeNode
+
+LISTING = DirectoryListing.build(
+    "tree", 0o755, [Entry("f", EntryKind.FILE, 0o644, 3, b"\x07" * 32)]
+)
+
+
+class DirNode(FakeNode):
+    def __init__(self, *, is_dir: bool = True, fail: OSError | None = None) -> None:
+        super().__init__()
+        self.is_dir, self.fail = is_dir, fail
+        self.targets: list[Path] = []
+        self.hints: list[object] = []
+
+    async def put_directory(self, path: Path, **kw: Any) -> Any:
+        raise NotImplementedError
+
+    async def fetch_listing(self, dir_id: bytes, **kw: Any) -> DirectoryListing:
+        self.hints.append(kw.get("peer_hint"))
+        if not self.is_dir:
+            raise NotADirectoryListingError("a file")
+        return LISTING
+
+    async def get_directory(self, dir_id: bytes, dest: Path, **kw: Any) -> Any:
+        self.targets.append(dest)
+        self.hints.append(kw.get("peer_hint"))
+        if self.fail is not None:
+            raise self.fail
+        return {"path": str(dest), "files": 1}
+
+
+def test_schemas() -> None:
+    parse_request(make_request("put_dir", {"path": "/x", "disperse": True}))
+    parse_request(make_request("put_dir", {"path": "/x", "disperse": False, "name": "n"}))
+    parse_request(make_request("get_dir", {"file_id": b"\0" * 32, "dest": None, "cwd": "/"}))
+    parse_request(make_request("ls_dir", {"file_id": b"\0" * 32}))
+    with pytest.raises(ProtocolError):
+        make_request("ls_dir", {"file_id": b"\0" * 31})
+    with pytest.raises(ProtocolError):
+        make_request("put_dir", {"path": "relative", "disperse": True})
+
+
+async def test_get_dir_of_a_file_writes_nothing(tmp_path: Path) -> None:
+    node = DirNode(is_dir=False)
+    args = {"file_id": b"\1" * 32, "dest": None, "cwd": str(tmp_path)}
+    assert await perform(node, "get_dir", args) == {"directory": False}
+    assert node.targets == []
+    # A node without directory support at all: every ID is a file.
+    assert await perform(FakeNode(), "get_dir", args) == {"directory": False}
+
+
+async def test_get_dir_passes_a_links_peer_hint_to_the_listing_and_the_tree(
+    tmp_path: Path,
+) -> None:
+    node = DirNode()
+    args = {"file_id": b"\1" * 32, "dest": None, "cwd": str(tmp_path), "peer": ["h.example", 9]}
+    parse_request(make_request("get_dir", args))
+    await perform(node, "get_dir", args)
+    assert node.hints == [("h.example", 9), ("h.example", 9)]
+    node = DirNode()
+    await perform(node, "get_dir", {"file_id": b"\1" * 32, "dest": None, "cwd": str(tmp_path)})
+    assert node.hints == [None, None]
+
+
+async def test_get_dir_destinations(tmp_path: Path) -> None:
+    node = DirNode()
+    fid = b"\1" * 32
+    await perform(node, "get_dir", {"file_id": fid, "dest": None, "cwd": str(tmp_path)})
+    await perform(node, "get_dir", {"file_id": fid, "dest": str(tmp_path), "cwd": "/"})
+    await perform(node, "get_dir", {"file_id": fid, "dest": str(tmp_path / "new"), "cwd": "/"})
+    assert node.targets == [tmp_path / "tree", tmp_path / "tree", tmp_path / "new"]
+    listed = await perform(node, "ls_dir", {"file_id": fid})
+    assert listed["entries"] == [
+        {"path": "f", "kind": "file", "mode": 0o644, "size": 3, "file_id": "07" * 32}
+    ]
+
+
+async def test_os_errors_name_the_destination_not_the_temporary_tree(tmp_path: Path) -> None:
+    hidden = tmp_path / ".copy.0123abcd.p2pstore-dir" / "f"
+    node = DirNode(fail=PermissionError(errno.EACCES, "Permission denied", str(hidden)))
+    args = {"file_id": b"\1" * 32, "dest": str(tmp_path / "copy"), "cwd": "/"}
+    with pytest.raises(PermissionError) as caught:
+        await perform(node, "get_dir", args)
+    assert caught.value.filename == str(tmp_path / "copy")
+    other = tmp_path / "elsewhere"
+    node = DirNode(fail=PermissionError(errno.EACCES, "Permission denied", str(other)))
+    with pytest.raises(PermissionError) as caught:
+        await perform(node, "get_dir", args)
+    assert caught.value.filename == str(other)
