@@ -45,6 +45,11 @@ class DhtConfig:
     table_save_delay: float = 5.0
     """A routing table that changed is saved this long after the change (changes meanwhile
     are saved together), so a node killed and restarted comes back with its contacts."""
+    far_bucket_sizes: tuple[int, ...] = (128, 64, 32)
+    """Capacity of the farthest buckets (255, 254, ...), where larger than k. Those ranges hold
+    half, a quarter, an eighth of the network: a wide far bucket makes the first hop of a
+    lookup land about log2(size / k) bits closer to any target, which saves a round at large
+    N (Jimenez, Osmani and Knutsson 2011). Replies still carry k contacts."""
     replacement_cache_size: int = 8
     """Verified contacts kept per full bucket, to replace contacts that stop answering."""
     max_failures: int = 3
@@ -109,6 +114,10 @@ class DhtConfig:
         for name, count in counts.items():
             if count < 1:
                 raise ConfigError(f"{name} must be at least 1, not {count}")
+        if len(self.far_bucket_sizes) > 255 or any(
+            not 1 <= size <= 1024 for size in self.far_bucket_sizes
+        ):
+            raise ConfigError("far_bucket_sizes: at most 255 sizes, each between 1 and 1024")
         if self.store_retries < 0:
             raise ConfigError(f"store_retries must not be negative, not {self.store_retries}")
         if self.republish_interval >= self.provider_ttl:
