@@ -39,7 +39,9 @@ class DhtConfig:
     token_rotation: float = 300.0
     """Write-token secret lifetime; a token stays valid for one to two rotations."""
     maintenance_interval: float = 30.0
-    """Period of the housekeeping task (expiry, refresh, republish, routing-table save)."""
+    """Shortest period of the housekeeping task (expiry, refresh, republish, routing-table
+    save); a node with nothing due before sleeps until the first thing falls due, at most ten
+    periods."""
     table_save_interval: float = 300.0
     """How often the routing table is written to the data directory (also on shutdown)."""
     table_save_delay: float = 5.0

@@ -90,6 +90,8 @@ flooding the network (each announcement is a lookup plus k ADD_PROVIDERs)."""
 STALL_FLOOR = 0.2
 """Shortest stall timeout (seconds): below it, a busy event loop (or a loaded host) would pass
 for slow peers and every request would stall, each stall sending another request."""
+MAINTENANCE_MAX_SLEEP = 10
+"""A node with nothing due sleeps at most this many ``maintenance_interval``s between rounds."""
 INTERNAL = 0
 """Operation ID of the node's own background work (maintenance, eviction and verification PINGs):
 never reported, never cancelled."""
@@ -1055,7 +1057,7 @@ class DhtNode:
         def refreshed(now: float) -> None:
             if self.persist and now - self._last_save >= cfg.table_save_interval:
                 self._save(now, None)
-            self._schedule(now + cfg.maintenance_interval, self._maintenance, None)
+            self._schedule(self._next_maintenance(now), self._maintenance, None)
 
         def republished(now: float) -> None:
             self._refresh(
@@ -1063,6 +1065,26 @@ class DhtNode:
             )
 
         _Limited(jobs, REPUBLISH_CONCURRENCY, republished, now)
+
+    def _next_maintenance(self, now: float) -> float:
+        """When the next maintenance round is due: ``maintenance_interval`` after this one,
+        or later if no bucket refresh, republication or table save falls due before, but at
+        most :data:`MAINTENANCE_MAX_SLEEP` rounds later (record expiry is only memory hygiene:
+        reads never return an expired record). A node with nothing to do sleeps."""
+        cfg = self.config
+        due = now + MAINTENANCE_MAX_SLEEP * cfg.maintenance_interval
+        refresh = self.table.next_refresh_due(cfg.bucket_refresh_interval)
+        if refresh is not None and refresh < due:
+            due = refresh
+        for _, when in self._providing.values():
+            if when < due:
+                due = when
+        for _, when in self._published.values():
+            if when < due:
+                due = when
+        if self.persist:
+            due = min(due, self._last_save + cfg.table_save_interval)
+        return max(now + cfg.maintenance_interval, due)
 
     def _republish_provider(
         self, key: bytes, port: int

@@ -373,6 +373,19 @@ class RoutingTable:
             return []
         return [i for i in range(nearest, ID_BITS) if self.is_stale(i, now, interval)]
 
+    def next_refresh_due(self, interval: float) -> float | None:
+        """The earliest moment one of the buckets :meth:`buckets_to_refresh` considers becomes
+        stale (``None`` for an empty table)."""
+        nearest = self.nearest_occupied()
+        if nearest is None:
+            return None
+        buckets = self._buckets
+        created = self._created
+        oldest = min(
+            (buckets[i].last_touched if i in buckets else created) for i in range(nearest, ID_BITS)
+        )
+        return oldest + interval
+
     def is_stale(self, index: int, now: float, interval: float) -> bool:
         """Whether bucket ``index`` was not touched for ``interval`` seconds."""
         return now - self._last_touched(index) >= interval
