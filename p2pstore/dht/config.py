@@ -39,12 +39,19 @@ class DhtConfig:
     token_rotation: float = 300.0
     """Write-token secret lifetime; a token stays valid for one to two rotations."""
     maintenance_interval: float = 30.0
-    """Period of the housekeeping task (expiry, refresh, republish, routing-table save)."""
+    """Shortest period of the housekeeping task (expiry, refresh, republish, routing-table
+    save); a node with nothing due before sleeps until the first thing falls due, at most ten
+    periods."""
     table_save_interval: float = 300.0
     """How often the routing table is written to the data directory (also on shutdown)."""
     table_save_delay: float = 5.0
     """A routing table that changed is saved this long after the change (changes meanwhile
     are saved together), so a node killed and restarted comes back with its contacts."""
+    far_bucket_sizes: tuple[int, ...] = (128, 64, 32)
+    """Capacity of the farthest buckets (255, 254, ...), where larger than k. Those ranges hold
+    half, a quarter, an eighth of the network: a wide far bucket makes the first hop of a
+    lookup land about log2(size / k) bits closer to any target, which saves a round at large
+    N (Jimenez, Osmani and Knutsson 2011). Replies still carry k contacts."""
     replacement_cache_size: int = 8
     """Verified contacts kept per full bucket, to replace contacts that stop answering."""
     max_failures: int = 3
@@ -109,6 +116,10 @@ class DhtConfig:
         for name, count in counts.items():
             if count < 1:
                 raise ConfigError(f"{name} must be at least 1, not {count}")
+        if len(self.far_bucket_sizes) > 255 or any(
+            not 1 <= size <= 1024 for size in self.far_bucket_sizes
+        ):
+            raise ConfigError("far_bucket_sizes: at most 255 sizes, each between 1 and 1024")
         if self.store_retries < 0:
             raise ConfigError(f"store_retries must not be negative, not {self.store_retries}")
         if self.republish_interval >= self.provider_ttl:

@@ -76,9 +76,12 @@ class Contact:
     port: int
     address: Address = field(init=False, compare=False, repr=False)
     """``(host, port)``, made once (routing tables key their address index by it)."""
+    id_int: int = field(init=False, compare=False, repr=False)
+    """``node_id`` as a big-endian integer, made once (XOR distances are computed from it)."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "address", (self.host, self.port))
+        object.__setattr__(self, "id_int", int.from_bytes(self.node_id, "big"))
 
     def __repr__(self) -> str:
         return f"Contact({self.node_id.hex()[:12]}.., {self.host!r}, {self.port})"

@@ -95,7 +95,7 @@ class Lookup:
             return
         if self._accept is not None and not self._accept(contact):
             return
-        d = int.from_bytes(node_id, "big") ^ self._target
+        d = contact.id_int ^ self._target
         self._by_id[node_id] = _Candidate(contact, d, round_)
         bisect.insort(self._ranked, (d, node_id))
         self._done = None

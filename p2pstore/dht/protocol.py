@@ -90,6 +90,8 @@ flooding the network (each announcement is a lookup plus k ADD_PROVIDERs)."""
 STALL_FLOOR = 0.2
 """Shortest stall timeout (seconds): below it, a busy event loop (or a loaded host) would pass
 for slow peers and every request would stall, each stall sending another request."""
+MAINTENANCE_MAX_SLEEP = 10
+"""A node with nothing due sleeps at most this many ``maintenance_interval``s between rounds."""
 INTERNAL = 0
 """Operation ID of the node's own background work (maintenance, eviction and verification PINGs):
 never reported, never cancelled."""
@@ -535,6 +537,7 @@ class DhtNode:
             replacement_cache_size=cfg.replacement_cache_size,
             max_failures=cfg.max_failures,
             now=now,
+            far_bucket_sizes=cfg.far_bucket_sizes,
         )
         self._tokens = TokenManager(cfg.token_rotation, now, rng=rng)
         self._limiter = RateLimiter(
@@ -848,7 +851,9 @@ class DhtNode:
                 op,
                 self.node_id,
                 now,
-                lambda _r, now: self._fill_table(op, now, lambda _now: self._finish_join(op)),
+                lambda r, now: self._fill_table(
+                    op, self._touch_covered(r, now), now, lambda _now: self._finish_join(op)
+                ),
             )
 
         def pinged(_response: Response | None, now: float) -> None:
@@ -953,11 +958,27 @@ class DhtNode:
 
         _LookupRun(self, op, key, FindValue(key), hook, 0, found, now)
 
-    def _fill_table(self, op: int, now: float, then: Callable[[float], None]) -> None:
+    def _fill_table(self, op: int, covered: int, now: float, then: Callable[[float], None]) -> None:
         """Look up a random ID in every non-full bucket beyond the nearest neighbour, so a new
         node knows the whole ID space, not just its own neighbourhood (paper, section 2.3);
-        ``alpha`` look-ups at a time."""
-        self._refresh(op, self.table.sparse_buckets(), self.config.alpha, now, then)
+        ``alpha`` look-ups at a time. Buckets below ``covered`` (see :meth:`_touch_covered`)
+        are complete already and skipped."""
+        sparse = [i for i in self.table.sparse_buckets() if i >= covered]
+        self._refresh(op, sparse, self.config.alpha, now, then)
+
+    def _touch_covered(self, result: LookupResult, now: float) -> int:
+        """After a lookup of our own ID: every node of a bucket nearer than the farthest of the
+        k closest nodes found is one of those k, and each of them answered (so entered the
+        table): those buckets are complete and count as refreshed. Returns the index of the
+        farthest one's bucket (buckets below it are touched); 0 if the lookup found nobody."""
+        if not result.contacts:
+            return 0
+        covered = self.table.bucket_index(result.contacts[-1].node_id)
+        nearest = self.table.nearest_occupied()
+        if nearest is not None:
+            for index in range(nearest, covered):
+                self.table.touch(index, now)
+        return covered
 
     def _refresh(
         self,
@@ -970,7 +991,10 @@ class DhtNode:
         stale_after: float | None = None,
     ) -> None:
         """Refresh buckets ``indices`` (``limit`` at a time); with ``stale_after``, a bucket
-        touched meanwhile (a contact of it answered an earlier refresh) is skipped."""
+        touched meanwhile (a contact of it answered an earlier refresh) is skipped, and if any
+        of them is not full, a lookup of our own ID goes first: it refreshes every bucket
+        nearer than our k-th closest node at once (:meth:`_touch_covered`), where the paper's
+        rule pays a lookup per bucket (most of a large network's background traffic)."""
 
         def job(index: int) -> Callable[[float, Callable[[float], None]], None]:
             def run(now: float, done: Callable[[float], None]) -> None:
@@ -998,7 +1022,18 @@ class DhtNode:
 
             return run
 
-        _Limited([job(i) for i in indices], limit, then, now)
+        def own_lookup(now: float, done: Callable[[float], None]) -> None:
+            def looked(result: LookupResult, now: float) -> None:
+                self._touch_covered(result, now)
+                done(now)
+
+            self._lookup_nodes(op, self.node_id, now, looked)
+
+        jobs = [job(i) for i in indices]
+        k = self.config.k
+        if stale_after is not None and any(len(self.table.bucket_contacts(i)) < k for i in indices):
+            jobs.insert(0, own_lookup)
+        _Limited(jobs, limit, then, now)
 
     # Maintenance -----------------------------------------------------------------------------
 
@@ -1022,7 +1057,7 @@ class DhtNode:
         def refreshed(now: float) -> None:
             if self.persist and now - self._last_save >= cfg.table_save_interval:
                 self._save(now, None)
-            self._schedule(now + cfg.maintenance_interval, self._maintenance, None)
+            self._schedule(self._next_maintenance(now), self._maintenance, None)
 
         def republished(now: float) -> None:
             self._refresh(
@@ -1030,6 +1065,26 @@ class DhtNode:
             )
 
         _Limited(jobs, REPUBLISH_CONCURRENCY, republished, now)
+
+    def _next_maintenance(self, now: float) -> float:
+        """When the next maintenance round is due: ``maintenance_interval`` after this one,
+        or later if no bucket refresh, republication or table save falls due before, but at
+        most :data:`MAINTENANCE_MAX_SLEEP` rounds later (record expiry is only memory hygiene:
+        reads never return an expired record). A node with nothing to do sleeps."""
+        cfg = self.config
+        due = now + MAINTENANCE_MAX_SLEEP * cfg.maintenance_interval
+        refresh = self.table.next_refresh_due(cfg.bucket_refresh_interval)
+        if refresh is not None and refresh < due:
+            due = refresh
+        for _, when in self._providing.values():
+            if when < due:
+                due = when
+        for _, when in self._published.values():
+            if when < due:
+                due = when
+        if self.persist:
+            due = min(due, self._last_save + cfg.table_save_interval)
+        return max(now + cfg.maintenance_interval, due)
 
     def _republish_provider(
         self, key: bytes, port: int

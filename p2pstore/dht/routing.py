@@ -19,7 +19,9 @@ a network of 100,000 nodes (about 260 contacts) is a few tens of KiB.
 
 from __future__ import annotations
 
+import bisect
 import random
+from collections.abc import Sequence
 
 from .contact import ID_BITS, Address, Contact
 
@@ -27,11 +29,13 @@ _SYSTEM_RANDOM = random.SystemRandom()
 
 
 class _Bucket:
-    """Parallel lists: ``contacts[i]`` was last seen at ``seen[i]`` (non-decreasing)."""
+    """Parallel lists: ``contacts[i]`` (ID ``ids[i]``) was last seen at ``seen[i]``
+    (non-decreasing)."""
 
     __slots__ = (
         "contacts",
         "failures",
+        "ids",
         "last_touched",
         "pending_ping",
         "replacement_seen",
@@ -41,6 +45,8 @@ class _Bucket:
 
     def __init__(self, now: float) -> None:
         self.contacts: list[Contact] = []
+        self.ids: list[bytes] = []
+        """``contacts[i].node_id``: a membership test or search runs at C speed."""
         self.seen: list[float] = []
         self.replacements: list[Contact] = []
         """Most recently seen last."""
@@ -51,10 +57,8 @@ class _Bucket:
         self.pending_ping: bytes | None = None
 
     def position(self, node_id: bytes) -> int:
-        for i, contact in enumerate(self.contacts):
-            if contact.node_id == node_id:
-                return i
-        return -1
+        ids = self.ids
+        return ids.index(node_id) if node_id in ids else -1
 
 
 class RoutingTable:
@@ -68,9 +72,15 @@ class RoutingTable:
         replacement_cache_size: int = 8,
         max_failures: int = 3,
         now: float = 0.0,
+        far_bucket_sizes: Sequence[int] = (),
     ) -> None:
         self.own_id = own_id
         self.k = k
+        self._capacity = {ID_BITS - 1 - i: max(k, size) for i, size in enumerate(far_bucket_sizes)}
+        """Buckets that hold more than k contacts (255, 254, ... in order), see
+        :meth:`capacity`."""
+        self._indices: list[int] = []
+        """Sorted indices of the buckets made so far."""
         self._own = int.from_bytes(own_id, "big")
         self._replacement_cache_size = replacement_cache_size
         self._max_failures = max_failures
@@ -81,6 +91,18 @@ class RoutingTable:
         """Incremented whenever a contact enters, leaves or changes address."""
 
     # Queries ---------------------------------------------------------------------------------
+
+    def capacity(self, index: int) -> int:
+        """Contacts bucket ``index`` holds: k, or more for the farthest buckets when
+        ``far_bucket_sizes`` says so (wide far buckets: the first hop of a lookup then lands
+        several bits closer to any target, so lookups need fewer rounds; Jimenez, Osmani and
+        Knutsson 2011)."""
+        return self._capacity.get(index, self.k)
+
+    def _new_bucket(self, index: int, now: float) -> _Bucket:
+        bucket = self._buckets[index] = _Bucket(now)
+        bisect.insort(self._indices, index)
+        return bucket
 
     def bucket_index(self, node_id: bytes) -> int:
         """The bucket a node ID belongs in. Raises :class:`ValueError` for our own ID."""
@@ -155,15 +177,23 @@ class RoutingTable:
             return []
         t = int.from_bytes(target, "big")
         d = self._own ^ t
-        order = sorted(((((d >> j) ^ 1) << j), j) for j, b in self._buckets.items() if b.contacts)
+        buckets = self._buckets
+        indices = self._indices
+        # P_j grows as j falls over the bits of d that are set, then as j rises over those
+        # that are clear: that is the visiting order, without sorting the buckets.
+        order = [j for j in reversed(indices) if (d >> j) & 1]
+        order.extend(j for j in indices if not (d >> j) & 1)
         out: list[Contact] = []
-        for _, j in order:
-            contacts = self._buckets[j].contacts
-            if exclude is not None:
-                contacts = [c for c in contacts if c.node_id != exclude]
-            if len(contacts) > 1:
-                contacts = sorted(contacts, key=lambda c: int.from_bytes(c.node_id, "big") ^ t)
-            out.extend(contacts[: n - len(out)])
+        for j in order:
+            contacts = buckets[j].contacts
+            if not contacts:
+                continue
+            if len(contacts) == 1:
+                if contacts[0].node_id != exclude:
+                    out.append(contacts[0])
+            else:
+                ranked = sorted([(c.id_int ^ t, c) for c in contacts if c.node_id != exclude])
+                out.extend([c for _, c in ranked[: n - len(out)]])
             if len(out) >= n:
                 break
         return out
@@ -185,12 +215,13 @@ class RoutingTable:
         index = self.bucket_index(contact.node_id)
         bucket = self._buckets.get(index)
         if bucket is None:
-            bucket = self._buckets[index] = _Bucket(self._created)
+            bucket = self._new_bucket(index, self._created)
         bucket.last_touched = now
         i = bucket.position(contact.node_id)
         if i >= 0:
             old = bucket.contacts[i]
             del bucket.contacts[i]
+            del bucket.ids[i]
             del bucket.seen[i]
             if old != contact:
                 self._by_address.pop(old.address, None)
@@ -201,10 +232,11 @@ class RoutingTable:
             if bucket.failures is not None:
                 bucket.failures.pop(contact.node_id, None)
             bucket.contacts.append(contact)
+            bucket.ids.append(contact.node_id)
             bucket.seen.append(now)
             return None
         self._drop_replacement(bucket, contact.node_id)
-        if len(bucket.contacts) < self.k:
+        if len(bucket.contacts) < self._capacity.get(index, self.k):
             self._insert(bucket, contact, now)
             return None
         bucket.replacements.append(contact)
@@ -227,18 +259,28 @@ class RoutingTable:
         added = 0
         own = self._own
         by_address = self._by_address
+        buckets = self._buckets
         for contact in contacts:
-            d = own ^ int.from_bytes(contact.node_id, "big")
+            d = own ^ contact.id_int
             if d == 0 or contact.address in by_address:
                 continue
             index = d.bit_length() - 1
-            bucket = self._buckets.get(index)
+            bucket = buckets.get(index)
             if bucket is None:
-                bucket = self._buckets[index] = _Bucket(self._created)
-            if len(bucket.contacts) >= self.k or bucket.position(contact.node_id) >= 0:
+                bucket = self._new_bucket(index, self._created)
+            ids = bucket.ids
+            if len(ids) >= self._capacity.get(index, self.k) or contact.node_id in ids:
                 continue
-            self._insert(bucket, contact, seen)
-            bucket.last_touched = max(bucket.last_touched, seen)
+            if bucket.seen and bucket.seen[-1] > seen:
+                self._insert(bucket, contact, seen)
+            else:
+                bucket.contacts.append(contact)
+                ids.append(contact.node_id)
+                bucket.seen.append(seen)
+                by_address[contact.address] = contact.node_id
+                self.version += 1
+            if seen > bucket.last_touched:
+                bucket.last_touched = seen
             added += 1
         return added
 
@@ -293,7 +335,9 @@ class RoutingTable:
         if found is None:
             return
         bucket, i = found
+        capacity = self.capacity(self.bucket_index(node_id))
         contact = bucket.contacts.pop(i)
+        del bucket.ids[i]
         del bucket.seen[i]
         self._by_address.pop(contact.address, None)
         self.version += 1
@@ -303,7 +347,7 @@ class RoutingTable:
                 bucket.failures = None
         if bucket.pending_ping == node_id:
             bucket.pending_ping = None
-        while bucket.replacements and len(bucket.contacts) < self.k:
+        while bucket.replacements and len(bucket.contacts) < capacity:
             replacement = bucket.replacements.pop()
             seen = bucket.replacement_seen.pop()
             if replacement.address in self._by_address:
@@ -312,7 +356,8 @@ class RoutingTable:
 
     # Refresh ---------------------------------------------------------------------------------
 
-    def _nearest_occupied(self) -> int | None:
+    def nearest_occupied(self) -> int | None:
+        """Index of the nearest bucket that holds a contact (``None``: the table is empty)."""
         occupied = [i for i, b in self._buckets.items() if b.contacts]
         return min(occupied) if occupied else None
 
@@ -323,10 +368,23 @@ class RoutingTable:
     def buckets_to_refresh(self, now: float, interval: float) -> list[int]:
         """Indices of buckets not touched for ``interval`` seconds, from the nearest non-empty
         bucket outwards (nearer buckets are empty in any network of realistic size)."""
-        nearest = self._nearest_occupied()
+        nearest = self.nearest_occupied()
         if nearest is None:
             return []
         return [i for i in range(nearest, ID_BITS) if self.is_stale(i, now, interval)]
+
+    def next_refresh_due(self, interval: float) -> float | None:
+        """The earliest moment one of the buckets :meth:`buckets_to_refresh` considers becomes
+        stale (``None`` for an empty table)."""
+        nearest = self.nearest_occupied()
+        if nearest is None:
+            return None
+        buckets = self._buckets
+        created = self._created
+        oldest = min(
+            (buckets[i].last_touched if i in buckets else created) for i in range(nearest, ID_BITS)
+        )
+        return oldest + interval
 
     def is_stale(self, index: int, now: float, interval: float) -> bool:
         """Whether bucket ``index`` was not touched for ``interval`` seconds."""
@@ -336,20 +394,21 @@ class RoutingTable:
         """Mark bucket ``index`` as refreshed (a lookup of an ID in its range was made)."""
         bucket = self._buckets.get(index)
         if bucket is None:
-            bucket = self._buckets[index] = _Bucket(now)
+            bucket = self._new_bucket(index, now)
         bucket.last_touched = now
 
     def has_room_for(self, node_id: bytes) -> bool:
         """Whether ``node_id``'s bucket has a free slot (a new contact would enter directly)."""
         if node_id == self.own_id:
             return False
-        bucket = self._buckets.get(self.bucket_index(node_id))
-        return bucket is None or len(bucket.contacts) < self.k
+        index = self.bucket_index(node_id)
+        bucket = self._buckets.get(index)
+        return bucket is None or len(bucket.contacts) < self.capacity(index)
 
     def sparse_buckets(self) -> list[int]:
         """Indices of non-full buckets from the nearest occupied one outwards: the ranges a
         joining node looks up to fill its table (Kademlia paper, section 2.3)."""
-        nearest = self._nearest_occupied()
+        nearest = self.nearest_occupied()
         if nearest is None:
             return []
         return [i for i in range(nearest, ID_BITS) if len(self.bucket_contacts(i)) < self.k]
@@ -376,6 +435,7 @@ class RoutingTable:
         while position > 0 and bucket.seen[position - 1] > seen:
             position -= 1
         bucket.contacts.insert(position, contact)
+        bucket.ids.insert(position, contact.node_id)
         bucket.seen.insert(position, seen)
         self._by_address[contact.address] = contact.node_id
         self.version += 1

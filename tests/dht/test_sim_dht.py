@@ -14,7 +14,7 @@ from typing import Any
 from p2pstore.dht.protocol import DhtNode
 
 SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "sim_dht.py"
-TIMING_KEYS = {"wall_s", "build_s", "peak_rss_MiB"}
+TIMING_KEYS = {"wall_s", "cpu_s", "build_s", "peak_rss_MiB"}
 
 
 def _load() -> ModuleType:
