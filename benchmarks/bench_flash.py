@@ -29,6 +29,8 @@ get ID -o OUT --json`` starts in all M namespaces at the same moment. Figures: s
 (process start to exit: CLI start-up, discovery and the final write count) / T*, failed gets, the
 holder's upload / F counted two ways: chunk bytes the downloaders report from the holder, and the
 bytes on the holder's wire (its interface's transmit counter: headers and DHT traffic included).
+Also: all daemons' CPU time during the gets per MB received, and their CPU use while idle (2 s
+just before the gets), since 1 + M daemons share this machine's cores.
 Everything the run creates is removed, also on failure, Ctrl-C or SIGTERM.
 
 Usage: ``python benchmarks/bench_flash.py [--size 64MiB] [--rate 5] [--crowds 4,8,16]
@@ -71,6 +73,8 @@ SETTLE_SECONDS = 0.5
 PEER_PACKAGES = ("trio", "cryptography", "msgpack", "numpy")
 #: --netns: payload share of a tbf-shaped link (tbf counts whole 1514-byte frames, 1448 payload).
 NETNS_WIRE_EFFICIENCY = 1448 / 1514
+#: --netns: seconds over which the idle daemons' CPU use is sampled before the gets.
+NETNS_IDLE_SAMPLE = 2.0
 #: --netns: seconds the holder's ``put`` may take.
 NETNS_PUT_TIMEOUT = 300.0
 
@@ -364,6 +368,8 @@ class NetnsCrowd:
     errors: list[str] = field(default_factory=list)
     cpu_seconds: float = 0.0
     """CPU time (user + system) every daemon used from the common start to the last exit."""
+    idle_cpu: float = 0.0
+    """CPU seconds per second all daemons used, idle, just before the gets."""
 
     @property
     def slowest(self) -> float | None:
@@ -448,7 +454,10 @@ def run_netns_crowd(
         wire_before = _netns.tx_bytes(holder)
         # ``ip netns exec`` execs the daemon in place: the process is the daemon.
         pids = [d.proc.pid for d in daemons.values() if d.proc is not None]
+        idle_from = sum(_cpu_seconds(pid) for pid in pids)
+        time.sleep(NETNS_IDLE_SAMPLE)  # what the idle daemons cost, for comparison
         cpu_before = sum(_cpu_seconds(pid) for pid in pids)
+        idle_cpu = (cpu_before - idle_from) / NETNS_IDLE_SAMPLE
         procs = []
         started = time.perf_counter()
         for i, host in enumerate(downloaders):
@@ -462,6 +471,7 @@ def run_netns_crowd(
             lab.stop(proc)
     run = NetnsCrowd(crowd, ideal, [None] * crowd, [None] * crowd, 0, 0, holder_wire, [])
     run.cpu_seconds = cpu
+    run.idle_cpu = idle_cpu
     for i, (took, code, out, err) in enumerate(results):
         if code != 0:
             run.errors.append(f"d{i}: exit {code}: {err.decode(errors='replace').strip()}"[-300:])
@@ -516,7 +526,7 @@ def netns_main(args: argparse.Namespace) -> dict[str, object]:
         )
         _print_header(
             f"{'holder up/F':>11} {'wire/F':>7} {'got from holder/peers MB':>25} {'sources':>7} "
-            f"{'CPU ms/MB':>9}"
+            f"{'CPU ms/MB':>9} {'idle CPU':>8}"
         )
         for run_no, crowd in enumerate(args.crowd_counts):
             src = tmp / f"flash{run_no}.bin"
@@ -534,7 +544,7 @@ def netns_main(args: argparse.Namespace) -> dict[str, object]:
                 f"{run.from_holder / args.size:11.3f} {run.holder_wire / args.size:7.3f} "
                 f"{run.from_holder / MB:12.1f} / {run.from_peers / MB:10.1f} "
                 f"{statistics.median(run.sources) if run.sources else 0:7.1f} "
-                f"{_cpu_ms_per_mb(run):9.1f}",
+                f"{_cpu_ms_per_mb(run):9.1f} {run.idle_cpu:8.0%}",
             )
     mine = f"{_netns.NAME_PREFIX}{os.getpid()}-"
     leftovers = [n for n in _netns.list_namespaces() if n.startswith(mine)]
@@ -558,6 +568,7 @@ def netns_main(args: argparse.Namespace) -> dict[str, object]:
             str(r.crowd): statistics.median(r.sources) if r.sources else 0 for r in runs
         },
         "daemons_cpu_ms_per_MB": {str(r.crowd): round(_cpu_ms_per_mb(r), 2) for r in runs},
+        "daemons_idle_cpu": {str(r.crowd): round(r.idle_cpu, 3) for r in runs},
         "errors": [e for r in runs for e in r.errors],
         "size_bytes": args.size,
         "rate_MBps": args.rate,
