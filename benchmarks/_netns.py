@@ -473,6 +473,18 @@ class Lab:
             raise errors[0]
 
 
+def tx_bytes(host: Host) -> int:
+    """Bytes ``host`` has put on its uplink so far (its interface's transmit counter: whole
+    frames, so TCP/IP headers and every protocol's traffic count)."""
+    out = _run(["ip", "-n", host.netns, "-s", "-j", "link", "show", "dev", HOST_IF])
+    for entry in json.loads(out or "[]"):
+        stats = entry.get("stats64") or entry.get("stats") or {}
+        tx = stats.get("tx") or {}
+        if "bytes" in tx:
+            return int(tx["bytes"])
+    raise NetnsError(f"no transmit counter for {HOST_IF} in {host.netns}")
+
+
 def _main_thread() -> bool:
     import threading
 

@@ -56,7 +56,8 @@ class Seeding(Protocol):
     """Super-seeding (``p2pstore.transfer.superseed.SuperSeeder`` provides it): which chunks of
     a fully held file to offer each watcher. ``join`` returns ``(chunk count, offered indices)``
     or ``None`` (offer the plain bitmap); later offers are added to the watcher's subscription
-    by ``served`` (a chunk is being sent to a peer) and ``tick`` (time passed)."""
+    by ``served`` (a chunk is being sent to a peer) and ``tick`` (time passed; ``waiting``: the
+    watcher has requests queued in this node's upload gate, so it is not idle)."""
 
     async def join(
         self, file_id: bytes, peer: bytes, sub: Subscription, now: float
@@ -66,7 +67,7 @@ class Seeding(Protocol):
 
     def served(self, peer: bytes, chunk_id: bytes, now: float) -> None: ...
 
-    def tick(self, file_id: bytes, peer: bytes, now: float) -> None: ...
+    def tick(self, file_id: bytes, peer: bytes, now: float, *, waiting: bool = False) -> None: ...
 
 
 class ServerStore(Protocol):
@@ -387,7 +388,11 @@ class ChunkServer:
                     if seeded is not None and self.seeding is not None:
                         with trio.move_on_after(SEED_TICK_INTERVAL):
                             await subscription.wait()
-                        self.seeding.tick(file_id, peer, trio.current_time())
+                        # A watcher with chunks queued here is waiting its turn, not idle.
+                        waiting = (
+                            self.uploads is not None and self.uploads.core.queued_bytes(peer) > 0
+                        )
+                        self.seeding.tick(file_id, peer, trio.current_time(), waiting=waiting)
                         if not subscription.pending:
                             continue
                     else:

@@ -197,6 +197,17 @@ def test_every_chunk_is_eventually_offered_to_an_idle_watcher(
     assert all(w == set(range(n)) for w in offered.values())
 
 
+def test_a_watcher_waiting_in_the_upload_queue_is_not_idle() -> None:
+    """Reveals on idle time are for watchers that stopped asking; one whose requests wait here
+    only waits for its share, and extra offers would overlap other watchers' windows."""
+    planner = OfferPlanner([False] * 12, window=2, reveal_interval=1.0, rng=random.Random(3))
+    planner.join("first", 0.0)
+    planner.join("w", 0.0)
+    assert planner.tick("w", 1.5, waiting=True) == []
+    assert planner.tick("w", 2.0) == []  # its idle time started again at 1.5
+    assert len(planner.tick("w", 2.6)) == 1
+
+
 def test_idle_fair_share_peer_may_take_a_share_beyond_k() -> None:
     """Stripe 0 needs 2 shares; both are requested from a busy peer. An idle swarm peer holding
     a third share is asked for it anyway: the first 2 to arrive complete the stripe."""
