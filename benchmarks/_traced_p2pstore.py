@@ -143,8 +143,11 @@ def _install_daemon() -> None:
 
         @functools.wraps(sched_init)
         def init(self: Any, *args: Any, config: Any = None, **kwargs: Any) -> None:
+            # A fixed pipeline of that many requests (not sized to the bandwidth-delay product).
             config = dataclasses.replace(
-                config or _scheduler.SchedulerConfig(), max_in_flight_per_peer=int(in_flight)
+                config or _scheduler.SchedulerConfig(),
+                max_in_flight_per_peer=int(in_flight),
+                pipeline_floor=None,
             )
             sched_init(self, *args, config=config, **kwargs)
 
