@@ -180,7 +180,7 @@ def _install_daemon() -> None:
     _wrap_sync(
         sched_cls,
         "add_peer",
-        lambda self, result, peer, have, now: _mark("peer_added", peer=_peer(peer)),
+        lambda self, result, peer, have, now, **kw: _mark("peer_added", peer=_peer(peer)),
     )
 
     def requested(self: Any, result: Any, peer: Any, now: float) -> None:

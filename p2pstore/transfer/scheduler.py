@@ -82,6 +82,8 @@ __all__ = [
 DEFAULT_MAX_IN_FLIGHT_PER_PEER = 8
 #: The smallest per-peer pipeline when it is sized to the bandwidth-delay product: one chunk
 #: being sent and one queued behind it, so a peer's uplink never waits for our next request.
+#: (Peers that fair-share their uplink, i.e. every peer speaking ``swarm``, stay capped at
+#: ``max_in_flight_fair_share`` whatever their BDP.)
 DEFAULT_PIPELINE_FLOOR = 2
 #: Round trip assumed for a peer whose round trip was never measured (``set_round_trip``).
 DEFAULT_ASSUMED_ROUND_TRIP = 0.05
