@@ -143,8 +143,11 @@ def _install_daemon() -> None:
 
         @functools.wraps(sched_init)
         def init(self: Any, *args: Any, config: Any = None, **kwargs: Any) -> None:
+            # A fixed pipeline of that many requests (not sized to the bandwidth-delay product).
             config = dataclasses.replace(
-                config or _scheduler.SchedulerConfig(), max_in_flight_per_peer=int(in_flight)
+                config or _scheduler.SchedulerConfig(),
+                max_in_flight_per_peer=int(in_flight),
+                pipeline_floor=None,
             )
             sched_init(self, *args, config=config, **kwargs)
 
@@ -177,7 +180,7 @@ def _install_daemon() -> None:
     _wrap_sync(
         sched_cls,
         "add_peer",
-        lambda self, result, peer, have, now: _mark("peer_added", peer=_peer(peer)),
+        lambda self, result, peer, have, now, **kw: _mark("peer_added", peer=_peer(peer)),
     )
 
     def requested(self: Any, result: Any, peer: Any, now: float) -> None:

@@ -47,6 +47,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -111,6 +112,8 @@ class Cell:
     bytes_per_holder: list[int]
     dropped: int
     setup: float
+    cpu_downloader: float | None = None
+    cpu_holders: float | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -162,6 +165,29 @@ class Daemon:
         with contextlib.suppress(OSError):
             return "\n".join(self.log_path.read_text().splitlines()[-LOG_TAIL_LINES:])
         return ""
+
+
+def process_cpu_seconds(pid: int) -> float | None:
+    """User + system CPU seconds used so far by process ``pid`` (all its threads), from
+    ``/proc/PID/stat``; ``None`` if it is gone. (``ip netns exec`` execs, so the pid of the
+    ``Popen`` is the daemon's own.)"""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat[stat.rindex(")") + 2 :].split()  # after "pid (comm) "
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def daemons_cpu_seconds(daemons: Sequence[Daemon]) -> float | None:
+    """Total CPU seconds used so far by ``daemons`` (``None`` if any is gone)."""
+    total = 0.0
+    for d in daemons:
+        used = process_cpu_seconds(d.proc.pid) if d.proc is not None else None
+        if used is None:
+            return None
+        total += used
+    return total
 
 
 def cli(lab: Lab, host: Host, exe: str, args: list[str], timeout: float) -> dict[str, Any]:
@@ -271,6 +297,9 @@ def run_cell(
             ideal = size * 8 / (n * parse_rate_bits(args.rate))
             argv = [exe, "get", file_id, "-o", str(out_path), "--json", "--data-dir", str(dl_dir)]
             sampler = TcpSampler(holders[0]) if args.trace else None
+            holder_daemons = [daemons[h.name] for h in holders]
+            cpu_dl_before = daemons_cpu_seconds([daemons[downloader.name]])
+            cpu_holders_before = daemons_cpu_seconds(holder_daemons)
             started_unix = time.time()
             started = time.perf_counter()
             env = None
@@ -286,6 +315,8 @@ def run_cell(
                 out, err = proc.communicate(timeout=GET_SLACK + 5 * ideal + delay_ms)
             finally:
                 wall = time.perf_counter() - started
+                cpu_dl = daemons_cpu_seconds([daemons[downloader.name]])
+                cpu_holders = daemons_cpu_seconds(holder_daemons)
                 lab.stop(proc)
                 if sampler is not None:
                     sampler.stop()
@@ -330,10 +361,16 @@ def run_cell(
                 bytes_per_holder=per_holder,
                 dropped=dropped,
                 setup=setup,
+                cpu_downloader=_delta(cpu_dl_before, cpu_dl),
+                cpu_holders=_delta(cpu_holders_before, cpu_holders),
                 extra=extra,
             )
     finally:
         shutil.rmtree(cell_dir, ignore_errors=True)
+
+
+def _delta(before: float | None, after: float | None) -> float | None:
+    return after - before if before is not None and after is not None else None
 
 
 class TcpSampler:
@@ -526,10 +563,12 @@ def _row(c: Cell) -> str:
     first = f"{c.first_byte:7.3f}" if c.first_byte is not None else "      -"
     daemon = f"{c.daemon_seconds:7.3f}" if c.daemon_seconds is not None else "      -"
     holders = " ".join(f"{b / 1e6:5.1f}" for b in c.bytes_per_holder)
+    cpu = f"{c.cpu_downloader:6.2f}" if c.cpu_downloader is not None else "     -"
+    cpu_h = f"{c.cpu_holders:6.2f}" if c.cpu_holders is not None else "     -"
     return (
         f"{c.holders:>2} {c.loss_pct:5.2g}% {c.delay_ms:5.0f} {c.wall:7.3f} {c.ideal:7.3f} "
         f"{c.share:6.3f} {first} {daemon} {c.wall - (c.daemon_seconds or 0):6.3f} "
-        f"{c.dropped:>6} {c.setup:6.1f}  [{holders}]"
+        f"{cpu} {cpu_h} {c.dropped:>6} {c.setup:6.1f}  [{holders}]"
     )
 
 
@@ -625,7 +664,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"TCP congestion control in the namespaces: {cc}")
         print(
             f"{'N':>2} {'loss':>6} {'delay':>5} {'wall s':>7} {'ideal':>7} {'share':>6} "
-            f"{'1st B s':>7} {'daemon':>7} {'cli+':>6} {'drops':>6} {'setup':>6}  "
+            f"{'1st B s':>7} {'daemon':>7} {'cli+':>6} {'cpu dl':>6} {'cpu h':>6} {'drops':>6} "
+            f"{'setup':>6}  "
             "[MB from each holder]"
         )
         for delay in delays:
@@ -668,6 +708,8 @@ def main(argv: list[str] | None = None) -> int:
                 "share": round(c.share, 4),
                 "first_byte_s": round(c.first_byte, 4) if c.first_byte is not None else None,
                 "daemon_s": c.daemon_seconds,
+                "cpu_downloader_s": c.cpu_downloader,
+                "cpu_holders_s": c.cpu_holders,
                 "bytes_per_holder": c.bytes_per_holder,
                 "dropped_packets": c.dropped,
                 **({"trace": c.extra} if c.extra else {}),

@@ -6,7 +6,11 @@ scope**, with one task per chunk request (each in its own cancel scope too). Eve
 chunk from whom, when a peer is too slow, endgame duplicates, when a stripe is done) comes from the
 sans-IO scheduler; this module only moves bytes and time:
 
-* a verified chunk goes straight into the local store (so an interrupted download resumes);
+* a verified chunk frees its request slot at once (the scheduler hears of it on arrival) and
+  goes through a bounded queue to one writer task that writes it to the output and stores it in
+  batches (one thread hop and one index transaction per batch, no second hash: the wire client
+  verified it), so an interrupted download resumes; a stripe is rebuilt only once its chunks are
+  stored; a full queue holds the requests whose chunks wait in it (back-pressure);
 * ``CancelRequest`` cancels that request's scope, ``DropPeer`` cancels that peer's scope;
 * a peer that fails (connection refused, handshake, channel error) is reported and its work
   re-queued; new providers are looked up again while some stripe is unreachable, and every
@@ -24,7 +28,7 @@ sans-IO scheduler; this module only moves bytes and time:
 * once every stripe has ``k`` verified chunks the file is rebuilt from the store into a temporary
   file beside the destination and renamed into place.
 
-Memory is bounded by the requests in flight: chunks are never accumulated.
+Memory is bounded by the requests in flight plus the store queue (``STORE_QUEUE_BYTES``).
 """
 
 from __future__ import annotations
@@ -62,6 +66,7 @@ from ..wire.uploads import DEFAULT_BUSY_AFTER
 from .output import OutputFile
 from .progress import Progress
 from .scheduler import (
+    DEFAULT_PIPELINE_FLOOR,
     CancelRequest,
     ChunkRequest,
     Decision,
@@ -128,6 +133,11 @@ UPDATE_FLOOD_SLACK = 256
 MANIFEST_BUSY_WAIT = 2.0
 #: The shortest wait after a BUSY hint (the spec's floor: a 0 ms hint is not a licence to spin).
 MIN_BUSY_WAIT = 0.25
+#: Bytes of verified chunks that may wait to be written and stored (at least one chunk): the
+#: writer catches up in batches while the requests' slots are already refilled.
+STORE_QUEUE_BYTES = 32 * 1024 * 1024
+#: Chunks written and stored in one batch at most (one thread hop, one index transaction).
+STORE_BATCH_CHUNKS = 16
 
 
 def next_refresh_interval(interval: float, found_new: bool, config: DownloadConfig) -> float:
@@ -181,7 +191,10 @@ class DownloadConfig:
     refresh_interval: float = DEFAULT_REFRESH_INTERVAL
     max_refresh_interval: float = DEFAULT_MAX_REFRESH_INTERVAL
     max_request_wait: float = DEFAULT_MAX_REQUEST_WAIT
-    scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
+    # Each peer's pipeline sized to its bandwidth-delay product (see SchedulerConfig).
+    scheduler: SchedulerConfig = field(
+        default_factory=lambda: SchedulerConfig(pipeline_floor=DEFAULT_PIPELINE_FLOOR)
+    )
 
 
 @dataclass(frozen=True)
@@ -216,6 +229,15 @@ class LocalChunks(Protocol):
         enforce_quota: bool = False,
         file_id: bytes | None = None,
     ) -> bool: ...
+
+    async def put_chunks(
+        self,
+        items: Sequence[tuple[bytes, bytes]],
+        *,
+        enforce_quota: bool = False,
+        file_id: bytes | None = None,
+        verified: bool = False,
+    ) -> list[bool]: ...
 
     async def load_manifest(self, file_id: bytes) -> Manifest: ...
 
@@ -263,6 +285,14 @@ class DownloadOutcome:
     resumed_chunks: int
     seconds: float
     first_chunk_seconds: float | None
+
+
+@dataclass(frozen=True)
+class _Received:
+    """A verified chunk on its way to the output and the store."""
+
+    request: ChunkRequest
+    data: bytes
 
 
 def stripe_specs(manifest: Manifest) -> list[StripeSpec]:
@@ -377,6 +407,10 @@ class Download:
         self._stalled: set[Hashable] = set()
         self._last_alive: dict[Hashable, float] = {}  # per peer: its last delivery or BUSY
         self._fair_share_peers: set[Hashable] = set()  # watched peers: they queue us fairly
+        # The store queue (see STORE_QUEUE_BYTES): made by _prepare, drained by _store_received.
+        self._store_queue: trio.MemorySendChannel[_Received] | None = None
+        self._unstored: dict[int, int] = {}  # stripe -> its chunks queued, not yet stored
+        self._complete_when_stored: set[int] = set()  # stripes done, waiting for their chunks
 
     # ------------------------------------------------------------------ public
 
@@ -413,6 +447,8 @@ class Download:
                     self._fetch = None
                     if self._failure is not None:
                         raise self._failure
+                    if self._store_queue is not None:
+                        self._store_queue.close()  # the writer stores what is queued, then ends
             assert self._output is not None
             assert manifest is not None
             with trio.CancelScope(shield=True):  # renamed into place <=> recorded in the store
@@ -480,6 +516,9 @@ class Download:
             sched.set_window(*self._window, endgame=self._window_endgame)
         await output.open()
         self._sched, self._writers = sched, writers
+        capacity = max(1, STORE_QUEUE_BYTES // max(1, manifest.chunk_size))
+        self._store_queue, queued = trio.open_memory_channel[_Received](capacity)
+        writers.start_soon(self._store_received, queued)
         for s in range(len(manifest.stripes)):
             if sched.stripe_done(s):
                 writers.start_soon(output.complete_stripe, s, self.store)
@@ -681,9 +720,15 @@ class Download:
                 if peer_scope is not None:
                     peer_scope.cancel()
             elif isinstance(decision, StripeComplete):
-                assert self._output is not None
-                self._writers.start_soon(self._output.complete_stripe, decision.stripe, self.store)
+                if self._unstored.get(decision.stripe):
+                    self._complete_when_stored.add(decision.stripe)  # see _store_received
+                else:
+                    self._complete_stripe(decision.stripe)
         self._notify()
+
+    def _complete_stripe(self, stripe: int) -> None:
+        assert self._output is not None
+        self._writers.start_soon(self._output.complete_stripe, stripe, self.store)
 
     async def _peer_worker(self, provider: Provider) -> None:
         """Connect and learn what the peer holds (WATCH if it speaks ``swarm``, else HAVE) while
@@ -700,6 +745,7 @@ class Download:
                 self._setups_pending += 1
                 try:
                     conn = await self._connect(provider)
+                    asked = trio.current_time()  # the WATCH/HAVE round trip sizes its pipeline
                     with trio.fail_after(self.config.peer_setup_timeout):
                         if conn.swarming:
                             try:
@@ -711,6 +757,7 @@ class Download:
                                 bitmap = await conn.have(self.file_id)
                         else:
                             bitmap = await conn.have(self.file_id)
+                    round_trip = trio.current_time() - asked
                 finally:
                     self._setups_pending -= 1
                 if bitmap is None and watch is None:
@@ -720,6 +767,7 @@ class Download:
                 assert sched is not None
                 have = bitmap_indices(bitmap, self._chunk_count) if bitmap is not None else []
                 sched.add_peer(peer, have, trio.current_time(), fair_share=conn.swarming)
+                sched.set_round_trip(peer, round_trip)
                 if conn.swarming:
                     self._fair_share_peers.add(peer)
                 added = True
@@ -836,17 +884,61 @@ class Download:
             self.telemetry.chunk_fetched(len(data))
             if self._first_chunk_at is None:
                 self._first_chunk_at = trio.current_time()
-            # Into the output first, then the store (for resume), then tell the scheduler: a
-            # stripe it declares complete has every reported chunk written and stored.
-            assert self._output is not None
-            await self._output.write_chunk(request.stripe, request.share, data)
-            # file_id pins the chunks as held, so a gc during the download cannot take them.
-            stored = await self.store.put_chunk(request.chunk_id, data, file_id=self._hold_for)
+            if sched.wanted(request.index):
+                # Queued for the writer (waiting here, slot held, only while the queue is full),
+                # then the scheduler frees the slot: the stripe's completion waits for the store.
+                assert self._store_queue is not None
+                self._unstored[request.stripe] = self._unstored.get(request.stripe, 0) + 1
+                try:
+                    await self._store_queue.send(_Received(request, data))
+                except BaseException:
+                    self._settled(request.stripe)  # not queued after all (cancelled)
+                    raise
             self._apply(
                 sched.chunk_received(request.peer, request.index, len(data), trio.current_time())
             )
-            if stored and self.on_stored is not None:
-                self.on_stored(request.peer, request.index)
+
+    async def _store_received(self, queued: trio.MemoryReceiveChannel[_Received]) -> None:
+        """The writer: each queued chunk into the output, then into the store (for resume and
+        for serving), up to ``STORE_BATCH_CHUNKS`` at a time; then the stripes that were waiting
+        for them are rebuilt and ``on_stored`` hears of the new chunks. Ends when the queue is
+        closed and empty."""
+        assert self._output is not None
+        async with queued:
+            async for first in queued:
+                batch = [first]
+                while len(batch) < STORE_BATCH_CHUNKS:
+                    try:
+                        batch.append(queued.receive_nowait())
+                    except (trio.WouldBlock, trio.EndOfChannel):
+                        break
+                for item in batch:
+                    await self._output.write_chunk(
+                        item.request.stripe, item.request.share, item.data
+                    )
+                # file_id pins the chunks as held, so a gc during the download cannot take them;
+                # verified: conn.get checked each chunk's SHA-256 against its ID.
+                stored = await self.store.put_chunks(
+                    [(item.request.chunk_id, item.data) for item in batch],
+                    file_id=self._hold_for,
+                    verified=True,
+                )
+                for item, new in zip(batch, stored, strict=True):
+                    self._settled(item.request.stripe)
+                    if new and self.on_stored is not None:
+                        self.on_stored(item.request.peer, item.request.index)
+
+    def _settled(self, stripe: int) -> None:
+        """One chunk of ``stripe`` counted in ``_unstored`` is stored (or was never queued);
+        rebuild the stripe if it is done and this was the last one it waited for."""
+        left = self._unstored[stripe] - 1
+        if left:
+            self._unstored[stripe] = left
+            return
+        del self._unstored[stripe]
+        if stripe in self._complete_when_stored:
+            self._complete_when_stored.discard(stripe)
+            self._complete_stripe(stripe)
 
     async def _fetch_or_none(self, conn: PeerConnection, chunk_id: bytes) -> bytes | None:
         ((_, data),) = await conn.get([chunk_id], patience=self.config.max_request_wait)

@@ -57,6 +57,7 @@ tests/transfer/test_scheduler_bench.py``): ``add_peer`` with 90k chunks ~0.16 s,
 from __future__ import annotations
 
 import heapq
+import math
 import random
 import statistics
 from collections.abc import Hashable, Iterable, Sequence
@@ -79,6 +80,17 @@ __all__ = [
 
 #: Default requests in flight per peer: 8 x 1 MiB chunks keeps a 100 Mbit/s x 100 ms pipe full.
 DEFAULT_MAX_IN_FLIGHT_PER_PEER = 8
+#: The smallest per-peer pipeline when it is sized to the bandwidth-delay product: one chunk
+#: being sent and one queued behind it, so a peer's uplink never waits for our next request.
+#: (Peers that fair-share their uplink, i.e. every peer speaking ``swarm``, stay capped at
+#: ``max_in_flight_fair_share`` whatever their BDP.)
+DEFAULT_PIPELINE_FLOOR = 2
+#: Round trip assumed for a peer whose round trip was never measured (``set_round_trip``).
+DEFAULT_ASSUMED_ROUND_TRIP = 0.05
+#: An endgame copy is sent only if it should arrive this many times sooner than the original.
+ENDGAME_GAIN = 1.25
+#: A request this many times later than its peer's rate predicts counts as stalled: copy it.
+ENDGAME_OVERDUE_FACTOR = 2.0
 #: A peer slower than this fraction of the others' median rate is dropped (BitTorrent "snubbed").
 DEFAULT_SLOW_PEER_RATIO = 0.125
 #: Busy seconds before a peer's rate is judged: before that, slow start and handshake dominate.
@@ -147,6 +159,14 @@ class SchedulerConfig:
     between) rests it ``min(max_busy_backoff, min_busy_retry * 2**(n-1))`` or the hint if
     longer."""
     max_busy_backoff: float = DEFAULT_MAX_BUSY_BACKOFF
+    pipeline_floor: int | None = None
+    """``None``: every peer gets ``max_in_flight_per_peer`` requests (a fixed pipeline). A
+    number: each peer's pipeline is sized to its bandwidth-delay product, ``1 + ceil(rate x
+    round trip / chunk size)`` requests (rate: its measured busy rate; round trip: see
+    :meth:`DownloadScheduler.set_round_trip`), at least ``pipeline_floor`` (also before its rate is
+    known) and at most ``max_in_flight_per_peer``. A deeper pipeline than the link needs only
+    queues chunks at the peer (they would be no sooner) and, with many peers, puts the whole
+    file in flight at once, so endgame (duplicates) starts at the first request."""
     busy_give_up: float = DEFAULT_BUSY_GIVE_UP
     """A peer whose BUSYs have deferred chunks for this long since its last delivery (or since
     its first BUSY) is dropped (``DropPeer(peer, "busy")``), even if it is the only holder: it
@@ -177,6 +197,10 @@ class SchedulerConfig:
             raise ConfigError("need 0 < min_busy_retry <= max_busy_backoff")
         if self.busy_give_up <= 0:
             raise ConfigError("busy_give_up must be > 0")
+        if self.pipeline_floor is not None and not (
+            1 <= self.pipeline_floor <= self.max_in_flight_per_peer
+        ):
+            raise ConfigError("pipeline_floor must be in [1, max_in_flight_per_peer] (or None)")
 
 
 @dataclass(frozen=True)
@@ -257,6 +281,10 @@ class _Peer:
     fair_share: bool = False
     busy_streak: int = 0
     deferring_since: float | None = None  # first BUSY since its last delivery
+    depth: int = 0  # its pipeline (requests in flight) when sized to the BDP; 0 = not yet
+    round_trip: float = DEFAULT_ASSUMED_ROUND_TRIP
+    round_trip_measured: bool = False
+    last_delivery: float | None = None
 
 
 class DownloadScheduler:
@@ -504,6 +532,33 @@ class DownloadScheduler:
         p.busy_until = max(p.busy_until, now + max(retry_after, backoff))
         return []
 
+    def set_round_trip(self, peer: Hashable, seconds: float) -> None:
+        """A measured round trip to ``peer`` (request to reply, e.g. its HAVE or WATCH), used
+        to size its pipeline (``SchedulerConfig.pipeline_floor``); the smallest one seen counts.
+        Ignored for unknown peers and for values that are not finite and >= 0."""
+        p = self._peers.get(peer)
+        if p is None or not 0.0 <= seconds < float("inf"):
+            return
+        if not p.round_trip_measured or seconds < p.round_trip:
+            p.round_trip, p.round_trip_measured = seconds, True
+        self._size_pipeline(p, None, 0)
+
+    def pipeline_depth(self, peer: Hashable) -> int:
+        """Requests ``peer`` may have in flight now (0 for an unknown peer)."""
+        p = self._peers.get(peer)
+        return self._max_in_flight(p) if p is not None else 0
+
+    def _size_pipeline(self, p: _Peer, now: float | None, nbytes: int) -> None:
+        floor = self.config.pipeline_floor
+        if floor is None:
+            return
+        depth = max(p.depth, floor)
+        if now is not None and nbytes > 0:
+            rate = p.meter.busy_rate(now)
+            if rate is not None and rate > 0:
+                depth = max(floor, 1 + math.ceil(rate * p.round_trip / nbytes))
+        p.depth = min(depth, self.config.max_in_flight_per_peer)
+
     def busy_until(self, peer: Hashable) -> float:
         """The time before which ``peer`` gets no new request (0.0 if not busy or unknown)."""
         p = self._peers.get(peer)
@@ -525,6 +580,8 @@ class DownloadScheduler:
             p.busy_streak = 0
             p.deferring_since = None
             p.meter.record(nbytes, now)
+            p.last_delivery = now
+            self._size_pipeline(p, now, nbytes)
             # a useful chunk is not re-queued: it becomes available right below
             self._release(p, index, now, requeue=not useful)
         if useful:
@@ -632,6 +689,12 @@ class DownloadScheduler:
     def stripe_done(self, stripe: int) -> bool:
         """True once ``stripe`` has ``k`` chunks stored or received."""
         return bool(self._done[stripe])
+
+    def wanted(self, index: int) -> bool:
+        """True while chunk ``index`` is still useful: not available (stored or received) and
+        its stripe not done. A late endgame copy of a chunk already received is not."""
+        self._check_index(index)
+        return not (self._avail[index] or self._done[self._stripe_of[index]])
 
     def stripe_ready(self, stripe: int) -> set[int]:
         """Share indices (0-based within the stripe) of ``stripe`` that are stored or received.
@@ -862,9 +925,12 @@ class DownloadScheduler:
 
     def _max_in_flight(self, p: _Peer) -> int:
         cfg = self.config
+        bound = cfg.max_in_flight_per_peer
+        if cfg.pipeline_floor is not None:
+            bound = p.depth or cfg.pipeline_floor
         if p.fair_share:
-            return min(cfg.max_in_flight_per_peer, cfg.max_in_flight_fair_share)
-        return cfg.max_in_flight_per_peer
+            return min(bound, cfg.max_in_flight_fair_share)
+        return bound
 
     def _other_source(self, p: _Peer, g: int, now: float) -> bool:
         """Does a live peer other than ``p``, not itself a seed, not busy and with room, hold
@@ -907,10 +973,42 @@ class DownloadScheduler:
             and len(holders) < limit
             and g not in p.timed_out
             and not self._done[self._stripe_of[g]]
+            and self._copy_sooner(p, g, holders, now)
         ]
         return [
             self._assign(p, g, now, duplicate=True) for *_, g in heapq.nsmallest(room, candidates)
         ]
+
+    def _eta(self, q: _Peer, g: int, now: float) -> float:
+        """Seconds until ``q`` should deliver ``g`` (in flight to it), from its measured rate
+        and the requests queued before ``g`` there (a peer serves them in order): ``inf`` if its
+        rate is unknown or the request is overdue (``ENDGAME_OVERDUE_FACTOR`` x the prediction)."""
+        last = q.last_delivery
+        rate = q.meter.busy_rate(now) if last is not None else None
+        if last is None or not rate:
+            return float("inf")
+        asked = q.in_flight[g]
+        ahead = [h for h, t in q.in_flight.items() if t < asked or (t == asked and h < g)]
+        work = (sum(self._size[h] for h in ahead) + self._size[g]) / rate
+        since = max(min(q.in_flight.values()), last)  # the head is being sent since then
+        elapsed = now - since
+        if elapsed > ENDGAME_OVERDUE_FACTOR * work + q.round_trip:
+            return float("inf")
+        return max(0.0, work - elapsed)
+
+    def _copy_sooner(self, p: _Peer, g: int, holders: dict[Hashable, float], now: float) -> bool:
+        """Would a copy of ``g`` from ``p`` arrive clearly sooner than from every peer it is
+        in flight to? (Else the copy only costs upload and CPU: at the tail of a download from
+        equally fast peers, every original is at most a chunk or two away.)"""
+        eta = min(self._eta(self._peers[name], g, now) for name in holders)
+        if eta == float("inf"):
+            return True
+        rate = p.meter.busy_rate(now) if p.last_delivery is not None else None
+        if not rate:
+            return False  # nothing known of p: not worth a copy of a request on schedule
+        queued = sum(self._size[h] for h in p.in_flight)
+        mine = p.round_trip + (queued + self._size[g]) / rate
+        return eta > ENDGAME_GAIN * mine
 
     def _mark_available(self, index: int, decisions: list[Decision], now: float) -> None:
         for g in self._twins.get(index, (index,)):

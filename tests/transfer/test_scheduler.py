@@ -526,3 +526,63 @@ def test_failed_peer_keeps_byte_count_when_back() -> None:
     sched.add_peer("A", range(4), 3.0)
     assert sched.progress(3.0).per_peer["A"].bytes == CHUNK
     assert sched.progress(3.0).per_peer["A"].active is True
+
+
+# ---------------------------------------------------------------- pipeline sized to the BDP
+
+
+def test_pipeline_starts_at_its_floor_and_grows_to_the_bandwidth_delay_product() -> None:
+    sched = make_sched([(20, 20)], pipeline_floor=2, max_in_flight_per_peer=8)
+    sched.add_peer("A", range(20), 0.0)
+    first = sched.next_requests("A", 0.0)
+    assert len(first) == 2  # rate unknown: the floor
+    sched.set_round_trip("A", 3.0)
+    # 100 bytes in 1 busy second: 100 B/s x 3 s round trip = 3 chunks of 100 B, plus one
+    sched.chunk_received("A", first[0].index, CHUNK, 1.0)
+    assert sched.pipeline_depth("A") == 4
+    assert len(sched.next_requests("A", 1.0)) == 3  # 1 still in flight + 3 = 4
+    sched.set_round_trip("A", 100.0)  # only the smallest round trip seen counts
+    sched.chunk_received("A", first[1].index, CHUNK, 1.5)
+    assert sched.pipeline_depth("A") <= 8
+
+
+def test_pipeline_never_beyond_its_cap_and_fixed_without_a_floor() -> None:
+    sized = make_sched([(20, 20)], pipeline_floor=2, max_in_flight_per_peer=3)
+    sized.add_peer("A", range(20), 0.0)
+    sized.set_round_trip("A", 1000.0)
+    (r, *_) = sized.next_requests("A", 0.0)
+    sized.chunk_received("A", r.index, CHUNK, 0.001)  # a fast peer far away
+    assert sized.pipeline_depth("A") == 3
+    fixed = make_sched([(20, 20)], max_in_flight_per_peer=5)
+    fixed.add_peer("A", range(20), 0.0)
+    assert len(fixed.next_requests("A", 0.0)) == 5
+    with pytest.raises(ConfigError):
+        SchedulerConfig(pipeline_floor=9, max_in_flight_per_peer=8)
+
+
+def test_endgame_copies_only_requests_that_a_copy_would_beat() -> None:
+    sched = make_sched([(4, 4)], max_in_flight_per_peer=2)
+    sched.add_peer("A", range(4), 0.0)
+    sched.add_peer("B", range(4), 0.0)
+    a = indices(sched.next_requests("A", 0.0))
+    b = indices(sched.next_requests("B", 0.0))
+    # both deliver one chunk a second (100 B/s): rates known, each has one request left
+    sched.chunk_received("A", a[0], CHUNK, 1.0)
+    sched.chunk_received("B", b[0], CHUNK, 1.0)
+    # B's last chunk is due in about a second; a copy from A (behind its own) would be later
+    assert sched.next_requests("A", 1.0) == []
+    # B is long overdue (several times its rate's prediction): now a copy is worth it
+    (dup,) = sched.next_requests("A", 9.0)
+    assert dup.duplicate
+    assert dup.index == b[1]
+
+
+def test_wanted_until_received_or_stripe_done() -> None:
+    sched = make_sched([(3, 2)])
+    sched.add_peer("A", range(3), 0.0)
+    assert all(sched.wanted(g) for g in range(3))
+    sched.chunk_received("A", 0, CHUNK, 1.0)
+    assert not sched.wanted(0)
+    assert sched.wanted(2)
+    sched.chunk_received("A", 1, CHUNK, 1.0)  # stripe done: its parity is no longer wanted
+    assert not sched.wanted(2)

@@ -51,6 +51,7 @@ class SchedulerMachine(RuleBasedStateMachine):
         seed=st.integers(0, 2**32 - 1),
         spare=st.booleans(),
         lies=st.integers(1, 3),
+        floor=st.none() | st.integers(1, 4),
     )
     def setup(
         self,
@@ -62,6 +63,7 @@ class SchedulerMachine(RuleBasedStateMachine):
         seed: int,
         spare: bool,
         lies: int,
+        floor: int | None,
     ) -> None:
         self.stripes = make_stripes(shapes)
         self.stripe_of: list[int] = []
@@ -81,6 +83,7 @@ class SchedulerMachine(RuleBasedStateMachine):
             false_claims_before_drop=lies,
             max_busy_backoff=1.0,
             busy_give_up=BUSY_GIVE_UP,
+            pipeline_floor=None if floor is None else min(floor, bound),
         )
         self.rest: dict[str, float] = {}  # peer -> no new request before this time (BUSY)
         self.streak: dict[str, int] = {}  # peer -> BUSYs since its last delivery
@@ -175,7 +178,11 @@ class SchedulerMachine(RuleBasedStateMachine):
         self._request(peer)
 
     def _request(self, peer: str) -> None:
+        before = len(self.flight[peer])
+        depth = self.sched.pipeline_depth(peer)
         reqs = self.sched.next_requests(peer, self.now)
+        assert before + len(reqs) <= max(before, depth), "more requests than its pipeline"
+        assert depth <= self.bound
         if self.now < self.rest.get(peer, 0.0):
             assert reqs == [], "a resting (busy) peer was given work"
         for r in reqs:
@@ -189,6 +196,13 @@ class SchedulerMachine(RuleBasedStateMachine):
             assert r.duplicate == others
             self.flight[peer].add(r.index)
         assert len(self.flight[peer]) <= self.bound
+
+    @precondition(lambda self: self.claims)
+    @rule(data=st.data(), seconds=st.floats(0.0, 2.0))
+    def round_trip(self, data: st.DataObject, seconds: float) -> None:
+        peer = data.draw(st.sampled_from(sorted(self.claims)))
+        self.sched.set_round_trip(peer, seconds)
+        assert 1 <= self.sched.pipeline_depth(peer) <= self.bound
 
     @precondition(lambda self: any(self.flight.values()))
     @rule(
