@@ -40,6 +40,7 @@ from typing import Protocol
 import trio
 
 from .._groups import collapse_exception_groups
+from ..dht.records import subnet_of
 from ..errors import (
     ChunkNotFoundError,
     CorruptChunkError,
@@ -288,6 +289,12 @@ def failure_reason(exc: BaseException) -> str:
     return str(exc) or type(exc).__name__
 
 
+def _network(provider: Provider) -> Hashable:
+    """The network a provider is in, for spreading attempts: its /24 or /64, or (an address
+    exempt from the DHT's caps, like 127.0.0.1) its node ID, a network of its own."""
+    return subnet_of(provider.host) or provider.node_id
+
+
 def bitmap_indices(bitmap: bytes, count: int) -> list[int]:
     """Indices ``i < count`` whose bit is set (LSB-first within each byte)."""
     out: list[int] = []
@@ -367,6 +374,7 @@ class Download:
         self._failure: P2PStoreError | None = None
         self._retries: dict[bytes, int] = {}
         self._discovery_done = trio.Event()  # the full provider look-up has ended
+        self._race_wakeup = trio.Event()  # new providers, or a manifest attempt ended
         self._fetch: trio.Nursery | None = None
         self._updates_seen = 0  # HAVE_UPDATEs received: the peers' holdings are still growing
         # per peer: request index -> (its timeout scope, when it started)
@@ -527,6 +535,7 @@ class Download:
             return
         finally:
             self._discovery_done.set()
+            self._wake_manifest_race()
         for provider in new:
             nursery.start_soon(self._peer_worker, provider)
 
@@ -551,25 +560,20 @@ class Download:
             else:
                 continue
             self._providers[p.node_id] = p
+        if new:
+            self._wake_manifest_race()
         return new, retried
 
     async def _fetch_manifest(self) -> Manifest:
-        """The manifest from the providers found so far; if none of them gives it, from those the
-        full look-up still running adds (the quick look-up may have named only departed nodes)."""
+        """The manifest from the providers found so far and those the look-ups still running add
+        (the quick look-up may have named only departed or hostile nodes); see
+        :meth:`_race_manifest`. Raises :class:`FileUnavailableError` naming every provider's
+        reason once all have failed and the full look-up has ended."""
         tried: set[bytes] = set()
         errors: list[str] = []
-        while True:
-            candidates = [p for p in self._providers.values() if p.node_id not in tried]
-            self.rng.shuffle(candidates)
-            if candidates:
-                tried.update(p.node_id for p in candidates)
-                manifest = await self._race_manifest(candidates, errors)
-                if manifest is not None:
-                    return manifest
-                continue  # the full look-up may have added providers meanwhile
-            if self._discovery_done.is_set() and all(p in tried for p in self._providers):
-                break
-            await self._discovery_done.wait()
+        manifest = await self._race_manifest(tried, errors)
+        if manifest is not None:
+            return manifest
         if not tried:
             raise FileUnavailableError(f"no provider found for file {self.file_id.hex()}", {})
         raise FileUnavailableError(
@@ -578,16 +582,33 @@ class Download:
             {},
         )
 
-    async def _race_manifest(self, batch: list[Provider], errors: list[str]) -> Manifest | None:
-        """Ask ``batch`` (in order) for the manifest, ``manifest_race_width`` at a time; an
+    def _next_manifest_candidate(self, tried: set[bytes], asked: dict[Hashable, int]) -> Provider:
+        """The untried provider to ask next: one from a network (its /24 or /64, see
+        :func:`_network`) asked least often so far, at random. So a crowd of false
+        providers in one place costs the race one attempt per round, not one per identity."""
+        untried = [p for p in self._providers.values() if p.node_id not in tried]
+        fewest = min(asked.get(_network(p), 0) for p in untried)
+        return self.rng.choice([p for p in untried if asked.get(_network(p), 0) == fewest])
+
+    def _wake_manifest_race(self) -> None:
+        self._race_wakeup.set()
+        self._race_wakeup = trio.Event()
+
+    async def _race_manifest(self, tried: set[bytes], errors: list[str]) -> Manifest | None:
+        """Ask providers for the manifest, ``manifest_race_width`` at a time, taking each new
+        provider as the look-ups find it (:meth:`_next_manifest_candidate` picks the order); an
         attempt older than ``manifest_attempt_timeout`` frees its place for the next provider
-        (it goes on). The first valid manifest cancels the rest; every failure's reason is
-        appended to ``errors``."""
+        (it goes on). The first valid manifest cancels the rest; ``None`` once every provider
+        failed and the full look-up has ended. Providers asked go into ``tried``, every
+        failure's reason into ``errors``."""
         winner: list[Manifest] = []
         young = trio.Semaphore(max(1, self.config.manifest_race_width))
+        asked: dict[Hashable, int] = {}
+        running = 0
         async with trio.open_nursery() as nursery:
 
             async def attempt(provider: Provider) -> None:
+                nonlocal running
                 freed = False
 
                 def free() -> None:
@@ -611,13 +632,25 @@ class Download:
                 finally:
                     timer.cancel()
                     free()
+                    running -= 1
+                    self._wake_manifest_race()
                 if not winner:
                     winner.append(manifest)
                     nursery.cancel_scope.cancel()
 
-            for provider in batch:
-                await young.acquire()
-                nursery.start_soon(attempt, provider)
+            while True:
+                wakeup = self._race_wakeup
+                if any(p not in tried for p in self._providers):
+                    await young.acquire()
+                    provider = self._next_manifest_candidate(tried, asked)
+                    tried.add(provider.node_id)
+                    asked[_network(provider)] = asked.get(_network(provider), 0) + 1
+                    running += 1
+                    nursery.start_soon(attempt, provider)
+                    continue
+                if not running and self._discovery_done.is_set():
+                    break
+                await wakeup.wait()  # a provider found, an attempt ended, the look-up done
         return winner[0] if winner else None
 
     async def _manifest_from(self, provider: Provider) -> Manifest:
