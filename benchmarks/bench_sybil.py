@@ -45,6 +45,7 @@ of output is one JSON object.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import logging
 import os
@@ -129,8 +130,10 @@ class _Lying(_ClaimsEverything):
         return buffer
 
 
-#: The honest nodes' /24 (one address each); hostile identities get 127.10.0.0/24 onwards.
+#: The honest nodes' /24 (one address each); hostile identities get 127.10.0.0/24 onwards,
+#: downloaders 127.101.x.1.
 HONEST_NET = "127.100.0"
+_DOWNLOADERS = itertools.count()
 
 
 def hostile_host(i: int, per_ip: int, per_subnet: int) -> str:
@@ -188,7 +191,7 @@ def _kinds_of(kind: str, count: int) -> list[str]:
 
 
 async def _one_get(
-    node: Node, file_id: bytes, dest: Path, args: argparse.Namespace
+    node: Node, file_id: bytes, dest: Path, args: argparse.Namespace, holder: bytes
 ) -> float | None:
     started = time.perf_counter()
     try:
@@ -196,6 +199,12 @@ async def _one_get(
             await node.get(file_id, dest)
     except (P2PStoreError, trio.TooSlowError) as exc:
         print(f"    get failed after {time.perf_counter() - started:.1f} s: {exc}"[:300])
+        with trio.move_on_after(30):  # diagnosis: does the DHT still lead to the holder?
+            found = await node.find_providers(file_id)
+            listed = any(r.node_id == holder for r in found)
+            print(
+                f"    a look-up now finds {len(found)} provider(s), the holder among them: {listed}"
+            )
         return None
     return time.perf_counter() - started
 
@@ -236,9 +245,12 @@ async def _scenario(
             for run in range(args.runs):
                 name = f"get-{kind}-{run}"
                 peers = [boot.udp_address]
-                mine = replace(config, host=f"{HONEST_NET}.3")
+                # Each downloader at its own address (it announces the file once it has it, and
+                # departed downloaders' records should not crowd the holder's /24).
+                mine = replace(config, host=f"127.101.{next(_DOWNLOADERS)}.1")
                 async with open_node(work / name, mine, bootstrap=peers) as getter:
-                    took = await _one_get(getter, manifest.file_id, work / f"{name}.out", args)
+                    out = work / f"{name}.out"
+                    took = await _one_get(getter, manifest.file_id, out, args, holder.node_id)
                 times.append(took)
                 shown = f"{took:.2f} s" if took is not None else "FAILED"
                 print(f"  {kind:>9} run {run}: {shown}", flush=True)
@@ -332,7 +344,9 @@ def main() -> None:
         args.size_mib, args.hostile, args.runs, args.deadline = 2, 3, 1, 20.0
         args.honest = 1
         args.kinds = ["mixed"]
-    logging.basicConfig(level=logging.ERROR)
+    logging.basicConfig(
+        level=logging.ERROR, format="%(relativeCreated)9.0f ms %(name)s: %(message)s"
+    )
     if os.environ.get("BENCH_SYBIL_LOG"):
         logging.getLogger("p2pstore.transfer").setLevel(logging.INFO)
     work = Path(tempfile.mkdtemp(prefix="bench-sybil-"))
