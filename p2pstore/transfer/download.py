@@ -383,6 +383,9 @@ class Download:
         # off for stalling, never retried in this download.
         self._stall_clock: dict[Hashable, tuple[int, float]] = {}
         self._stalled: set[Hashable] = set()
+        # Why each peer left this download (scheduler drops, stall cut-offs), for the error
+        # message of a download that runs out of peers.
+        self._peer_faults: dict[Hashable, str] = {}
         self._last_alive: dict[Hashable, float] = {}  # per peer: its last delivery or BUSY
         self._fair_share_peers: set[Hashable] = set()  # watched peers: they queue us fairly
 
@@ -710,6 +713,7 @@ class Download:
                     scope.cancel()
             elif isinstance(decision, DropPeer):
                 log.info("dropping peer %s: %s", self._label(decision.peer), decision.reason)
+                self._peer_faults[decision.peer] = decision.reason
                 peer_scope = self._peer_scopes.get(decision.peer)
                 if peer_scope is not None:
                     peer_scope.cancel()
@@ -934,7 +938,7 @@ class Download:
                 continue
             fruitless += 1
             if fruitless >= self.config.rediscover_attempts and sched.wants_more_peers():
-                self._failure = sched.unavailable_error()
+                self._failure = self._unavailable_error(sched)
                 self._finished.set()
                 return
 
@@ -989,6 +993,7 @@ class Download:
             if scope is None or peer in self._stalled:
                 continue
             self._stalled.add(peer)
+            self._peer_faults[peer] = "stalled"
             log.info(
                 "dropping peer %s: stalled (no chunk for %.1f s with %d request(s) in flight)",
                 self._label(peer),
@@ -996,6 +1001,23 @@ class Download:
                 len(sched.in_flight(peer)),
             )
             scope.cancel()
+
+    def _unavailable_error(self, sched: DownloadScheduler) -> FileUnavailableError:
+        """The scheduler's unreachable-stripes error, plus why the peers that left were dropped
+        (``3 peer(s) dropped: corrupt: 2 (a:1, b:2), stalled: 1 (c:3)``): a failure says why."""
+        error = sched.unavailable_error()
+        if not self._peer_faults:
+            return error
+        by_reason: dict[str, list[str]] = {}
+        for peer, reason in self._peer_faults.items():
+            by_reason.setdefault(reason, []).append(self._label(peer))
+        parts = [
+            f"{reason}: {len(labels)} ({', '.join(labels[:3])}{', ...' if len(labels) > 3 else ''})"
+            for reason, labels in sorted(by_reason.items(), key=lambda item: -len(item[1]))
+        ]
+        return FileUnavailableError(
+            f"{error}; {len(self._peer_faults)} peer(s) dropped: {', '.join(parts)}", error.missing
+        )
 
     async def _report_progress(self, sched: DownloadScheduler) -> None:
         while True:

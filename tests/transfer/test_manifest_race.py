@@ -93,3 +93,32 @@ async def test_one_network_full_of_false_providers_costs_one_attempt_per_round()
         with trio.fail_after(3):
             assert await _fetch(download) is MANIFEST
         assert HONEST in download.asked[:2]  # type: ignore[attr-defined]
+
+
+def test_a_download_out_of_peers_says_why_each_was_dropped() -> None:
+    """Issue 13 item 2, 'report each failure's reason': the unreachable-stripes error names
+    the peers that left and why."""
+    from p2pstore.transfer import DropPeer
+
+    from .helpers import make_sched
+
+    async def find(key: bytes, *, quick: bool = False) -> Sequence[Provider]:
+        return []
+
+    download = _download(find, DownloadConfig(), seed=0)
+    sched = make_sched([(3, 2)])
+    download._sched = sched
+    liars = _sybils(4)
+    for liar in liars:
+        download._providers[liar.node_id] = liar
+        sched.add_peer(liar.node_id, range(3), 0.0)
+        download._apply(sched.chunk_corrupt(liar.node_id, 0, 0.0))
+    download._providers[HONEST.node_id] = HONEST
+    download._apply([DropPeer(HONEST.node_id, "timeouts")])
+    message = str(download._unavailable_error(sched))
+    assert message.startswith("file unavailable: stripe 0 has 0 of the 2 chunks it needs")
+    assert (
+        "5 peer(s) dropped: corrupt: 4 (127.9.0.1:9000, 127.9.0.2:9000, 127.9.0.3:9000, ...)"
+        in (message)
+    )
+    assert "timeouts: 1 (127.100.0.2:9000)" in message
