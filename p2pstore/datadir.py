@@ -10,7 +10,12 @@ one, a node checks (:func:`check_data_dir`):
   by the effective user and not writable by other users;
 * no entry directly inside it, nor in ``chunks/`` (the shard directories), is a symbolic link,
   owned by another user or writable by other users; ``tmp/``, ``quarantine/`` and ``chunks/``
-  are checked the same way.
+  are checked the same way;
+* every directory above it (of the real path, and of the link's location if the path is a
+  link) is owned by the user or by root and not writable by other users unless its sticky bit
+  is set (as ``/tmp`` is: then others cannot rename or remove what is not theirs). Otherwise
+  another user could rename the data directory away and put one of their own in its place, as
+  OpenSSH's ``StrictModes`` reasons about the directories above ``~/.ssh``.
 
 "Writable by other users" is the group or world write bit, except that the group bit is allowed
 when the group is the user's own private group (as OpenSSH's ``StrictModes`` does). Anything
@@ -95,6 +100,47 @@ def _problem(st: os.stat_result, uid: int) -> str | None:
     return None
 
 
+def _parent_problem(st: os.stat_result, uid: int) -> str | None:
+    """Why a directory above the data directory cannot be trusted, or ``None``."""
+    if st.st_uid not in (uid, 0):
+        return f"is owned by uid {st.st_uid}, neither this user (uid {uid}) nor root"
+    mode = stat.S_IMODE(st.st_mode)
+    others_write = mode & stat.S_IWOTH or (
+        mode & stat.S_IWGRP and not _private_group(st.st_gid, uid)
+    )
+    if others_write and not mode & stat.S_ISVTX:
+        return (
+            f"is writable by other users without the sticky bit (mode {mode:04o}): they could"
+            " swap the data directory for their own"
+        )
+    return None
+
+
+def _ancestors(path: Path) -> list[Path]:
+    """The directories above ``path``'s real location (and above the link, if it is one)."""
+    seen: dict[Path, None] = {}
+    starts = [Path(os.path.realpath(path)).parent]
+    if os.path.islink(path):
+        starts.append(Path(os.path.realpath(Path(path).absolute().parent)))
+    for start in starts:
+        for parent in (start, *start.parents):
+            seen.setdefault(parent, None)
+    return list(seen)
+
+
+def _check_parents(path: Path, uid: int) -> None:
+    for parent in _ancestors(path):
+        try:
+            st = os.stat(parent)
+        except FileNotFoundError:
+            continue  # to be created, 0700
+        why = _parent_problem(st, uid)
+        if why is not None:
+            raise UnsafeDataDirError(
+                f"refusing data directory: {path}: the directory above it, {parent}, {why}"
+            )
+
+
 def _refuse(path: Path, why: str) -> UnsafeDataDirError:
     return UnsafeDataDirError(f"refusing data directory: {path} {why}")
 
@@ -113,14 +159,19 @@ def _check_entries(directory: Path, uid: int, *, recurse: bool) -> None:
 def check_data_dir(path: Path) -> None:
     """Raise :class:`UnsafeDataDirError` unless ``path`` is safe to use (see the module doc).
 
-    A directory that does not exist yet passes (it will be created private). ``OSError`` from
-    listing it is turned into a :class:`ConfigError`.
+    A directory that does not exist yet passes if the directories above it that exist do (it
+    will be created private). ``OSError`` from listing it is turned into a
+    :class:`ConfigError`.
     """
     path = Path(path)
     uid = _euid()
     try:
         st = os.stat(path)
     except FileNotFoundError:
+        try:
+            _check_parents(path, uid)
+        except OSError as exc:
+            raise ConfigError(f"cannot use data directory {path}: {exc.strerror or exc}") from None
         return
     except OSError as exc:
         raise ConfigError(f"cannot use data directory {path}: {exc.strerror or exc}") from None
@@ -131,6 +182,7 @@ def check_data_dir(path: Path) -> None:
         raise _refuse(path, why)
     try:
         _check_entries(path, uid, recurse=True)
+        _check_parents(path, uid)
     except OSError as exc:
         raise ConfigError(f"cannot use data directory {path}: {exc.strerror or exc}") from None
 
@@ -138,8 +190,10 @@ def check_data_dir(path: Path) -> None:
 def prepare_data_dir(path: Path) -> None:
     """Create ``path`` (0700, parents too) if it does not exist, then :func:`check_data_dir`.
 
-    An existing directory is never modified: one that fails the check is refused as it is.
+    An existing directory is never modified: one that fails the check is refused as it is, and
+    nothing is created under a parent that fails it.
     """
+    check_data_dir(path)
     try:
         make_private_dirs(path)
     except OSError as exc:

@@ -29,7 +29,14 @@ from p2pstore.chunking import Layout
 from p2pstore.dht import messages as dht
 from p2pstore.dht.config import DhtConfig
 from p2pstore.dht.records import MAX_NAME_BYTES as DHT_NAME_BYTES
-from p2pstore.dht.records import MAX_SEQ, MAX_VALUE_BYTES, SignedValue, signature_input, value_key
+from p2pstore.dht.records import (
+    MAX_SEQ,
+    MAX_VALUE_BYTES,
+    SignedValue,
+    signature_input,
+    subnet_of,
+    value_key,
+)
 from p2pstore.dht.tokens import TOKEN_BYTES
 from p2pstore.erasure import ReedSolomon
 from p2pstore.errors import HandshakeError, ManifestError, ProtocolError
@@ -1000,3 +1007,12 @@ def test_signed_value_example() -> None:
     assert value.signature == dump("sig")
     Ed25519PublicKey.from_public_bytes(publisher.public_key).verify(dump("sig"), expected_input)
     assert value.verify()
+
+
+def test_provider_cap_exemption_is_only_the_default_loopback_addresses() -> None:
+    doc_says("only the loopback addresses 127.0.0.1 and ::1 (also written `::ffff:127.0.0.1`) are")
+    doc_says("Any other 127.0.0.0/8 address is capped like a remote one (its /24 is its subnet).")
+    for exempt in ("127.0.0.1", "::1", "::ffff:127.0.0.1"):
+        assert subnet_of(exempt) is None
+    assert subnet_of("127.0.0.2") == bytes([127, 0, 0])
+    assert subnet_of("127.5.6.7") == bytes([127, 5, 6])

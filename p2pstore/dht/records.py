@@ -13,9 +13,10 @@ import ipaddress
 import random
 import struct
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import Enum
+from typing import TypeVar
 
 from ..identity import PUBLIC_KEY_BYTES, SIGNATURE_BYTES, Identity, verify_signature
 from .contact import NODE_ID_BYTES, pack_ip
@@ -28,6 +29,8 @@ MAX_SEQ = 2**63 - 1
 """Sequence numbers are unsigned 63-bit so they fit any msgpack integer reader."""
 SIGNATURE_DOMAIN = b"p2pstore-dht-value-v1"
 """Prefix of every signed value's signature input, so the signature means nothing elsewhere."""
+
+_T = TypeVar("_T")
 
 
 def value_key(public_key: bytes, name: bytes) -> bytes:
@@ -114,19 +117,29 @@ class StoreOutcome(Enum):
         return self in (StoreOutcome.ADDED, StoreOutcome.REFRESHED, StoreOutcome.REPLACED)
 
 
+#: The addresses exempt from the per-IP and per-subnet caps: the default loopback addresses, at
+#: which every node of a test network or a demo on one machine shares one IP (there an IP says
+#: nothing about who runs a node). Only these two: any other address of 127.0.0.0/8 is one a
+#: local setup gave a node on purpose, and is capped like any host (its /24 as its subnet), so
+#: identities spread over 127.x.y.z addresses cannot bypass the caps.
+EXEMPT_HOSTS = (bytes([127, 0, 0, 1]), bytes(15) + b"\x01")
+
+
 def subnet_of(host: str) -> bytes | None:
-    """The /24 (IPv4) or /64 (IPv6) network of an IP literal, ``None`` for loopback addresses
-    (every node of a test network or a demo shares 127.0.0.1: there an IP says nothing about who
-    runs a node) and for anything that is not an IP literal."""
+    """The /24 (IPv4) or /64 (IPv6) network of an IP literal; ``None`` (exempt from the caps)
+    for the loopback addresses ``127.0.0.1`` and ``::1`` (also IPv4-mapped, see
+    :data:`EXEMPT_HOSTS`) and for anything that is not an IP literal."""
     try:
         packed = pack_ip(host)
     except ValueError:
         return None
-    if len(packed) == 4:
-        return None if packed[0] == 127 else packed[:3]
-    if ipaddress.IPv6Address(packed).is_loopback:
+    if len(packed) == 16:
+        mapped = ipaddress.IPv6Address(packed).ipv4_mapped
+        if mapped is not None:
+            packed = mapped.packed
+    if packed in EXEMPT_HOSTS:
         return None
-    return packed[:8]
+    return packed[:3] if len(packed) == 4 else packed[:8]
 
 
 def select_providers(
@@ -138,32 +151,64 @@ def select_providers(
 ) -> list[ProviderRecord]:
     """The records to put in a GET_PROVIDERS reply, in the order to list them.
 
-    At most ``max_per_ip`` per IP address and ``max_per_subnet`` per /24 or /64 (loopback exempt),
-    chosen at random; then ordered round-robin over the subnets in random order, so a reply cut
-    at the datagram size holds as many networks as possible and a crowd of records from one place
-    (newest or not) cannot push out the others. The order is drawn afresh for every reply, so
-    repeated look-ups see different subsets when not all fit.
+    At most ``max_per_ip`` per IP address and ``max_per_subnet`` per /24 or /64 (127.0.0.1 and
+    ::1 exempt), chosen at random; then ordered round-robin over the subnets in random order, so
+    a reply cut at the datagram size holds as many networks as possible and a crowd of records
+    from one place (newest or not) cannot push out the others. The order is drawn afresh for
+    every reply, so repeated look-ups see different subsets when not all fit.
     """
-    shuffled = list(records)
+    return spread_over_networks(
+        records,
+        lambda r: r.host,
+        rng,
+        max_per_ip=max_per_ip,
+        max_per_subnet=max_per_subnet,
+    )
+
+
+def spread_over_networks(
+    items: Sequence[_T],
+    host_of: Callable[[_T], str],
+    rng: random.Random,
+    *,
+    max_per_ip: int | None = None,
+    max_per_subnet: int | None = None,
+) -> list[_T]:
+    """``items`` (each at the IP ``host_of(item)``) in a random order that lists one of each
+    network (/24 or /64; each exempt address, see :func:`subnet_of`, counts as a network of its
+    own) before a second of any, keeping at most ``max_per_ip`` per IP and ``max_per_subnet``
+    per network (``None``: no cap), chosen at random.
+
+    Used for provider replies, and by a downloader to choose whom to ask first: a crowd of
+    identities in one place then costs it one attempt per round, not one per identity.
+    """
+    shuffled = list(items)
     rng.shuffle(shuffled)
     per_ip: dict[str, int] = {}
-    groups: dict[bytes | None, list[ProviderRecord]] = {}
-    loopback: list[ProviderRecord] = []
-    for record in shuffled:
-        subnet = subnet_of(record.host)
+    groups: dict[bytes, list[_T]] = {}
+    columns: list[list[_T]] = []
+    for item in shuffled:
+        host = host_of(item)
+        subnet = subnet_of(host)
         if subnet is None:
-            loopback.append(record)
+            columns.append([item])
             continue
-        group = groups.setdefault(subnet, [])
-        if len(group) >= max_per_subnet or per_ip.get(record.host, 0) >= max_per_ip:
+        group = groups.get(subnet)
+        if group is None:
+            group = groups[subnet] = []
+            columns.append(group)
+        if max_per_subnet is not None and len(group) >= max_per_subnet:
             continue
-        per_ip[record.host] = per_ip.get(record.host, 0) + 1
-        group.append(record)
-    columns = [*groups.values(), *([r] for r in loopback)]
+        if max_per_ip is not None and per_ip.get(host, 0) >= max_per_ip:
+            continue
+        per_ip[host] = per_ip.get(host, 0) + 1
+        group.append(item)
+    columns = [c for c in columns if c]
     rng.shuffle(columns)
-    out: list[ProviderRecord] = []
+    out: list[_T] = []
     depth = 0
-    while len(out) < sum(len(c) for c in columns):
+    total = sum(len(c) for c in columns)
+    while len(out) < total:
         out.extend(c[depth] for c in columns if depth < len(c))
         depth += 1
     return out
@@ -172,7 +217,7 @@ def select_providers(
 class ProviderStore:
     """Provider records by key, at most ``max_keys`` keys and ``max_per_key`` providers per key,
     of which at most ``max_per_ip`` from one IP and ``max_per_subnet`` from one /24 or /64
-    (loopback addresses exempt; see :func:`subnet_of`).
+    (127.0.0.1 and ::1 exempt; see :func:`subnet_of`).
 
     A provider re-announcing itself refreshes its record (new address and expiry). When a bound is
     reached new keys / new providers are refused rather than evicting what is there, so a flood

@@ -44,6 +44,7 @@ from typing import Protocol
 import trio
 
 from .._groups import collapse_exception_groups
+from ..dht.records import subnet_of
 from ..errors import (
     ChunkNotFoundError,
     CorruptChunkError,
@@ -318,6 +319,12 @@ def failure_reason(exc: BaseException) -> str:
     return str(exc) or type(exc).__name__
 
 
+def _network(provider: Provider) -> Hashable:
+    """The network a provider is in, for spreading attempts: its /24 or /64, or (an address
+    exempt from the DHT's caps, like 127.0.0.1) its node ID, a network of its own."""
+    return subnet_of(provider.host) or provider.node_id
+
+
 def bitmap_indices(bitmap: bytes, count: int) -> list[int]:
     """Indices ``i < count`` whose bit is set (LSB-first within each byte)."""
     out: list[int] = []
@@ -397,6 +404,7 @@ class Download:
         self._failure: P2PStoreError | None = None
         self._retries: dict[bytes, int] = {}
         self._discovery_done = trio.Event()  # the full provider look-up has ended
+        self._race_wakeup = trio.Event()  # new providers, or a manifest attempt ended
         self._fetch: trio.Nursery | None = None
         self._updates_seen = 0  # HAVE_UPDATEs received: the peers' holdings are still growing
         # per peer: request index -> (its timeout scope, when it started)
@@ -405,6 +413,9 @@ class Download:
         # off for stalling, never retried in this download.
         self._stall_clock: dict[Hashable, tuple[int, float]] = {}
         self._stalled: set[Hashable] = set()
+        # Why each peer left this download (scheduler drops, stall cut-offs), for the error
+        # message of a download that runs out of peers.
+        self._peer_faults: dict[Hashable, str] = {}
         self._last_alive: dict[Hashable, float] = {}  # per peer: its last delivery or BUSY
         self._fair_share_peers: set[Hashable] = set()  # watched peers: they queue us fairly
         # The store queue (see STORE_QUEUE_BYTES): made by _prepare, drained by _store_received.
@@ -566,6 +577,7 @@ class Download:
             return
         finally:
             self._discovery_done.set()
+            self._wake_manifest_race()
         for provider in new:
             nursery.start_soon(self._peer_worker, provider)
 
@@ -590,25 +602,20 @@ class Download:
             else:
                 continue
             self._providers[p.node_id] = p
+        if new:
+            self._wake_manifest_race()
         return new, retried
 
     async def _fetch_manifest(self) -> Manifest:
-        """The manifest from the providers found so far; if none of them gives it, from those the
-        full look-up still running adds (the quick look-up may have named only departed nodes)."""
+        """The manifest from the providers found so far and those the look-ups still running add
+        (the quick look-up may have named only departed or hostile nodes); see
+        :meth:`_race_manifest`. Raises :class:`FileUnavailableError` naming every provider's
+        reason once all have failed and the full look-up has ended."""
         tried: set[bytes] = set()
         errors: list[str] = []
-        while True:
-            candidates = [p for p in self._providers.values() if p.node_id not in tried]
-            self.rng.shuffle(candidates)
-            if candidates:
-                tried.update(p.node_id for p in candidates)
-                manifest = await self._race_manifest(candidates, errors)
-                if manifest is not None:
-                    return manifest
-                continue  # the full look-up may have added providers meanwhile
-            if self._discovery_done.is_set() and all(p in tried for p in self._providers):
-                break
-            await self._discovery_done.wait()
+        manifest = await self._race_manifest(tried, errors)
+        if manifest is not None:
+            return manifest
         if not tried:
             raise FileUnavailableError(f"no provider found for file {self.file_id.hex()}", {})
         raise FileUnavailableError(
@@ -617,16 +624,33 @@ class Download:
             {},
         )
 
-    async def _race_manifest(self, batch: list[Provider], errors: list[str]) -> Manifest | None:
-        """Ask ``batch`` (in order) for the manifest, ``manifest_race_width`` at a time; an
+    def _next_manifest_candidate(self, tried: set[bytes], asked: dict[Hashable, int]) -> Provider:
+        """The untried provider to ask next: one from a network (its /24 or /64, see
+        :func:`_network`) asked least often so far, at random. So a crowd of false
+        providers in one place costs the race one attempt per round, not one per identity."""
+        untried = [p for p in self._providers.values() if p.node_id not in tried]
+        fewest = min(asked.get(_network(p), 0) for p in untried)
+        return self.rng.choice([p for p in untried if asked.get(_network(p), 0) == fewest])
+
+    def _wake_manifest_race(self) -> None:
+        self._race_wakeup.set()
+        self._race_wakeup = trio.Event()
+
+    async def _race_manifest(self, tried: set[bytes], errors: list[str]) -> Manifest | None:
+        """Ask providers for the manifest, ``manifest_race_width`` at a time, taking each new
+        provider as the look-ups find it (:meth:`_next_manifest_candidate` picks the order); an
         attempt older than ``manifest_attempt_timeout`` frees its place for the next provider
-        (it goes on). The first valid manifest cancels the rest; every failure's reason is
-        appended to ``errors``."""
+        (it goes on). The first valid manifest cancels the rest; ``None`` once every provider
+        failed and the full look-up has ended. Providers asked go into ``tried``, every
+        failure's reason into ``errors``."""
         winner: list[Manifest] = []
         young = trio.Semaphore(max(1, self.config.manifest_race_width))
+        asked: dict[Hashable, int] = {}
+        running = 0
         async with trio.open_nursery() as nursery:
 
             async def attempt(provider: Provider) -> None:
+                nonlocal running
                 freed = False
 
                 def free() -> None:
@@ -650,13 +674,25 @@ class Download:
                 finally:
                     timer.cancel()
                     free()
+                    running -= 1
+                    self._wake_manifest_race()
                 if not winner:
                     winner.append(manifest)
                     nursery.cancel_scope.cancel()
 
-            for provider in batch:
-                await young.acquire()
-                nursery.start_soon(attempt, provider)
+            while True:
+                wakeup = self._race_wakeup
+                if any(p not in tried for p in self._providers):
+                    await young.acquire()
+                    provider = self._next_manifest_candidate(tried, asked)
+                    tried.add(provider.node_id)
+                    asked[_network(provider)] = asked.get(_network(provider), 0) + 1
+                    running += 1
+                    nursery.start_soon(attempt, provider)
+                    continue
+                if not running and self._discovery_done.is_set():
+                    break
+                await wakeup.wait()  # a provider found, an attempt ended, the look-up done
         return winner[0] if winner else None
 
     async def _manifest_from(self, provider: Provider) -> Manifest:
@@ -716,6 +752,7 @@ class Download:
                     scope.cancel()
             elif isinstance(decision, DropPeer):
                 log.info("dropping peer %s: %s", self._label(decision.peer), decision.reason)
+                self._peer_faults[decision.peer] = decision.reason
                 peer_scope = self._peer_scopes.get(decision.peer)
                 if peer_scope is not None:
                     peer_scope.cancel()
@@ -993,7 +1030,7 @@ class Download:
                 continue
             fruitless += 1
             if fruitless >= self.config.rediscover_attempts and sched.wants_more_peers():
-                self._failure = sched.unavailable_error()
+                self._failure = self._unavailable_error(sched)
                 self._finished.set()
                 return
 
@@ -1048,6 +1085,7 @@ class Download:
             if scope is None or peer in self._stalled:
                 continue
             self._stalled.add(peer)
+            self._peer_faults[peer] = "stalled"
             log.info(
                 "dropping peer %s: stalled (no chunk for %.1f s with %d request(s) in flight)",
                 self._label(peer),
@@ -1055,6 +1093,23 @@ class Download:
                 len(sched.in_flight(peer)),
             )
             scope.cancel()
+
+    def _unavailable_error(self, sched: DownloadScheduler) -> FileUnavailableError:
+        """The scheduler's unreachable-stripes error, plus why the peers that left were dropped
+        (``3 peer(s) dropped: corrupt: 2 (a:1, b:2), stalled: 1 (c:3)``): a failure says why."""
+        error = sched.unavailable_error()
+        if not self._peer_faults:
+            return error
+        by_reason: dict[str, list[str]] = {}
+        for peer, reason in self._peer_faults.items():
+            by_reason.setdefault(reason, []).append(self._label(peer))
+        parts = [
+            f"{reason}: {len(labels)} ({', '.join(labels[:3])}{', ...' if len(labels) > 3 else ''})"
+            for reason, labels in sorted(by_reason.items(), key=lambda item: -len(item[1]))
+        ]
+        return FileUnavailableError(
+            f"{error}; {len(self._peer_faults)} peer(s) dropped: {', '.join(parts)}", error.missing
+        )
 
     async def _report_progress(self, sched: DownloadScheduler) -> None:
         while True:

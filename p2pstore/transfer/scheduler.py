@@ -34,6 +34,12 @@ available or in flight), a peer with free slots gets duplicates of chunks in fli
 most ``endgame_duplicates`` extra copies per chunk, fewest copies and oldest request first); when a
 copy arrives, the other requests for it are cancelled.
 
+**Proven peers first**: a peer that has delivered a verified chunk in this download and has a
+free slot but nothing else to ask for takes a copy of any chunk whose every request has waited
+``unproven_rescue_after`` (1 s) at peers that have never delivered one (oldest first; a peer not
+proven yet takes one such copy at a time), so a crowd of false providers that claim everything
+and send nothing holds no chunk once an honest peer has proven itself.
+
 **Swarming** (peers added with ``fair_share=True``: they fair-share their uplink and answer
 BUSY): :meth:`DownloadScheduler.request_busy` re-queues a chunk without a strike and rests that
 peer until the hint; such peers are never judged slow; at most ``max_in_flight_fair_share`` (2)
@@ -117,6 +123,9 @@ DEFAULT_MAX_BUSY_BACKOFF = 8.0
 #: Seconds a peer may keep deferring chunks by BUSY with no delivery before it is dropped: an
 #: honest fair-sharing peer always admits a peer with nothing queued, so it never gets there.
 DEFAULT_BUSY_GIVE_UP = 120.0
+#: Seconds a request may wait at peers that have never delivered a verified chunk in this
+#: download before a peer that has may take a copy of it (see SchedulerConfig).
+DEFAULT_UNPROVEN_RESCUE_AFTER = 1.0
 #: Largest file (chunks) whose idle fair-sharing peers get their heaps rebuilt (O(chunks held)).
 _SLACK_REBUILD_LIMIT = 8192
 #: Chunks examined and passed over per call when sparing a seed (bounds ``next_requests``).
@@ -159,6 +168,14 @@ class SchedulerConfig:
     between) rests it ``min(max_busy_backoff, min_busy_retry * 2**(n-1))`` or the hint if
     longer."""
     max_busy_backoff: float = DEFAULT_MAX_BUSY_BACKOFF
+    unproven_rescue_after: float = DEFAULT_UNPROVEN_RESCUE_AFTER
+    """Peers that have delivered a verified chunk in this download are preferred to those that
+    have not: a proven peer with a free slot and nothing else to ask for takes a copy of a
+    chunk whose every request in flight is at unproven peers and is this many seconds old
+    (oldest first; the first copy to arrive cancels the others); an unproven peer takes one
+    such copy at a time. Fifty false providers that claim every chunk and never send one then
+    hold no chunk hostage once one honest peer has delivered, and cannot keep an honest
+    newcomer from delivering its first; ``math.inf`` turns it off."""
     pipeline_floor: int | None = None
     """``None``: every peer gets ``max_in_flight_per_peer`` requests (a fixed pipeline). A
     number: each peer's pipeline is sized to its bandwidth-delay product, ``1 + ceil(rate x
@@ -197,6 +214,8 @@ class SchedulerConfig:
             raise ConfigError("need 0 < min_busy_retry <= max_busy_backoff")
         if self.busy_give_up <= 0:
             raise ConfigError("busy_give_up must be > 0")
+        if not self.unproven_rescue_after >= 0:
+            raise ConfigError("unproven_rescue_after must be >= 0")
         if self.pipeline_floor is not None and not (
             1 <= self.pipeline_floor <= self.max_in_flight_per_peer
         ):
@@ -497,6 +516,8 @@ class DownloadScheduler:
             out.append(self._assign(p, g, now, duplicate=False))
         for entry in spared:
             heapq.heappush(heap, entry)
+        if len(out) < room:
+            out.extend(self._rescue(p, room - len(out), now))
         if (
             len(out) < room
             and self._total_need == 0
@@ -962,6 +983,37 @@ class DownloadScheduler:
                 if not self._done[s]:
                     loss[s] = loss.get(s, 0) + 1
         return any(self._reach[s] - lost < self._k[s] for s, lost in loss.items())
+
+    def is_proven(self, peer: Hashable) -> bool:
+        """Has ``peer`` delivered a verified chunk in this download (also before a failure)?"""
+        p = self._peers.get(peer) or self._gone.get(peer)
+        return p is not None and p.meter.bytes_total > 0
+
+    def _rescue(self, p: _Peer, room: int, now: float) -> list[ChunkRequest]:
+        """Copies for ``p`` of chunks held only by unproven peers for at least
+        ``unproven_rescue_after`` seconds, oldest first (``SchedulerConfig``): as many as ``p``
+        has room for if it is proven, else one at a time (so an honest newcomer, when false
+        providers hold every request, gets a chunk to prove itself with, and those providers
+        no more than one copy each)."""
+        if not p.meter.bytes_total:
+            if any(len(self._in_flight[g]) > 1 for g in p.in_flight):
+                return []
+            room = 1
+        cutoff = now - self.config.unproven_rescue_after
+        candidates = [
+            (oldest, self._tiebreak[g], g)
+            for g, holders in self._in_flight.items()
+            if g in p.have
+            and p.name not in holders
+            and g not in p.timed_out
+            and (oldest := min(holders.values())) <= cutoff
+            and not self._done[self._stripe_of[g]]
+            and self._in_window(self._stripe_of[g])
+            and not any(self._peers[q].meter.bytes_total for q in holders)
+        ]
+        return [
+            self._assign(p, g, now, duplicate=True) for *_, g in heapq.nsmallest(room, candidates)
+        ]
 
     def _endgame(self, p: _Peer, room: int, now: float) -> list[ChunkRequest]:
         limit = 1 + self.config.endgame_duplicates

@@ -154,3 +154,60 @@ def test_daemon_refuses_an_unsafe_data_dir_with_exit_2(tmp_path: Path, victim: P
     result = CliRunner().invoke(app, ["daemon", "--data-dir", str(d), "--udp-port", "0"])
     assert result.exit_code == 2, result.output
     assert "writable by other users" in result.output
+
+
+def test_data_dir_under_a_directory_others_may_write_is_refused(tmp_path: Path) -> None:
+    """Our own 0700 directory is no safer than its parents: in a directory writable by others
+    without the sticky bit, another user can rename it away and put theirs in its place."""
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)
+    d = shared / "node"
+    d.mkdir(mode=0o700)
+    with pytest.raises(UnsafeDataDirError, match=r"the directory above it, .*shared, is writable"):
+        ChunkStore.open(d)
+    with pytest.raises(UnsafeDataDirError, match="sticky"):
+        ChunkStore.open(shared / "deeper" / "node")  # nothing is created under it either
+    assert not (shared / "deeper").exists()
+    shared.chmod(0o1777)  # sticky, like /tmp: others cannot rename what is not theirs
+    ChunkStore.open(d).close()
+
+
+def test_link_to_a_data_dir_is_checked_where_it_points_and_where_it_is(tmp_path: Path) -> None:
+    safe = tmp_path / "safe"
+    safe.mkdir(mode=0o700)
+    (safe / "node").mkdir(mode=0o700)
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)
+    link = shared / "link"
+    link.symlink_to(safe / "node")
+    with pytest.raises(UnsafeDataDirError, match="shared"):
+        check_data_dir(link)  # the link itself could be swapped
+    (safe / "link").symlink_to(safe / "node")
+    check_data_dir(safe / "link")
+    (shared / "node").mkdir(mode=0o700)
+    (safe / "elsewhere").symlink_to(shared / "node")
+    with pytest.raises(UnsafeDataDirError, match="shared"):
+        check_data_dir(safe / "elsewhere")  # what it points to could be swapped
+
+
+def test_parent_owned_by_another_user_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    d = tmp_path / "node"
+    d.mkdir(mode=0o700)
+    real = os.stat
+    fake_uid = os.geteuid() + 4242
+
+    def stat_as_if_another_user_owned_tmp_path(path: object, *args: object, **kw: object) -> object:
+        st = real(path, *args, **kw)  # type: ignore[arg-type]
+        if Path(str(path)) == tmp_path:
+            fields = list(st)
+            fields[stat.ST_UID] = fake_uid
+            return os.stat_result(fields)
+        return st
+
+    monkeypatch.setattr(datadir.os, "stat", stat_as_if_another_user_owned_tmp_path)
+    with pytest.raises(UnsafeDataDirError, match=f"owned by uid {fake_uid}, neither"):
+        check_data_dir(d)
