@@ -4,7 +4,7 @@
 data directory over the control socket (:mod:`p2pstore.control`). User errors are reported as one
 ``error: ...`` line on stderr, never a traceback. Exit codes: 0 success, 1 the operation failed
 (including "no daemon running"), 2 usage error (bad arguments, bad settings file, missing input
-file), 130 interrupted.
+file), 5 cancelled by ``p2pstore cancel``, 130 interrupted.
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ import contextlib
 import json
 import logging
 import os
-import shutil
 import string
 import sys
 import tempfile
@@ -72,6 +71,9 @@ EXIT_DEGRADED = 3
 
 EXIT_LOST = 4
 """``check``: the file is lost (some stripe has fewer shares reachable than it needs)."""
+
+EXIT_CANCELLED = 5
+"""The operation was stopped by ``p2pstore cancel`` (from another terminal)."""
 
 EXIT_INTERRUPTED = 130
 """Stopped by Ctrl-C (128 + SIGINT), as shells expect."""
@@ -296,6 +298,8 @@ def _user_error(exc: BaseException) -> BaseException | None:
 
 
 def _exit_for(exc: BaseException) -> int:
+    if isinstance(exc, control.ControlError) and exc.code == "cancelled":
+        return EXIT_CANCELLED
     return EXIT_USAGE if isinstance(exc, ConfigError) else EXIT_FAILED
 
 
@@ -304,10 +308,12 @@ def _call(
     op: str,
     args: dict[str, Any] | None = None,
     on_progress: Callable[[dict[str, Any]], None] | None = None,
+    *,
+    on_data: Callable[[bytes], None] | None = None,
 ) -> dict[str, Any]:
     data_dir = _data_dir(flag)
     try:
-        return control.call_blocking(data_dir, op, args, on_progress=on_progress)
+        return control.call_blocking(data_dir, op, args, on_progress=on_progress, on_data=on_data)
     except control.DaemonNotRunningError:
         _fail(
             f"no p2pstore daemon is running for {data_dir}; start one with:"
@@ -729,8 +735,16 @@ def _report_put(
     return outcome
 
 
-def _get_call(data_dir: Path | None, args: dict[str, Any], json_out: bool) -> dict[str, Any]:
-    """The control ``get``, with its progress bar."""
+def _get_call(
+    data_dir: Path | None,
+    args: dict[str, Any],
+    json_out: bool,
+    *,
+    op: str = "get",
+    on_data: Callable[[bytes], None] | None = None,
+) -> dict[str, Any]:
+    """The control ``get`` (or the streaming ``cat``, whose data goes to ``on_data``), with its
+    progress bar."""
     columns = (
         TextColumn("{task.fields[phase]}"),
         BarColumn(),
@@ -750,35 +764,39 @@ def _get_call(data_dir: Path | None, args: dict[str, Any], json_out: bool) -> di
                 phase = "finishing" if total and done >= total else "downloading"
                 bar.update(completed=done, total=total or None, peers=count, phase=phase)
 
-        return _call(data_dir, "get", args, progress)
+        return _call(data_dir, op, args, progress, on_data=on_data)
+
+
+class _ReaderGone(Exception):
+    """Standard output's reader went away (``| head``): not an error of ours."""
 
 
 def _get_to_stdout(data_dir: Path | None, fid: bytes, json_out: bool) -> None:
-    """``get -o -`` / ``cat``: download into a private temporary directory in the data
-    directory, then copy the complete, verified file to stdout (nothing is written to stdout
-    before the whole file is verified); the temporary copy is removed whatever happens."""
-    directory = Path(tempfile.mkdtemp(prefix=".stdout-", dir=_data_dir(data_dir)))
-    try:
-        target = directory / "file"
-        result = _get_call(data_dir, {"file_id": fid, "dest": str(target), "cwd": "/"}, json_out)
-        out = sys.stdout.buffer
+    """``get -o -`` / ``cat``: the daemon streams the file in order while it downloads (control
+    ``cat``), every byte verified before it is sent, and each piece is written to stdout as it
+    comes. A reader that stops early (``| head``) ends the command quietly with exit 0: closing
+    the control connection cancels the download in the daemon."""
+    out = sys.stdout.buffer
+
+    def on_data(piece: bytes) -> None:
         try:
-            with target.open("rb") as source:
-                while block := source.read(STDIN_BLOCK):
-                    out.write(block)
-            out.flush()
-        except BrokenPipeError:  # the reader stopped early (| head): not an error of ours
-            with contextlib.suppress(OSError, ValueError, AttributeError):
-                # Point stdout at /dev/null so the flush at exit does not fail again.
-                null = os.open(os.devnull, os.O_WRONLY)
-                os.dup2(null, sys.stdout.fileno())
-            return
-        except KeyboardInterrupt:
-            _fail("interrupted", EXIT_INTERRUPTED)
-        if json_out:  # stdout carries the file: the summary goes to stderr
-            typer.echo(json.dumps({**result, "path": "-"}, sort_keys=True), err=True)
-    finally:
-        shutil.rmtree(directory, ignore_errors=True)
+            out.write(piece)
+        except BrokenPipeError:
+            raise _ReaderGone from None
+
+    try:
+        result = _get_call(data_dir, {"file_id": fid}, json_out, op="cat", on_data=on_data)
+        out.flush()
+    except (_ReaderGone, BrokenPipeError):
+        with contextlib.suppress(OSError, ValueError, AttributeError):
+            # Point stdout at /dev/null so the flush at exit does not fail again.
+            null = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(null, sys.stdout.fileno())
+        return
+    except KeyboardInterrupt:
+        _fail("interrupted", EXIT_INTERRUPTED)
+    if json_out:  # stdout carries the file: the summary goes to stderr
+        typer.echo(json.dumps({**result, "path": "-"}, sort_keys=True), err=True)
 
 
 @app.command()
@@ -790,8 +808,8 @@ def cat(
     quiet: QuietOpt = False,
     log_json: LogJsonOpt = False,
 ) -> None:
-    """Write FILE_ID to standard output (as get FILE_ID -o -), once it is complete and
-    verified."""
+    """Write FILE_ID to standard output (as get FILE_ID -o -), in order while it downloads,
+    every byte verified before it is written."""
     data_dir, json_out = _setup(data_dir, json_out, verbose, quiet, log_json)
     _get_to_stdout(data_dir, _resolve_file(file_id, "FILE_ID", data_dir), json_out)
 
@@ -981,7 +999,7 @@ def _quota_line(result: dict[str, Any]) -> list[str]:
 
 
 def _transfer_rows(transfers: list[Any], now: float) -> list[list[str]]:
-    """One row per running transfer: kind, name, bytes, rate, peers, ETA."""
+    """One row per running transfer: ID, kind (and phase), name, bytes, rate, peers, ETA."""
     rows = []
     for t in transfers:
         if not isinstance(t, dict):
@@ -998,7 +1016,8 @@ def _transfer_rows(transfers: list[Any], now: float) -> list[list[str]]:
         size = f"{format_size(done)} / {format_size(total)}" if total else format_size(done)
         rows.append(
             [
-                str(t.get("kind") or ""),
+                str(t.get("id") or "-"),  # what `p2pstore cancel ID` takes
+                str(t.get("kind") or "") + (f" ({t['phase']})" if t.get("phase") else ""),
                 name,
                 size,
                 f"{format_size(rate)}/s" if rate else "-",
@@ -1027,7 +1046,7 @@ def _print_transfers(transfers: list[Any]) -> None:
     if not console.is_terminal:
         console = Console(width=PIPE_WIDTH)
     table = Table(title=_counted(len(rows), "transfer"))
-    for column in ("kind", "name", "bytes", "rate", "peers", "ETA"):
+    for column in ("ID", "kind", "name", "bytes", "rate", "peers", "ETA"):
         table.add_column(column)
     for row in rows:
         table.add_row(*(_clean(cell) for cell in row))
@@ -1042,7 +1061,7 @@ def transfers(
     quiet: QuietOpt = False,
     log_json: LogJsonOpt = False,
 ) -> None:
-    """List the running transfers: kind, name, bytes, rate, peers, ETA."""
+    """List the running transfers: ID (for cancel), kind, name, bytes, rate, peers, ETA."""
     data_dir, json_out = _setup(data_dir, json_out, verbose, quiet, log_json)
     result = _call(data_dir, "status")
     running = result.get("transfers") or []
@@ -1053,6 +1072,36 @@ def transfers(
         typer.echo("no transfers")
         return
     _print_transfers(running)
+
+
+@app.command()
+def cancel(
+    transfer_id: Annotated[
+        str,
+        typer.Argument(
+            metavar="ID", help="The transfer's number, as transfers lists it.", show_default=False
+        ),
+    ],
+    data_dir: DataDirOpt = None,
+    json_out: JsonOpt = False,
+    verbose: VerboseOpt = 0,
+    quiet: QuietOpt = False,
+    log_json: LogJsonOpt = False,
+) -> None:
+    """Stop a running transfer (put, get, cat, verify, check/repair, a gateway read).
+
+    The command that started it fails with "cancelled" (exit 5). It cleans up as a failed one:
+    a put removes what it stored, a get keeps its verified chunks (get again resumes them)."""
+    data_dir, json_out = _setup(data_dir, json_out, verbose, quiet, log_json)
+    text = transfer_id.strip()
+    if not text.isdecimal() or not 0 < int(text) < 2**63:
+        _bad("ID", f"{_clean(transfer_id)!r} is not a transfer number (see: p2pstore transfers)")
+    result = _call(data_dir, "cancel", {"transfer": int(text)})
+    if json_out:
+        _emit_json(result)
+    elif not _STATE.quiet:
+        what = " ".join(str(result.get(k) or "") for k in ("kind", "name")).strip()
+        typer.echo(f"cancelled transfer {int(text)}" + (f" ({_clean(what)})" if what else ""))
 
 
 def _contact_rows(contacts: list[Any], port_key: str) -> list[list[str]]:

@@ -20,11 +20,12 @@ announces into an empty table).
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import logging
 import math
 import random
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -41,9 +42,12 @@ from .errors import (
     ChunkNotFoundError,
     ConfigError,
     CorruptChunkError,
+    FileUnavailableError,
     ManifestError,
+    NoSuchTransferError,
     NotDispersedError,
     P2PStoreError,
+    TransferCancelledError,
     UnknownFileError,
 )
 from .identity import Identity
@@ -198,6 +202,29 @@ class Transfer:
     started: float = field(default_factory=time.time)
     peer_rates: dict[str, float] = field(default_factory=dict)
     """Current receive rate (bytes/s) from each active peer of a download, by ``host:port``."""
+    id: int = 0
+    """The node's number for it while it runs (``p2pstore cancel ID``); never reused."""
+    phase: str = ""
+    """What a multi-phase transfer (verify, repair) is doing now; empty otherwise."""
+
+
+@dataclass(frozen=True)
+class StreamResult:
+    """A file sent in order by :meth:`Node.stream_file`."""
+
+    file_id: bytes
+    name: str
+    size: int
+    bytes_sent: int
+    seconds: float
+    local: bool
+    """Read from a complete local copy, without a download."""
+
+
+_CANCEL_SCOPE: contextvars.ContextVar[trio.CancelScope | None] = contextvars.ContextVar(
+    "p2pstore_transfer_cancel_scope", default=None
+)
+"""The scope :meth:`Node.cancel_transfer` cancels for transfers begun in this context."""
 
 
 @dataclass(frozen=True)
@@ -256,6 +283,7 @@ class Node:
         self._adopting: set[bytes] = set()
         self._withdrawn: set[bytes] = set()
         self._transfers: dict[int, Transfer] = {}
+        self._transfer_scopes: dict[int, trio.CancelScope] = {}  # see cancel_transfer
         self._next_transfer = 0
         self.holdings = HoldingsHub()
         self._downloads: dict[bytes, set[Download]] = {}
@@ -552,12 +580,14 @@ class Node:
     @contextlib.contextmanager
     def tracked_transfer(self, kind: str, file_id: bytes | None, name: str) -> Iterator[Transfer]:
         """Show an operation run outside :meth:`put`/:meth:`get` (a gateway read, an HTTP
-        upload) among :meth:`status`'s transfers while the block runs."""
-        transfer = self._begin(kind, file_id, name)
-        try:
-            yield transfer
-        finally:
-            self._end(transfer)
+        upload) among :meth:`status`'s transfers while the block runs; it is
+        :meth:`cancellable` (``TransferCancelledError`` from the ``with``)."""
+        with self.cancellable():
+            transfer = self._begin(kind, file_id, name)
+            try:
+                yield transfer
+            finally:
+                self._end(transfer)
 
     async def _find_file_providers(self, key: bytes, *, quick: bool = False) -> list[Provider]:
         """Providers of ``key`` other than this node; ``quick`` stops at the first reply naming
@@ -928,12 +958,133 @@ class Node:
         transfer = Transfer(kind, file_id, name)
         self._next_transfer += 1
         self._transfers[self._next_transfer] = transfer
+        transfer.id = self._next_transfer
+        scope = _CANCEL_SCOPE.get()
+        if scope is not None:
+            self._transfer_scopes[transfer.id] = scope
         return transfer
 
     def _end(self, transfer: Transfer) -> None:
         for key, value in list(self._transfers.items()):
             if value is transfer:
                 del self._transfers[key]
+                self._transfer_scopes.pop(key, None)
+
+    # ------------------------------------------------------------------ cancel
+
+    @contextlib.contextmanager
+    def cancellable(self) -> Iterator[None]:
+        """Run the block so that :meth:`cancel_transfer` of a transfer it starts stops it.
+
+        The block is cancelled (Trio cancellation: every wait ends, cleanup runs as for any
+        failure) and the ``with`` raises :class:`TransferCancelledError`. Nested blocks share
+        the outermost scope (one operation, one cancel)."""
+        if _CANCEL_SCOPE.get() is not None:
+            yield
+            return
+        with trio.CancelScope() as scope:
+            token = _CANCEL_SCOPE.set(scope)
+            try:
+                yield
+            finally:
+                _CANCEL_SCOPE.reset(token)
+        if scope.cancelled_caught:
+            raise TransferCancelledError("cancelled (by p2pstore cancel)")
+
+    def cancel_transfer(self, transfer_id: int) -> Transfer:
+        """Stop the running transfer numbered ``transfer_id`` (see :attr:`Transfer.id`); its
+        caller gets :class:`TransferCancelledError`. Returns the transfer. Raises
+        :class:`NoSuchTransferError` if none runs by that number or it cannot be cancelled (an
+        automatic repair, or a call made outside :meth:`cancellable`)."""
+        transfer = self._transfers.get(transfer_id)
+        scope = self._transfer_scopes.get(transfer_id)
+        if transfer is None:
+            raise NoSuchTransferError(f"no transfer {transfer_id} is running (see: transfers)")
+        if scope is None:
+            raise NoSuchTransferError(
+                f"transfer {transfer_id} ({transfer.kind}) cannot be cancelled"
+            )
+        scope.cancel()
+        return transfer
+
+    # ------------------------------------------------------------------ streaming
+
+    async def stream_file(
+        self,
+        file_id: bytes,
+        send: Callable[[bytes], Awaitable[None]],
+        *,
+        progress: Callable[[DownloadProgress], None] | None = None,
+    ) -> StreamResult:
+        """Send the file ``file_id`` to ``send`` in order, while it downloads.
+
+        The HTTP gateway's read (:class:`~p2pstore.http.gateway.FileRead`): a sequential window
+        of stripes ahead of the reader is fetched from many peers at once, and only bytes
+        verified against their chunk IDs are passed to ``send`` (``send`` waiting is the
+        back-pressure: the window moves as it returns). A file complete in the local store is
+        read from it. Like gateway reads, the chunks fetched are an unpinned cache (the next
+        ``gc`` may free them; ``get`` keeps a file). Raises :class:`FileUnavailableError` when the
+        manifest is not found within the gateway's ``MANIFEST_TIMEOUT`` or the file cannot be
+        rebuilt (possibly after some bytes were sent), :class:`ManifestError` for a bad manifest.
+        """
+        from .http.gateway import DEFAULT_WINDOW_STRIPES, MANIFEST_TIMEOUT, FileRead
+
+        if len(file_id) != 32:
+            raise ConfigError("a file ID is 32 bytes (64 hex digits)")
+        started = trio.current_time()
+        read = FileRead(self, file_id, None, DEFAULT_WINDOW_STRIPES)
+        await read.check_local()
+        with self.tracked_transfer("cat", file_id, file_id.hex()[:16]) as transfer:
+            peer_bytes: dict[str, PeerProgress] = {}
+
+            def report() -> None:
+                if progress is not None:
+                    progress(
+                        DownloadProgress(transfer.bytes_done, transfer.bytes_total, peer_bytes)
+                    )
+
+            def on_progress(p: Progress, labels: dict[Any, str]) -> None:
+                active = {labels[x]: pp.rate for x, pp in p.per_peer.items() if pp.active}
+                transfer.peers, transfer.peer_rates = len(active), active
+                peer_bytes.clear()
+                peer_bytes.update(
+                    {labels[x]: PeerProgress(pp.bytes, pp.rate) for x, pp in p.per_peer.items()}
+                )
+                report()
+
+            async def counted(data: bytes) -> None:
+                await send(data)
+                transfer.bytes_done += len(data)
+                report()
+
+            read.download.progress_callback = on_progress
+            with collapse_exception_groups():
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(read.run_download)
+                    try:
+                        with trio.fail_after(MANIFEST_TIMEOUT):
+                            manifest = await read.wait_manifest()
+                    except trio.TooSlowError:
+                        raise FileUnavailableError(
+                            f"the manifest of {file_id.hex()} was not found in time"
+                        ) from None
+                    if read.too_large:
+                        raise ConfigError(
+                            f"this file's stripes ({manifest.layout.stripe_bytes} bytes) exceed"
+                            f" the streaming read budget ({read.budget.total} bytes); use get"
+                        )
+                    transfer.name, transfer.bytes_total = manifest.name, manifest.size
+                    report()
+                    sent = await read.stream(counted)
+                    nursery.cancel_scope.cancel()
+        return StreamResult(
+            file_id=file_id,
+            name=manifest.name,
+            size=manifest.size,
+            bytes_sent=sent,
+            seconds=trio.current_time() - started,
+            local=read.was_local,
+        )
 
 
 def _start_download(store: ChunkStore, dest: Path) -> None:
@@ -1088,6 +1239,7 @@ __all__ = [
     "NodeStatus",
     "PeerProgress",
     "PutProgress",
+    "StreamResult",
     "Transfer",
     "open_node",
 ]
