@@ -472,6 +472,8 @@ class _AmountColumn(ProgressColumn):
 
     def render(self, task: Task) -> Text:
         done, total = task.completed, task.total
+        if not task.fields.get("unit") and not total:
+            return Text("")  # a phase without a count (verify's spares, a repair's survey)
         if task.fields.get("unit") == "bytes":
             text = format_size(done) + (f" / {format_size(total)}" if total else "")
         else:
@@ -484,7 +486,7 @@ class _RateColumn(ProgressColumn):
 
     def render(self, task: Task) -> Text:
         speed = task.finished_speed or task.speed
-        if speed is None:
+        if speed is None or not task.fields.get("unit"):
             return Text("")
         if task.fields.get("unit") == "bytes":
             return Text(f"{format_size(speed)}/s")
@@ -553,6 +555,24 @@ def _stdin_file(directory: Path) -> Iterator[Path]:
 def _put_path(
     data_dir: Path | None, path: Path, disperse: bool, name: str | None, json_out: bool
 ) -> dict[str, Any]:
+    args: dict[str, Any] = {"path": str(path), "disperse": disperse}
+    if name is not None:
+        args["name"] = name
+    units = {"store": "bytes", "disperse": "chunks"}
+    return _phased_call(data_dir, "put", args, json_out, _PUT_PHASES, units)
+
+
+def _phased_call(
+    data_dir: Path | None,
+    op: str,
+    args: dict[str, Any] | None,
+    json_out: bool,
+    names: dict[str, str],
+    units: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """A control operation whose progress is ``{phase, done, total[, unit]}`` (put, verify,
+    check --repair), with a bar showing the phase (as ``names`` calls it), the amount in its
+    unit (the event's, else ``units[phase]``), rate and ETA; each phase starts its own rate."""
     columns = (
         TextColumn("{task.fields[phase]}"),
         BarColumn(),
@@ -560,9 +580,6 @@ def _put_path(
         _RateColumn(),
         TimeRemainingColumn(),
     )
-    args: dict[str, Any] = {"path": str(path), "disperse": disperse}
-    if name is not None:
-        args["name"] = name
     with _ProgressBar(_show_progress(json_out), columns) as bar:
 
         def progress(data: dict[str, Any]) -> None:
@@ -571,20 +588,30 @@ def _put_path(
                 if phase != bar_phase[0] and bar.bar is not None:
                     bar.bar.reset(bar.task)  # a new phase: its own rate and ETA
                     bar_phase[0] = phase
-                unit = {"store": "bytes", "disperse": "chunks"}.get(phase, "")
+                unit = str(data.get("unit") or (units or {}).get(phase, ""))
                 bar.update(
-                    phase=_PUT_PHASES.get(phase, phase),
+                    phase=names.get(phase, phase),
                     completed=data["done"],
-                    total=data["total"],
+                    total=data["total"] or None,  # no count (yet): an indeterminate bar
                     unit=unit,
                 )
 
         bar_phase = [""]
-        return _call(data_dir, "put", args, progress)
+        return _call(data_dir, op, args, progress)
 
 
 _PUT_PHASES = {"store": "storing", "publish": "announcing", "disperse": "dispersing"}
 """How each phase of a put is named on its progress bar."""
+
+_VERIFY_PHASES = {
+    "hashing": "re-hashing",
+    "spares": "checking manifest copies",
+    "rebuilding": "rebuilding damaged stripes",
+}
+"""How each phase of verify is named on its progress bar."""
+
+_REPAIR_PHASES = {"surveying": "asking holders", "rebuilding": "repairing"}
+"""How each phase of check --repair is named on its progress bar."""
 
 
 def _share_link(data_dir: Path | None, result: dict[str, Any]) -> str | None:
@@ -1252,7 +1279,7 @@ def verify(
     """Re-hash every stored chunk, repair what local copies allow; exit 1 if anything was
     found wrong or earlier damage is still unrepaired."""
     data_dir, json_out = _setup(data_dir, json_out, verbose, quiet, log_json)
-    result = _call(data_dir, "verify")
+    result = _phased_call(data_dir, "verify", None, json_out, _VERIFY_PHASES)
     corrupt, missing = _count(result.get("corrupt")), _count(result.get("missing"))
     repaired, damaged = _count(result.get("repaired")), _count(result.get("damaged"))
     if json_out:
@@ -1310,7 +1337,9 @@ def check(
     """
     data_dir, json_out = _setup(data_dir, json_out, verbose, quiet, log_json)
     fid = _parse_id(file_id, "FILE_ID")
-    result = _call(data_dir, "check", {"file_id": fid, "repair": repair})
+    result = _phased_call(
+        data_dir, "check", {"file_id": fid, "repair": repair}, json_out, _REPAIR_PHASES
+    )
     verdict = result.get("verdict")
     if json_out:
         _emit_json(result)

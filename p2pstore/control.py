@@ -453,7 +453,7 @@ class ControlledNode(Protocol):
 
     async def gc(self) -> int: ...
 
-    async def verify(self) -> Any: ...
+    async def verify(self, *, progress: Callable[[Any], None] | None = ...) -> Any: ...
 
     def status(self) -> Any: ...
 
@@ -461,7 +461,9 @@ class ControlledNode(Protocol):
 
     async def check(self, file_id: bytes) -> Any: ...
 
-    async def repair(self, file_id: bytes) -> Any: ...
+    async def repair(
+        self, file_id: bytes, *, progress: Callable[[Any], None] | None = ...
+    ) -> Any: ...
 
 
 Progress = Callable[[Any], None]
@@ -505,7 +507,7 @@ async def _op_gc(node: ControlledNode, args: dict[str, Any], progress: Progress)
 async def _op_verify(
     node: ControlledNode, args: dict[str, Any], progress: Progress
 ) -> dict[str, Any]:
-    data = to_plain(await node.verify())
+    data = to_plain(await node.verify(progress=progress))
     return data if isinstance(data, dict) else {"report": data}
 
 
@@ -640,7 +642,7 @@ async def _op_check(
     if not args["repair"]:
         data: dict[str, Any] = (await node.check(args["file_id"])).as_report()
         return data
-    report = await node.repair(args["file_id"])
+    report = await node.repair(args["file_id"], progress=progress)
     data = report.after.as_report()
     data["repair"] = report.as_report()
     return data

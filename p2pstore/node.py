@@ -160,6 +160,17 @@ class PutProgress:
 
 
 @dataclass(frozen=True)
+class PhaseProgress:
+    """Where a verify or a repair is: its ``phase``, and ``done`` of ``total`` in ``unit``
+    (``"bytes"``, ``"stripes"``; ``total`` 0 and ``unit`` empty while a phase has no count)."""
+
+    phase: str
+    done: int
+    total: int
+    unit: str
+
+
+@dataclass(frozen=True)
 class PeerProgress:
     """Verified bytes received from one peer in a download, and its current rate (bytes/s)."""
 
@@ -726,7 +737,33 @@ class Node:
         """
         return (await self._survey(file_id)).health
 
-    async def repair(self, file_id: bytes, *, threshold: int | None = None) -> RepairReport:
+    async def repair(
+        self,
+        file_id: bytes,
+        *,
+        threshold: int | None = None,
+        progress: Callable[[PhaseProgress], None] | None = None,
+    ) -> RepairReport:
+        """:meth:`_repair` (which see), listed among the transfers (kind ``repair``) and
+        :meth:`cancellable`. ``progress`` gets the phases ``surveying`` (asking the holders) and
+        ``rebuilding`` (stripes repaired of those to repair)."""
+        with self.tracked_transfer("repair", file_id, file_id.hex()[:16]) as transfer:
+
+            def on_progress(phase: str, done: int, total: int) -> None:
+                transfer.phase, transfer.bytes_done, transfer.bytes_total = phase, done, total
+                if progress is not None:
+                    progress(PhaseProgress(phase, done, total, "stripes" if total else ""))
+
+            on_progress("surveying", 0, 0)
+            return await self._repair(file_id, threshold=threshold, on_progress=on_progress)
+
+    async def _repair(
+        self,
+        file_id: bytes,
+        *,
+        threshold: int | None = None,
+        on_progress: Callable[[str, int, int], None] | None = None,
+    ) -> RepairReport:
         """Check ``file_id`` and rebuild the missing shares of its degraded stripes.
 
         ``threshold`` None repairs every degraded stripe; otherwise only those down to
@@ -752,7 +789,9 @@ class Node:
                 nursery.start_soon(look_up_targets)
                 found = await self._survey(file_id)
             stripes = stripes_to_repair(found.health, threshold)
-            return await self._repair_surveyed(found, stripes, targets)
+            if on_progress is not None:
+                on_progress("rebuilding", 0, len(stripes))
+            return await self._repair_surveyed(found, stripes, targets, on_progress)
 
     async def _repair_targets(self, key: bytes) -> list[Provider]:
         """The DHT's closest nodes to ``key`` with a known TCP address, closest first.
@@ -797,7 +836,11 @@ class Node:
         )
 
     async def _repair_surveyed(
-        self, found: Survey, stripes: list[int], targets: list[Provider] | None = None
+        self,
+        found: Survey,
+        stripes: list[int],
+        targets: list[Provider] | None = None,
+        on_progress: Callable[[str, int, int], None] | None = None,
     ) -> RepairReport:
         if stripes and targets is None:
             targets = await self._repair_targets(found.manifest.file_id)
@@ -812,6 +855,8 @@ class Node:
             config=self.config.repair,
             rng=self._rng,
         )
+        if on_progress is not None:
+            repairer.on_stripe_done = lambda done, total: on_progress("rebuilding", done, total)
         report = await repairer.run(stripes)
         file_id = found.manifest.file_id
         if report.held_locally and file_id not in self.dht.providing():
@@ -932,9 +977,22 @@ class Node:
         self.telemetry.gc_done(freed)
         return freed
 
-    async def verify(self) -> VerifyReport:
-        """Re-hash every stored chunk; corrupt ones are quarantined and reported."""
-        return await self.store.verify()
+    async def verify(
+        self, *, progress: Callable[[PhaseProgress], None] | None = None
+    ) -> VerifyReport:
+        """Re-hash every stored chunk; corrupt ones are quarantined and reported.
+
+        Listed among the transfers (kind ``verify``, its phase) and :meth:`cancellable`;
+        ``progress`` gets each phase: ``hashing`` in bytes, then ``spares`` and ``rebuilding``."""
+        with self.tracked_transfer("verify", None, "all chunks") as transfer:
+
+            def on_progress(phase: str, done: int, total: int) -> None:
+                transfer.phase, transfer.bytes_done, transfer.bytes_total = phase, done, total
+                if progress is not None:
+                    unit = "bytes" if phase == "hashing" else ""
+                    progress(PhaseProgress(phase, done, total, unit))
+
+            return await self.store.verify(progress=on_progress)
 
     def peers(self) -> list[Contact]:
         """The DHT routing table's contacts."""
@@ -1238,6 +1296,7 @@ __all__ = [
     "NodeConfig",
     "NodeStatus",
     "PeerProgress",
+    "PhaseProgress",
     "PutProgress",
     "StreamResult",
     "Transfer",

@@ -26,6 +26,7 @@ from p2pstore.node import (
     GetResult,
     NodeStatus,
     PeerProgress,
+    PhaseProgress,
     PutProgress,
     StreamResult,
 )
@@ -176,9 +177,15 @@ class FakeNode:
         self.calls.append(("gc", None))
         return 4096
 
-    async def verify(self) -> FakeVerifyReport:
+    async def verify(
+        self, *, progress: Callable[[PhaseProgress], None] | None = None
+    ) -> FakeVerifyReport:
         self.calls.append(("verify", None))
+        if progress is not None:
+            progress(PhaseProgress("hashing", 0, 7 << 20, "bytes"))
         await trio.sleep(self.verify_delay)
+        if progress is not None:
+            progress(PhaseProgress("hashing", 7 << 20, 7 << 20, "bytes"))
         return FakeVerifyReport(checked=7, corrupt=list(self.corrupt), missing=0)
 
     def status(self) -> NodeStatus:
