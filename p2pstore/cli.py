@@ -401,6 +401,15 @@ def daemon(
             show_default=False,
         ),
     ] = None,
+    download_limit: Annotated[
+        str | None,
+        typer.Option(
+            metavar="RATE",
+            help="Download rate limit all downloads share, e.g. 20MB/s or unlimited"
+            " [default: unlimited].",
+            show_default=False,
+        ),
+    ] = None,
     data_dir: DataDirOpt = None,
     json_out: JsonOpt = False,
     verbose: VerboseOpt = 0,
@@ -437,6 +446,11 @@ def daemon(
     )
     if upload_limit is not None:
         settings = replace(settings, upload_limit=limit)
+    if download_limit is not None:
+        try:
+            settings = replace(settings, download_limit=parse_rate(download_limit))
+        except ConfigError as exc:
+            _bad("--download-limit", str(exc))
     if http is not None:
         try:
             settings = replace(settings, http=parse_listen_address(http))
@@ -1007,6 +1021,7 @@ def status(
         f"connections:    {result.get('peers')} open to other nodes",
         f"stored:         {format_size(int(result.get('stored_bytes') or 0))}",
         *_quota_line(result),
+        *_limit_lines(result),
         f"files:          {result.get('files')}",
         f"transfers:      {count}",
     ]
@@ -1023,6 +1038,19 @@ def _quota_line(result: dict[str, Any]) -> list[str]:
     quota = result.get("quota_bytes")
     text = format_size(quota) if isinstance(quota, int) else "unlimited"
     return [f"quota:          {text} (beyond it, shares pushed by other nodes are refused)"]
+
+
+def _limit_lines(result: dict[str, Any]) -> list[str]:
+    """The upload and download limit lines of ``status`` (absent if the daemon did not say)."""
+    lines = []
+    for key, label in (
+        ("upload_limit", "upload limit:   "),
+        ("download_limit", "download limit: "),
+    ):
+        if key in result:
+            rate = result.get(key)
+            lines.append(label + (f"{format_size(rate)}/s" if rate else "unlimited"))
+    return lines
 
 
 def _transfer_rows(transfers: list[Any], now: float) -> list[list[str]]:
@@ -1444,13 +1472,14 @@ def _setting_text(key: str, value: Any) -> str:
     if value is None:
         return {
             "upload_limit": "unlimited",
+            "download_limit": "unlimited",
             "quota": "auto (what is stored + half the free space, at start)",
             "http": "off",
             "log_level": "warning",
         }.get(key, "node default")
     if key in ("quota", "chunk_size"):
         return format_size(value)
-    if key == "upload_limit":
+    if key in ("upload_limit", "download_limit"):
         return f"{format_size(value)}/s"
     if key == "bootstrap":
         return ", ".join(format_host_port(h, p) for h, p in value) or "none"

@@ -480,6 +480,11 @@ async def _op_status(
     if store is not None and "quota_bytes" not in data:
         quota = getattr(store, "quota_bytes", None)
         data["quota_bytes"] = quota if isinstance(quota, int) else None
+    config = getattr(node, "config", None)
+    for key in ("upload_limit", "download_limit"):  # bytes per second; None: unlimited
+        if config is not None and key not in data:
+            rate = getattr(config, key, None)
+            data[key] = rate if isinstance(rate, (int, float)) else None
     return data
 
 

@@ -52,6 +52,7 @@ from .errors import (
 )
 from .identity import Identity
 from .manifest import Manifest, ManifestRoot
+from .ratelimit import RateLimiter
 from .repair import (
     DEFAULT_REPAIR_INTERVAL,
     FileHealth,
@@ -105,10 +106,11 @@ class NodeConfig:
     """Everything a node can be told; every field has a sensible default.
 
     ``upload_limit`` caps the bytes per second this node's chunk server sends in answer to GETs,
-    shared by all its connections (``None``: unlimited). ``quota_bytes`` caps the store's total
-    size as far as chunks pushed by other nodes are concerned: a PUT that would take the store
-    over it is refused (the user's own puts and downloads are never refused). ``chunk_size``,
-    ``k`` and ``m`` are the defaults for ``put``.
+    shared by all its connections (``None``: unlimited); ``download_limit`` the bytes per second
+    all its downloads receive together (gets, streamed reads, gateway reads). ``quota_bytes``
+    caps the store's total size as far as chunks pushed by other nodes are concerned: a PUT
+    that would take the store over it is refused (the user's own puts and downloads are never
+    refused). ``chunk_size``, ``k`` and ``m`` are the defaults for ``put``.
 
     ``repair_interval``: seconds between two health checks of each pinned file this node
     holds (jittered; ``None`` turns automatic repair off). A stripe is repaired once it is down
@@ -122,6 +124,7 @@ class NodeConfig:
     tcp_port: int = DEFAULT_TCP_PORT
     bootstrap: tuple[tuple[str, int], ...] = ()
     upload_limit: float | None = None
+    download_limit: float | None = None
     quota_bytes: int | None = None
     chunk_size: int = DEFAULT_CHUNK_SIZE
     k: int = 4
@@ -140,6 +143,10 @@ class NodeConfig:
                 raise ConfigError(f"{label} must be in 0..65535, not {port}")
         if self.upload_limit is not None and self.upload_limit <= 0:
             raise ConfigError("upload_limit must be positive (or None for unlimited)")
+        if self.download_limit is not None and not (
+            self.download_limit > 0 and math.isfinite(self.download_limit)
+        ):
+            raise ConfigError("download_limit must be positive (or None for unlimited)")
         if self.quota_bytes is not None and self.quota_bytes < 0:
             raise ConfigError("quota_bytes must be >= 0 (or None for unlimited)")
         if self.repair_interval is not None and not (
@@ -300,6 +307,7 @@ class Node:
         self._downloads: dict[bytes, set[Download]] = {}
         self._sources: dict[bytes, float] = {}
         self._uploads: UploadGate | None = None
+        self._download_limiter: RateLimiter | None = None  # config.download_limit
         self._rng = random.Random()
         self._repair_locks: dict[bytes, trio.Lock] = {}
         self.telemetry = Telemetry()
@@ -499,6 +507,7 @@ class Node:
                 on_stored=self._stored_hook(file_id),
                 telemetry=self.telemetry,
             )
+            download.rate_limiter = self._download_limiter
             self._downloads.setdefault(file_id, set()).add(download)
             try:
                 outcome = await download.run()
@@ -571,7 +580,7 @@ class Node:
         """A sequential-mode :class:`Download` of ``file_id`` wired to this node's store, pool
         and DHT, whose verified stripes go to ``sink`` (the HTTP gateway streams from it).
         ``cache_only``: nothing is pinned, recorded or announced; the chunks are gc-able."""
-        return Download(
+        download = Download(
             file_id,
             self.data_dir,  # unused: the sink replaces the output file
             store=self.store,
@@ -587,6 +596,8 @@ class Node:
             telemetry=self.telemetry,
             cache_only=cache_only,
         )
+        download.rate_limiter = self._download_limiter
+        return download
 
     @contextlib.contextmanager
     def tracked_transfer(self, kind: str, file_id: bytes | None, name: str) -> Iterator[Transfer]:
@@ -1248,6 +1259,9 @@ async def _running_node(
         if config.upload_limit is not None:
             burst = max(int(config.upload_limit * UPLOAD_BURST_SECONDS), config.chunk_size)
             node._uploads = UploadGate(config.upload_limit, burst, weight_of=node._upload_weight)
+        if config.download_limit is not None:
+            burst = max(int(config.download_limit * UPLOAD_BURST_SECONDS), config.chunk_size)
+            node._download_limiter = RateLimiter(config.download_limit, burst)
         server = ChunkServer(
             identity,
             CountingServerStore(store, node.telemetry),

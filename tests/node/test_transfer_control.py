@@ -1,5 +1,6 @@
 """Issue 15: transfers as things. ``Node.cancel_transfer`` stops a put (which then removes what it
-stored), verify and repair report their phases as progress and are listed among the transfers."""
+stored), verify and repair report their phases as progress and are listed among the transfers,
+and ``download_limit`` caps what the node's downloads receive."""
 
 from __future__ import annotations
 
@@ -8,11 +9,11 @@ from pathlib import Path
 import pytest
 import trio
 
-from p2pstore.errors import NoSuchTransferError, TransferCancelledError
-from p2pstore.node import PhaseProgress, PutProgress
+from p2pstore.errors import ConfigError, NoSuchTransferError, TransferCancelledError
+from p2pstore.node import UPLOAD_BURST_SECONDS, NodeConfig, PhaseProgress, PutProgress
 from p2pstore.repair import Verdict
 
-from .swarm import FAST, Swarm, random_file
+from .swarm import FAST, Swarm, random_file, sha256_file
 from .test_repair import CONFIG as REPAIR_CONFIG
 from .test_repair import _healthy_from, _spread
 
@@ -129,3 +130,29 @@ async def test_repair_reports_surveying_then_stripes_rebuilt(tmp_path: Path) -> 
         assert set(kinds) == {"repair"}
         assert repairer.status().transfers == []
         nursery.cancel_scope.cancel()
+
+
+async def test_the_download_limit_caps_what_all_downloads_receive(tmp_path: Path) -> None:
+    src = tmp_path / "f.bin"
+    digest = random_file(src, 4 << 20, seed=8)
+    async with trio.open_nursery() as nursery:
+        swarm = Swarm(nursery, tmp_path, FAST)
+        uploader = await swarm.start()
+        limit = 1 << 20
+        downloader = await swarm.start(download_limit=limit)
+        file_id = await uploader.put(src, disperse=False)
+        started = trio.current_time()
+        result = await downloader.get(file_id, tmp_path / "out.bin")
+        elapsed = trio.current_time() - started
+        assert sha256_file(tmp_path / "out.bin") == digest
+        # The bucket starts full with one chunk's worth (the burst), then refills at the limit.
+        burst = max(int(limit * UPLOAD_BURST_SECONDS), downloader.config.chunk_size)
+        assert elapsed >= (result.size - burst) / limit * 0.95
+        assert downloader._download_limiter is not None
+        assert downloader._download_limiter.granted_bytes >= result.size
+        nursery.cancel_scope.cancel()
+
+
+def test_a_bad_download_limit_is_refused() -> None:
+    with pytest.raises(ConfigError, match="download_limit"):
+        NodeConfig(download_limit=0)
