@@ -239,10 +239,21 @@ class StreamResult:
     """Read from a complete local copy, without a download."""
 
 
-_CANCEL_SCOPE: contextvars.ContextVar[trio.CancelScope | None] = contextvars.ContextVar(
-    "p2pstore_transfer_cancel_scope", default=None
+_CANCEL_SCOPE: contextvars.ContextVar[tuple[trio.CancelScope, object] | None] = (
+    contextvars.ContextVar("p2pstore_transfer_cancel_scope", default=None)
 )
-"""The scope :meth:`Node.cancel_transfer` cancels for transfers begun in this context."""
+"""The scope :meth:`Node.cancel_transfer` cancels for transfers begun in this context, and the
+task that entered it (see :func:`_cancel_scope`)."""
+
+
+def _cancel_scope() -> trio.CancelScope | None:
+    """The :meth:`Node.cancellable` scope of the current task, if it is in one. Tasks inherit
+    context variables from the task that started them, so a background task started during an
+    operation would otherwise see that operation's scope (long exited, perhaps)."""
+    entry = _CANCEL_SCOPE.get()
+    if entry is None or entry[1] is not trio.lowlevel.current_task():
+        return None
+    return entry[0]
 
 
 @dataclass(frozen=True)
@@ -1028,7 +1039,7 @@ class Node:
         self._next_transfer += 1
         self._transfers[self._next_transfer] = transfer
         transfer.id = self._next_transfer
-        scope = _CANCEL_SCOPE.get()
+        scope = _cancel_scope()
         if scope is not None:
             self._transfer_scopes[transfer.id] = scope
         return transfer
@@ -1048,11 +1059,11 @@ class Node:
         The block is cancelled (Trio cancellation: every wait ends, cleanup runs as for any
         failure) and the ``with`` raises :class:`TransferCancelledError`. Nested blocks share
         the outermost scope (one operation, one cancel)."""
-        if _CANCEL_SCOPE.get() is not None:
+        if _cancel_scope() is not None:
             yield
             return
         with trio.CancelScope() as scope:
-            token = _CANCEL_SCOPE.set(scope)
+            token = _CANCEL_SCOPE.set((scope, trio.lowlevel.current_task()))
             try:
                 yield
             finally:

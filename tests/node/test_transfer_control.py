@@ -156,3 +156,29 @@ async def test_the_download_limit_caps_what_all_downloads_receive(tmp_path: Path
 def test_a_bad_download_limit_is_refused() -> None:
     with pytest.raises(ConfigError, match="download_limit"):
         NodeConfig(download_limit=0)
+
+
+async def test_a_task_started_inside_cancellable_gets_its_own_scope(tmp_path: Path) -> None:
+    async with trio.open_nursery() as nursery:
+        node = await Swarm(nursery, tmp_path, FAST).start()
+        started = trio.Event()
+        outcome: list[str] = []
+
+        async def background() -> None:
+            # Inherits the context variable of the task that started it, not its scope.
+            try:
+                with node.tracked_transfer("upload", None, "x"):
+                    started.set()
+                    await trio.sleep_forever()
+            except TransferCancelledError:
+                outcome.append("cancelled")
+
+        with trio.move_on_after(10):  # a cancel that misses its scope: the task sleeps on
+            async with trio.open_nursery() as inner:
+                with node.cancellable():
+                    inner.start_soon(background)
+                await started.wait()
+                (transfer,) = node.status().transfers
+                node.cancel_transfer(transfer.id)
+        assert outcome == ["cancelled"]
+        nursery.cancel_scope.cancel()
