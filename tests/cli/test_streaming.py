@@ -9,6 +9,7 @@ every daemon is killed in a ``finally``.
 from __future__ import annotations
 
 import contextlib
+import http.client
 import json
 import os
 import subprocess
@@ -183,3 +184,32 @@ def test_cancel_refuses_a_bad_number(pair: tuple[Daemon, Daemon, Path, str]) -> 
     as_json = downloader.cli("cancel", "0", "--json")
     assert as_json.returncode == 2
     assert json.loads(as_json.stderr)["exit_code"] == 2
+
+
+def test_cancel_of_a_gateway_read_ends_the_response_early_without_a_traceback(
+    pair: tuple[Daemon, Daemon, Path, str],
+) -> None:
+    uploader, _, source, file_id = pair
+    reader = Daemon(
+        uploader.data_dir.parent / "web",
+        bootstrap=uploader.info["udp"],
+        extra=("--http", "127.0.0.1:0"),
+    )
+    try:
+        host, port = reader.info["http"].rsplit(":", 1)
+        conn = http.client.HTTPConnection(host, int(port), timeout=COMMAND_TIMEOUT)
+        conn.request("GET", f"/files/{file_id}")
+        response = conn.getresponse()
+        assert response.status == 200
+        first = response.read(1)
+        (running,) = _transfers(reader)
+        assert running["kind"] == "gateway"
+        reader.json("cancel", str(running["id"]))
+        with pytest.raises(http.client.IncompleteRead) as info:
+            response.read()
+        assert first + info.value.partial == source.read_bytes()[: 1 + len(info.value.partial)]
+        conn.close()
+        assert not _transfers(reader)
+        assert "Traceback" not in Path(reader.stderr.name).read_text()
+    finally:
+        reader.kill()
