@@ -4,7 +4,7 @@
 data directory over the control socket (:mod:`p2pstore.control`). User errors are reported as one
 ``error: ...`` line on stderr, never a traceback. Exit codes: 0 success, 1 the operation failed
 (including "no daemon running"), 2 usage error (bad arguments, bad settings file, missing input
-file), 130 interrupted.
+file), 5 cancelled by ``p2pstore cancel``, 130 interrupted.
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ import contextlib
 import json
 import logging
 import os
-import shutil
 import stat
 import string
 import sys
@@ -37,6 +36,7 @@ from rich.text import Text
 from typer.core import TyperArgument, TyperGroup
 
 from . import cliview, control
+from .cliview import EXIT_CANCELLED as EXIT_CANCELLED
 from .cliview import EXIT_DEGRADED as EXIT_DEGRADED
 from .cliview import EXIT_FAILED as EXIT_FAILED
 from .cliview import EXIT_INTERRUPTED as EXIT_INTERRUPTED
@@ -305,8 +305,7 @@ def _user_error(exc: BaseException) -> BaseException | None:
     return None
 
 
-def _exit_for(exc: BaseException) -> int:
-    return EXIT_USAGE if isinstance(exc, ConfigError) else EXIT_FAILED
+_exit_for = cliview.exit_for
 
 
 def _call(
@@ -314,9 +313,11 @@ def _call(
     op: str,
     args: dict[str, Any] | None = None,
     on_progress: Callable[[dict[str, Any]], None] | None = None,
+    *,
+    on_data: Callable[[bytes], None] | None = None,
 ) -> dict[str, Any]:
     try:
-        return cliview.call_daemon(flag, op, args, on_progress)
+        return cliview.call_daemon(flag, op, args, on_progress, on_data=on_data)
     except cliview.CommandFailed as exc:
         _fail(exc.message, exc.code)
 
@@ -397,6 +398,15 @@ def daemon(
             show_default=False,
         ),
     ] = None,
+    download_limit: Annotated[
+        str | None,
+        typer.Option(
+            metavar="RATE",
+            help="Download rate limit all downloads share, e.g. 20MB/s or unlimited"
+            " [default: unlimited].",
+            show_default=False,
+        ),
+    ] = None,
     data_dir: DataDirOpt = None,
     json_out: JsonOpt = False,
     verbose: VerboseOpt = 0,
@@ -433,6 +443,11 @@ def daemon(
     )
     if upload_limit is not None:
         settings = replace(settings, upload_limit=limit)
+    if download_limit is not None:
+        try:
+            settings = replace(settings, download_limit=parse_rate(download_limit))
+        except ConfigError as exc:
+            _bad("--download-limit", str(exc))
     if http is not None:
         try:
             settings = replace(settings, http=parse_listen_address(http))
@@ -468,6 +483,8 @@ class _AmountColumn(ProgressColumn):
 
     def render(self, task: Task) -> Text:
         done, total = task.completed, task.total
+        if not task.fields.get("unit") and not total:
+            return Text("")  # a phase without a count (verify's spares, a repair's survey)
         if task.fields.get("unit") == "bytes":
             text = format_size(done) + (f" / {format_size(total)}" if total else "")
         else:
@@ -480,7 +497,7 @@ class _RateColumn(ProgressColumn):
 
     def render(self, task: Task) -> Text:
         speed = task.finished_speed or task.speed
-        if speed is None:
+        if speed is None or not task.fields.get("unit"):
             return Text("")
         if task.fields.get("unit") == "bytes":
             return Text(f"{format_size(speed)}/s")
@@ -549,6 +566,24 @@ def _stdin_file(directory: Path) -> Iterator[Path]:
 def _put_path(
     data_dir: Path | None, path: Path, disperse: bool, name: str | None, json_out: bool
 ) -> dict[str, Any]:
+    args: dict[str, Any] = {"path": str(path), "disperse": disperse}
+    if name is not None:
+        args["name"] = name
+    units = {"store": "bytes", "disperse": "chunks"}
+    return _phased_call(data_dir, "put", args, json_out, _PUT_PHASES, units)
+
+
+def _phased_call(
+    data_dir: Path | None,
+    op: str,
+    args: dict[str, Any] | None,
+    json_out: bool,
+    names: dict[str, str],
+    units: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """A control operation whose progress is ``{phase, done, total[, unit]}`` (put, verify,
+    check --repair), with a bar showing the phase (as ``names`` calls it), the amount in its
+    unit (the event's, else ``units[phase]``), rate and ETA; each phase starts its own rate."""
     columns = (
         TextColumn("{task.fields[phase]}"),
         BarColumn(),
@@ -556,9 +591,6 @@ def _put_path(
         _RateColumn(),
         TimeRemainingColumn(),
     )
-    args: dict[str, Any] = {"path": str(path), "disperse": disperse}
-    if name is not None:
-        args["name"] = name
     with _ProgressBar(_show_progress(json_out), columns) as bar:
 
         def progress(data: dict[str, Any]) -> None:
@@ -567,20 +599,30 @@ def _put_path(
                 if phase != bar_phase[0] and bar.bar is not None:
                     bar.bar.reset(bar.task)  # a new phase: its own rate and ETA
                     bar_phase[0] = phase
-                unit = {"store": "bytes", "disperse": "chunks"}.get(phase, "")
+                unit = str(data.get("unit") or (units or {}).get(phase, ""))
                 bar.update(
-                    phase=_PUT_PHASES.get(phase, phase),
+                    phase=names.get(phase, phase),
                     completed=data["done"],
-                    total=data["total"],
+                    total=data["total"] or None,  # no count (yet): an indeterminate bar
                     unit=unit,
                 )
 
         bar_phase = [""]
-        return _call(data_dir, "put", args, progress)
+        return _call(data_dir, op, args, progress)
 
 
 _PUT_PHASES = {"store": "storing", "publish": "announcing", "disperse": "dispersing"}
 """How each phase of a put is named on its progress bar."""
+
+_VERIFY_PHASES = {
+    "hashing": "re-hashing",
+    "spares": "checking manifest copies",
+    "rebuilding": "rebuilding damaged stripes",
+}
+"""How each phase of verify is named on its progress bar."""
+
+_REPAIR_PHASES = {"surveying": "asking holders", "rebuilding": "repairing"}
+"""How each phase of check --repair is named on its progress bar."""
 
 
 def _share_link(data_dir: Path | None, result: dict[str, Any]) -> str | None:
@@ -841,9 +883,15 @@ def _report_put(
 
 
 def _get_call(
-    data_dir: Path | None, args: dict[str, Any], json_out: bool, op: str = "get"
+    data_dir: Path | None,
+    args: dict[str, Any],
+    json_out: bool,
+    *,
+    op: str = "get",
+    on_data: Callable[[bytes], None] | None = None,
 ) -> dict[str, Any]:
-    """The control ``get`` (or ``get_dir``), with its progress bar."""
+    """The control ``get`` (or ``get_dir``, or the streaming ``cat``, whose data goes to
+    ``on_data``), with its progress bar."""
     columns = (
         TextColumn("{task.fields[phase]}"),
         BarColumn(),
@@ -863,35 +911,39 @@ def _get_call(
                 phase = "finishing" if total and done >= total else "downloading"
                 bar.update(completed=done, total=total or None, peers=count, phase=phase)
 
-        return _call(data_dir, op, args, progress)
+        return _call(data_dir, op, args, progress, on_data=on_data)
+
+
+class _ReaderGone(Exception):
+    """Standard output's reader went away (``| head``): not an error of ours."""
 
 
 def _get_to_stdout(data_dir: Path | None, fid: bytes, json_out: bool) -> None:
-    """``get -o -`` / ``cat``: download into a private temporary directory in the data
-    directory, then copy the complete, verified file to stdout (nothing is written to stdout
-    before the whole file is verified); the temporary copy is removed whatever happens."""
-    directory = Path(tempfile.mkdtemp(prefix=".stdout-", dir=_data_dir(data_dir)))
-    try:
-        target = directory / "file"
-        result = _get_call(data_dir, {"file_id": fid, "dest": str(target), "cwd": "/"}, json_out)
-        out = sys.stdout.buffer
+    """``get -o -`` / ``cat``: the daemon streams the file in order while it downloads (control
+    ``cat``), every byte verified before it is sent, and each piece is written to stdout as it
+    comes. A reader that stops early (``| head``) ends the command quietly with exit 0: closing
+    the control connection cancels the download in the daemon."""
+    out = sys.stdout.buffer
+
+    def on_data(piece: bytes) -> None:
         try:
-            with target.open("rb") as source:
-                while block := source.read(STDIN_BLOCK):
-                    out.write(block)
-            out.flush()
-        except BrokenPipeError:  # the reader stopped early (| head): not an error of ours
-            with contextlib.suppress(OSError, ValueError, AttributeError):
-                # Point stdout at /dev/null so the flush at exit does not fail again.
-                null = os.open(os.devnull, os.O_WRONLY)
-                os.dup2(null, sys.stdout.fileno())
-            return
-        except KeyboardInterrupt:
-            _fail("interrupted", EXIT_INTERRUPTED)
-        if json_out:  # stdout carries the file: the summary goes to stderr
-            typer.echo(json.dumps({**result, "path": "-"}, sort_keys=True), err=True)
-    finally:
-        shutil.rmtree(directory, ignore_errors=True)
+            out.write(piece)
+        except BrokenPipeError:
+            raise _ReaderGone from None
+
+    try:
+        result = _get_call(data_dir, {"file_id": fid}, json_out, op="cat", on_data=on_data)
+        out.flush()
+    except (_ReaderGone, BrokenPipeError):
+        with contextlib.suppress(OSError, ValueError, AttributeError):
+            # Point stdout at /dev/null so the flush at exit does not fail again.
+            null = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(null, sys.stdout.fileno())
+        return
+    except KeyboardInterrupt:
+        _fail("interrupted", EXIT_INTERRUPTED)
+    if json_out:  # stdout carries the file: the summary goes to stderr
+        typer.echo(json.dumps({**result, "path": "-"}, sort_keys=True), err=True)
 
 
 @app.command()
@@ -903,8 +955,8 @@ def cat(
     quiet: QuietOpt = False,
     log_json: LogJsonOpt = False,
 ) -> None:
-    """Write FILE_ID to standard output (as get FILE_ID -o -), once it is complete and
-    verified."""
+    """Write FILE_ID to standard output (as get FILE_ID -o -), in order while it downloads,
+    every byte verified before it is written."""
     data_dir, json_out = _setup(data_dir, json_out, verbose, quiet, log_json)
     _get_to_stdout(data_dir, _resolve_file(file_id, "FILE_ID", data_dir), json_out)
 
@@ -1033,9 +1085,39 @@ def transfers(
     quiet: QuietOpt = False,
     log_json: LogJsonOpt = False,
 ) -> None:
-    """List the running transfers: kind, name, bytes, rate, peers, ETA."""
+    """List the running transfers: ID (for cancel), kind, name, bytes, rate, peers, ETA."""
     data_dir, json_out = _setup(data_dir, json_out, verbose, quiet, log_json)
     cliview.show_transfers(_call(data_dir, "status"), json_out)
+
+
+@app.command()
+def cancel(
+    transfer_id: Annotated[
+        str,
+        typer.Argument(
+            metavar="ID", help="The transfer's number, as transfers lists it.", show_default=False
+        ),
+    ],
+    data_dir: DataDirOpt = None,
+    json_out: JsonOpt = False,
+    verbose: VerboseOpt = 0,
+    quiet: QuietOpt = False,
+    log_json: LogJsonOpt = False,
+) -> None:
+    """Stop a running transfer (put, get, cat, verify, check/repair, a gateway read).
+
+    The command that started it fails with "cancelled" (exit 5). It cleans up as a failed one:
+    a put removes what it stored, a get keeps its verified chunks (get again resumes them)."""
+    data_dir, json_out = _setup(data_dir, json_out, verbose, quiet, log_json)
+    text = transfer_id.strip()
+    if not text.isdecimal() or not 0 < int(text) < 2**63:
+        _bad("ID", f"{_clean(transfer_id)!r} is not a transfer number (see: p2pstore transfers)")
+    result = _call(data_dir, "cancel", {"transfer": int(text)})
+    if json_out:
+        _emit_json(result)
+    elif not _STATE.quiet:
+        what = " ".join(str(result.get(k) or "") for k in ("kind", "name")).strip()
+        typer.echo(f"cancelled transfer {int(text)}" + (f" ({_clean(what)})" if what else ""))
 
 
 _contact_rows = cliview.contact_rows
@@ -1172,7 +1254,7 @@ def verify(
     """Re-hash every stored chunk, repair what local copies allow; exit 1 if anything was
     found wrong or earlier damage is still unrepaired."""
     data_dir, json_out = _setup(data_dir, json_out, verbose, quiet, log_json)
-    result = _call(data_dir, "verify")
+    result = _phased_call(data_dir, "verify", None, json_out, _VERIFY_PHASES)
     corrupt, missing = _count(result.get("corrupt")), _count(result.get("missing"))
     repaired, damaged = _count(result.get("repaired")), _count(result.get("damaged"))
     if json_out:
@@ -1230,7 +1312,9 @@ def check(
     """
     data_dir, json_out = _setup(data_dir, json_out, verbose, quiet, log_json)
     fid = _parse_id(file_id, "FILE_ID")
-    result = _call(data_dir, "check", {"file_id": fid, "repair": repair})
+    result = _phased_call(
+        data_dir, "check", {"file_id": fid, "repair": repair}, json_out, _REPAIR_PHASES
+    )
     verdict = result.get("verdict")
     if json_out:
         _emit_json(result)
@@ -1335,13 +1419,14 @@ def _setting_text(key: str, value: Any) -> str:
     if value is None:
         return {
             "upload_limit": "unlimited",
+            "download_limit": "unlimited",
             "quota": "auto (what is stored + half the free space, at start)",
             "http": "off",
             "log_level": "warning",
         }.get(key, "node default")
     if key in ("quota", "chunk_size"):
         return format_size(value)
-    if key == "upload_limit":
+    if key in ("upload_limit", "download_limit"):
         return f"{format_size(value)}/s"
     if key == "bootstrap":
         return ", ".join(format_host_port(h, p) for h, p in value) or "none"

@@ -35,6 +35,9 @@ EXIT_DEGRADED = 3
 EXIT_LOST = 4
 """``check``: the file is lost (some stripe has fewer shares reachable than it needs)."""
 
+EXIT_CANCELLED = 5
+"""The operation was stopped by ``p2pstore cancel`` (from another terminal)."""
+
 EXIT_INTERRUPTED = 130
 """Stopped by Ctrl-C (128 + SIGINT), as shells expect."""
 
@@ -86,15 +89,18 @@ def call_daemon(
     op: str,
     args: dict[str, Any] | None = None,
     on_progress: Callable[[dict[str, Any]], None] | None = None,
+    *,
+    on_data: Callable[[bytes], None] | None = None,
 ) -> dict[str, Any]:
-    """Run ``op`` on the daemon of the data directory ``flag`` names (else the default one).
+    """Run ``op`` on the daemon of the data directory ``flag`` names (else the default one);
+    ``on_data`` receives a streaming operation's data frames (``cat``).
 
     Raises :class:`CommandFailed` with the message and exit status the user sees when there is
     no daemon, the daemon refuses, or the user presses Ctrl-C.
     """
     data_dir = resolve_data_dir(flag)
     try:
-        return control.call_blocking(data_dir, op, args, on_progress=on_progress)
+        return control.call_blocking(data_dir, op, args, on_progress=on_progress, on_data=on_data)
     except control.DaemonNotRunningError:
         raise CommandFailed(
             f"no p2pstore daemon is running for {data_dir}; start one with:"
@@ -103,8 +109,14 @@ def call_daemon(
     except KeyboardInterrupt:
         raise CommandFailed("interrupted", EXIT_INTERRUPTED) from None
     except (P2PStoreError, OSError) as exc:
-        code = EXIT_USAGE if isinstance(exc, ConfigError) else EXIT_FAILED
-        raise CommandFailed(control.error_message(exc), code) from None
+        raise CommandFailed(control.error_message(exc), exit_for(exc)) from None
+
+
+def exit_for(exc: BaseException) -> int:
+    """The exit status for a failed daemon call."""
+    if isinstance(exc, control.ControlError) and exc.code == "cancelled":
+        return EXIT_CANCELLED
+    return EXIT_USAGE if isinstance(exc, ConfigError) else EXIT_FAILED
 
 
 # ----------------------------------------------------------------------------- tables
@@ -170,7 +182,7 @@ def duration_text(seconds: float) -> str:
 
 
 def transfer_rows(transfers: list[Any], now: float) -> list[list[str]]:
-    """One row per running transfer: kind, name, bytes, rate, peers, ETA."""
+    """One row per running transfer: ID, kind (and phase), name, bytes, rate, peers, ETA."""
     rows = []
     for t in transfers:
         if not isinstance(t, dict):
@@ -187,7 +199,8 @@ def transfer_rows(transfers: list[Any], now: float) -> list[list[str]]:
         size = f"{format_size(done)} / {format_size(total)}" if total else format_size(done)
         rows.append(
             [
-                str(t.get("kind") or ""),
+                str(t.get("id") or "-"),  # what `p2pstore cancel ID` takes
+                str(t.get("kind") or "") + (f" ({t['phase']})" if t.get("phase") else ""),
                 name,
                 size,
                 f"{format_size(rate)}/s" if rate else "-",
@@ -207,7 +220,7 @@ def print_transfers(transfers: list[Any]) -> None:
     rows = transfer_rows(transfers, time.time())
     console = _console()
     table = Table(title=counted(len(rows), "transfer"))
-    for column in ("kind", "name", "bytes", "rate", "peers", "ETA"):
+    for column in ("ID", "kind", "name", "bytes", "rate", "peers", "ETA"):
         table.add_column(column)
     for row in rows:
         table.add_row(*(clean(cell) for cell in row))
@@ -235,6 +248,7 @@ def show_status(result: dict[str, Any], json_out: bool) -> None:
         f"connections:    {result.get('peers')} open to other nodes",
         f"stored:         {format_size(int(result.get('stored_bytes') or 0))}",
         *quota_line(result),
+        *limit_lines(result),
         f"files:          {result.get('files')}",
         f"transfers:      {count}",
     ]
@@ -251,6 +265,19 @@ def quota_line(result: dict[str, Any]) -> list[str]:
     quota = result.get("quota_bytes")
     text = format_size(quota) if isinstance(quota, int) else "unlimited"
     return [f"quota:          {text} (beyond it, shares pushed by other nodes are refused)"]
+
+
+def limit_lines(result: dict[str, Any]) -> list[str]:
+    """The upload and download limit lines of ``status`` (absent if the daemon did not say)."""
+    lines = []
+    for key, label in (
+        ("upload_limit", "upload limit:   "),
+        ("download_limit", "download limit: "),
+    ):
+        if key in result:
+            rate = result.get(key)
+            lines.append(label + (f"{format_size(rate)}/s" if rate else "unlimited"))
+    return lines
 
 
 def show_transfers(result: dict[str, Any], json_out: bool) -> None:

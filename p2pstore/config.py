@@ -243,6 +243,8 @@ class DaemonSettings:
     """Where the HTTP face listens (``docs/http.md``); ``None``: off. Port 0 picks a free one."""
     log_level: str | None = None
     """The daemon's log level (debug, info, warning, error) when no ``-v``/``-q`` is given."""
+    download_limit: int | None = None
+    """Bytes per second all this node's downloads share (``None``: unlimited)."""
 
     def merged(self, **flags: Any) -> DaemonSettings:
         """Return a copy with every flag that is not ``None`` applied (flags win)."""
@@ -265,6 +267,8 @@ class DaemonSettings:
                 out[name] = value
         if self.repair_interval is not None:
             out["repair_interval"] = self.repair_interval or None  # 0: off
+        if self.download_limit is not None:
+            out["download_limit"] = self.download_limit
         return out
 
 
@@ -324,9 +328,12 @@ def settings_from_mapping(
                 if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
                     raise ConfigError('bootstrap must be a list of "HOST:PORT" strings')
                 values[key] = tuple(parse_host_port(v) for v in value)
-            elif key == "upload_limit":
+            elif key in ("upload_limit", "download_limit"):
                 if isinstance(value, str):
-                    values[key] = parse_rate(value)
+                    try:
+                        values[key] = parse_rate(value)
+                    except ConfigError as exc:
+                        raise ConfigError(f"{key}: {exc}") from None
                 else:
                     values[key] = _positive(key, value)
             elif key == "http":

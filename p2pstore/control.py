@@ -13,6 +13,10 @@ While an operation runs the server sends ``progress`` at most every :data:`PROGR
 seconds when something changed, and at least every :data:`KEEPALIVE_INTERVAL` seconds, so a
 client can tell a slow operation from a dead daemon. A client that disconnects mid-operation
 cancels it (noticed at the next write, which is made at once when the client's EOF arrives).
+A streaming operation (``cat``) also sends ``{"type": "data", "data": {"bytes": <bin>}}``
+frames between its progress events: the file's bytes in order, each at most
+:data:`MAX_DATA_BYTES`, written as the client reads them (back-pressure; a client that reads
+nothing for :data:`DATA_SEND_TIMEOUT` seconds is taken as gone).
 Requests may be pipelined; they are answered in order. A malformed, oversized or unknown request
 gets one ``bad_request`` error and its connection is closed; the server and its other connections
 carry on.
@@ -47,11 +51,13 @@ from .errors import (
     ConfigError,
     FileUnavailableError,
     ManifestError,
+    NoSuchTransferError,
     NotDispersedError,
     NotEnoughSharesError,
     P2PStoreError,
     ProtocolError,
     QuotaExceededError,
+    TransferCancelledError,
 )
 from .wire.framing import FrameDecoder, encode_frame
 
@@ -130,11 +136,18 @@ STALL_TIMEOUT = 60.0
 OP_TIMEOUT = 120.0
 """Whole-exchange deadline for every operation except put, get and verify (which may run long)."""
 
-LONG_OPS = frozenset({"put", "get", "verify", "check"})
+LONG_OPS = frozenset({"put", "get", "verify", "check", "cat"})
 """Operations with no overall deadline (they still stop if the daemon stops answering)."""
 
 RECEIVE_SIZE = 64 * 1024
 """Bytes asked of the socket per read."""
+
+MAX_DATA_BYTES = 256 * 1024
+"""Largest ``bytes`` of one data frame (a streamed file is sent in pieces of at most this)."""
+
+DATA_SEND_TIMEOUT = 300.0
+"""Seconds a data frame may wait for the client to read (a pager held still, a slow pipe)
+before the client is taken as gone and the stream cancelled."""
 
 
 class DaemonNotRunningError(P2PStoreError):
@@ -254,7 +267,24 @@ def _opt_peer(value: object) -> tuple[str, int] | None:
 OPS["get"]["peer"] = _opt_peer
 OPTIONAL_ARGS["get"] = OPTIONAL_ARGS.get("get", frozenset()) | {"peer"}
 
-_REPLY_KINDS = frozenset({"progress", "result", "error"})
+
+def _transfer_id(value: object) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 < value < 2**63:
+        raise ProtocolError("expected a transfer number (a positive integer)")
+    return value
+
+
+OPS["cat"] = {"file_id": _file_id}
+OPS["cancel"] = {"transfer": _transfer_id}
+
+STREAM_OPS = frozenset({"cat"})
+"""Operations whose answer includes ``data`` frames (see the module docstring)."""
+
+CANCELLABLE_OPS = frozenset({"put", "get", "verify", "check", "cat"})
+"""Operations run inside ``node.cancellable()``: ``cancel`` of their transfer stops them with
+the error code ``cancelled``."""
+
+_REPLY_KINDS = frozenset({"progress", "result", "error", "data"})
 
 
 def encode_message(message: Mapping[str, Any]) -> bytes:
@@ -353,6 +383,10 @@ def parse_reply(message: Mapping[str, Any]) -> Reply:
         return Reply("error", {}, code, one_line(text))
     if set(message) != {"type", "data"} or not isinstance(message["data"], dict):
         raise ProtocolError(f"a {kind} has exactly the keys type, data (a map)")
+    if kind == "data" and (
+        set(message["data"]) != {"bytes"} or not isinstance(message["data"]["bytes"], bytes)
+    ):
+        raise ProtocolError("a data frame's data is exactly {bytes: <binary>}")
     _check_plain(message["data"])
     return Reply(str(kind), message["data"])
 
@@ -442,7 +476,7 @@ class ControlledNode(Protocol):
 
     async def gc(self) -> int: ...
 
-    async def verify(self) -> Any: ...
+    async def verify(self, *, progress: Callable[[Any], None] | None = ...) -> Any: ...
 
     def status(self) -> Any: ...
 
@@ -450,7 +484,9 @@ class ControlledNode(Protocol):
 
     async def check(self, file_id: bytes) -> Any: ...
 
-    async def repair(self, file_id: bytes) -> Any: ...
+    async def repair(
+        self, file_id: bytes, *, progress: Callable[[Any], None] | None = ...
+    ) -> Any: ...
 
 
 Progress = Callable[[Any], None]
@@ -467,6 +503,11 @@ async def _op_status(
     if store is not None and "quota_bytes" not in data:
         quota = getattr(store, "quota_bytes", None)
         data["quota_bytes"] = quota if isinstance(quota, int) else None
+    config = getattr(node, "config", None)
+    for key in ("upload_limit", "download_limit"):  # bytes per second; None: unlimited
+        if config is not None and key not in data:
+            rate = getattr(config, key, None)
+            data[key] = rate if isinstance(rate, (int, float)) else None
     return data
 
 
@@ -494,7 +535,7 @@ async def _op_gc(node: ControlledNode, args: dict[str, Any], progress: Progress)
 async def _op_verify(
     node: ControlledNode, args: dict[str, Any], progress: Progress
 ) -> dict[str, Any]:
-    data = to_plain(await node.verify())
+    data = to_plain(await node.verify(progress=progress))
     return data if isinstance(data, dict) else {"report": data}
 
 
@@ -630,7 +671,7 @@ async def _op_check(
     if not args["repair"]:
         data: dict[str, Any] = (await node.check(args["file_id"])).as_report()
         return data
-    report = await node.repair(args["file_id"])
+    report = await node.repair(args["file_id"], progress=progress)
     data = report.after.as_report()
     data["repair"] = report.as_report()
     return data
@@ -649,7 +690,51 @@ _HANDLERS: dict[str, _Handler] = {
     "get": _op_get,
     "check": _op_check,
 }
-assert set(_HANDLERS) == set(OPS)
+
+
+async def _op_cancel(
+    node: ControlledNode, args: dict[str, Any], progress: Progress
+) -> dict[str, Any]:
+    cancel = getattr(node, "cancel_transfer", None)
+    if cancel is None:
+        raise ConfigError("this node cannot cancel transfers")
+    transfer = cancel(args["transfer"])
+    return {
+        "transfer": args["transfer"],
+        "kind": getattr(transfer, "kind", None),
+        "name": getattr(transfer, "name", None),
+        "cancelled": True,
+    }
+
+
+_HANDLERS["cancel"] = _op_cancel
+
+SendData = Callable[[bytes], Awaitable[None]]
+_StreamHandler = Callable[
+    [ControlledNode, dict[str, Any], Progress, SendData], Awaitable[dict[str, Any]]
+]
+
+
+async def _op_cat(
+    node: ControlledNode, args: dict[str, Any], progress: Progress, send_data: SendData
+) -> dict[str, Any]:
+    """The file's bytes in order as data frames, while it downloads (``Node.stream_file``)."""
+    stream_file = getattr(node, "stream_file", None)
+    if stream_file is None:
+        raise ConfigError("this node cannot stream files")
+
+    async def send(data: bytes) -> None:
+        view = memoryview(data)
+        for pos in range(0, len(view), MAX_DATA_BYTES):
+            await send_data(bytes(view[pos : pos + MAX_DATA_BYTES]))
+
+    data = to_plain(await stream_file(args["file_id"], send, progress=progress))
+    return data if isinstance(data, dict) else {"result": data}
+
+
+_STREAM_HANDLERS: dict[str, _StreamHandler] = {"cat": _op_cat}
+assert set(_HANDLERS) | set(_STREAM_HANDLERS) == set(OPS)
+assert set(_STREAM_HANDLERS) == STREAM_OPS
 
 
 # ----------------------------------------------------------------------------- directories
@@ -789,7 +874,8 @@ OPTIONAL_ARGS["get_dir"] = frozenset({"peer"})
 OPS["ls_dir"] = {"file_id": _file_id}
 _HANDLERS.update(put_dir=_op_put_dir, get_dir=_op_get_dir, ls_dir=_op_ls_dir)
 LONG_OPS = LONG_OPS | {"put_dir", "get_dir", "ls_dir"}
-assert set(_HANDLERS) == set(OPS)
+CANCELLABLE_OPS = CANCELLABLE_OPS | {"put_dir", "get_dir"}
+assert set(_HANDLERS) | set(_STREAM_HANDLERS) == set(OPS)
 
 
 async def perform(
@@ -802,7 +888,20 @@ async def perform(
     other local faces of the daemon (the HTTP JSON API). Raises :class:`ProtocolError` for bad
     arguments and whatever the operation raises (map it with :func:`error_code`)."""
     request = parse_request(make_request(op, args))
-    return await _HANDLERS[op](node, request.args, progress or (lambda _update: None))
+    if op in STREAM_OPS:
+        raise ProtocolError(f"{op} streams data frames: only the control socket serves it")
+    with _cancellable(node, op):
+        return await _HANDLERS[op](node, request.args, progress or (lambda _update: None))
+
+
+def _cancellable(node: ControlledNode, op: str) -> contextlib.AbstractContextManager[None]:
+    """``node.cancellable()`` for the operations in :data:`CANCELLABLE_OPS` (a node without
+    it, such as a test double, runs them as they are)."""
+    cancellable = getattr(node, "cancellable", None)
+    if op in CANCELLABLE_OPS and cancellable is not None:
+        scope: contextlib.AbstractContextManager[None] = cancellable()
+        return scope
+    return contextlib.nullcontext()
 
 
 def error_code(exc: BaseException) -> str:
@@ -815,6 +914,10 @@ def error_code(exc: BaseException) -> str:
         return "bad_manifest"
     if isinstance(exc, QuotaExceededError):
         return "quota"
+    if isinstance(exc, TransferCancelledError):
+        return "cancelled"
+    if isinstance(exc, NoSuchTransferError):
+        return "not_found"
     if isinstance(exc, ConfigError):
         return "config"
     if isinstance(exc, ProtocolError):
@@ -888,9 +991,9 @@ class _Connection:
         if self.eof or self.error is not None:
             eof_seen()
 
-    async def send(self, message: Mapping[str, Any]) -> None:
-        """Write one message within :data:`SEND_TIMEOUT` (raises ``trio.TooSlowError`` after)."""
-        with trio.fail_after(SEND_TIMEOUT):
+    async def send(self, message: Mapping[str, Any], within: float = SEND_TIMEOUT) -> None:
+        """Write one message within ``within`` seconds (raises ``trio.TooSlowError`` after)."""
+        with trio.fail_after(within):
             await self.stream.send_all(encode_message(message))
 
 
@@ -964,12 +1067,43 @@ class ControlServer:
             log.debug("control: client went away")
 
     async def _run(self, conn: _Connection, request: Request) -> None:
-        handler = _HANDLERS[request.op]
+        handler = _HANDLERS.get(request.op)
         latest: list[Any] = []
         dirty = False
         outcome: dict[str, Any] = {}
         done = trio.Event()
         gone = False
+        send_lock = trio.Lock()  # data frames (write_data) and progress (below) interleave
+        op_scope = trio.CancelScope()
+        # Data frames are written by their own task, outside the operation's cancel scope: a
+        # cancelled operation never leaves half a frame on the wire. The unbuffered channel is
+        # the back-pressure (the operation waits until the writer takes each piece).
+        data_out, data_in = trio.open_memory_channel[bytes](0)
+        writer_done = trio.Event()
+
+        async def send_data(piece: bytes) -> None:
+            await data_out.send(piece)
+
+        async def write_data() -> None:
+            nonlocal gone
+            try:
+                async for piece in data_in:
+                    async with send_lock:
+                        try:
+                            await conn.send(
+                                {"type": "data", "data": {"bytes": piece}}, DATA_SEND_TIMEOUT
+                            )
+                        except (
+                            trio.BrokenResourceError,
+                            trio.ClosedResourceError,
+                            trio.TooSlowError,
+                        ):
+                            gone = True  # the client went away: the operation is cancelled
+                            op_scope.cancel()
+                            return
+            finally:
+                data_in.close()
+                writer_done.set()
 
         def progress(update: Any) -> None:
             nonlocal dirty
@@ -978,7 +1112,14 @@ class ControlServer:
 
         async def run_op() -> None:
             try:
-                data = await handler(self.node, request.args, progress)
+                with op_scope, _cancellable(self.node, request.op):
+                    if handler is not None:
+                        data = await handler(self.node, request.args, progress)
+                    else:
+                        stream = _STREAM_HANDLERS[request.op]
+                        data = await stream(self.node, request.args, progress, send_data)
+                if op_scope.cancelled_caught:
+                    return  # the client went away while data was sent: nobody to answer
                 outcome.update(type="result", data=data)
             except Exception as exc:
                 if isinstance(exc, (P2PStoreError, OSError)):
@@ -987,6 +1128,7 @@ class ControlServer:
                     log.exception("control: %s failed unexpectedly", request.op)
                 outcome.update(type="error", code=error_code(exc), message=error_message(exc))
             finally:
+                data_out.close()
                 done.set()
 
         probe = False
@@ -999,6 +1141,10 @@ class ControlServer:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(run_op)
             nursery.start_soon(conn.read_ahead, eof_seen)
+            if handler is None:
+                nursery.start_soon(write_data)
+            else:
+                writer_done.set()
             last_sent = trio.current_time()
             while True:
                 with trio.move_on_after(PROGRESS_INTERVAL):
@@ -1012,13 +1158,16 @@ class ControlServer:
                     except ValueError:
                         data = {}
                     try:
-                        await conn.send(
-                            {"type": "progress", "data": data if isinstance(data, dict) else {}}
-                        )
+                        async with send_lock:
+                            await conn.send(
+                                {"type": "progress", "data": data if isinstance(data, dict) else {}}
+                            )
                     except (trio.BrokenResourceError, trio.ClosedResourceError, trio.TooSlowError):
                         gone = True
                         break
                     last_sent = trio.current_time()
+            if not gone:
+                await writer_done.wait()  # the last data frames go out whole, before the answer
             nursery.cancel_scope.cancel()
         if gone:
             raise _ClientGone
@@ -1137,8 +1286,12 @@ async def call(
     args: Mapping[str, Any] | None = None,
     *,
     on_progress: Callable[[dict[str, Any]], None] | None = None,
+    on_data: Callable[[bytes], None] | None = None,
 ) -> dict[str, Any]:
     """Run one operation on the daemon of ``data_dir`` and return its result data.
+
+    ``on_data`` receives the bytes of each data frame of a streaming operation (:data:`STREAM_OPS`;
+    required for them, and a data frame without it is a protocol error).
 
     ``on_progress`` is called with each progress event's data (keepalives carry ``{}``). Raises
     :class:`DaemonNotRunningError` when nothing listens, :class:`ControlError` for an error reply
@@ -1155,7 +1308,7 @@ async def call(
     pause = BUSY_RETRY_FIRST
     while True:
         try:
-            return await _call_once(data_dir, op, message, on_progress)
+            return await _call_once(data_dir, op, message, on_progress, on_data)
         except ControlError as exc:
             if exc.code != BUSY_CODE or trio.current_time() + pause > give_up:
                 raise
@@ -1168,6 +1321,7 @@ async def _call_once(
     op: str,
     message: dict[str, Any],
     on_progress: Callable[[dict[str, Any]], None] | None,
+    on_data: Callable[[bytes], None] | None = None,
 ) -> dict[str, Any]:
     path = control_socket_path(data_dir)
     stream = await _connect(path)
@@ -1188,7 +1342,9 @@ async def _call_once(
                         return reply.data
                     if reply.kind == "error":
                         raise ControlError(reply.code, reply.message)
-                    if on_progress is not None and reply.data:
+                    if reply.kind == "data":
+                        _deliver(reply, on_data)
+                    elif on_progress is not None and reply.data:
                         on_progress(reply.data)
                     continue
                 raise ControlError("timeout", f"the daemon did not answer {op} in time")
@@ -1200,12 +1356,21 @@ async def _call_once(
             raise ControlError("timeout", "the daemon stopped reading requests") from None
 
 
+def _deliver(reply: Reply, on_data: Callable[[bytes], None] | None) -> None:
+    """Hand a data frame's bytes to ``on_data`` (the caller writes them out: a slow writer is
+    the back-pressure on the daemon)."""
+    if on_data is None:
+        raise ProtocolError("a data frame answered an operation that streams nothing")
+    on_data(reply.data["bytes"])
+
+
 def call_blocking(
     data_dir: Path,
     op: str,
     args: Mapping[str, Any] | None = None,
     *,
     on_progress: Callable[[dict[str, Any]], None] | None = None,
+    on_data: Callable[[bytes], None] | None = None,
 ) -> dict[str, Any]:
     """:func:`call` for synchronous programs such as the CLI: a plain blocking socket, no event
     loop, so a command that only talks to the daemon never imports trio.
@@ -1256,7 +1421,9 @@ def call_blocking(
                     return reply.data
                 if reply.kind == "error":
                     raise ControlError(reply.code, reply.message)
-                if on_progress is not None and reply.data:
+                if reply.kind == "data":
+                    _deliver(reply, on_data)
+                elif on_progress is not None and reply.data:
                     on_progress(reply.data)
         except ProtocolError as exc:
             raise ControlError("protocol", f"unexpected answer from the daemon: {exc}") from None

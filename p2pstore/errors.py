@@ -94,3 +94,14 @@ class NotDispersedError(P2PStoreError):
             f"stored locally only, not dispersed: {reason} (file ID {file_id.hex()}; run put"
             " again once peers are reachable, or use --no-disperse to keep files local)"
         )
+
+
+class TransferCancelledError(P2PStoreError):
+    """A running transfer was stopped by ``p2pstore cancel`` (``Node.cancel_transfer``).
+
+    The operation cleaned up as a failed one does (a put removes what it wrote; a get keeps its
+    verified chunks, so running it again resumes)."""
+
+
+class NoSuchTransferError(P2PStoreError):
+    """``cancel``: no running transfer has that number, or it cannot be cancelled."""

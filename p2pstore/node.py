@@ -20,11 +20,12 @@ announces into an empty table).
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import logging
 import math
 import random
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -50,14 +51,18 @@ from .errors import (
     ChunkNotFoundError,
     ConfigError,
     CorruptChunkError,
+    FileUnavailableError,
     ManifestError,
+    NoSuchTransferError,
     NotDispersedError,
     P2PStoreError,
+    TransferCancelledError,
     UnknownFileError,
 )
 from .identity import Identity
 from .manifest import Manifest, ManifestRoot
 from .peerhint import HintedProviders
+from .ratelimit import RateLimiter
 from .repair import (
     DEFAULT_REPAIR_INTERVAL,
     FileHealth,
@@ -111,10 +116,11 @@ class NodeConfig:
     """Everything a node can be told; every field has a sensible default.
 
     ``upload_limit`` caps the bytes per second this node's chunk server sends in answer to GETs,
-    shared by all its connections (``None``: unlimited). ``quota_bytes`` caps the store's total
-    size as far as chunks pushed by other nodes are concerned: a PUT that would take the store
-    over it is refused (the user's own puts and downloads are never refused). ``chunk_size``,
-    ``k`` and ``m`` are the defaults for ``put``.
+    shared by all its connections (``None``: unlimited); ``download_limit`` the bytes per second
+    all its downloads receive together (gets, streamed reads, gateway reads). ``quota_bytes``
+    caps the store's total size as far as chunks pushed by other nodes are concerned: a PUT
+    that would take the store over it is refused (the user's own puts and downloads are never
+    refused). ``chunk_size``, ``k`` and ``m`` are the defaults for ``put``.
 
     ``repair_interval``: seconds between two health checks of each pinned file this node
     holds (jittered; ``None`` turns automatic repair off). A stripe is repaired once it is down
@@ -128,6 +134,7 @@ class NodeConfig:
     tcp_port: int = DEFAULT_TCP_PORT
     bootstrap: tuple[tuple[str, int], ...] = ()
     upload_limit: float | None = None
+    download_limit: float | None = None
     quota_bytes: int | None = None
     chunk_size: int = DEFAULT_CHUNK_SIZE
     k: int = 4
@@ -146,6 +153,10 @@ class NodeConfig:
                 raise ConfigError(f"{label} must be in 0..65535, not {port}")
         if self.upload_limit is not None and self.upload_limit <= 0:
             raise ConfigError("upload_limit must be positive (or None for unlimited)")
+        if self.download_limit is not None and not (
+            self.download_limit > 0 and math.isfinite(self.download_limit)
+        ):
+            raise ConfigError("download_limit must be positive (or None for unlimited)")
         if self.quota_bytes is not None and self.quota_bytes < 0:
             raise ConfigError("quota_bytes must be >= 0 (or None for unlimited)")
         if self.repair_interval is not None and not (
@@ -163,6 +174,17 @@ class PutProgress:
     phase: str
     done: int
     total: int
+
+
+@dataclass(frozen=True)
+class PhaseProgress:
+    """Where a verify or a repair is: its ``phase``, and ``done`` of ``total`` in ``unit``
+    (``"bytes"``, ``"stripes"``; ``total`` 0 and ``unit`` empty while a phase has no count)."""
+
+    phase: str
+    done: int
+    total: int
+    unit: str
 
 
 @dataclass(frozen=True)
@@ -208,6 +230,40 @@ class Transfer:
     started: float = field(default_factory=time.time)
     peer_rates: dict[str, float] = field(default_factory=dict)
     """Current receive rate (bytes/s) from each active peer of a download, by ``host:port``."""
+    id: int = 0
+    """The node's number for it while it runs (``p2pstore cancel ID``); never reused."""
+    phase: str = ""
+    """What a multi-phase transfer (verify, repair) is doing now; empty otherwise."""
+
+
+@dataclass(frozen=True)
+class StreamResult:
+    """A file sent in order by :meth:`Node.stream_file`."""
+
+    file_id: bytes
+    name: str
+    size: int
+    bytes_sent: int
+    seconds: float
+    local: bool
+    """Read from a complete local copy, without a download."""
+
+
+_CANCEL_SCOPE: contextvars.ContextVar[tuple[trio.CancelScope, object] | None] = (
+    contextvars.ContextVar("p2pstore_transfer_cancel_scope", default=None)
+)
+"""The scope :meth:`Node.cancel_transfer` cancels for transfers begun in this context, and the
+task that entered it (see :func:`_cancel_scope`)."""
+
+
+def _cancel_scope() -> trio.CancelScope | None:
+    """The :meth:`Node.cancellable` scope of the current task, if it is in one. Tasks inherit
+    context variables from the task that started them, so a background task started during an
+    operation would otherwise see that operation's scope (long exited, perhaps)."""
+    entry = _CANCEL_SCOPE.get()
+    if entry is None or entry[1] is not trio.lowlevel.current_task():
+        return None
+    return entry[0]
 
 
 @dataclass(frozen=True)
@@ -266,11 +322,13 @@ class Node:
         self._adopting: set[bytes] = set()
         self._withdrawn: set[bytes] = set()
         self._transfers: dict[int, Transfer] = {}
+        self._transfer_scopes: dict[int, trio.CancelScope] = {}  # see cancel_transfer
         self._next_transfer = 0
         self.holdings = HoldingsHub()
         self._downloads: dict[bytes, set[Download]] = {}
         self._sources: dict[bytes, float] = {}
         self._uploads: UploadGate | None = None
+        self._download_limiter: RateLimiter | None = None  # config.download_limit
         self._rng = random.Random()
         self._repair_locks: dict[bytes, trio.Lock] = {}
         self.telemetry = Telemetry()
@@ -475,6 +533,7 @@ class Node:
                 on_stored=self._stored_hook(file_id),
                 telemetry=self.telemetry,
             )
+            download.rate_limiter = self._download_limiter
             self._downloads.setdefault(file_id, set()).add(download)
             try:
                 outcome = await download.run()
@@ -547,7 +606,7 @@ class Node:
         """A sequential-mode :class:`Download` of ``file_id`` wired to this node's store, pool
         and DHT, whose verified stripes go to ``sink`` (the HTTP gateway streams from it).
         ``cache_only``: nothing is pinned, recorded or announced; the chunks are gc-able."""
-        return Download(
+        download = Download(
             file_id,
             self.data_dir,  # unused: the sink replaces the output file
             store=self.store,
@@ -563,16 +622,20 @@ class Node:
             telemetry=self.telemetry,
             cache_only=cache_only,
         )
+        download.rate_limiter = self._download_limiter
+        return download
 
     @contextlib.contextmanager
     def tracked_transfer(self, kind: str, file_id: bytes | None, name: str) -> Iterator[Transfer]:
         """Show an operation run outside :meth:`put`/:meth:`get` (a gateway read, an HTTP
-        upload) among :meth:`status`'s transfers while the block runs."""
-        transfer = self._begin(kind, file_id, name)
-        try:
-            yield transfer
-        finally:
-            self._end(transfer)
+        upload) among :meth:`status`'s transfers while the block runs; it is
+        :meth:`cancellable` (``TransferCancelledError`` from the ``with``)."""
+        with self.cancellable():
+            transfer = self._begin(kind, file_id, name)
+            try:
+                yield transfer
+            finally:
+                self._end(transfer)
 
     def _file_providers_finder(
         self, file_id: bytes, peer_hint: tuple[str, int] | None
@@ -721,7 +784,33 @@ class Node:
         """
         return (await self._survey(file_id)).health
 
-    async def repair(self, file_id: bytes, *, threshold: int | None = None) -> RepairReport:
+    async def repair(
+        self,
+        file_id: bytes,
+        *,
+        threshold: int | None = None,
+        progress: Callable[[PhaseProgress], None] | None = None,
+    ) -> RepairReport:
+        """:meth:`_repair` (which see), listed among the transfers (kind ``repair``) and
+        :meth:`cancellable`. ``progress`` gets the phases ``surveying`` (asking the holders) and
+        ``rebuilding`` (stripes repaired of those to repair)."""
+        with self.tracked_transfer("repair", file_id, file_id.hex()[:16]) as transfer:
+
+            def on_progress(phase: str, done: int, total: int) -> None:
+                transfer.phase, transfer.bytes_done, transfer.bytes_total = phase, done, total
+                if progress is not None:
+                    progress(PhaseProgress(phase, done, total, "stripes" if total else ""))
+
+            on_progress("surveying", 0, 0)
+            return await self._repair(file_id, threshold=threshold, on_progress=on_progress)
+
+    async def _repair(
+        self,
+        file_id: bytes,
+        *,
+        threshold: int | None = None,
+        on_progress: Callable[[str, int, int], None] | None = None,
+    ) -> RepairReport:
         """Check ``file_id`` and rebuild the missing shares of its degraded stripes.
 
         ``threshold`` None repairs every degraded stripe; otherwise only those down to
@@ -747,7 +836,9 @@ class Node:
                 nursery.start_soon(look_up_targets)
                 found = await self._survey(file_id)
             stripes = stripes_to_repair(found.health, threshold)
-            return await self._repair_surveyed(found, stripes, targets)
+            if on_progress is not None:
+                on_progress("rebuilding", 0, len(stripes))
+            return await self._repair_surveyed(found, stripes, targets, on_progress)
 
     async def _repair_targets(self, key: bytes) -> list[Provider]:
         """The DHT's closest nodes to ``key`` with a known TCP address, closest first.
@@ -792,7 +883,11 @@ class Node:
         )
 
     async def _repair_surveyed(
-        self, found: Survey, stripes: list[int], targets: list[Provider] | None = None
+        self,
+        found: Survey,
+        stripes: list[int],
+        targets: list[Provider] | None = None,
+        on_progress: Callable[[str, int, int], None] | None = None,
     ) -> RepairReport:
         if stripes and targets is None:
             targets = await self._repair_targets(found.manifest.file_id)
@@ -807,6 +902,8 @@ class Node:
             config=self.config.repair,
             rng=self._rng,
         )
+        if on_progress is not None:
+            repairer.on_stripe_done = lambda done, total: on_progress("rebuilding", done, total)
         report = await repairer.run(stripes)
         file_id = found.manifest.file_id
         if report.held_locally and file_id not in self.dht.providing():
@@ -927,9 +1024,22 @@ class Node:
         self.telemetry.gc_done(freed)
         return freed
 
-    async def verify(self) -> VerifyReport:
-        """Re-hash every stored chunk; corrupt ones are quarantined and reported."""
-        return await self.store.verify()
+    async def verify(
+        self, *, progress: Callable[[PhaseProgress], None] | None = None
+    ) -> VerifyReport:
+        """Re-hash every stored chunk; corrupt ones are quarantined and reported.
+
+        Listed among the transfers (kind ``verify``, its phase) and :meth:`cancellable`;
+        ``progress`` gets each phase: ``hashing`` in bytes, then ``spares`` and ``rebuilding``."""
+        with self.tracked_transfer("verify", None, "all chunks") as transfer:
+
+            def on_progress(phase: str, done: int, total: int) -> None:
+                transfer.phase, transfer.bytes_done, transfer.bytes_total = phase, done, total
+                if progress is not None:
+                    unit = "bytes" if phase == "hashing" else ""
+                    progress(PhaseProgress(phase, done, total, unit))
+
+            return await self.store.verify(progress=on_progress)
 
     def peers(self) -> list[Contact]:
         """The DHT routing table's contacts."""
@@ -953,12 +1063,133 @@ class Node:
         transfer = Transfer(kind, file_id, name)
         self._next_transfer += 1
         self._transfers[self._next_transfer] = transfer
+        transfer.id = self._next_transfer
+        scope = _cancel_scope()
+        if scope is not None:
+            self._transfer_scopes[transfer.id] = scope
         return transfer
 
     def _end(self, transfer: Transfer) -> None:
         for key, value in list(self._transfers.items()):
             if value is transfer:
                 del self._transfers[key]
+                self._transfer_scopes.pop(key, None)
+
+    # ------------------------------------------------------------------ cancel
+
+    @contextlib.contextmanager
+    def cancellable(self) -> Iterator[None]:
+        """Run the block so that :meth:`cancel_transfer` of a transfer it starts stops it.
+
+        The block is cancelled (Trio cancellation: every wait ends, cleanup runs as for any
+        failure) and the ``with`` raises :class:`TransferCancelledError`. Nested blocks share
+        the outermost scope (one operation, one cancel)."""
+        if _cancel_scope() is not None:
+            yield
+            return
+        with trio.CancelScope() as scope:
+            token = _CANCEL_SCOPE.set((scope, trio.lowlevel.current_task()))
+            try:
+                yield
+            finally:
+                _CANCEL_SCOPE.reset(token)
+        if scope.cancelled_caught:
+            raise TransferCancelledError("cancelled (by p2pstore cancel)")
+
+    def cancel_transfer(self, transfer_id: int) -> Transfer:
+        """Stop the running transfer numbered ``transfer_id`` (see :attr:`Transfer.id`); its
+        caller gets :class:`TransferCancelledError`. Returns the transfer. Raises
+        :class:`NoSuchTransferError` if none runs by that number or it cannot be cancelled (an
+        automatic repair, or a call made outside :meth:`cancellable`)."""
+        transfer = self._transfers.get(transfer_id)
+        scope = self._transfer_scopes.get(transfer_id)
+        if transfer is None:
+            raise NoSuchTransferError(f"no transfer {transfer_id} is running (see: transfers)")
+        if scope is None:
+            raise NoSuchTransferError(
+                f"transfer {transfer_id} ({transfer.kind}) cannot be cancelled"
+            )
+        scope.cancel()
+        return transfer
+
+    # ------------------------------------------------------------------ streaming
+
+    async def stream_file(
+        self,
+        file_id: bytes,
+        send: Callable[[bytes], Awaitable[None]],
+        *,
+        progress: Callable[[DownloadProgress], None] | None = None,
+    ) -> StreamResult:
+        """Send the file ``file_id`` to ``send`` in order, while it downloads.
+
+        The HTTP gateway's read (:class:`~p2pstore.http.gateway.FileRead`): a sequential window
+        of stripes ahead of the reader is fetched from many peers at once, and only bytes
+        verified against their chunk IDs are passed to ``send`` (``send`` waiting is the
+        back-pressure: the window moves as it returns). A file complete in the local store is
+        read from it. Like gateway reads, the chunks fetched are an unpinned cache (the next
+        ``gc`` may free them; ``get`` keeps a file). Raises :class:`FileUnavailableError` when the
+        manifest is not found within the gateway's ``MANIFEST_TIMEOUT`` or the file cannot be
+        rebuilt (possibly after some bytes were sent), :class:`ManifestError` for a bad manifest.
+        """
+        from .http.gateway import DEFAULT_WINDOW_STRIPES, MANIFEST_TIMEOUT, FileRead
+
+        if len(file_id) != 32:
+            raise ConfigError("a file ID is 32 bytes (64 hex digits)")
+        started = trio.current_time()
+        read = FileRead(self, file_id, None, DEFAULT_WINDOW_STRIPES)
+        await read.check_local()
+        with self.tracked_transfer("cat", file_id, file_id.hex()[:16]) as transfer:
+            peer_bytes: dict[str, PeerProgress] = {}
+
+            def report() -> None:
+                if progress is not None:
+                    progress(
+                        DownloadProgress(transfer.bytes_done, transfer.bytes_total, peer_bytes)
+                    )
+
+            def on_progress(p: Progress, labels: dict[Any, str]) -> None:
+                active = {labels[x]: pp.rate for x, pp in p.per_peer.items() if pp.active}
+                transfer.peers, transfer.peer_rates = len(active), active
+                peer_bytes.clear()
+                peer_bytes.update(
+                    {labels[x]: PeerProgress(pp.bytes, pp.rate) for x, pp in p.per_peer.items()}
+                )
+                report()
+
+            async def counted(data: bytes) -> None:
+                await send(data)
+                transfer.bytes_done += len(data)
+                report()
+
+            read.download.progress_callback = on_progress
+            with collapse_exception_groups():
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(read.run_download)
+                    try:
+                        with trio.fail_after(MANIFEST_TIMEOUT):
+                            manifest = await read.wait_manifest()
+                    except trio.TooSlowError:
+                        raise FileUnavailableError(
+                            f"the manifest of {file_id.hex()} was not found in time"
+                        ) from None
+                    if read.too_large:
+                        raise ConfigError(
+                            f"this file's stripes ({manifest.layout.stripe_bytes} bytes) exceed"
+                            f" the streaming read budget ({read.budget.total} bytes); use get"
+                        )
+                    transfer.name, transfer.bytes_total = manifest.name, manifest.size
+                    report()
+                    sent = await read.stream(counted)
+                    nursery.cancel_scope.cancel()
+        return StreamResult(
+            file_id=file_id,
+            name=manifest.name,
+            size=manifest.size,
+            bytes_sent=sent,
+            seconds=trio.current_time() - started,
+            local=read.was_local,
+        )
 
     # ------------------------------------------------------------------ directories
 
@@ -1119,6 +1350,9 @@ async def _running_node(
         if config.upload_limit is not None:
             burst = max(int(config.upload_limit * UPLOAD_BURST_SECONDS), config.chunk_size)
             node._uploads = UploadGate(config.upload_limit, burst, weight_of=node._upload_weight)
+        if config.download_limit is not None:
+            burst = max(int(config.download_limit * UPLOAD_BURST_SECONDS), config.chunk_size)
+            node._download_limiter = RateLimiter(config.download_limit, burst)
         server = ChunkServer(
             identity,
             CountingServerStore(store, node.telemetry),
@@ -1167,7 +1401,9 @@ __all__ = [
     "NodeConfig",
     "NodeStatus",
     "PeerProgress",
+    "PhaseProgress",
     "PutProgress",
+    "StreamResult",
     "Transfer",
     "open_node",
 ]

@@ -1123,13 +1123,19 @@ class ChunkStore:
             if shard.is_dir():
                 yield from (e for e in os.scandir(shard.path) if e.is_file())
 
-    async def verify(self) -> VerifyReport:
+    async def verify(
+        self, *, progress: Callable[[str, int, int], None] | None = None
+    ) -> VerifyReport:
         """Scrub the store: re-hash every indexed chunk.
 
         Corrupt chunks are quarantined and dropped from the index; rows whose file is gone are
         dropped. Runs in batches of about ``VERIFY_BATCH_BYTES`` per thread hop; if cancelled,
-        what was checked so far has been handled.
+        what was checked so far has been handled. ``progress(phase, done, total)`` is called
+        after each batch of phase ``"hashing"`` (bytes re-hashed of the bytes stored), then once
+        as each later phase (``"spares"``, ``"rebuilding"``) begins, with ``0, 0``.
         """
+        report = progress or (lambda _phase, _done, _total: None)
+        stored_at_start = self.stored_bytes
         ids = await trio.to_thread.run_sync(self._index.all_chunk_ids)
         corrupt: list[bytes] = []
         missing: list[bytes] = []
@@ -1162,15 +1168,20 @@ class ChunkStore:
             return i
 
         pos = 0
+        report("hashing", 0, stored_at_start)
         while pos < len(ids):
             pos = await trio.to_thread.run_sync(batch, pos, limiter=self._limiter)
+            report("hashing", nbytes, max(nbytes, stored_at_start))
 
         def spares() -> tuple[int, int, list[bytes]]:
             return self._check_spares_sync(corrupt, missing)
 
+        report("spares", 0, 0)
+
         spare_count, spare_bytes, repaired = await trio.to_thread.run_sync(
             spares, limiter=self._limiter
         )
+        report("rebuilding", 0, 0)
         repaired += await self._repair_stripes()
         damaged = await trio.to_thread.run_sync(self._index.damaged, limiter=self._limiter)
         by_file = await trio.to_thread.run_sync(self._index.damaged_by_file, limiter=self._limiter)

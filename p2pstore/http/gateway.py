@@ -22,7 +22,7 @@ import logging
 import mimetypes
 import os
 import secrets
-from collections.abc import Awaitable, Callable, Hashable
+from collections.abc import Awaitable, Callable, Hashable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -32,7 +32,13 @@ import trio
 
 from .._groups import collapse_exception_groups
 from ..erasure import ReedSolomon
-from ..errors import ChunkNotFoundError, CorruptChunkError, NotDispersedError, P2PStoreError
+from ..errors import (
+    ChunkNotFoundError,
+    CorruptChunkError,
+    NotDispersedError,
+    P2PStoreError,
+    TransferCancelledError,
+)
 from ..manifest import Manifest, validate_name
 from ..reassembly import fetch_stripe
 from ..transfer.progress import Progress
@@ -458,7 +464,7 @@ async def serve_file(
         await refuse_remote(response)
         return
     name = file_id.hex()[:16]
-    with node.tracked_transfer("gateway", file_id, name) as transfer:
+    with _cancel_as_http(), node.tracked_transfer("gateway", file_id, name) as transfer:
 
         def on_progress(p: Progress, labels: dict[Hashable, str]) -> None:
             active = {labels[x]: pp.rate for x, pp in p.per_peer.items() if pp.active}
@@ -526,6 +532,16 @@ async def _serve_read(
         nursery.cancel_scope.cancel()
 
 
+@contextlib.contextmanager
+def _cancel_as_http() -> Iterator[None]:
+    """A transfer stopped by ``p2pstore cancel`` answers 503 ``cancelled`` (or, once the
+    response has started, ends it early as any mid-response failure, without a traceback)."""
+    try:
+        yield
+    except TransferCancelledError as exc:
+        raise HttpError(503, "cancelled", str(exc)) from None
+
+
 def _error_for(exc: BaseException) -> HttpError:
     from ..control import error_code, error_message
 
@@ -538,6 +554,7 @@ STATUS_FOR_CODE = {
     "unavailable": 404,
     "bad_manifest": 502,
     "quota": 507,
+    "cancelled": 503,
     "config": 400,
     "protocol": 400,
     "bad_request": 400,
@@ -564,7 +581,11 @@ async def receive_upload(
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
     size = 0
     try:
-        with node.tracked_transfer("upload", None, name) as transfer, os.fdopen(fd, "wb") as fh:
+        with (
+            _cancel_as_http(),
+            node.tracked_transfer("upload", None, name) as transfer,
+            os.fdopen(fd, "wb") as fh,
+        ):
             async for piece in request.body(max_bytes):
                 await trio.to_thread.run_sync(fh.write, piece)
                 size += len(piece)

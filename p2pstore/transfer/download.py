@@ -54,6 +54,7 @@ from ..errors import (
     ProtocolError,
 )
 from ..manifest import Manifest, ManifestRoot
+from ..ratelimit import RateLimiter
 from ..telemetry import Telemetry
 from ..wire.client import (
     ConnectionPool,
@@ -347,6 +348,10 @@ class Download:
     :class:`ManifestError` if the manifest cannot be obtained intact. Nothing is left at ``dest``
     on failure or cancellation; every verified chunk stays in the store, so running again resumes.
     """
+
+    rate_limiter: RateLimiter | None = None
+    """Shared by every download of a node with a download limit (set after construction):
+    each received chunk waits for its bytes before it is used (see :meth:`_pay_download`)."""
 
     def __init__(
         self,
@@ -918,6 +923,7 @@ class Download:
                 )
                 self._finished.set()
                 return
+            await self._pay_download(request.peer, len(data))  # the node's download limit
             self.telemetry.chunk_fetched(len(data))
             if self._first_chunk_at is None:
                 self._first_chunk_at = trio.current_time()
@@ -976,6 +982,15 @@ class Download:
         if stripe in self._complete_when_stored:
             self._complete_when_stored.discard(stripe)
             self._complete_stripe(stripe)
+
+    async def _pay_download(self, peer: Hashable, nbytes: int) -> None:
+        """The download rate limit (:attr:`rate_limiter`): wait until ``nbytes`` just received
+        may be used. The request's slot stays taken meanwhile, so the peer's pipeline refills
+        only at the limit's pace; the wait is ours, so the peer counts as alive after it."""
+        if self.rate_limiter is None:
+            return
+        await self.rate_limiter.acquire(nbytes)
+        self._alive(peer, trio.current_time())
 
     async def _fetch_or_none(self, conn: PeerConnection, chunk_id: bytes) -> bytes | None:
         ((_, data),) = await conn.get([chunk_id], patience=self.config.max_request_wait)

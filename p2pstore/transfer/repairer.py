@@ -277,6 +277,9 @@ class Repairer:
     everything already stored anywhere consistent.
     """
 
+    on_stripe_done: Callable[[int, int], None] | None = None
+    """Called as ``(stripes finished, stripes to repair)`` after each stripe :meth:`run` ends."""
+
     def __init__(
         self,
         found: Survey,
@@ -339,11 +342,17 @@ class Repairer:
         in_flight = min(self.config.stripes_in_flight, self.config.memory_budget // stripe_bytes)
         limit = trio.Semaphore(max(1, in_flight))
 
+        finished = 0
+
         async def one(stripe: int, shares: list[int]) -> None:
+            nonlocal finished
             try:
                 await self._repair_stripe(stripe, shares, holdings[stripe], destinations, report)
             finally:
                 limit.release()
+            finished += 1
+            if self.on_stripe_done is not None:
+                self.on_stripe_done(finished, len(by_stripe))
 
         with collapse_exception_groups():
             async with trio.open_nursery() as nursery:

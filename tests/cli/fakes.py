@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import tempfile
 import threading
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,7 +21,15 @@ from typer.testing import CliRunner, Result
 from p2pstore.cli import app
 from p2pstore.control import serve_control
 from p2pstore.errors import FileUnavailableError, NotDispersedError
-from p2pstore.node import DownloadProgress, GetResult, NodeStatus, PeerProgress, PutProgress
+from p2pstore.node import (
+    DownloadProgress,
+    GetResult,
+    NodeStatus,
+    PeerProgress,
+    PhaseProgress,
+    PutProgress,
+    StreamResult,
+)
 
 FILE_ID = bytes(range(32))
 OTHER_ID = bytes(32)
@@ -128,6 +136,26 @@ class FakeNode:
         target.write_bytes(data)
         return GetResult(file_id, target, len(data), {"127.0.0.1:1": len(data)}, 0.5, 0, 0.1)
 
+    async def stream_file(
+        self,
+        file_id: bytes,
+        send: Callable[[bytes], Awaitable[None]],
+        *,
+        progress: Callable[[DownloadProgress], None] | None = None,
+    ) -> StreamResult:
+        """What ``get``'s file holds, sent in two pieces (as a streamed download would)."""
+        self.calls.append(("stream_file", file_id))
+        if file_id != FILE_ID:
+            raise FileUnavailableError(f"file {file_id.hex()[:16]} has no reachable providers")
+        if self.get_error is not None:
+            raise self.get_error
+        data = b"hello world\n"
+        for piece in (data[:6], data[6:]):
+            await send(piece)
+            if progress is not None:
+                progress(DownloadProgress(len(piece), len(data), {}))
+        return StreamResult(file_id, "hello.txt", len(data), len(data), 0.5, False)
+
     async def find_providers(self, key: bytes) -> list[FakeProvider]:
         self.calls.append(("find_providers", key))
         if key == OTHER_ID:
@@ -152,9 +180,15 @@ class FakeNode:
         self.calls.append(("gc", None))
         return 4096
 
-    async def verify(self) -> FakeVerifyReport:
+    async def verify(
+        self, *, progress: Callable[[PhaseProgress], None] | None = None
+    ) -> FakeVerifyReport:
         self.calls.append(("verify", None))
+        if progress is not None:
+            progress(PhaseProgress("hashing", 0, 7 << 20, "bytes"))
         await trio.sleep(self.verify_delay)
+        if progress is not None:
+            progress(PhaseProgress("hashing", 7 << 20, 7 << 20, "bytes"))
         return FakeVerifyReport(checked=7, corrupt=list(self.corrupt), missing=0)
 
     def status(self) -> NodeStatus:

@@ -176,7 +176,7 @@ def test_bad_settings_file_is_a_usage_error(data_dir: Path) -> None:
 @pytest.mark.parametrize(
     "command",
     ["daemon", "put", "get", "ls", "status", "peers", "providers", "pin", "unpin", "gc", "verify",
-     "demo", "rm", "transfers", "config", "cat"],
+     "demo", "rm", "transfers", "config", "cat", "cancel"],
 )  # fmt: skip
 def test_every_command_has_help_and_data_dir(command: str) -> None:
     result = invoke(command, "--help")

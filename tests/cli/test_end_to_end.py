@@ -31,15 +31,25 @@ STOP_TIMEOUT = 5.0
 class Daemon:
     """One ``p2pstore daemon --json`` process and the addresses it printed."""
 
-    def __init__(self, data_dir: Path, bootstrap: str | None = None) -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        bootstrap: str | None = None,
+        *,
+        settings: str = "",
+        extra: tuple[str, ...] = (),
+    ) -> None:
         self.data_dir = data_dir
         data_dir.mkdir()
+        if settings:  # p2pstore.toml
+            (data_dir / "p2pstore.toml").write_text(settings)
         args = [
             *CLI, "daemon", "--host", "127.0.0.1", "--udp-port", "0", "--tcp-port", "0",
             "--json", "--data-dir", str(data_dir),
         ]  # fmt: skip
         if bootstrap:
             args += ["--bootstrap", bootstrap]
+        args += extra
         self.stderr = (data_dir.parent / f"{data_dir.name}.stderr").open("wb")
         self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=self.stderr)
         self.info = self._read_ready_line()

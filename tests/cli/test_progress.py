@@ -4,6 +4,7 @@ before an error (Ctrl-C) is printed."""
 from __future__ import annotations
 
 import io
+from pathlib import Path
 
 import pytest
 import typer
@@ -11,6 +12,8 @@ from rich.console import Console
 from rich.progress import Progress, ProgressColumn
 
 from p2pstore import cli
+
+from .fakes import FakeNode, invoke
 
 
 def render(column: ProgressColumn, **fields: object) -> str:
@@ -61,4 +64,24 @@ def test_an_error_takes_the_bar_off_the_screen_first(monkeypatch: pytest.MonkeyP
             cli._fail("interrupted", cli.EXIT_INTERRUPTED)
     assert info.value.exit_code == cli.EXIT_INTERRUPTED
     assert events[:2] == ["stop", "echo"], "the message is printed after the bar is gone"
+    assert cli._STATE.bar is None
+
+
+def test_a_phase_without_a_count_shows_no_amount_or_rate() -> None:
+    assert render(cli._AmountColumn(), completed=0, total=None, unit="") == ""
+    assert render(cli._RateColumn(), completed=0, total=None, unit="") == ""
+
+
+def test_verify_shows_its_phase_in_bytes(
+    daemon: FakeNode, data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    daemon.verify_delay = 0.5  # long enough for the daemon to send a progress event
+    out = io.StringIO()
+    monkeypatch.setattr(cli, "_stderr_console", lambda: Console(file=out, force_terminal=True))
+    monkeypatch.setattr(cli, "_show_progress", lambda json_out: True)
+    result = invoke("verify", "--data-dir", str(data_dir))
+    assert result.exit_code == 0, result.output
+    assert "re-hashing" in out.getvalue()
+    assert "0 B / 7.0 MiB" in out.getvalue()
+    assert result.stdout.startswith("checked 7 chunks")
     assert cli._STATE.bar is None

@@ -69,11 +69,14 @@ def test_transfer_rows_rate_and_eta() -> None:
             {"kind": "get", "name": "a", "bytes_done": 100, "bytes_total": 300, "peers": 2,
              "started": now - 10},
             {"kind": "put", "name": "b", "bytes_done": 0, "bytes_total": 0, "started": now},
+            {"id": 7, "kind": "verify", "phase": "hashing", "name": "c", "bytes_done": 0,
+             "bytes_total": 0, "started": now},
         ],
         now,
     )  # fmt: skip
-    assert rows[0] == ["get", "a", "100 B / 300 B", "10 B/s", "2", "20s"]
-    assert rows[1] == ["put", "b", "0 B", "-", "0", "-"]
+    assert rows[0] == ["-", "get", "a", "100 B / 300 B", "10 B/s", "2", "20s"]
+    assert rows[1] == ["-", "put", "b", "0 B", "-", "0", "-"]
+    assert rows[2] == ["7", "verify (hashing)", "c", "0 B", "-", "0", "-"]
 
 
 def test_rm_unpins_and_collects(daemon: FakeNode, data_dir: Path) -> None:

@@ -9,6 +9,7 @@ import random
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cli.fakes import FakeNode, daemon_in_thread, short_tmp_dir
@@ -18,7 +19,7 @@ from p2pstore.cli import EXIT_DEGRADED, EXIT_LOST, app
 from p2pstore.config import parse_duration, settings_from_mapping
 from p2pstore.errors import ConfigError, FileUnavailableError
 from p2pstore.manifest import Manifest
-from p2pstore.node import NodeConfig
+from p2pstore.node import NodeConfig, PhaseProgress
 from p2pstore.repair import FileHealth, assess
 from p2pstore.transfer.repairer import RepairReport
 
@@ -49,8 +50,10 @@ class HealthNode(FakeNode):
             raise FileUnavailableError(f"no reachable node has the manifest of {file_id.hex()}")
         return self.health
 
-    async def repair(self, file_id: bytes) -> RepairReport:
+    async def repair(self, file_id: bytes, *, progress: Any = None) -> RepairReport:
         self.repaired.append(file_id)
+        if progress is not None:
+            progress(PhaseProgress("rebuilding", 2, 2, "stripes"))
         return RepairReport(
             file_id, self.health, HEALTHY, [0, 1], rebuilt=3, placed={"127.0.0.1:9": 3},
             bytes_fetched=600_000, bytes_sent=200_000,
