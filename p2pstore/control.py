@@ -407,7 +407,9 @@ def to_plain(obj: object, depth: int = 0) -> Any:
     """Convert a node result (dataclasses, named tuples, bytes, paths...) into msgpack-able data.
 
     Bytes become lower-case hex (IDs are shown as hex at every user interface), paths strings,
-    tuples lists, dataclasses and named tuples maps of their fields.
+    tuples lists, dataclasses and named tuples maps of their fields (not of a dataclass's
+    ``init=False`` fields: caches derived from the others, such as a contact's ID as an integer,
+    which msgpack could not even encode).
     """
     if depth > MAX_NESTING:
         raise ValueError("result nested too deeply")
@@ -420,7 +422,11 @@ def to_plain(obj: object, depth: int = 0) -> Any:
     if isinstance(obj, enum.Enum):
         return to_plain(obj.value, depth + 1)
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return {f.name: to_plain(getattr(obj, f.name), depth + 1) for f in dataclasses.fields(obj)}
+        return {
+            f.name: to_plain(getattr(obj, f.name), depth + 1)
+            for f in dataclasses.fields(obj)
+            if f.init
+        }
     if isinstance(obj, tuple) and hasattr(obj, "_fields"):
         return {name: to_plain(getattr(obj, name), depth + 1) for name in obj._fields}
     if isinstance(obj, Mapping):

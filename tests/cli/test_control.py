@@ -201,6 +201,17 @@ def test_to_plain_converts_node_results() -> None:
     }
 
 
+def test_to_plain_leaves_out_derived_fields_of_a_real_contact() -> None:
+    # A DHT contact caches its ID as a 256-bit integer (init=False): msgpack cannot encode it,
+    # and it says nothing the node ID does not.
+    from p2pstore.control import encode_message
+    from p2pstore.dht.contact import Contact
+
+    plain = to_plain(Contact(b"\xff" * 32, "127.0.0.1", 7))
+    assert plain == {"node_id": "ff" * 32, "host": "127.0.0.1", "port": 7}
+    encode_message({"type": "result", "data": {"peers": [plain]}})
+
+
 @pytest.mark.parametrize(
     ("name", "safe"),
     [
