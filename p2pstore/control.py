@@ -759,7 +759,12 @@ class DirectoryNode(Protocol):
     ) -> Any: ...
 
     async def fetch_listing(
-        self, dir_id: bytes, *, peer_hint: tuple[str, int] | None = ...
+        self,
+        dir_id: bytes,
+        *,
+        peer_hint: tuple[str, int] | None = ...,
+        progress: Callable[[Any], None] | None = ...,
+        label: str | None = ...,
     ) -> Any: ...
 
     async def get_directory(
@@ -814,7 +819,10 @@ async def _op_get_dir(
     dirs = _directory_node(node)
     hint = {"peer_hint": args["peer"]} if args.get("peer") else {}  # only a hint (peerhint.py)
     try:
-        listing = await dirs.fetch_listing(args["file_id"], **hint)
+        label = None
+        if args["dest"] is not None and not Path(args["dest"]).is_dir():
+            label = Path(args["dest"]).name  # what transfers shows (else the ID, until known)
+        listing = await dirs.fetch_listing(args["file_id"], progress=progress, label=label, **hint)
     except NotADirectoryListingError:
         return {"directory": False}
     if args["dest"] is None:

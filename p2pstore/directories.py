@@ -47,7 +47,6 @@ from .directory import (
 from .errors import ConfigError, FileUnavailableError, ManifestError, NotDispersedError
 from .manifest import Manifest, validate_name
 from .ratelimit import RateLimiter
-from .transfer.download import Download
 from .transfer.output import OutputFile
 
 if TYPE_CHECKING:
@@ -447,7 +446,12 @@ async def _put_listing(
 
 
 async def fetch_listing(
-    node: Node, dir_id: bytes, *, peer_hint: tuple[str, int] | None = None
+    node: Node,
+    dir_id: bytes,
+    *,
+    peer_hint: tuple[str, int] | None = None,
+    progress: Callable[[DownloadProgress], None] | None = None,
+    label: str | None = None,
 ) -> DirectoryListing:
     """See :meth:`p2pstore.node.Node.fetch_listing`."""
     if len(dir_id) != 32:
@@ -463,21 +467,16 @@ async def fetch_listing(
     directory = Path(tempfile.mkdtemp(prefix=".listing-", dir=node.data_dir))
     try:
         dest = directory / "listing"
-        download = Download(
+        # As an ordinary get (tracked, cancellable, rate-limited, a partial provider while it
+        # runs): for a file that is no listing, its chunks are then already in the store.
+        await node.get(
             dir_id,
             dest,
-            store=node.store,
-            pool=node.pool,
-            find_providers=node._file_providers_finder(dir_id, peer_hint),
-            self_node_id=node.node_id,
-            config=node.config.download,
-            listen_port=node.tcp_address[1],
-            on_stored=node._stored_hook(dir_id),
+            progress=progress,
+            peer_hint=peer_hint,
             sink=bounded_sink,
-            telemetry=node.telemetry,
+            label=dir_id.hex()[:16] + "…" if label is None else label,
         )
-        await download.run()
-        node.announce_soon(dir_id)
         data = await trio.to_thread.run_sync(dest.read_bytes)
     finally:
         await trio.to_thread.run_sync(shutil.rmtree, directory, True)

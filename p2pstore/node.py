@@ -450,6 +450,8 @@ class Node:
         *,
         progress: Callable[[DownloadProgress], None] | None = None,
         peer_hint: tuple[str, int] | None = None,
+        sink: SinkFactory | None = None,
+        label: str | None = None,
     ) -> GetResult:
         """Download the file ``file_id`` from every provider at once into ``dest``.
 
@@ -463,7 +465,10 @@ class Node:
         out damaged are quarantined and fetched from the network (the download is planned
         again). Temporary files that dead downloads (``kill -9``) left beside ``dest`` are
         removed first. ``peer_hint``: a chunk server (``HOST:PORT``, from a share link) that may
-        hold the file, tried beside the DHT's providers (:mod:`p2pstore.peerhint`).
+        hold the file, tried beside the DHT's providers (:mod:`p2pstore.peerhint`). ``sink``:
+        what writes the file instead of an ordinary output file (a directory listing's bounded
+        reader, :mod:`p2pstore.directories`); ``label``: the name :meth:`status` shows for the
+        transfer (default: ``dest``'s name).
         """
         if len(file_id) != 32:
             raise ConfigError("a file ID is 32 bytes (64 hex digits)")
@@ -472,7 +477,12 @@ class Node:
             for attempt in range(LOCAL_DAMAGE_RETRIES + 1):
                 try:
                     return await self._get_once(
-                        file_id, dest, progress=progress, peer_hint=peer_hint
+                        file_id,
+                        dest,
+                        progress=progress,
+                        peer_hint=peer_hint,
+                        sink=sink,
+                        label=label,
                     )
                 except LocalChunksLostError as exc:
                     # The bad local chunks are quarantined now: planning again fetches them
@@ -491,6 +501,8 @@ class Node:
         *,
         progress: Callable[[DownloadProgress], None] | None = None,
         peer_hint: tuple[str, int] | None = None,
+        sink: SinkFactory | None = None,
+        label: str | None = None,
     ) -> GetResult:
         """One download attempt of :meth:`get` (which see).
 
@@ -504,7 +516,7 @@ class Node:
         """
         if len(file_id) != 32:
             raise ConfigError("a file ID is 32 bytes (64 hex digits)")
-        transfer = self._begin("get", file_id, Path(dest).name)
+        transfer = self._begin("get", file_id, Path(dest).name if label is None else label)
         try:
 
             def on_progress(p: Progress, labels: dict[Any, str]) -> None:
@@ -532,6 +544,7 @@ class Node:
                 listen_port=self.tcp_address[1],
                 on_stored=self._stored_hook(file_id),
                 telemetry=self.telemetry,
+                sink=sink,
             )
             download.rate_limiter = self._download_limiter
             self._downloads.setdefault(file_id, set()).add(download)
@@ -1214,14 +1227,23 @@ class Node:
         return await put_directory(self, path, disperse=disperse, name=name, progress=progress)
 
     async def fetch_listing(
-        self, dir_id: bytes, *, peer_hint: tuple[str, int] | None = None
+        self,
+        dir_id: bytes,
+        *,
+        peer_hint: tuple[str, int] | None = None,
+        progress: Callable[[DownloadProgress], None] | None = None,
+        label: str | None = None,
     ) -> DirectoryListing:
         """The directory manifest ``dir_id`` (fetched and pinned like a file; none of the
         tree's files). Raises :class:`~p2pstore.directories.NotADirectoryListingError` if
         ``dir_id`` is an ordinary file (a large one is refused from its manifest alone, before
         any of its content is fetched) and :class:`~p2pstore.directory.DirectoryError` for a
-        malformed or unsafe listing. ``peer_hint``: as for :meth:`get`."""
-        return await fetch_listing(self, dir_id, peer_hint=peer_hint)
+        malformed or unsafe listing. It is fetched as by :meth:`get` (a transfer with progress,
+        cancellable, under the download limit); ``peer_hint``, ``progress``, ``label``: as
+        there."""
+        return await fetch_listing(
+            self, dir_id, peer_hint=peer_hint, progress=progress, label=label
+        )
 
     async def get_directory(
         self,
