@@ -725,12 +725,31 @@ def _put_dir_path(
     return result
 
 
-def _get_directory(data_dir: Path | None, args: dict[str, Any], json_out: bool) -> bool:
-    """``get`` of a directory ID: fetch the tree and report it; False if the ID is a file (then
-    nothing was written and the caller gets it as a file)."""
+def _with_probe(result: dict[str, Any], probe: dict[str, Any] | None) -> dict[str, Any]:
+    """A file's ``get`` result, with the figures of the directory probe that already fetched it
+    whole (``probe``), so the time, the first chunk and the bytes per peer are the download's."""
+    if probe is None:
+        return result
+    merged = dict(result)
+    for key in ("bytes_from_peers", "first_chunk_seconds", "resumed_chunks", "started_at"):
+        if key in probe:
+            merged[key] = probe[key]
+    probe_s, get_s = probe.get("seconds"), result.get("seconds")
+    if isinstance(probe_s, (int, float)) and isinstance(get_s, (int, float)):
+        merged["seconds"] = probe_s + get_s
+    return merged
+
+
+def _get_directory(
+    data_dir: Path | None, args: dict[str, Any], json_out: bool
+) -> tuple[bool, dict[str, Any] | None]:
+    """``get`` of a directory ID: fetch the tree and report it, ``(True, None)``. If the ID is
+    a file, nothing was written: ``(False, figures)``, ``figures`` being those of the download
+    that fetched a small file whole to look (see :func:`_with_probe`), else ``None``."""
     result = _get_call(data_dir, args, json_out, op="get_dir")
     if not result.get("directory"):
-        return False
+        fetched = result.get("fetched")
+        return False, fetched if isinstance(fetched, dict) else None
     if json_out:
         _emit_json(result)
     elif not _STATE.quiet:
@@ -742,7 +761,7 @@ def _get_directory(data_dir: Path | None, args: dict[str, Any], json_out: bool) 
             if isinstance(seconds, (int, float)) and seconds > 0:
                 line += f" in {seconds:.2f} s"
         typer.echo(line + ")")
-    return True
+    return True, None
 
 
 _KIND_MARK = {"dir": "/", "symlink": "", "file": ""}
@@ -1004,9 +1023,10 @@ def get(
     peer = _link_peer(file_id)
     if peer is not None:
         args["peer"] = list(peer)
-    if _get_directory(data_dir, args, json_out):
+    is_directory, probe = _get_directory(data_dir, args, json_out)
+    if is_directory:
         return
-    result = _get_call(data_dir, args, json_out)
+    result = _with_probe(_get_call(data_dir, args, json_out), probe)
     if json_out:
         _emit_json(result)
         return

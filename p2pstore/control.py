@@ -816,6 +816,7 @@ async def _op_get_dir(
 
     if not hasattr(node, "fetch_listing"):
         return {"directory": False}  # a node without directories: every ID is a file
+    started_at = time.time()
     dirs = _directory_node(node)
     hint = {"peer_hint": args["peer"]} if args.get("peer") else {}  # only a hint (peerhint.py)
     try:
@@ -823,8 +824,14 @@ async def _op_get_dir(
         if args["dest"] is not None and not Path(args["dest"]).is_dir():
             label = Path(args["dest"]).name  # what transfers shows (else the ID, until known)
         listing = await dirs.fetch_listing(args["file_id"], progress=progress, label=label, **hint)
-    except NotADirectoryListingError:
-        return {"directory": False}
+    except NotADirectoryListingError as exc:
+        if exc.fetched is None:
+            return {"directory": False}
+        # A small file was fetched whole to look: its figures are the download's (the get
+        # that follows reads it from the local store).
+        fetched = to_plain(exc.fetched)
+        fetched.pop("path", None)
+        return {"directory": False, "fetched": {**fetched, "started_at": started_at}}
     if args["dest"] is None:
         target = Path(args["cwd"]) / listing.name
     elif Path(args["dest"]).is_dir():

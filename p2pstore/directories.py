@@ -71,7 +71,14 @@ _RANDOM_HEX = 8
 
 
 class NotADirectoryListingError(DirectoryError):
-    """The ID names an ordinary file, not a directory listing."""
+    """The ID names an ordinary file, not a directory listing.
+
+    ``fetched``: the get that fetched the whole file to look (a file small enough to be a
+    listing), whose chunks are now in the store; ``None`` when its manifest alone told."""
+
+    def __init__(self, message: str, fetched: GetResult | None = None) -> None:
+        super().__init__(message)
+        self.fetched = fetched
 
 
 # ----------------------------------------------------------------------------- scanning
@@ -469,7 +476,7 @@ async def fetch_listing(
         dest = directory / "listing"
         # As an ordinary get (tracked, cancellable, rate-limited, a partial provider while it
         # runs): for a file that is no listing, its chunks are then already in the store.
-        await node.get(
+        fetched = await node.get(
             dir_id,
             dest,
             progress=progress,
@@ -484,7 +491,9 @@ async def fetch_listing(
         return DirectoryListing.decode(data)
     except DirectoryError as exc:
         if str(exc) == "not a directory listing":
-            raise NotADirectoryListingError(f"{dir_id.hex()} is a file, not a directory") from None
+            raise NotADirectoryListingError(
+                f"{dir_id.hex()} is a file, not a directory", fetched
+            ) from None
         raise DirectoryError(f"the directory manifest {dir_id.hex()} is refused: {exc}") from None
 
 

@@ -78,6 +78,37 @@ async def test_get_dir_passes_a_links_peer_hint_to_the_listing_and_the_tree(
     assert node.hints == [None, None]
 
 
+async def test_get_dir_of_a_small_file_reports_the_download_that_fetched_it(
+    tmp_path: Path,
+) -> None:
+    from p2pstore.node import GetResult
+
+    fetched = GetResult(b"\1" * 32, tmp_path / "x", 5, {"h:1": 5}, 0.25, 0, 0.125)
+
+    class SmallFile(DirNode):
+        async def fetch_listing(self, dir_id: bytes, **kw: Any) -> DirectoryListing:
+            raise NotADirectoryListingError("a file", fetched)
+
+    args = {"file_id": b"\1" * 32, "dest": None, "cwd": str(tmp_path)}
+    result = await perform(SmallFile(), "get_dir", args)
+    assert result["directory"] is False
+    probe = result["fetched"]
+    assert probe["bytes_from_peers"] == {"h:1": 5}
+    assert probe["first_chunk_seconds"] == 0.125
+    assert "path" not in probe
+    assert isinstance(probe["started_at"], float)
+
+    from p2pstore.cli import _with_probe
+
+    local = {"path": "/o", "size": 5, "seconds": 0.5, "bytes_from_peers": {}, "started_at": 9.0}
+    merged = _with_probe(local, probe)
+    assert merged["seconds"] == 0.75
+    assert merged["bytes_from_peers"] == {"h:1": 5}
+    assert merged["started_at"] == probe["started_at"]
+    assert merged["path"] == "/o"
+    assert _with_probe(local, None) is local
+
+
 async def test_get_dir_destinations(tmp_path: Path) -> None:
     node = DirNode()
     fid = b"\1" * 32
