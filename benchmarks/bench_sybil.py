@@ -199,6 +199,8 @@ async def _one_get(
             await node.get(file_id, dest)
     except (P2PStoreError, trio.TooSlowError) as exc:
         print(f"    get failed after {time.perf_counter() - started:.1f} s: {exc}"[:300])
+        if os.environ.get("BENCH_SYBIL_FULL"):
+            print(f"    full: {exc}")
         with trio.move_on_after(30):  # diagnosis: does the DHT still lead to the holder?
             found = await node.find_providers(file_id)
             listed = any(r.node_id == holder for r in found)

@@ -96,6 +96,10 @@ DEFAULT_SLOW_CHECK_INTERVAL = 0.5
 DEFAULT_PROGRESS_INTERVAL = 0.1
 #: Times a provider that failed (not one the scheduler dropped) is tried again in one download.
 MAX_PEER_RETRIES = 2
+
+MANIFEST_LOOKUP_RETRIES = 2
+"""Fresh provider look-ups after every provider found has failed to give the manifest (each
+draws another random subset of the records where they do not all fit a reply)."""
 #: Largest file (data + parity chunks) a download accepts, checked on the root manifest before
 #: any index chunk is fetched: a file ID from a stranger may describe up to 1 PiB, and the plan
 #: costs about 200 bytes of memory per chunk. 2**21 chunks is 1.4 TiB of data at 1 MiB chunks with
@@ -619,6 +623,20 @@ class Download:
         tried: set[bytes] = set()
         errors: list[str] = []
         manifest = await self._race_manifest(tried, errors)
+        # Every provider found failed. A DHT node returns a random subset of a key's records
+        # when they do not all fit a reply, so a crowd of false providers can leave out the
+        # honest record by chance: a fresh look-up draws again (a bounded number of times).
+        for _ in range(MANIFEST_LOOKUP_RETRIES):
+            if manifest is not None or not tried:
+                break
+            try:
+                new, _retried = await self._discover()
+            except P2PStoreError as exc:
+                log.info("provider look-up failed: %s", exc)
+                break
+            if not any(p.node_id not in tried for p in new):
+                break
+            manifest = await self._race_manifest(tried, errors)
         if manifest is not None:
             return manifest
         if not tried:

@@ -14,6 +14,7 @@ from typing import Any
 
 import trio
 
+from p2pstore.errors import FileUnavailableError
 from p2pstore.transfer.download import Download, DownloadConfig, Provider
 
 FILE_ID = b"F" * 32
@@ -122,3 +123,39 @@ def test_a_download_out_of_peers_says_why_each_was_dropped() -> None:
         in (message)
     )
     assert "timeouts: 1 (127.100.0.2:9000)" in message
+
+
+async def test_a_fresh_look_up_after_every_provider_failed_finds_the_left_out_honest_one() -> None:
+    """The DHT returns a random subset of many records: the first look-ups named only false
+    providers (which fail at once, as lying ones do); a fresh one, after all failed, names the
+    honest holder. Before, the download failed with the holder online."""
+    sybils = _sybils(6)
+    calls = 0
+
+    class _Failing(_RaceOnly):
+        async def _manifest_from(self, provider: Provider) -> Any:
+            self.asked.append(provider)
+            if provider == HONEST:
+                return MANIFEST
+            raise FileUnavailableError("wrong bytes", {})
+
+    async def find(key: bytes, *, quick: bool = False) -> Sequence[Provider]:
+        nonlocal calls
+        calls += 1
+        return sybils if calls <= 2 else [sybils[0], HONEST]
+
+    download = _Failing(
+        FILE_ID,
+        Path("unused"),
+        store=Any,  # type: ignore[arg-type]
+        pool=Any,  # type: ignore[arg-type]
+        find_providers=find,
+        self_node_id=b"S" * 32,
+        config=DownloadConfig(),
+        rng=random.Random(3),
+    )
+    download.asked = []  # type: ignore[attr-defined]
+    with trio.fail_after(5):
+        assert await _fetch(download) is MANIFEST
+    assert calls == 3
+    assert download.asked[-1] == HONEST  # type: ignore[attr-defined]
