@@ -14,13 +14,39 @@ every method is one short transaction.
 
 from __future__ import annotations
 
+import errno
+import functools
+import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Concatenate, ParamSpec, TypeVar
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def _full_disk_as_oserror(
+    method: Callable[Concatenate[Index, _P], _R],
+) -> Callable[Concatenate[Index, _P], _R]:
+    """A write of the index on a full disk raises ``OSError(ENOSPC)`` naming the index file,
+    as every other write of the store does, instead of SQLite's own "database or disk is full"
+    (which the layers above would treat as an internal error)."""
+
+    @functools.wraps(method)
+    def wrapper(self: Index, /, *args: _P.args, **kwargs: _P.kwargs) -> _R:
+        try:
+            return method(self, *args, **kwargs)
+        except sqlite3.OperationalError as exc:
+            if getattr(exc, "sqlite_errorcode", None) != sqlite3.SQLITE_FULL:
+                raise
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(self.path)) from exc
+
+    return wrapper
+
 
 #: Schema version in ``PRAGMA user_version``; a newer one is refused rather than misread.
 SCHEMA_VERSION = 1
@@ -98,6 +124,8 @@ class Index:
     """Thread-safe access to the store's SQLite index. Also tracks the total bytes indexed."""
 
     def __init__(self, path: Path) -> None:
+        self.path = path
+        """The index file (named in errors)."""
         self._lock = threading.Lock()
         self._db = sqlite3.connect(
             path, check_same_thread=False, isolation_level=None, timeout=_BUSY_TIMEOUT_MS / 1000
@@ -143,6 +171,7 @@ class Index:
             row = self._db.execute("SELECT size FROM chunks WHERE id = ?", (chunk_id,)).fetchone()
         return None if row is None else int(row[0])
 
+    @_full_disk_as_oserror
     def insert_chunks(self, rows: Sequence[tuple[bytes, int]]) -> set[bytes]:
         """Index chunks whose files are durable; returns the IDs that were not indexed before.
 
@@ -167,6 +196,7 @@ class Index:
 
     # -- spare copies of manifest chunks, and damage on record ----------------------------------
 
+    @_full_disk_as_oserror
     def add_spares(self, rows: Sequence[tuple[bytes, int]]) -> None:
         """Record that these chunks have a durable second copy."""
         with self._lock, self._db:
@@ -182,11 +212,13 @@ class Index:
         with self._lock:
             return [(r[0], int(r[1])) for r in self._db.execute("SELECT id, size FROM spares")]
 
+    @_full_disk_as_oserror
     def delete_spares(self, ids: Sequence[bytes]) -> None:
         with self._lock, self._db:
             self._db.execute("BEGIN IMMEDIATE")
             self._db.executemany("DELETE FROM spares WHERE id = ?", ((cid,) for cid in ids))
 
+    @_full_disk_as_oserror
     def note_download(self, dest: str) -> None:
         """Record that a download into ``dest`` is starting (until :meth:`forget_download`)."""
         with self._lock, self._db:
@@ -196,6 +228,7 @@ class Index:
                 (dest, time.time()),
             )
 
+    @_full_disk_as_oserror
     def forget_download(self, dest: str) -> None:
         with self._lock, self._db:
             self._db.execute("BEGIN IMMEDIATE")
@@ -205,6 +238,7 @@ class Index:
         with self._lock:
             return [r[0] for r in self._db.execute("SELECT dest FROM downloads")]
 
+    @_full_disk_as_oserror
     def mark_damaged(self, ids: Sequence[bytes], kind: str) -> None:
         """Put chunks on record as damaged (``"corrupt"`` or ``"missing"``) until re-stored."""
         now = time.time()
@@ -231,6 +265,7 @@ class Index:
                 out.setdefault(file_id, []).append(cid)
         return out
 
+    @_full_disk_as_oserror
     def forget_unneeded(self) -> list[bytes]:
         """Drop damage records and spare rows of chunks no pinned file needs (gc); returns the
         IDs of the spare rows dropped (their files are the caller's to delete)."""
@@ -244,6 +279,7 @@ class Index:
             ids = [r[0] for r in gone]
         return ids
 
+    @_full_disk_as_oserror
     def delete_chunks(self, ids: Sequence[bytes]) -> int:
         """Remove chunk rows; returns the bytes they accounted for."""
         freed = 0
@@ -277,6 +313,7 @@ class Index:
 
     # -- files and pins ------------------------------------------------------------------------
 
+    @_full_disk_as_oserror
     def add_file(
         self,
         *,
@@ -329,6 +366,7 @@ class Index:
             (file_id, kind, now),
         )
 
+    @_full_disk_as_oserror
     def hold_chunks(self, file_id: bytes, ids: Sequence[bytes]) -> None:
         """Record ``ids`` as held for ``file_id`` (manifest maybe unknown) and pin it as 'held'."""
         now = time.time()
@@ -355,11 +393,13 @@ class Index:
             row = self._db.execute("SELECT 1 FROM files WHERE file_id = ?", (file_id,)).fetchone()
         return row is not None
 
+    @_full_disk_as_oserror
     def pin(self, file_id: bytes, kind: str) -> None:
         with self._lock, self._db:
             self._db.execute("BEGIN IMMEDIATE")
             self._upsert_pin(file_id, kind, time.time())
 
+    @_full_disk_as_oserror
     def unpin(self, file_id: bytes) -> None:
         with self._lock, self._db:
             self._db.execute("BEGIN IMMEDIATE")
@@ -377,6 +417,7 @@ class Index:
             ).fetchall()
         return [(r[0], int(r[1]), int(r[2])) for r in rows]
 
+    @_full_disk_as_oserror
     def forget_unpinned_files(self) -> None:
         """Drop the records of files nobody pins any more (gc): an unpinned file's chunks are
         about to be freed, so it must not linger in the listing as ``0/N`` chunks."""
@@ -384,6 +425,7 @@ class Index:
             self._db.execute("BEGIN IMMEDIATE")
             self._db.execute("DELETE FROM files WHERE file_id NOT IN (SELECT file_id FROM pins)")
 
+    @_full_disk_as_oserror
     def forget_unpinned_held(self) -> None:
         """Drop membership rows of files that are neither pinned nor described by a manifest."""
         with self._lock, self._db:

@@ -149,3 +149,23 @@ async def test_gc_forgets_damage_and_spares_of_unpinned_files(
     store.gc()
     assert not store.spare_path(manifest.file_id).exists()
     assert (await store.verify()).ok, "nobody needs those chunks any more"
+
+
+def test_a_full_index_is_a_disk_full_oserror_naming_the_index(tmp_path: Path) -> None:
+    """SQLite's "database or disk is full" (here: the index capped at its current size) is the
+    same clean ENOSPC error as a full chunk directory, naming the index file."""
+    import errno
+    import sqlite3
+
+    from p2pstore._index import Index
+
+    index = Index(tmp_path / "index.sqlite3")
+    try:
+        pages = index._db.execute("PRAGMA page_count").fetchone()[0]
+        index._db.execute(f"PRAGMA max_page_count={pages}")
+        with pytest.raises(OSError, match=r"index\.sqlite3") as caught:
+            index.insert_chunks([(bytes([i % 256, i // 256]) * 16, 1) for i in range(5000)])
+        assert caught.value.errno == errno.ENOSPC
+        assert isinstance(caught.value.__cause__, sqlite3.OperationalError)
+    finally:
+        index.close()
