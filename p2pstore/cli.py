@@ -933,6 +933,10 @@ def _get_call(
         return _call(data_dir, op, args, progress, on_data=on_data)
 
 
+class _IsADirectory(Exception):
+    """``cat`` of a directory ID: its first bytes are a directory listing."""
+
+
 class _ReaderGone(Exception):
     """Standard output's reader went away (``| head``): not an error of ours."""
 
@@ -942,9 +946,16 @@ def _get_to_stdout(data_dir: Path | None, fid: bytes, json_out: bool) -> None:
     ``cat``), every byte verified before it is sent, and each piece is written to stdout as it
     comes. A reader that stops early (``| head``) ends the command quietly with exit 0: closing
     the control connection cancels the download in the daemon."""
+    from .directory import is_listing
+
     out = sys.stdout.buffer
+    first = True
 
     def on_data(piece: bytes) -> None:
+        nonlocal first
+        if first and is_listing(piece):  # a directory's listing: no use as raw bytes
+            raise _IsADirectory
+        first = False
         try:
             out.write(piece)
         except BrokenPipeError:
@@ -953,6 +964,11 @@ def _get_to_stdout(data_dir: Path | None, fid: bytes, json_out: bool) -> None:
     try:
         result = _get_call(data_dir, {"file_id": fid}, json_out, op="cat", on_data=on_data)
         out.flush()
+    except _IsADirectory:
+        _fail(
+            f"{fid.hex()} is a directory: list it with `p2pstore ls ID`,"
+            " fetch it with `p2pstore get ID -o DIR`"
+        )
     except (_ReaderGone, BrokenPipeError):
         with contextlib.suppress(OSError, ValueError, AttributeError):
             # Point stdout at /dev/null so the flush at exit does not fail again.

@@ -112,6 +112,13 @@ def test_put_ls_get_a_directory(daemons: tuple[Path, list[Daemon]]) -> None:
     assert not_dir.returncode != 0
     assert "not a directory" in not_dir.stderr
 
+    # cat of a directory: refused, not the listing's raw bytes on the terminal.
+    for argv in (("cat", dir_id), ("get", dir_id, "-o", "-")):
+        raw = downloader.cli(*argv)
+        assert raw.returncode == 1, raw.stderr
+        assert raw.stdout == ""
+        assert "is a directory" in raw.stderr
+
 
 def _evil(entries: list[list[object]]) -> bytes:
     packed: bytes = msgpack.packb(
