@@ -941,6 +941,17 @@ class _ReaderGone(Exception):
     """Standard output's reader went away (``| head``): not an error of ours."""
 
 
+def _is_our_stdout(path: str) -> bool:
+    """Whether ``path`` (``/dev/stdout``, ``/proc/self/fd/1``, ...) is this process's standard
+    output: ``-o`` then streams to it, as ``-o -`` does (a device or pipe cannot take the
+    download's temporary file and rename)."""
+    try:
+        named, ours = os.stat(path), os.fstat(sys.stdout.fileno())
+    except (OSError, ValueError):
+        return False
+    return (named.st_dev, named.st_ino) == (ours.st_dev, ours.st_ino)
+
+
 def _get_to_stdout(data_dir: Path | None, fid: bytes, json_out: bool) -> None:
     """``get -o -`` / ``cat``: the daemon streams the file in order while it downloads (control
     ``cat``), every byte verified before it is sent, and each piece is written to stdout as it
@@ -1021,7 +1032,7 @@ def get(
     through the daemon; the file is written only once complete and verified."""
     data_dir, json_out = _setup(data_dir, json_out, verbose, quiet, log_json)
     fid = _resolve_file(file_id, "FILE_ID", data_dir)
-    if output == "-":
+    if output == "-" or (output is not None and _is_our_stdout(output)):
         _get_to_stdout(data_dir, fid, json_out)
         return
     cwd = Path.cwd()

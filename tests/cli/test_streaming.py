@@ -88,7 +88,7 @@ def _running(daemon: Daemon, *args: str) -> Iterator[subprocess.Popen[bytes]]:
                 pipe.close()
 
 
-@pytest.mark.parametrize("command", [["cat"], ["get", "-o", "-"]])
+@pytest.mark.parametrize("command", [["cat"], ["get", "-o", "-"], ["get", "-o", "/dev/stdout"]])
 def test_stdout_gets_the_first_bytes_while_the_file_still_downloads(
     pair: tuple[Daemon, Daemon, Path, str], command: list[str]
 ) -> None:
