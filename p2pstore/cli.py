@@ -656,15 +656,16 @@ def _resolve_file(value: str, param: str, data_dir: Path | None) -> bytes:
         except ConfigError as exc:
             _bad(param, str(exc))
     lowered = text.lower()
-    if len(lowered) == 64 or not lowered or any(c not in string.hexdigits for c in lowered):
+    if len(lowered) >= 64 or not lowered or any(c not in string.hexdigits for c in lowered):
         return _parse_id(value, param)
     if len(lowered) < MIN_ID_PREFIX:
         _bad(param, f"an ID prefix needs at least {MIN_ID_PREFIX} hexadecimal characters")
-    files = _call(data_dir, "ls").get("files") or []
+    listed = _call(data_dir, "ls")
+    known = [*(listed.get("files") or []), *(listed.get("partial") or [])]  # unfinished too
     matches = sorted(
         {
             str(f.get("file_id"))
-            for f in files
+            for f in known
             if isinstance(f, dict) and str(f.get("file_id", "")).startswith(lowered)
         }
     )
@@ -1226,7 +1227,7 @@ def pin(
 ) -> None:
     """Pin FILE_ID: its chunks are kept by gc."""
     data_dir, json_out = _setup(data_dir, json_out, verbose, quiet, log_json)
-    result = _call(data_dir, "pin", {"file_id": _parse_id(file_id, "FILE_ID")})
+    result = _call(data_dir, "pin", {"file_id": _resolve_file(file_id, "FILE_ID", data_dir)})
     _emit_json(result) if json_out else typer.echo(f"pinned {result.get('file_id')}")
 
 
@@ -1241,7 +1242,7 @@ def unpin(
 ) -> None:
     """Unpin FILE_ID: gc may then remove its chunks."""
     data_dir, json_out = _setup(data_dir, json_out, verbose, quiet, log_json)
-    result = _call(data_dir, "unpin", {"file_id": _parse_id(file_id, "FILE_ID")})
+    result = _call(data_dir, "unpin", {"file_id": _resolve_file(file_id, "FILE_ID", data_dir)})
     _emit_json(result) if json_out else typer.echo(f"unpinned {result.get('file_id')}")
 
 

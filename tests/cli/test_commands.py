@@ -100,9 +100,9 @@ def test_no_daemon_with_data_dir_from_environment(
     "args",
     [
         ["get", "xyz"],
-        ["pin", "0" * 63],
+        ["pin", "0" * 65],
         ["get", "g" * 64],
-        ["pin", "abc"],
+        ["pin", "xyz"],
         ["unpin", ""],
         ["providers", "00" * 33],
     ],

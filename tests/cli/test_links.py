@@ -108,6 +108,11 @@ def test_get_and_rm_accept_a_unique_prefix_of_a_local_id(daemon: FakeNode, data_
     removed = invoke("rm", HEX[:6], "--data-dir", str(data_dir))
     assert removed.exit_code == 0, removed.output
     assert ("unpin", FILE_ID) in daemon.calls
+    pinned = invoke("pin", HEX[:6], "--data-dir", str(data_dir))
+    assert pinned.exit_code == 0, pinned.output
+    assert ("pin", FILE_ID) in daemon.calls
+    unpinned = invoke("unpin", HEX[:6], "--data-dir", str(data_dir))
+    assert unpinned.exit_code == 0, unpinned.output
 
 
 def test_ambiguous_unknown_or_short_prefixes_are_usage_errors(
