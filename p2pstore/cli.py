@@ -215,8 +215,33 @@ _STATE = _State()
 
 
 def main() -> None:
-    """Entry point of the ``p2pstore`` console script."""
-    app(prog_name="p2pstore")
+    """Entry point of the ``p2pstore`` console script.
+
+    Under ``--json`` a command-line error (unknown option, missing argument...) is one JSON
+    object on stderr too, ``{"error": ..., "exit_code": 2}``, like every other error."""
+    argv = sys.argv[1:]
+    words = argv[: argv.index("--")] if "--" in argv else argv
+    if "--json" not in words:
+        app(prog_name="p2pstore")
+        return
+    try:
+        code = app(prog_name="p2pstore", standalone_mode=False)
+    except _CLICK_ERROR as exc:
+        message = exc.format_message()  # type: ignore[attr-defined]
+        status = int(getattr(exc, "exit_code", EXIT_USAGE))
+        sys.stderr.write(cliview.error_text(message, status, True) + "\n")
+        sys.exit(status)
+    except typer.Abort:
+        sys.stderr.write(cliview.error_text("interrupted", EXIT_INTERRUPTED, True) + "\n")
+        sys.exit(EXIT_INTERRUPTED)
+    sys.exit(code if isinstance(code, int) else EXIT_OK)
+
+
+# Click's error base class (typer >= 0.29 vendors click and calls it TyperException; before, it
+# was click's ClickException): found from an exception typer exports, whichever it is.
+_CLICK_ERROR: type[Exception] = next(
+    c for c in typer.BadParameter.__mro__ if c.__name__ in ("TyperException", "ClickException")
+)
 
 
 # ----------------------------------------------------------------------------- helpers

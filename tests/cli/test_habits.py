@@ -175,3 +175,29 @@ def test_shell_completion_is_offered_and_completes_commands() -> None:
     env["COMP_WORDS"] = "p2pstore get --da"
     env["COMP_CWORD"] = "2"
     assert "--data-dir" in runner.invoke(app, [], prog_name="p2pstore", env=env).output.split()
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--json", "ls", "--bogus"], "No such option: --bogus"),
+        (["ls", "--bogus", "--json"], "No such option: --bogus"),
+        (["--json", "get"], "Missing argument 'FILE_ID'"),
+    ],
+)
+def test_command_line_errors_under_json_are_json_too(argv: list[str], message: str) -> None:
+    # Through the console script's entry point (CliRunner bypasses it).
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-c", "from p2pstore.cli import main; main()", *argv],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2
+    assert done.stdout == ""
+    error = json.loads(done.stderr)
+    assert error["exit_code"] == 2
+    assert message in error["error"]
