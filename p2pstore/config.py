@@ -290,14 +290,20 @@ def _positive(key: str, value: object) -> int:
 
 def _size(key: str, value: object) -> int:
     if isinstance(value, str):
-        return parse_size(value)
+        try:
+            return parse_size(value)
+        except ConfigError as exc:
+            raise ConfigError(f"{key}: {exc}") from None
     return _positive(key, value)
 
 
 def _duration(key: str, value: object) -> float:
     """Seconds (0.0 for off) from a duration string or a number of seconds."""
     if isinstance(value, str):
-        return parse_duration(value) or 0.0
+        try:
+            return parse_duration(value) or 0.0
+        except ConfigError as exc:
+            raise ConfigError(f"{key}: {exc}") from None
     if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
         raise ConfigError(f"{key} must be a duration (e.g. 1h, 30m, off) or seconds, not {value!r}")
     return float(value)
