@@ -817,6 +817,8 @@ async def _op_get_dir(
     if not hasattr(node, "fetch_listing"):
         return {"directory": False}  # a node without directories: every ID is a file
     started_at = time.time()
+    if args["dest"] is not None and not Path(args["dest"]).is_dir():
+        _refuse_existing(Path(args["dest"]))  # a tree or a file: never over it, before fetching
     dirs = _directory_node(node)
     hint = {"peer_hint": args["peer"]} if args.get("peer") else {}  # only a hint (peerhint.py)
     try:

@@ -109,6 +109,16 @@ async def test_get_dir_of_a_small_file_reports_the_download_that_fetched_it(
     assert _with_probe(local, None) is local
 
 
+async def test_get_dir_refuses_an_existing_destination_before_fetching(tmp_path: Path) -> None:
+    node = DirNode()
+    taken = tmp_path / "taken"
+    taken.write_bytes(b"x")
+    args = {"file_id": b"\1" * 32, "dest": str(taken), "cwd": str(tmp_path)}
+    with pytest.raises(FileExistsError):
+        await perform(node, "get_dir", args)
+    assert node.hints == []  # the listing was not even asked for
+
+
 async def test_get_dir_destinations(tmp_path: Path) -> None:
     node = DirNode()
     fid = b"\1" * 32
