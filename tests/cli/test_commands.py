@@ -7,10 +7,8 @@ background thread; daemon start-up errors use the real node.
 from __future__ import annotations
 
 import json
-import logging
 import os
 import socket
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -20,24 +18,10 @@ from p2pstore.cli import app
 from p2pstore.config import CONFIG_FILE_NAME, DATA_DIR_ENV
 from p2pstore.links import encode_id
 
-from .fakes import FILE_ID, OTHER_ID, FakeNode, daemon_in_thread, short_tmp_dir
+from .fakes import FILE_ID, OTHER_ID, FakeNode
 
 runner = CliRunner()
 HEX = FILE_ID.hex()
-
-
-@pytest.fixture
-def data_dir() -> Iterator[Path]:
-    with short_tmp_dir() as d:
-        yield d
-
-
-@pytest.fixture
-def daemon(data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeNode]:
-    # The fake daemon shares this process: keep its logs out of the CLI's captured stderr.
-    monkeypatch.setattr(logging.getLogger("p2pstore.control"), "propagate", False)
-    with daemon_in_thread(FakeNode(), data_dir) as node:
-        yield node
 
 
 def invoke(*args: str) -> Result:

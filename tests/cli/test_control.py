@@ -35,7 +35,7 @@ from p2pstore.control import (
 from p2pstore.errors import ConfigError, ProtocolError
 from p2pstore.wire.framing import FrameDecoder, encode_frame
 
-from .fakes import FILE_ID, OTHER_ID, FakeContact, FakeNode, short_tmp_dir
+from .fakes import FILE_ID, OTHER_ID, FakeContact, FakeNode
 
 # ----------------------------------------------------------------------------- pure codec
 
@@ -236,12 +236,6 @@ def test_one_line_strips_control_characters() -> None:
 
 
 # ----------------------------------------------------------------------------- over a socket
-
-
-@pytest.fixture
-def data_dir() -> Any:
-    with short_tmp_dir() as d:
-        yield d
 
 
 @pytest.fixture

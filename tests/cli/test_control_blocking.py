@@ -17,13 +17,7 @@ from p2pstore import control
 from p2pstore.control import ControlError, DaemonNotRunningError, encode_message
 from p2pstore.wire.framing import encode_frame
 
-from .fakes import FILE_ID, OTHER_ID, FakeNode, daemon_in_thread, short_tmp_dir
-
-
-@pytest.fixture
-def data_dir() -> Iterator[Path]:
-    with short_tmp_dir() as d:
-        yield d
+from .fakes import FILE_ID, OTHER_ID, FakeNode, daemon_in_thread
 
 
 @pytest.fixture

@@ -4,10 +4,8 @@
 from __future__ import annotations
 
 import json
-import logging
 import re
 import socket
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -17,7 +15,7 @@ from p2pstore.cli import app
 from p2pstore.config import CONFIG_FILE_NAME, load_settings
 from p2pstore.errors import ConfigError
 
-from .fakes import FILE_ID, FakeNode, daemon_in_thread, short_tmp_dir
+from .fakes import FILE_ID, FakeNode, short_tmp_dir
 
 runner = CliRunner()
 HEX = FILE_ID.hex()
@@ -25,19 +23,6 @@ COMMANDS = [
     "daemon", "put", "get", "ls", "status", "peers", "providers", "pin", "unpin", "gc", "verify",
     "check", "demo",
 ]  # fmt: skip
-
-
-@pytest.fixture
-def data_dir() -> Iterator[Path]:
-    with short_tmp_dir() as d:
-        yield d
-
-
-@pytest.fixture
-def daemon(data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeNode]:
-    monkeypatch.setattr(logging.getLogger("p2pstore.control"), "propagate", False)
-    with daemon_in_thread(FakeNode(), data_dir) as node:
-        yield node
 
 
 def invoke(*args: str) -> Result:

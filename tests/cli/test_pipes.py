@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import logging
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -13,23 +11,10 @@ from typer.testing import CliRunner, Result
 
 from p2pstore.cli import app
 
-from .fakes import FILE_ID, FakeNode, daemon_in_thread, short_tmp_dir
+from .fakes import FILE_ID, FakeNode
 
 runner = CliRunner()
 HEX = FILE_ID.hex()
-
-
-@pytest.fixture
-def data_dir() -> Iterator[Path]:
-    with short_tmp_dir() as d:
-        yield d
-
-
-@pytest.fixture
-def daemon(data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeNode]:
-    monkeypatch.setattr(logging.getLogger("p2pstore.control"), "propagate", False)
-    with daemon_in_thread(FakeNode(), data_dir) as node:
-        yield node
 
 
 def invoke(*args: str, stdin: bytes = b"") -> Result:
