@@ -16,7 +16,9 @@ starts at the same moment (one ``trio.Event``).
 * ``holder_upload_ratio[M]`` = chunk bytes the holder uploaded / F. Target: <= 1.5 at M = 16.
 
 Nothing is tuned: nodes run with the default ``NodeConfig`` except host, free ports and the
-upload limit. Every output is checked (SHA-256) against the source, outside the timed region.
+upload limit. Once the nodes are up, the process is tuned as a ``p2pstore daemon`` tunes itself
+once it is ready (``p2pstore.proctune.tune_process``: the same function). Every output is
+checked (SHA-256) against the source, outside the timed region.
 
 ``--netns`` (root only): the same crowd with real ``p2pstore daemon``s on real links, one per
 Linux network namespace (``benchmarks/_netns.py``'s :class:`Lab`: hosts on a bridge in a namespace
@@ -61,6 +63,7 @@ import trio.lowlevel
 from _swarm_util import package_versions
 
 from p2pstore.node import Node, NodeConfig, open_node
+from p2pstore.proctune import tune_process
 
 MB = 1_000_000
 MiB = 1024 * 1024
@@ -169,6 +172,7 @@ async def run_crowd(
             downloaders = [await nursery.start(run_node, f"d{i}", boot) for i in range(crowd)]
             file_id = await holder.put(src, disperse=False)
             await trio.sleep(SETTLE_SECONDS)
+            tune_process()  # what `p2pstore daemon` does once it is ready
             holder_label = f"{holder.tcp_address[0]}:{holder.tcp_address[1]}"
             uploaded_before = holder.uploaded_bytes or 0
             go = trio.Event()

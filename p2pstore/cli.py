@@ -485,8 +485,10 @@ def _run_daemon(directory: Path, settings: DaemonSettings, json_out: bool) -> No
     import trio
 
     from .daemon import ReadyInfo, run_daemon
+    from .proctune import tune_process
 
     def ready(info: ReadyInfo) -> None:
+        tune_process()  # start-up is done: freeze its heap, collect cycles less often
         line = json.dumps(info.as_json()) if json_out else info.as_text()
         print(line, flush=True)
 
