@@ -11,7 +11,9 @@ returned, with the number of new providers); ``connect_start``/``connected`` per
 ``manifest``; ``prepared`` (scheduler and output ready); ``peer_added`` (its HAVE was applied);
 ``request``, ``arrived`` (its bytes are in hand) and ``chunk`` (written, stored and reported to
 the scheduler) per chunk; ``complete`` (every
-stripe has k chunks); ``finish_start``/``finish_end`` (output fsync and rename); ``run_end``;
+stripe has k chunks); ``worker_end`` (a peer's worker ends), ``writer_end`` (the store writer
+drained its queue), ``batch_stored``, ``stripe_written``; ``finish_start``/``finish_end`` (output
+fsync and rename); ``run_end``;
 ``op_end`` (the control operation returns its result). ``$P2PSTORE_EXPERIMENT_IN_FLIGHT``, if
 set, replaces the scheduler's per-peer in-flight bound (an experiment knob, nothing else).
 
@@ -195,12 +197,34 @@ def _install_daemon() -> None:
             _mark("complete")
 
     _wrap_sync(sched_cls, "chunk_received", received)
+    # The end of a download: when the peers' workers, the store writer, its batches and the
+    # stripe rebuilds finish (between "complete" and "finish_start").
+    _wrap_async(download_cls, "_peer_worker", None, lambda self, r, provider: _mark("worker_end"))
+    _wrap_async(download_cls, "_store_received", None, lambda self, r, q: _mark("writer_end"))
+    _wrap_async(
+        _store_cls(),
+        "put_chunks",
+        None,
+        lambda self, r, items, **kw: _mark("batch_stored", chunks=len(items)),
+    )
+    _wrap_async(
+        output_cls,
+        "complete_stripe",
+        None,
+        lambda self, r, stripe, source: _mark("stripe_written", stripe=stripe),
+    )
     _wrap_async(
         output_cls,
         "finish",
         lambda self: _mark("finish_start"),
         lambda self, r: _mark("finish_end"),
     )
+
+
+def _store_cls() -> Any:
+    from p2pstore.store import ChunkStore
+
+    return ChunkStore
 
 
 if __name__ == "__main__":

@@ -466,6 +466,10 @@ def summarize_trace(
                 return round(e["t"] - origin, 4)
         return None
 
+    def last(name: str) -> float | None:
+        times = [e["t"] for e in events if e["e"] == name]
+        return round(max(times) - origin, 4) if times else None
+
     phases = {
         "request_at_daemon": round(received_at - origin, 4),
         "run_start": first("run_start"),
@@ -476,6 +480,10 @@ def summarize_trace(
         "first_arrival": first("arrived"),
         "first_chunk": first("chunk"),
         "complete": first("complete"),
+        "workers_end": last("worker_end"),
+        "last_batch_stored": last("batch_stored"),
+        "last_stripe_written": last("stripe_written"),
+        "writer_end": first("writer_end"),
         "finish_start": first("finish_start"),
         "finish_end": first("finish_end"),
         "run_end": first("run_end"),

@@ -9,10 +9,12 @@ Layout of a data directory::
     store.lock               exclusive flock: one open store per directory
 
 Crash safety. A chunk is written to ``tmp/``, fsynced, renamed into place and its directory
-fsynced *before* its index row is committed; a file's membership, row and pin are committed last,
-in one transaction. So after an exception or ``kill -9`` at any point no index row points at a
-missing chunk, no partial chunk is ever visible under ``chunks/`` and a file is listed only once
-all its chunks are durable. Re-running an interrupted :meth:`ChunkStore.put_file` completes it.
+fsynced *before* its index row is committed (a batch of chunks does each step for all of them
+before the next, so its fsyncs share journal commits and each shard directory is fsynced
+once); a file's membership, row and pin are committed last, in one transaction. So after an
+exception or ``kill -9`` at any point no index row points at a missing chunk, no partial chunk
+is ever visible under ``chunks/`` and a file is listed only once all its chunks are durable.
+Re-running an interrupted :meth:`ChunkStore.put_file` completes it.
 Chunk files without an index row (a crash between rename and commit) are invisible and are
 removed by :meth:`ChunkStore.gc`. Temp files live in ``tmp/`` rather than beside their chunk: the
 rename is just as atomic (same filesystem), and what a crash leaves is cleaned at open without
@@ -68,7 +70,7 @@ from .errors import (
     QuotaExceededError,
 )
 from .manifest import ID_LEN, Manifest, ManifestRoot, validate_name
-from .reassembly import ProgressCallback, fetch_stripe, reassemble
+from .reassembly import ProgressCallback, fetch_stripe, reassemble, start_writeback
 
 __all__ = [
     "MALLOC_ARENA_MAX",
@@ -236,14 +238,26 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def _write_temp(path: Path, data: bytes | memoryview) -> None:
-    """Create ``path`` (must not exist) holding ``data``, fsynced. Removes it on failure."""
+def _fsync_file(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_temp(path: Path, data: bytes | memoryview, *, sync: bool = True) -> None:
+    """Create ``path`` (must not exist) holding ``data``, fsynced (``sync=False``: only its
+    writeback started; the caller fsyncs it). Removes it on failure."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
     try:
         view = memoryview(data)
         while view:
             view = view[os.write(fd, view) :]
-        os.fsync(fd)
+        if sync:
+            os.fsync(fd)
+        else:
+            start_writeback(fd)
     except OSError as exc:
         os.close(fd)
         with contextlib.suppress(OSError):
@@ -483,6 +497,42 @@ class ChunkStore:
             raise
         _fsync_dir(final.parent)
 
+    def _write_chunk_files(self, items: Sequence[tuple[bytes, bytes | memoryview]]) -> None:
+        """Durably place several chunk files as one batch, in phases: every temp file written
+        (its writeback started at once), then each fsynced, then all renamed into place, then
+        each distinct shard directory fsynced once. The same end state and the same crash
+        guarantee as :meth:`_write_chunk_file` per item (nothing is indexed before all of it is
+        durable; a crash leaves temp files, emptied at open, or unindexed chunk files, removed by
+        gc), but the fsyncs of a batch share their journal commits: the first fsync of each
+        phase commits what the others would each have committed. Temp files not yet renamed
+        are removed on failure."""
+        if len(items) == 1:
+            self._write_chunk_file(*items[0])
+            return
+        temps: list[tuple[bytes, Path]] = []
+        placed = 0
+        dirs: dict[Path, None] = {}
+        try:
+            for cid, data in items:
+                tmp = self._tmp / f"{cid.hex()}.{secrets.token_hex(6)}{_TMP_SUFFIX}"
+                _write_temp(tmp, data, sync=False)
+                temps.append((cid, tmp))
+            for _, tmp in temps:
+                _fsync_file(tmp)
+            for cid, tmp in temps:
+                final = self.chunk_path(cid)
+                self._ensure_dir(final.parent)
+                os.replace(tmp, final)
+                placed += 1
+                dirs[final.parent] = None
+        except BaseException:
+            for _, tmp in temps[placed:]:
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp)
+            raise
+        for directory in dirs:
+            _fsync_dir(directory)
+
     def _store_chunks_sync(
         self, items: Sequence[tuple[bytes, bytes | memoryview]], add_pending: Callable[..., None]
     ) -> set[bytes]:
@@ -491,8 +541,7 @@ class ChunkStore:
         The caller has verified every ID. ``add_pending`` protects the IDs from gc meanwhile.
         """
         todo = self._todo(items, add_pending)
-        for cid, data in todo:
-            self._write_chunk_file(cid, data)
+        self._write_chunk_files(todo)
         if not todo:
             return set()
         return self._index.insert_chunks([(cid, len(data)) for cid, data in todo])

@@ -43,7 +43,9 @@ and send nothing holds no chunk once an honest peer has proven itself.
 **Swarming** (peers added with ``fair_share=True``: they fair-share their uplink and answer
 BUSY): :meth:`DownloadScheduler.request_busy` re-queues a chunk without a strike and rests that
 peer until the hint; such peers are never judged slow; at most ``max_in_flight_fair_share`` (2)
-requests go to each of them; and one with nothing in flight may be asked for up to
+requests go to each of them (more only where BDP sizing is on, ``pipeline_floor``, and its
+measured rate x round trip needs more: a long fast link; a BUSY resets it to the cap); and one
+with nothing in flight may be asked for up to
 ``idle_peer_stripe_slack`` (2) shares of a stripe beyond ``k`` (the first ``k`` to arrive
 complete it; the surplus is cancelled). A peer holding every chunk (a seed) is asked only for
 chunks no other usable, non-seed peer holds (``spare_seeds``). Holdings may grow at any time
@@ -88,8 +90,8 @@ __all__ = [
 DEFAULT_MAX_IN_FLIGHT_PER_PEER = 8
 #: The smallest per-peer pipeline when it is sized to the bandwidth-delay product: one chunk
 #: being sent and one queued behind it, so a peer's uplink never waits for our next request.
-#: (Peers that fair-share their uplink, i.e. every peer speaking ``swarm``, stay capped at
-#: ``max_in_flight_fair_share`` whatever their BDP.)
+#: (Peers that fair-share their uplink, i.e. every peer speaking ``swarm``, are capped at
+#: ``max_in_flight_fair_share`` unless their measured BDP needs more.)
 DEFAULT_PIPELINE_FLOOR = 2
 #: Round trip assumed for a peer whose round trip was never measured (``set_round_trip``).
 DEFAULT_ASSUMED_ROUND_TRIP = 0.05
@@ -301,6 +303,9 @@ class _Peer:
     busy_streak: int = 0
     deferring_since: float | None = None  # first BUSY since its last delivery
     depth: int = 0  # its pipeline (requests in flight) when sized to the BDP; 0 = not yet
+    # 1 + ceil(rate x measured round trip / chunk) from its last delivery; 0: not measured (or
+    # reset by a BUSY). Lets a fair-share peer's pipeline grow past its cap (see _max_in_flight).
+    bdp: int = 0
     round_trip: float = DEFAULT_ASSUMED_ROUND_TRIP
     round_trip_measured: bool = False
     last_delivery: float | None = None
@@ -549,6 +554,7 @@ class DownloadScheduler:
         elif now - p.deferring_since >= cfg.busy_give_up:
             return self._remove_peer(peer, now, ban=True, reason="busy")
         p.busy_streak += 1
+        p.bdp = 0  # its queue for us is too deep already: back to the fair-share cap
         backoff = min(cfg.max_busy_backoff, cfg.min_busy_retry * 2.0 ** min(p.busy_streak - 1, 30))
         p.busy_until = max(p.busy_until, now + max(retry_after, backoff))
         return []
@@ -577,7 +583,9 @@ class DownloadScheduler:
         if now is not None and nbytes > 0:
             rate = p.meter.busy_rate(now)
             if rate is not None and rate > 0:
-                depth = max(floor, 1 + math.ceil(rate * p.round_trip / nbytes))
+                needed = 1 + math.ceil(rate * p.round_trip / nbytes)
+                depth = max(floor, needed)
+                p.bdp = needed if p.round_trip_measured else 0
         p.depth = min(depth, self.config.max_in_flight_per_peer)
 
     def busy_until(self, peer: Hashable) -> float:
@@ -950,7 +958,10 @@ class DownloadScheduler:
         if cfg.pipeline_floor is not None:
             bound = p.depth or cfg.pipeline_floor
         if p.fair_share:
-            return min(bound, cfg.max_in_flight_fair_share)
+            # Capped, unless its own delivery rate to us times its measured round trip says a
+            # deeper pipeline is needed to keep its uplink busy for us (a long, fast link): in a
+            # crowd that rate is its fair share of the uplink, so the cap holds there.
+            return min(bound, max(cfg.max_in_flight_fair_share, p.bdp))
         return bound
 
     def _other_source(self, p: _Peer, g: int, now: float) -> bool:

@@ -560,6 +560,47 @@ def test_pipeline_never_beyond_its_cap_and_fixed_without_a_floor() -> None:
         SchedulerConfig(pipeline_floor=9, max_in_flight_per_peer=8)
 
 
+def test_a_fair_share_peer_grows_past_its_cap_only_when_its_bdp_needs_it() -> None:
+    """A swarm peer is capped at ``max_in_flight_fair_share`` (2) unless its measured delivery
+    rate times its measured round trip needs a deeper pipeline (a long, fast link); a BUSY puts
+    it back at the cap until its next delivery measures it again."""
+    far = make_sched([(30, 30)], pipeline_floor=2, max_in_flight_per_peer=8)
+    far.add_peer("A", range(30), 0.0, fair_share=True)
+    assert far.pipeline_depth("A") == 2
+    first = far.next_requests("A", 0.0)
+    assert len(first) == 2
+    far.set_round_trip("A", 3.0)
+    # 100 B in its first busy second: 100 B/s x 3 s = 3 chunks in the pipe, plus one
+    far.chunk_received("A", first[0].index, CHUNK, 1.0)
+    assert far.pipeline_depth("A") == 4
+    more = far.next_requests("A", 1.0)
+    assert len(more) == 3
+    assert far.request_busy("A", more[0].index, 0.5, 1.1) == []
+    assert far.pipeline_depth("A") == 2  # back at the cap
+    far.chunk_received("A", first[1].index, CHUNK, 2.0)
+    assert far.pipeline_depth("A") > 2  # measured again
+
+    near = make_sched([(30, 30)], pipeline_floor=2, max_in_flight_per_peer=8)
+    near.add_peer("A", range(30), 0.0, fair_share=True)
+    near.set_round_trip("A", 0.001)  # a LAN: 100 B/s x 1 ms is far below one chunk
+    (r, *_) = near.next_requests("A", 0.0)
+    near.chunk_received("A", r.index, CHUNK, 1.0)
+    assert near.pipeline_depth("A") == 2
+
+    unmeasured = make_sched([(30, 30)], pipeline_floor=2, max_in_flight_per_peer=8)
+    unmeasured.add_peer("A", range(30), 0.0, fair_share=True)
+    (r, *_) = unmeasured.next_requests("A", 0.0)
+    unmeasured.chunk_received("A", r.index, 100 * CHUNK, 1.0)  # fast, round trip never measured
+    assert unmeasured.pipeline_depth("A") == 2
+
+    fixed = make_sched([(30, 30)], max_in_flight_per_peer=8)  # no BDP sizing: the cap
+    fixed.add_peer("A", range(30), 0.0, fair_share=True)
+    fixed.set_round_trip("A", 3.0)
+    (r, *_) = fixed.next_requests("A", 0.0)
+    fixed.chunk_received("A", r.index, CHUNK, 1.0)
+    assert fixed.pipeline_depth("A") == 2
+
+
 def test_endgame_copies_only_requests_that_a_copy_would_beat() -> None:
     sched = make_sched([(4, 4)], max_in_flight_per_peer=2)
     sched.add_peer("A", range(4), 0.0)

@@ -86,6 +86,7 @@ class SchedulerMachine(RuleBasedStateMachine):
             pipeline_floor=None if floor is None else min(floor, bound),
         )
         self.rest: dict[str, float] = {}  # peer -> no new request before this time (BUSY)
+        self.fair: set[str] = set()  # live peers added with fair_share (it sticks while live)
         self.streak: dict[str, int] = {}  # peer -> BUSYs since its last delivery
         self.deferring: dict[str, float] = {}  # peer -> its first BUSY since its last delivery
         self.sched = DownloadScheduler(
@@ -158,6 +159,7 @@ class SchedulerMachine(RuleBasedStateMachine):
         if self.failed and data.draw(st.booleans()):
             name = data.draw(st.sampled_from(sorted(self.failed)))
             self.failed.discard(name)
+            self.fair.discard(name)  # back as a new peer: fair only if added so again
         elif self.dropped and data.draw(st.integers(0, 4)) == 0:
             name = data.draw(st.sampled_from(sorted(self.dropped)))
             assert self.sched.add_peer(name, range(self.n), self.now) is False
@@ -168,6 +170,8 @@ class SchedulerMachine(RuleBasedStateMachine):
         have = data.draw(st.sets(st.integers(0, self.n - 1)))
         fair = data.draw(st.booleans())  # a swarm peer: not judged slow, stripe slack when idle
         assert self.sched.add_peer(name, have, self.now, fair_share=fair) is True
+        if fair:
+            self.fair.add(name)
         self.claims.setdefault(name, set()).update(have)
         self.flight.setdefault(name, set())
 
@@ -183,6 +187,9 @@ class SchedulerMachine(RuleBasedStateMachine):
         reqs = self.sched.next_requests(peer, self.now)
         assert before + len(reqs) <= max(before, depth), "more requests than its pipeline"
         assert depth <= self.bound
+        if peer in self.fair and self.config.pipeline_floor is None:
+            # a fixed pipeline: a fair-share peer never beyond its cap
+            assert depth <= min(self.bound, self.config.max_in_flight_fair_share)
         if self.now < self.rest.get(peer, 0.0):
             assert reqs == [], "a resting (busy) peer was given work"
         for r in reqs:
@@ -215,6 +222,10 @@ class SchedulerMachine(RuleBasedStateMachine):
             retry = data.draw(st.floats(0.0, 2.0))
             self.flight[peer].discard(g)
             decisions = self.sched.request_busy(peer, g, retry, self.now)
+            if peer in self.fair and not decisions:
+                # a BUSY puts a fair-share peer back at its cap (its BDP is measured again)
+                cap = self.config.max_in_flight_fair_share
+                assert self.sched.pipeline_depth(peer) <= min(self.bound, cap)
             since = self.deferring.setdefault(peer, self.now)
             if since < self.now and self.now - since >= BUSY_GIVE_UP:
                 assert decisions == [DropPeer(peer, "busy")]
