@@ -28,6 +28,9 @@ class DhtConfig:
     """Deadline of a whole iterative lookup; it returns what it has when this expires."""
     store_retries: int = 1
     """Extra attempts of a STORE / ADD_PROVIDER / bootstrap PING that timed out."""
+    lookup_retries: int = 1
+    """Extra attempts of a lookup request that timed out, before its node counts as failed for
+    that lookup (a stalled request does not hold the lookup up meanwhile)."""
     provider_ttl: float = 24 * 3600.0
     """How long a node keeps a provider record it was given."""
     value_ttl: float = 24 * 3600.0
@@ -120,6 +123,8 @@ class DhtConfig:
             not 1 <= size <= 1024 for size in self.far_bucket_sizes
         ):
             raise ConfigError("far_bucket_sizes: at most 255 sizes, each between 1 and 1024")
+        if self.lookup_retries < 0:
+            raise ConfigError(f"lookup_retries must not be negative, not {self.lookup_retries}")
         if self.store_retries < 0:
             raise ConfigError(f"store_retries must not be negative, not {self.store_retries}")
         if self.republish_interval >= self.provider_ttl:

@@ -66,10 +66,12 @@ class Lookup:
         own_id: bytes | None = None,
         accept: Callable[[Contact], bool] | None = None,
         probes: int = 0,
+        probe_width: int = 1,
     ) -> None:
         self.target = target
         self._target = int.from_bytes(target, "big")
         self._probes = probes
+        self._probe_width = probe_width
         self._replies = 0
         self.k = k
         self.alpha = alpha
@@ -100,24 +102,21 @@ class Lookup:
         bisect.insort(self._ranked, (d, node_id))
         self._done = None
 
-    def _parallelism(self) -> int:
-        # Probing: after the first wave, ask the single closest candidate, ``probes`` times.
-        return 1 if self._probes > 0 and self._replies > 0 else self.alpha
-
     def next_requests(self) -> list[tuple[Contact, int]]:
         """Contacts to query now, each with its round; they are marked in flight.
 
         Normally up to ``alpha`` in flight (stalled requests do not count). With ``probes`` (for
         look-ups that stop at the first record found), once the first reply is in, the next
-        ``probes`` requests go one at a time to the closest candidate known: any of the k
-        closest nodes holds the record, and the best candidate usually is one, so the look-up
-        tends to end with one request where ``alpha`` would send several. The rest of the first
+        ``probes`` requests go ``probe_width`` at a time to the closest candidates known: any of
+        the k closest nodes holds the record, and the best candidates often are, so the look-up
+        tends to end after one wave of probes; several at once mean a lost or slow probe, or
+        one that is not a holder, does not cost a round trip. The rest of the first
         wave does not hold a probe back (waiting for the slowest reply of a round is what makes
         look-ups slow on real links); its replies still add candidates when they come.
         """
         out: list[tuple[Contact, int]] = []
-        limit = self._parallelism()
-        probing = limit == 1 and self._probes > 0
+        probing = self._probes > 0 and self._replies > 0
+        limit = self._probe_width if probing else self.alpha
         busy = self._in_flight - self._wave_in_flight if probing else self._in_flight
         by_id = self._by_id
         live = 0
@@ -138,7 +137,7 @@ class Lookup:
                     self.messages += 1
                     if candidate.round > self.rounds:
                         self.rounds = candidate.round
-                    if self._replies > 0 and self._probes > 0:
+                    if probing and self._probes > 0:
                         self._probes -= 1
                     out.append((candidate.contact, candidate.round))
                 done = False

@@ -192,8 +192,13 @@ class RoutingTable:
                 if contacts[0].node_id != exclude:
                     out.append(contacts[0])
             else:
-                ranked = sorted([(c.id_int ^ t, c) for c in contacts if c.node_id != exclude])
-                out.extend([c for _, c in ranked[: n - len(out)]])
+                if exclude is not None and exclude in buckets[j].ids:
+                    contacts = [c for c in contacts if c.node_id != exclude]
+                # Sorting positions by a list of distances beats sorting (distance, contact)
+                # pairs (IDs are distinct, so there are no ties).
+                ds = [c.id_int ^ t for c in contacts]
+                ranked = sorted(range(len(ds)), key=ds.__getitem__)
+                out.extend([contacts[i] for i in ranked[: n - len(out)]])
             if len(out) >= n:
                 break
         return out
@@ -260,22 +265,31 @@ class RoutingTable:
         own = self._own
         by_address = self._by_address
         buckets = self._buckets
+        index = -1
+        bucket: _Bucket | None = None
+        members: set[bytes] = set()
+        room = 0
         for contact in contacts:
             d = own ^ contact.id_int
             if d == 0 or contact.address in by_address:
                 continue
-            index = d.bit_length() - 1
-            bucket = buckets.get(index)
-            if bucket is None:
-                bucket = self._new_bucket(index, self._created)
-            ids = bucket.ids
-            if len(ids) >= self._capacity.get(index, self.k) or contact.node_id in ids:
+            if d.bit_length() - 1 != index:
+                # Contacts usually come bucket by bucket: look the bucket up once per run.
+                index = d.bit_length() - 1
+                bucket = buckets.get(index)
+                if bucket is None:
+                    bucket = self._new_bucket(index, self._created)
+                members = set(bucket.ids)
+                room = self._capacity.get(index, self.k)
+            assert bucket is not None
+            if len(members) >= room or contact.node_id in members:
                 continue
+            members.add(contact.node_id)
             if bucket.seen and bucket.seen[-1] > seen:
                 self._insert(bucket, contact, seen)
             else:
                 bucket.contacts.append(contact)
-                ids.append(contact.node_id)
+                bucket.ids.append(contact.node_id)
                 bucket.seen.append(seen)
                 by_address[contact.address] = contact.node_id
                 self.version += 1

@@ -204,6 +204,39 @@ def test_probes_go_one_at_a_time_after_the_first_reply() -> None:
         assert lookup.in_flight > 1 or lookup.done
 
 
+def test_probes_go_probe_width_at_a_time() -> None:
+    """With ``probe_width`` 2, the first reply sends the two closest candidates at once (a lost
+    or slow probe does not cost a round), and every later reply tops the probes in flight up to
+    two (first-wave requests not counted) until ``probes`` have gone."""
+    tables = _network(7, 40)
+    searcher, target = next(iter(tables)), bytes(32)
+    lookup = Lookup(
+        target,
+        tables[searcher].closest(target, K),
+        k=K,
+        alpha=ALPHA,
+        own_id=searcher,
+        probes=3,
+        probe_width=2,
+    )
+    first = lookup.next_requests()
+    assert len(first) == ALPHA
+    answered = first[0][0]
+    lookup.on_reply(answered.node_id, tables[answered.node_id].closest(target, K))
+    known = tables[searcher].closest(target, K) + tables[answered.node_id].closest(target, K)
+    fresh = sorted(
+        {c.node_id for c in known if lookup.state_of(c.node_id) is CandidateState.NEW},
+        key=lambda i: distance(i, target),
+    )
+    pair = lookup.next_requests()
+    assert [c.node_id for c, _ in pair] == fresh[:2]
+    assert lookup.next_requests() == [], "two probes at a time"
+    probe = pair[0][0]
+    lookup.on_reply(probe.node_id, tables[probe.node_id].closest(target, K))
+    assert len(lookup.next_requests()) <= 1, "the third and last probe"
+    assert lookup.messages <= ALPHA + 3
+
+
 def test_a_stalled_request_frees_its_slot_and_its_late_reply_counts() -> None:
     tables = _network(8, 40)
     searcher, target = next(iter(tables)), bytes(32)
