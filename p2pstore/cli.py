@@ -16,7 +16,6 @@ import logging
 import os
 import stat
 import sys
-import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -26,7 +25,7 @@ import typer
 from rich.console import Console
 from typer.core import TyperArgument, TyperGroup
 
-from . import clibar, cliget, cliview, control
+from . import clibar, cliget, cliput, cliview, control
 from .cliview import EXIT_CANCELLED as EXIT_CANCELLED
 from .cliview import EXIT_DEGRADED as EXIT_DEGRADED
 from .cliview import EXIT_FAILED as EXIT_FAILED
@@ -394,10 +393,6 @@ def _call(
         _fail(exc.message, exc.code)
 
 
-def _show_progress(json_out: bool) -> bool:
-    return not json_out and not _STATE.quiet and sys.stderr.isatty()
-
-
 # ----------------------------------------------------------------------------- daemon
 
 
@@ -582,39 +577,9 @@ _RateColumn = clibar.RateColumn
 _ProgressBar = clibar.ProgressBar
 
 
-STDIN_BLOCK = 1 << 20
-"""Bytes read from standard input at a time by ``put -``."""
-
-
-@contextlib.contextmanager
-def _stdin_file(directory: Path) -> Iterator[Path]:
-    """Standard input copied to a private temporary file in ``directory`` (the daemon reads
-    files by path), removed afterwards whatever happens."""
-    fd, name = tempfile.mkstemp(prefix=".stdin-", suffix=".part", dir=directory)
-    path = Path(name)
-    try:
-        with os.fdopen(fd, "wb") as out:
-            source = sys.stdin.buffer
-            while block := source.read(STDIN_BLOCK):
-                out.write(block)
-        yield path
-    except KeyboardInterrupt:
-        _fail("interrupted", EXIT_INTERRUPTED)
-    except OSError as exc:
-        _fail(f"cannot store standard input in {directory}: {exc.strerror or exc}")
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            path.unlink()
-
-
-def _put_path(
-    data_dir: Path | None, path: Path, disperse: bool, name: str | None, json_out: bool
-) -> dict[str, Any]:
-    args: dict[str, Any] = {"path": str(path), "disperse": disperse}
-    if name is not None:
-        args["name"] = name
-    units = {"store": "bytes", "disperse": "chunks"}
-    return _phased_call(data_dir, "put", args, json_out, _PUT_PHASES, units)
+STDIN_BLOCK = cliput.STDIN_BLOCK
+_PUT_PHASES = cliput.PUT_PHASES
+_UNCOUNTED_PHASES = cliput.UNCOUNTED_PHASES
 
 
 def _phased_call(
@@ -625,43 +590,11 @@ def _phased_call(
     names: dict[str, str],
     units: dict[str, str] | None = None,
 ) -> dict[str, Any]:
-    """A control operation whose progress is ``{phase, done, total[, unit]}`` (put, verify,
-    check --repair), with a bar showing the phase (as ``names`` calls it; the first one's name
-    from the first frame), the amount in its unit (the event's, else ``units[phase]``), rate
-    and ETA; each phase starts its own rate. A phase in :data:`_UNCOUNTED_PHASES` shows no
-    count; the last frame shows the finished state."""
-    first = names[next(iter(names))]
-    with cliget.progress_bar(_show_progress(json_out), first) as bar:
+    """:func:`cliput.phased_call` (verify, check --repair), failures reported by :func:`_fail`."""
+    with _failing():
+        return cliput.phased_call(_invocation(data_dir, json_out), op, args, names, units)
+    raise AssertionError("unreachable")  # pragma: no cover
 
-        def progress(data: dict[str, Any]) -> None:
-            if isinstance(data.get("done"), int) and isinstance(data.get("total"), int):
-                phase = str(data.get("phase", ""))
-                if phase != bar_phase[0]:
-                    bar.reset()  # a new phase: its own rate and ETA
-                    bar_phase[0] = phase
-                if phase in _UNCOUNTED_PHASES:
-                    bar.update(phase=names.get(phase, phase), completed=0, total=None, unit="")
-                    return
-                unit = str(data.get("unit") or (units or {}).get(phase, ""))
-                bar.update(
-                    phase=names.get(phase, phase),
-                    completed=data["done"],
-                    total=data["total"] or None,  # no count (yet): an indeterminate bar
-                    unit=unit,
-                )
-
-        bar_phase = [""]
-        result = _call(data_dir, op, args, progress)
-        bar.finish()
-        return result
-
-
-_UNCOUNTED_PHASES = frozenset({"publish"})
-"""Phases whose count means nothing to a user (a put's announcement is one step: "1/1", "0/1")."""
-
-
-_PUT_PHASES = {"store": "storing", "publish": "announcing", "disperse": "dispersing"}
-"""How each phase of a put is named on its progress bar."""
 
 _VERIFY_PHASES = {
     "hashing": "re-hashing",
@@ -672,26 +605,6 @@ _VERIFY_PHASES = {
 
 _REPAIR_PHASES = {"surveying": "asking holders", "rebuilding": "repairing"}
 """How each phase of check --repair is named on its progress bar."""
-
-
-def _share_link(data_dir: Path | None, result: dict[str, Any]) -> str | None:
-    """The share link of a put's file, with this node's chunk server as the peer hint when it
-    listens on a specific address (a wildcard address is no use to anyone else)."""
-    from .links import ShareLink
-
-    try:
-        fid = bytes.fromhex(str(result.get("file_id")))
-    except ValueError:
-        return None
-    if len(fid) != 32:
-        return None
-    peer: tuple[str, int] | None = None
-    with contextlib.suppress(SystemExit, typer.Exit, Exception):
-        tcp = control.call_blocking(_data_dir(data_dir), "status").get("tcp")
-        if isinstance(tcp, list) and len(tcp) == 2 and str(tcp[0]) not in ("0.0.0.0", "::", ""):
-            peer = (str(tcp[0]), int(tcp[1]))
-    name = result.get("name")
-    return str(ShareLink(fid, str(name) if name else None, peer))
 
 
 def _resolve_file(value: str, param: str, data_dir: Path | None) -> bytes:
@@ -707,33 +620,7 @@ MIN_ID_PREFIX = cliget.MIN_ID_PREFIX
 
 # ----------------------------------------------------------------------------- directories
 
-_DIRECTORY_KEYS = ("directory", "name", "files", "directories", "symlinks", "skipped")
-"""Keys a directory put's JSON outcome adds to a file's."""
-
-
-def _put_dir_path(
-    data_dir: Path | None, path: Path, disperse: bool, name: str | None, json_out: bool
-) -> dict[str, Any]:
-    """The control ``put_dir`` with a progress bar (bytes of the tree's files stored); warns on
-    stderr about every entry left out."""
-    args: dict[str, Any] = {"path": str(path), "disperse": disperse}
-    if name is not None:
-        args["name"] = name
-    with cliget.progress_bar(_show_progress(json_out), "storing", files=True) as bar:
-
-        def progress(data: dict[str, Any]) -> None:
-            done, total = data.get("done"), data.get("total")
-            if isinstance(done, int) and isinstance(total, int):
-                files = f"{data.get('files_done', '?')}/{data.get('files_total', '?')}"
-                bar.update(completed=done, total=total or None, files=files, unit="bytes")
-
-        result = _call(data_dir, "put_dir", args, progress)
-        bar.finish()
-    for item in result.get("skipped") or []:
-        if isinstance(item, dict) and not _STATE.quiet:
-            where, why = _clean(str(item.get("path"))), _clean(str(item.get("reason")))
-            typer.echo(f"warning: skipped {where}: {why}", err=True)
-    return result
+_DIRECTORY_KEYS = cliput.DIRECTORY_KEYS
 
 
 _with_probe = cliget.with_probe
@@ -816,64 +703,8 @@ def put(
     whole tree under one directory ID: get ID fetches the tree, ls ID lists it.
     """
     data_dir, json_out = _setup(data_dir, json_out, verbose, quiet, log_json)
-    if name is not None and (not name.strip() or "/" in name or "\0" in name):
-        _bad("--name", "a file name must be non-empty and contain no /")
-    if len(files) > 1 and name is not None:
-        _bad("--name", "names one file: give a single FILE with it")
-    if len(files) > 1 and any(str(f) == "-" for f in files):
-        _bad("FILE", "- (standard input) must be the only FILE")
-    paths = [_checked_input(f) for f in files if str(f) != "-"]  # all of them before storing
-    outcomes: list[dict[str, Any]] = []
-    if str(files[0]) == "-":
-        _call(data_dir, "status")  # no daemon: say so before reading all of stdin
-        with _stdin_file(_data_dir(data_dir)) as path:
-            result = _put_path(data_dir, path, not no_disperse, name or "stdin", json_out)
-        outcomes.append(_report_put(data_dir, result, json_out, single=True))
-    else:
-        for path in paths:
-            if path.is_dir():
-                result = _put_dir_path(data_dir, path, not no_disperse, name, json_out)
-            else:
-                result = _put_path(data_dir, path, not no_disperse, name, json_out)
-            outcomes.append(_report_put(data_dir, result, json_out, single=len(paths) == 1))
-    if json_out and len(outcomes) > 1:
-        _emit_json({"files": outcomes})
-    failed = [str(o["not_dispersed"]) for o in outcomes if o.get("not_dispersed")]
-    if failed:
-        # Asked to disperse, could not: the file ID is printed (it is stored here), but the
-        # command fails so that `put x && rm x` never trusts copies that do not exist.
-        _fail(failed[0] if len(failed) == 1 else f"{len(failed)} files: {failed[0]}")
-
-
-def _checked_input(file: Path) -> Path:
-    path = file.expanduser().absolute()
-    if not path.exists():
-        _fail(f"no such file: {file}", EXIT_USAGE)
-    if not path.is_file() and not path.is_dir():
-        _fail(f"not a regular file or directory: {file}", EXIT_USAGE)
-    if not os.access(path, os.R_OK):
-        _fail(f"cannot read {file}: permission denied", EXIT_USAGE)
-    return path
-
-
-def _report_put(
-    data_dir: Path | None, result: dict[str, Any], json_out: bool, *, single: bool
-) -> dict[str, Any]:
-    """Print one put's outcome (its JSON object only if it is the only file); return it."""
-    link = _share_link(data_dir, result)
-    keys = ("file_id", "size", "chunks", "dispersed", "not_dispersed")
-    outcome = {**{k: result.get(k) for k in keys}, "link": link}
-    if result.get("directory"):
-        outcome.update({k: result.get(k) for k in _DIRECTORY_KEYS})
-    if json_out:
-        if single:
-            _emit_json(outcome)
-    else:
-        typer.echo(str(result.get("file_id")))
-        if link and not _STATE.quiet:
-            # stderr: stdout stays the bare ID, for id=$(p2pstore put f)
-            typer.echo(f"share: {link}", err=True)
-    return outcome
+    with _failing():
+        cliput.run_put(_invocation(data_dir, json_out), files, no_disperse, name)
 
 
 @app.command()

@@ -20,14 +20,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-FAST_COMMANDS = ("status", "ls", "peers", "transfers", "get", "cat")
+FAST_COMMANDS = ("status", "ls", "peers", "transfers", "get", "cat", "put")
 """The commands the fast path runs."""
 
 _TAKES_REF = frozenset({"get", "cat"})
 """Commands with one argument, the file (an ID, a share link or a unique prefix)."""
 
-_VALUED = frozenset({"--data-dir", "-o", "--output"})
-"""Options that take a value (``-o``/``--output``: ``get`` only)."""
+_VALUED = frozenset({"--data-dir", "-o", "--output", "--name"})
+"""Options that take a value (``-o``/``--output``: ``get`` only; ``--name``: ``put`` only)."""
 
 
 @dataclass(frozen=True)
@@ -43,7 +43,11 @@ class FastInvocation:
     ref: str | None = None
     """``get``/``cat``: the file argument."""
     output: str | None = None
-    """``get``: the ``-o``/``--output`` value."""
+    """``get``: the ``-o``/``--output`` value; ``put``: the ``--name`` value."""
+    files: tuple[str, ...] = ()
+    """``put``: the files (``-``: standard input)."""
+    no_disperse: bool = False
+    """``put --no-disperse``."""
 
 
 def parse_fast(argv: Sequence[str]) -> FastInvocation | None:
@@ -53,7 +57,8 @@ def parse_fast(argv: Sequence[str]) -> FastInvocation | None:
     Understood: the global options ``--data-dir DIR`` (``--data-dir=DIR``), ``--json``,
     ``-q``/``--quiet`` before and after one of :data:`FAST_COMMANDS`, ``--version`` before
     the command, the one argument of ``get``/``cat`` and ``get``'s ``-o``/``--output PATH``
-    (``--output=PATH``) after it. Like the full CLI, a ``--data-dir`` (``-o``) after the
+    (``--output=PATH``) after it, ``put``'s files (``-`` too), ``--no-disperse`` and
+    ``--name NAME`` (``--name=NAME``). Like the full CLI, a ``--data-dir`` (``-o``) after the
     command wins over one before it, and a later one over an earlier one at the same place;
     ``--version`` among the options before the command prints the version whatever follows (it
     is an eager option there). A value that starts with ``-`` (but ``-o -``), a missing
@@ -62,7 +67,8 @@ def parse_fast(argv: Sequence[str]) -> FastInvocation | None:
     command: str | None = None
     before: Path | None = None
     after: Path | None = None
-    json_out = quiet = version = False
+    json_out = quiet = version = no_disperse = False
+    files: list[str] = []
     ref: str | None = None
     output: str | None = None
     i = 0
@@ -74,9 +80,9 @@ def parse_fast(argv: Sequence[str]) -> FastInvocation | None:
             quiet = True
         elif arg == "--version" and command is None:
             version = True
-        elif arg in ("--data-dir", "-o", "--output") or arg.startswith(
-            ("--data-dir=", "--output=")
-        ):
+        elif arg == "--no-disperse" and command == "put":
+            no_disperse = True
+        elif arg in _VALUED or arg.startswith(("--data-dir=", "--output=", "--name=")):
             name, eq, value = arg.partition("=")
             if not eq:
                 i += 1
@@ -90,10 +96,12 @@ def parse_fast(argv: Sequence[str]) -> FastInvocation | None:
                     before = Path(value)
                 else:
                     after = Path(value)
-            elif command == "get":
+            elif (command == "get" and name != "--name") or (command == "put" and name == "--name"):
                 output = value
             else:
-                return None  # -o belongs to get, after the command
+                return None  # -o belongs to get, --name to put, after the command
+        elif command == "put" and (arg == "-" or not arg.startswith("-")):
+            files.append(arg)
         elif arg.startswith("-"):
             return None
         elif command is None:
@@ -109,10 +117,16 @@ def parse_fast(argv: Sequence[str]) -> FastInvocation | None:
         i += 1
     if version:
         return FastInvocation(None)
-    if command is None or (command in _TAKES_REF and ref is None):
+    if (
+        command is None
+        or (command in _TAKES_REF and ref is None)
+        or (command == "put" and not files)
+    ):
         return None  # no command: help; no file: the full CLI's usage error
     data_dir = after if after is not None else before
-    return FastInvocation(command, data_dir, json_out, quiet, ref, output)
+    return FastInvocation(
+        command, data_dir, json_out, quiet, ref, output, tuple(files), no_disperse
+    )
 
 
 def run(invocation: FastInvocation) -> int:
@@ -124,7 +138,7 @@ def run(invocation: FastInvocation) -> int:
         return 0
     from . import cliview
 
-    if invocation.command in _TAKES_REF:
+    if invocation.command in (*_TAKES_REF, "put"):
         return _run_transfer(invocation)
     shows: dict[str, tuple[str, Callable[[dict[str, Any], bool], None]]] = {
         "status": ("status", cliview.show_status),
@@ -144,18 +158,24 @@ def run(invocation: FastInvocation) -> int:
 
 
 def _run_transfer(invocation: FastInvocation) -> int:
-    """``get`` or ``cat``, through the same code as the full CLI's."""
+    """``get``, ``cat`` or ``put``, through the same code as the full CLI's."""
     from . import cliget, cliview
 
     assert invocation.command is not None
-    assert invocation.ref is not None
     inv = cliget.Invocation(
         invocation.data_dir, invocation.json_out, invocation.quiet, invocation.command
     )
     try:
-        if invocation.command == "cat":
+        if invocation.command == "put":
+            from . import cliput
+
+            files = [Path(f) for f in invocation.files]
+            cliput.run_put(inv, files, invocation.no_disperse, invocation.output)
+        elif invocation.command == "cat":
+            assert invocation.ref is not None
             cliget.run_cat(inv, invocation.ref)
         else:
+            assert invocation.ref is not None
             cliget.run_get(inv, invocation.ref, invocation.output)
     except cliview.CommandFailed as exc:
         cliview.report_failure(exc, invocation.json_out)

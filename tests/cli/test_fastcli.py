@@ -160,7 +160,7 @@ def test_parse_fast_reads_the_options_as_the_full_cli_does() -> None:
     )
     assert parse_fast(["--json", "peers"]) == FastInvocation("peers", None, True)
     assert parse_fast(["-q", "--version", "ls"]) == FastInvocation(None)
-    assert set(FAST_COMMANDS) == {"status", "ls", "peers", "transfers", "get", "cat"}
+    assert set(FAST_COMMANDS) == {"status", "ls", "peers", "transfers", "get", "cat", "put"}
 
 
 def test_the_console_script_is_the_fast_path() -> None:
@@ -238,6 +238,21 @@ FAST_TRANSFER_LINES = [
     "cat {L} --data-dir {D}",
     "-q cat {X} --data-dir {D}",
     "cat {H} --data-dir {N}",
+    # put: {F} and {G} are files in the run's directory
+    "put {F} --no-disperse --data-dir {D}",
+    "--json put {F} --no-disperse --data-dir {D}",
+    "-q put {F} --no-disperse --data-dir {D}",
+    "put {F} --name other.txt --no-disperse --data-dir {D}",
+    "put {F} --name=other.txt --data-dir {D}",
+    "put {F} --name=a/b --data-dir {D}",
+    "--json put {F} --name=a/b --data-dir {D}",
+    "put {F} {G} --name x --data-dir {D}",
+    "put {F} - --data-dir {D}",
+    "put {F} {G} --no-disperse --data-dir {D}",
+    "--json put {F} {G} --no-disperse --data-dir {D}",
+    "put {M}/nope --data-dir {D}",
+    "put {F} --data-dir {N}",
+    "--json put {F} --data-dir {N}",
 ]
 
 TRANSFER_FALLBACK_LINES = [
@@ -253,6 +268,15 @@ TRANSFER_FALLBACK_LINES = [
     "get {H} --bogus",
     "get {H} -v",
     "get --help",
+    "put",
+    "put --data-dir {D}",
+    "put x -o y",
+    "put x --name",
+    "put x --name -y",
+    "put x --output=y",
+    "--no-disperse put x",
+    "get {H} --name x",
+    "put x -v",
 ]
 
 
@@ -265,7 +289,10 @@ def _normal(text: str, run_dir: Path) -> str:
 def _transfer_argv(line: str, values: dict[str, str], run_dir: Path) -> list[str]:
     fresh = run_dir / "w"
     fresh.mkdir()
-    values = {**values, "O": str(run_dir / "out.bin"), "W": str(fresh)}
+    (run_dir / "doc.txt").write_bytes(b"hello")
+    (run_dir / "two.txt").write_bytes(b"hello again")
+    files = {"F": str(run_dir / "doc.txt"), "G": str(run_dir / "two.txt")}
+    values = {**values, **files, "O": str(run_dir / "out.bin"), "W": str(fresh)}
     return [word.format(**values) for word in line.split()]
 
 
@@ -332,6 +359,12 @@ def test_parse_fast_reads_get_as_the_full_cli_does() -> None:
     )
     assert parse_fast(["get", "abcd", "-o", "-"]) == FastInvocation(
         "get", None, False, False, "abcd", "-"
+    )
+
+
+def test_parse_fast_reads_put_as_the_full_cli_does() -> None:
+    assert parse_fast(["put", "a", "-", "--no-disperse", "--name=n", "-q"]) == FastInvocation(
+        "put", None, False, True, None, "n", ("a", "-"), True
     )
 
 

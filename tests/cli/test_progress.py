@@ -13,7 +13,7 @@ import typer
 from rich.console import Console
 from rich.progress import Progress, ProgressColumn
 
-from p2pstore import cli, clibar
+from p2pstore import cli, clibar, cliget, cliview
 
 from .fakes import FakeNode, invoke
 
@@ -80,7 +80,7 @@ def test_verify_shows_its_phase_in_bytes(
     daemon.verify_delay = 0.5  # long enough for the daemon to send a progress event
     out = io.StringIO()
     monkeypatch.setattr(clibar, "stderr_console", lambda: Console(file=out, force_terminal=True))
-    monkeypatch.setattr(cli, "_show_progress", lambda json_out: True)
+    monkeypatch.setattr(cliget.Invocation, "show_progress", lambda self: True)
     result = invoke("verify", "--data-dir", str(data_dir))
     assert result.exit_code == 0, result.output
     assert "re-hashing" in out.getvalue()
@@ -103,16 +103,18 @@ def _run_put_bar(monkeypatch: pytest.MonkeyPatch, events: list[dict[str, object]
     monkeypatch.setattr(
         clibar, "stderr_console", lambda: Console(file=out, force_terminal=True, width=100)
     )
-    monkeypatch.setattr(cli, "_show_progress", lambda json_out: True)
+    monkeypatch.setattr(cliget.Invocation, "show_progress", lambda self: True)
     seen: list[list[str]] = []
 
-    def fake_call(data_dir: object, op: str, args: object, progress: Any) -> dict[str, object]:
+    def fake_call(
+        data_dir: object, op: str, args: object, progress: Any, **_: object
+    ) -> dict[str, object]:
         seen.append(_frames(out.getvalue()))  # what is on screen before any event
         for event in events:
             progress(event)
         return {"file_id": "00" * 32}
 
-    monkeypatch.setattr(cli, "_call", fake_call)
+    monkeypatch.setattr(cliview, "call_daemon", fake_call)
     cli._phased_call(None, "put", {}, False, cli._PUT_PHASES, {"store": "bytes"})
     return [*seen[0], "|", *_frames(out.getvalue())[len(seen[0]) :]]
 
