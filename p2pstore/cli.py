@@ -10,32 +10,22 @@ file), 5 cancelled by ``p2pstore cancel``, 130 interrupted.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import os
 import stat
-import string
 import sys
-import tempfile
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, fields, replace
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    Progress,
-    ProgressColumn,
-    Task,
-    TextColumn,
-    TimeRemainingColumn,
-)
-from rich.text import Text
 from typer.core import TyperArgument, TyperGroup
 
-from . import cliview, control
+from . import clibar, cliget, cliput, cliview, control
 from .cliview import EXIT_CANCELLED as EXIT_CANCELLED
 from .cliview import EXIT_DEGRADED as EXIT_DEGRADED
 from .cliview import EXIT_FAILED as EXIT_FAILED
@@ -49,9 +39,7 @@ from .config import (
     DEFAULT_DAEMON_HOST,
     DEFAULT_TCP_PORT,
     DEFAULT_UDP_PORT,
-    UNLIMITED_QUOTA,
     DaemonSettings,
-    format_host_port,
     format_size,
     load_settings,
     parse_host_port,
@@ -59,6 +47,8 @@ from .config import (
     parse_rate,
     parse_size,
     resolve_data_dir,
+    setting_text,
+    settings_rows,
 )
 from .datadir import UnsafeDataDirError, check_data_dir
 from .errors import ConfigError, P2PStoreError
@@ -93,6 +83,59 @@ class _PlainHelpGroup(TyperGroup):
             for param in command.params:
                 if type(param) is TyperArgument:
                     param.__class__ = _PlainArgument  # same fields; only the help differs
+
+    def main(
+        self,
+        args: Sequence[str] | None = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        windows_expand_args: bool = True,
+        **extra: Any,
+    ) -> Any:
+        """Run the command line; a command-line error (unknown option, missing argument, bad
+        value) is one ``error:`` line with a pointer to the command's help (one JSON object
+        under ``--json``), exit 2, like every other error, rather than Click's usage block."""
+        run = functools.partial(
+            super().main,
+            args,
+            prog_name,
+            complete_var,
+            standalone_mode=False,
+            windows_expand_args=windows_expand_args,
+            **extra,
+        )
+        if not standalone_mode:
+            return run()
+        argv = list(args) if args is not None else sys.argv[1:]
+        words = argv[: argv.index("--")] if "--" in argv else argv
+        json_errors = "--json" in words
+        try:
+            code = run()
+        except _CLICK_ERROR as exc:
+            message = exc.format_message()  # type: ignore[attr-defined]
+            status = int(getattr(exc, "exit_code", EXIT_USAGE))
+            if json_errors:
+                failure = cliview.CommandFailed(message, status)
+            else:
+                ctx = getattr(exc, "ctx", None)
+                path = str(getattr(ctx, "command_path", "") or "").split()[1:]
+                failure = cliview.usage_failure(_plain_message(message), " ".join(path))
+                failure.code = status
+            cliview.report_failure(failure, json_errors)
+            sys.exit(status)
+        except typer.Abort:
+            cliview.report_failure(
+                cliview.CommandFailed("interrupted", EXIT_INTERRUPTED), json_errors
+            )
+            sys.exit(EXIT_INTERRUPTED)
+        sys.exit(code if isinstance(code, int) else EXIT_OK)
+
+
+def _plain_message(message: str) -> str:
+    """Click's ``No such option: --x.`` as ``no such option: --x``, like our other errors."""
+    text = message.strip().rstrip(".")
+    return text[:1].lower() + text[1:] if text[:2] != text[:2].upper() else text
 
 
 app = typer.Typer(
@@ -168,6 +211,7 @@ def _print_version(value: bool) -> None:
 
 @app.callback()
 def _root(
+    ctx: typer.Context,
     version: Annotated[
         bool,
         typer.Option(
@@ -196,6 +240,7 @@ def _root(
         verbose=verbose,
         log_json=log_json,
         data_dir=data_dir,
+        command=ctx.invoked_subcommand or "",
     )
 
 
@@ -208,33 +253,21 @@ class _State:
     verbose: int = 0
     log_json: bool = False
     data_dir: Path | None = None
-    bar: _ProgressBar | None = None
+    command: str = ""
+    """The command's name, for the usage hint of a bad argument."""
 
 
 _STATE = _State()
 
 
 def main() -> None:
-    """Entry point of the ``p2pstore`` console script.
+    """Entry point of the full command line (the console script's fast path,
+    :mod:`p2pstore.fastcli`, hands it what it does not run itself).
 
-    Under ``--json`` a command-line error (unknown option, missing argument...) is one JSON
-    object on stderr too, ``{"error": ..., "exit_code": 2}``, like every other error."""
-    argv = sys.argv[1:]
-    words = argv[: argv.index("--")] if "--" in argv else argv
-    if "--json" not in words:
-        app(prog_name="p2pstore")
-        return
-    try:
-        code = app(prog_name="p2pstore", standalone_mode=False)
-    except _CLICK_ERROR as exc:
-        message = exc.format_message()  # type: ignore[attr-defined]
-        status = int(getattr(exc, "exit_code", EXIT_USAGE))
-        sys.stderr.write(cliview.error_text(message, status, True) + "\n")
-        sys.exit(status)
-    except typer.Abort:
-        sys.stderr.write(cliview.error_text("interrupted", EXIT_INTERRUPTED, True) + "\n")
-        sys.exit(EXIT_INTERRUPTED)
-    sys.exit(code if isinstance(code, int) else EXIT_OK)
+    A command-line error (unknown option, missing argument...) is one ``error:`` line with a
+    hint, or under ``--json`` one JSON object ``{"error": ..., "exit_code": 2}`` on stderr, like
+    every other error (:meth:`_PlainHelpGroup.main`)."""
+    app(prog_name="p2pstore")
 
 
 # Click's error base class (typer >= 0.29 vendors click and calls it TyperException; before, it
@@ -250,23 +283,37 @@ _CLICK_ERROR: type[Exception] = next(
 _clean = cliview.clean
 
 
-def _fail(message: str, code: int = EXIT_FAILED) -> NoReturn:
+def _fail(message: str, code: int = EXIT_FAILED, hint: str | None = None) -> NoReturn:
     """Report a user error as one line on stderr (one JSON object under ``--json``), exit.
 
     A progress bar on screen is taken off first, and after Ctrl-C the terminal's ``^C`` echo is
     erased, so the message stands on a line of its own."""
-    if _STATE.bar is not None:
-        _STATE.bar.stop()
-    if code == EXIT_INTERRUPTED and sys.stderr.isatty():
-        sys.stderr.write("\r\x1b[K")
-    typer.echo(cliview.error_text(message, code, _STATE.json_errors), err=True)
+    clibar.stop_active()
+    cliview.report_failure(cliview.CommandFailed(message, code, hint), _STATE.json_errors)
     raise typer.Exit(code)
 
 
 def _bad(param: str, message: str) -> NoReturn:
-    if _STATE.json_errors:
-        _fail(f"invalid value for {param}: {message}", EXIT_USAGE)
-    raise typer.BadParameter(message, param_hint=f"'{param}'")
+    """A bad value for ``param``: one line (with a pointer to the command's help), exit 2."""
+    _fail_with(_invocation(None, False).bad(param, message))
+
+
+def _fail_with(failure: cliview.CommandFailed) -> NoReturn:
+    _fail(failure.message, failure.code, failure.hint)
+
+
+def _invocation(data_dir: Path | None, json_out: bool) -> cliget.Invocation:
+    """The shared code's view of this invocation (after :func:`_setup`)."""
+    return cliget.Invocation(data_dir, json_out, _STATE.quiet, _STATE.command)
+
+
+@contextlib.contextmanager
+def _failing() -> Iterator[None]:
+    """Report a :class:`cliview.CommandFailed` raised by shared code as :func:`_fail` does."""
+    try:
+        yield
+    except cliview.CommandFailed as exc:
+        _fail_with(exc)
 
 
 _emit_json = cliview.emit_json
@@ -310,10 +357,9 @@ def _data_dir(flag: Path | None) -> Path:
 
 
 def _parse_id(value: str, param: str) -> bytes:
-    text = value.strip().lower()
-    if len(text) != 64 or any(c not in string.hexdigits for c in text):
-        _bad(param, f"{_clean(value)!r} is not an ID (expected 64 hexadecimal characters)")
-    return bytes.fromhex(text)
+    with _failing():
+        return cliget.parse_id(_invocation(None, False), value, param)
+    raise AssertionError("unreachable")  # pragma: no cover (mypy: _failing may swallow)
 
 
 def _user_error(exc: BaseException) -> BaseException | None:
@@ -345,19 +391,6 @@ def _call(
         return cliview.call_daemon(flag, op, args, on_progress, on_data=on_data)
     except cliview.CommandFailed as exc:
         _fail(exc.message, exc.code)
-
-
-def _names_a_directory(text: str) -> bool:
-    """``PATH/`` (or ``PATH/.``): the user means a directory, whether or not it exists."""
-    return text.endswith(("/", os.sep, "/.")) or text in (".", "..")
-
-
-def _stderr_console() -> Console:
-    return Console(file=sys.stderr)
-
-
-def _show_progress(json_out: bool) -> bool:
-    return not json_out and not _STATE.quiet and sys.stderr.isatty()
 
 
 # ----------------------------------------------------------------------------- daemon
@@ -478,10 +511,46 @@ def daemon(
             settings = replace(settings, http=parse_listen_address(http))
         except ConfigError as exc:
             _bad("--http", str(exc))
-    _run_daemon(directory, settings, json_out)
+    given = {
+        "host": host,
+        "udp_port": udp_port,
+        "tcp_port": tcp_port,
+        "bootstrap": bootstrap or None,
+        "upload_limit": upload_limit,
+        "download_limit": download_limit,
+        "http": http,
+    }
+    flags = {key: "--" + key.replace("_", "-") for key, value in given.items() if value is not None}
+    _run_daemon(directory, settings, json_out, _settings_report(data_dir, settings, flags))
 
 
-def _run_daemon(directory: Path, settings: DaemonSettings, json_out: bool) -> None:
+def _settings_report(
+    flag: Path | None, settings: DaemonSettings, flags: dict[str, str]
+) -> dict[str, Any]:
+    """What ``p2pstore config`` shows of a daemon started with ``settings``: each one's value
+    and where it came from (``flags``: the settings given on the command line, by flag)."""
+    directory = _data_dir(flag)
+    path = directory / CONFIG_FILE_NAME
+    sources = {key: str(path) for key in _file_keys(path)} | flags
+    rows = settings_rows(directory, _data_dir_source(flag), settings, sources)
+    return {"settings": rows, "file": str(path), "pid": os.getpid()}
+
+
+def _data_dir_source(flag: Path | None) -> str:
+    """Where the data directory came from: the flag, the environment, or the platform."""
+    if flag is not None and str(flag) != "":
+        return "--data-dir"
+    if os.environ.get(DATA_DIR_ENV):
+        return f"${DATA_DIR_ENV}"
+    return "platform default"
+
+
+def _run_daemon(
+    directory: Path,
+    settings: DaemonSettings,
+    json_out: bool,
+    report: dict[str, Any] | None = None,
+) -> None:
     import trio
 
     from .daemon import ReadyInfo, run_daemon
@@ -493,7 +562,7 @@ def _run_daemon(directory: Path, settings: DaemonSettings, json_out: bool) -> No
         print(line, flush=True)
 
     try:
-        trio.run(run_daemon, directory, settings, ready)
+        trio.run(functools.partial(run_daemon, settings_report=report), directory, settings, ready)
     except BaseException as exc:
         found = _user_error(exc)
         if found is None:
@@ -505,99 +574,14 @@ def _run_daemon(directory: Path, settings: DaemonSettings, json_out: bool) -> No
 # ----------------------------------------------------------------------------- put / get
 
 
-class _AmountColumn(ProgressColumn):
-    """``done / total`` in the task's unit: binary sizes for bytes, else ``N/M chunks``."""
-
-    def render(self, task: Task) -> Text:
-        done, total = task.completed, task.total
-        if not task.fields.get("unit") and not total:
-            return Text("")  # a phase without a count (verify's spares, a repair's survey)
-        if task.fields.get("unit") == "bytes":
-            text = format_size(done) + (f" / {format_size(total)}" if total else "")
-        else:
-            text = f"{int(done)}/{int(total or 0)} {task.fields.get('unit') or ''}".rstrip()
-        return Text(text)
+_AmountColumn = clibar.AmountColumn
+_RateColumn = clibar.RateColumn
+_ProgressBar = clibar.ProgressBar
 
 
-class _RateColumn(ProgressColumn):
-    """The rate in the units the results use (``MiB/s``), or chunks per second."""
-
-    def render(self, task: Task) -> Text:
-        speed = task.finished_speed or task.speed
-        if speed is None or not task.fields.get("unit"):
-            return Text("")
-        if task.fields.get("unit") == "bytes":
-            return Text(f"{format_size(speed)}/s")
-        return Text(f"{speed:.0f} {task.fields.get('unit') or ''}/s")
-
-
-class _ProgressBar:
-    """A rich progress bar on stderr, or nothing when stderr is not a terminal."""
-
-    def __init__(self, enabled: bool, columns: tuple[Any, ...]) -> None:
-        self.bar: Progress | None = None
-        if enabled:
-            self.bar = Progress(
-                *columns, console=_stderr_console(), auto_refresh=False, transient=True
-            )
-            self.task = self.bar.add_task("", total=None, peers=0, phase="", unit="bytes")
-
-    def __enter__(self) -> _ProgressBar:
-        if self.bar is not None:
-            self.bar.start()
-            _STATE.bar = self
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    def stop(self) -> None:
-        """Take the (transient) bar off the screen; idempotent."""
-        if _STATE.bar is self:
-            _STATE.bar = None
-        if self.bar is not None:
-            self.bar.stop()
-            self.bar = None
-
-    def update(self, **fields: Any) -> None:
-        if self.bar is not None:
-            self.bar.update(self.task, **fields)
-            self.bar.refresh()
-
-
-STDIN_BLOCK = 1 << 20
-"""Bytes read from standard input at a time by ``put -``."""
-
-
-@contextlib.contextmanager
-def _stdin_file(directory: Path) -> Iterator[Path]:
-    """Standard input copied to a private temporary file in ``directory`` (the daemon reads
-    files by path), removed afterwards whatever happens."""
-    fd, name = tempfile.mkstemp(prefix=".stdin-", suffix=".part", dir=directory)
-    path = Path(name)
-    try:
-        with os.fdopen(fd, "wb") as out:
-            source = sys.stdin.buffer
-            while block := source.read(STDIN_BLOCK):
-                out.write(block)
-        yield path
-    except KeyboardInterrupt:
-        _fail("interrupted", EXIT_INTERRUPTED)
-    except OSError as exc:
-        _fail(f"cannot store standard input in {directory}: {exc.strerror or exc}")
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            path.unlink()
-
-
-def _put_path(
-    data_dir: Path | None, path: Path, disperse: bool, name: str | None, json_out: bool
-) -> dict[str, Any]:
-    args: dict[str, Any] = {"path": str(path), "disperse": disperse}
-    if name is not None:
-        args["name"] = name
-    units = {"store": "bytes", "disperse": "chunks"}
-    return _phased_call(data_dir, "put", args, json_out, _PUT_PHASES, units)
+STDIN_BLOCK = cliput.STDIN_BLOCK
+_PUT_PHASES = cliput.PUT_PHASES
+_UNCOUNTED_PHASES = cliput.UNCOUNTED_PHASES
 
 
 def _phased_call(
@@ -608,38 +592,11 @@ def _phased_call(
     names: dict[str, str],
     units: dict[str, str] | None = None,
 ) -> dict[str, Any]:
-    """A control operation whose progress is ``{phase, done, total[, unit]}`` (put, verify,
-    check --repair), with a bar showing the phase (as ``names`` calls it), the amount in its
-    unit (the event's, else ``units[phase]``), rate and ETA; each phase starts its own rate."""
-    columns = (
-        TextColumn("{task.fields[phase]}"),
-        BarColumn(),
-        _AmountColumn(),
-        _RateColumn(),
-        TimeRemainingColumn(),
-    )
-    with _ProgressBar(_show_progress(json_out), columns) as bar:
+    """:func:`cliput.phased_call` (verify, check --repair), failures reported by :func:`_fail`."""
+    with _failing():
+        return cliput.phased_call(_invocation(data_dir, json_out), op, args, names, units)
+    raise AssertionError("unreachable")  # pragma: no cover
 
-        def progress(data: dict[str, Any]) -> None:
-            if isinstance(data.get("done"), int) and isinstance(data.get("total"), int):
-                phase = str(data.get("phase", ""))
-                if phase != bar_phase[0] and bar.bar is not None:
-                    bar.bar.reset(bar.task)  # a new phase: its own rate and ETA
-                    bar_phase[0] = phase
-                unit = str(data.get("unit") or (units or {}).get(phase, ""))
-                bar.update(
-                    phase=names.get(phase, phase),
-                    completed=data["done"],
-                    total=data["total"] or None,  # no count (yet): an indeterminate bar
-                    unit=unit,
-                )
-
-        bar_phase = [""]
-        return _call(data_dir, op, args, progress)
-
-
-_PUT_PHASES = {"store": "storing", "publish": "announcing", "disperse": "dispersing"}
-"""How each phase of a put is named on its progress bar."""
 
 _VERIFY_PHASES = {
     "hashing": "re-hashing",
@@ -652,144 +609,23 @@ _REPAIR_PHASES = {"surveying": "asking holders", "rebuilding": "repairing"}
 """How each phase of check --repair is named on its progress bar."""
 
 
-def _share_link(data_dir: Path | None, result: dict[str, Any]) -> str | None:
-    """The share link of a put's file, with this node's chunk server as the peer hint when it
-    listens on a specific address (a wildcard address is no use to anyone else)."""
-    from .links import ShareLink
-
-    try:
-        fid = bytes.fromhex(str(result.get("file_id")))
-    except ValueError:
-        return None
-    if len(fid) != 32:
-        return None
-    peer: tuple[str, int] | None = None
-    with contextlib.suppress(SystemExit, typer.Exit, Exception):
-        tcp = control.call_blocking(_data_dir(data_dir), "status").get("tcp")
-        if isinstance(tcp, list) and len(tcp) == 2 and str(tcp[0]) not in ("0.0.0.0", "::", ""):
-            peer = (str(tcp[0]), int(tcp[1]))
-    name = result.get("name")
-    return str(ShareLink(fid, str(name) if name else None, peer))
-
-
 def _resolve_file(value: str, param: str, data_dir: Path | None) -> bytes:
     """A file named by a share link, a full ID, or a unique prefix of a local file's ID."""
-    from .links import is_link, parse_link
-
-    text = value.strip()
-    if is_link(text):
-        try:
-            return parse_link(text).file_id
-        except ConfigError as exc:
-            _bad(param, str(exc))
-    lowered = text.lower()
-    if len(lowered) >= 64 or not lowered or any(c not in string.hexdigits for c in lowered):
-        return _parse_id(value, param)
-    if len(lowered) < MIN_ID_PREFIX:
-        _bad(param, f"an ID prefix needs at least {MIN_ID_PREFIX} hexadecimal characters")
-    listed = _call(data_dir, "ls")
-    known = [*(listed.get("files") or []), *(listed.get("partial") or [])]  # unfinished too
-    matches = sorted(
-        {
-            str(f.get("file_id"))
-            for f in known
-            if isinstance(f, dict) and str(f.get("file_id", "")).startswith(lowered)
-        }
-    )
-    if not matches:
-        _bad(param, f"no local file ID starts with {lowered} (give the full 64-character ID)")
-    if len(matches) > 1:
-        _bad(param, f"{lowered} is the start of {len(matches)} local file IDs: give more of it")
-    return bytes.fromhex(matches[0])
+    with _failing():
+        return cliget.resolve_file(_invocation(data_dir, _STATE.json_errors), value, param)
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
-def _link_peer(value: str) -> tuple[str, int] | None:
-    """The peer hint of a share link (already parsed by :func:`_resolve_file`), else None."""
-    from .links import is_link, parse_link
-
-    text = value.strip()
-    return parse_link(text).peer if is_link(text) else None
-
-
-MIN_ID_PREFIX = 4
-"""Shortest ID prefix ``get`` and ``rm`` resolve among local files."""
+_link_peer = cliget.link_peer
+MIN_ID_PREFIX = cliget.MIN_ID_PREFIX
 
 
 # ----------------------------------------------------------------------------- directories
 
-_DIRECTORY_KEYS = ("directory", "name", "files", "directories", "symlinks", "skipped")
-"""Keys a directory put's JSON outcome adds to a file's."""
+_DIRECTORY_KEYS = cliput.DIRECTORY_KEYS
 
 
-def _put_dir_path(
-    data_dir: Path | None, path: Path, disperse: bool, name: str | None, json_out: bool
-) -> dict[str, Any]:
-    """The control ``put_dir`` with a progress bar (bytes of the tree's files stored); warns on
-    stderr about every entry left out."""
-    columns = (
-        TextColumn("storing"),
-        BarColumn(),
-        _AmountColumn(),
-        _RateColumn(),
-        TextColumn("{task.fields[files]} files"),
-        TimeRemainingColumn(),
-    )
-    args: dict[str, Any] = {"path": str(path), "disperse": disperse}
-    if name is not None:
-        args["name"] = name
-    with _ProgressBar(_show_progress(json_out), columns) as bar:
-
-        def progress(data: dict[str, Any]) -> None:
-            done, total = data.get("done"), data.get("total")
-            if isinstance(done, int) and isinstance(total, int):
-                files = f"{data.get('files_done', '?')}/{data.get('files_total', '?')}"
-                bar.update(completed=done, total=total or None, files=files, unit="bytes")
-
-        result = _call(data_dir, "put_dir", args, progress)
-    for item in result.get("skipped") or []:
-        if isinstance(item, dict) and not _STATE.quiet:
-            where, why = _clean(str(item.get("path"))), _clean(str(item.get("reason")))
-            typer.echo(f"warning: skipped {where}: {why}", err=True)
-    return result
-
-
-def _with_probe(result: dict[str, Any], probe: dict[str, Any] | None) -> dict[str, Any]:
-    """A file's ``get`` result, with the figures of the directory probe that already fetched it
-    whole (``probe``), so the time, the first chunk and the bytes per peer are the download's."""
-    if probe is None:
-        return result
-    merged = dict(result)
-    for key in ("bytes_from_peers", "first_chunk_seconds", "resumed_chunks", "started_at"):
-        if key in probe:
-            merged[key] = probe[key]
-    probe_s, get_s = probe.get("seconds"), result.get("seconds")
-    if isinstance(probe_s, (int, float)) and isinstance(get_s, (int, float)):
-        merged["seconds"] = probe_s + get_s
-    return merged
-
-
-def _get_directory(
-    data_dir: Path | None, args: dict[str, Any], json_out: bool
-) -> tuple[bool, dict[str, Any] | None]:
-    """``get`` of a directory ID: fetch the tree and report it, ``(True, None)``. If the ID is
-    a file, nothing was written: ``(False, figures)``, ``figures`` being those of the download
-    that fetched a small file whole to look (see :func:`_with_probe`), else ``None``."""
-    result = _get_call(data_dir, args, json_out, op="get_dir")
-    if not result.get("directory"):
-        fetched = result.get("fetched")
-        return False, fetched if isinstance(fetched, dict) else None
-    if json_out:
-        _emit_json(result)
-    elif not _STATE.quiet:
-        size, seconds = result.get("size"), result.get("seconds")
-        files = _counted(_count(result.get("files")), "file")
-        line = f"saved {_clean(str(result.get('path')))}/ ({files}"
-        if isinstance(size, int):
-            line += f", {format_size(size)}"
-            if isinstance(seconds, (int, float)) and seconds > 0:
-                line += f" in {seconds:.2f} s"
-        typer.echo(line + ")")
-    return True, None
+_with_probe = cliget.with_probe
 
 
 _KIND_MARK = {"dir": "/", "symlink": "", "file": ""}
@@ -869,155 +705,8 @@ def put(
     whole tree under one directory ID: get ID fetches the tree, ls ID lists it.
     """
     data_dir, json_out = _setup(data_dir, json_out, verbose, quiet, log_json)
-    if name is not None and (not name.strip() or "/" in name or "\0" in name):
-        _bad("--name", "a file name must be non-empty and contain no /")
-    if len(files) > 1 and name is not None:
-        _bad("--name", "names one file: give a single FILE with it")
-    if len(files) > 1 and any(str(f) == "-" for f in files):
-        _bad("FILE", "- (standard input) must be the only FILE")
-    paths = [_checked_input(f) for f in files if str(f) != "-"]  # all of them before storing
-    outcomes: list[dict[str, Any]] = []
-    if str(files[0]) == "-":
-        _call(data_dir, "status")  # no daemon: say so before reading all of stdin
-        with _stdin_file(_data_dir(data_dir)) as path:
-            result = _put_path(data_dir, path, not no_disperse, name or "stdin", json_out)
-        outcomes.append(_report_put(data_dir, result, json_out, single=True))
-    else:
-        for path in paths:
-            if path.is_dir():
-                result = _put_dir_path(data_dir, path, not no_disperse, name, json_out)
-            else:
-                result = _put_path(data_dir, path, not no_disperse, name, json_out)
-            outcomes.append(_report_put(data_dir, result, json_out, single=len(paths) == 1))
-    if json_out and len(outcomes) > 1:
-        _emit_json({"files": outcomes})
-    failed = [str(o["not_dispersed"]) for o in outcomes if o.get("not_dispersed")]
-    if failed:
-        # Asked to disperse, could not: the file ID is printed (it is stored here), but the
-        # command fails so that `put x && rm x` never trusts copies that do not exist.
-        _fail(failed[0] if len(failed) == 1 else f"{len(failed)} files: {failed[0]}")
-
-
-def _checked_input(file: Path) -> Path:
-    path = file.expanduser().absolute()
-    if not path.exists():
-        _fail(f"no such file: {file}", EXIT_USAGE)
-    if not path.is_file() and not path.is_dir():
-        _fail(f"not a regular file or directory: {file}", EXIT_USAGE)
-    if not os.access(path, os.R_OK):
-        _fail(f"cannot read {file}: permission denied", EXIT_USAGE)
-    return path
-
-
-def _report_put(
-    data_dir: Path | None, result: dict[str, Any], json_out: bool, *, single: bool
-) -> dict[str, Any]:
-    """Print one put's outcome (its JSON object only if it is the only file); return it."""
-    link = _share_link(data_dir, result)
-    keys = ("file_id", "size", "chunks", "dispersed", "not_dispersed")
-    outcome = {**{k: result.get(k) for k in keys}, "link": link}
-    if result.get("directory"):
-        outcome.update({k: result.get(k) for k in _DIRECTORY_KEYS})
-    if json_out:
-        if single:
-            _emit_json(outcome)
-    else:
-        typer.echo(str(result.get("file_id")))
-        if link and not _STATE.quiet:
-            # stderr: stdout stays the bare ID, for id=$(p2pstore put f)
-            typer.echo(f"share: {link}", err=True)
-    return outcome
-
-
-def _get_call(
-    data_dir: Path | None,
-    args: dict[str, Any],
-    json_out: bool,
-    *,
-    op: str = "get",
-    on_data: Callable[[bytes], None] | None = None,
-) -> dict[str, Any]:
-    """The control ``get`` (or ``get_dir``, or the streaming ``cat``, whose data goes to
-    ``on_data``), with its progress bar."""
-    columns = (
-        TextColumn("{task.fields[phase]}"),
-        BarColumn(),
-        _AmountColumn(),
-        _RateColumn(),
-        TextColumn("{task.fields[peers]} peers"),
-        TimeRemainingColumn(),
-    )
-    with _ProgressBar(_show_progress(json_out), columns) as bar:
-
-        def progress(data: dict[str, Any]) -> None:
-            done, total = data.get("bytes_done"), data.get("bytes_total")
-            peers = data.get("peers", data.get("per_peer", {}))
-            if isinstance(done, int) and isinstance(total, int):
-                count = len(peers) if isinstance(peers, (dict, list)) else 0
-                # All bytes in: the file is being checked and moved into place.
-                phase = "finishing" if total and done >= total else "downloading"
-                bar.update(completed=done, total=total or None, peers=count, phase=phase)
-
-        return _call(data_dir, op, args, progress, on_data=on_data)
-
-
-class _IsADirectory(Exception):
-    """``cat`` of a directory ID: its first bytes are a directory listing."""
-
-
-class _ReaderGone(Exception):
-    """Standard output's reader went away (``| head``): not an error of ours."""
-
-
-def _is_our_stdout(path: str) -> bool:
-    """Whether ``path`` (``/dev/stdout``, ``/proc/self/fd/1``, ...) is this process's standard
-    output: ``-o`` then streams to it, as ``-o -`` does (a device or pipe cannot take the
-    download's temporary file and rename)."""
-    try:
-        named, ours = os.stat(path), os.fstat(sys.stdout.fileno())
-    except (OSError, ValueError):
-        return False
-    return (named.st_dev, named.st_ino) == (ours.st_dev, ours.st_ino)
-
-
-def _get_to_stdout(data_dir: Path | None, fid: bytes, json_out: bool) -> None:
-    """``get -o -`` / ``cat``: the daemon streams the file in order while it downloads (control
-    ``cat``), every byte verified before it is sent, and each piece is written to stdout as it
-    comes. A reader that stops early (``| head``) ends the command quietly with exit 0: closing
-    the control connection cancels the download in the daemon."""
-    from .directory import is_listing
-
-    out = sys.stdout.buffer
-    first = True
-
-    def on_data(piece: bytes) -> None:
-        nonlocal first
-        if first and is_listing(piece):  # a directory's listing: no use as raw bytes
-            raise _IsADirectory
-        first = False
-        try:
-            out.write(piece)
-        except BrokenPipeError:
-            raise _ReaderGone from None
-
-    try:
-        result = _get_call(data_dir, {"file_id": fid}, json_out, op="cat", on_data=on_data)
-        out.flush()
-    except _IsADirectory:
-        _fail(
-            f"{fid.hex()} is a directory: list it with `p2pstore ls ID`,"
-            " fetch it with `p2pstore get ID -o DIR`"
-        )
-    except (_ReaderGone, BrokenPipeError):
-        with contextlib.suppress(OSError, ValueError, AttributeError):
-            # Point stdout at /dev/null so the flush at exit does not fail again.
-            null = os.open(os.devnull, os.O_WRONLY)
-            os.dup2(null, sys.stdout.fileno())
-        return
-    except KeyboardInterrupt:
-        _fail("interrupted", EXIT_INTERRUPTED)
-    if json_out:  # stdout carries the file: the summary goes to stderr
-        typer.echo(json.dumps({**result, "path": "-"}, sort_keys=True), err=True)
+    with _failing():
+        cliput.run_put(_invocation(data_dir, json_out), files, no_disperse, name)
 
 
 @app.command()
@@ -1032,7 +721,8 @@ def cat(
     """Write FILE_ID to standard output (as get FILE_ID -o -), in order while it downloads,
     every byte verified before it is written."""
     data_dir, json_out = _setup(data_dir, json_out, verbose, quiet, log_json)
-    _get_to_stdout(data_dir, _resolve_file(file_id, "FILE_ID", data_dir), json_out)
+    with _failing():
+        cliget.run_cat(_invocation(data_dir, json_out), file_id)
 
 
 @app.command()
@@ -1059,46 +749,8 @@ def get(
     """Download FILE_ID (an ID, a p2p:// share link, or a unique prefix of a local file's ID)
     through the daemon; the file is written only once complete and verified."""
     data_dir, json_out = _setup(data_dir, json_out, verbose, quiet, log_json)
-    fid = _resolve_file(file_id, "FILE_ID", data_dir)
-    if output == "-" or (output is not None and _is_our_stdout(output)):
-        _get_to_stdout(data_dir, fid, json_out)
-        return
-    cwd = Path.cwd()
-    dest: str | None = None
-    if output is not None:
-        output_text = output
-        target = (cwd / Path(output).expanduser()).absolute()
-        if not target.parent.is_dir():
-            _fail(f"no such directory: {target.parent}", EXIT_USAGE)
-        if _names_a_directory(output_text) and not target.is_dir():
-            # "-o dir/" means "into the directory dir", never "a file named dir".
-            _fail(f"no such directory: {output_text}", EXIT_USAGE)
-        dest = str(target)
-    args: dict[str, Any] = {"file_id": fid, "dest": dest, "cwd": str(cwd)}
-    peer = _link_peer(file_id)
-    if peer is not None:
-        args["peer"] = list(peer)
-    is_directory, probe = _get_directory(data_dir, args, json_out)
-    if is_directory:
-        return
-    result = _with_probe(_get_call(data_dir, args, json_out), probe)
-    if json_out:
-        _emit_json(result)
-        return
-    if _STATE.quiet:
-        return
-    size = result.get("size")
-    seconds = result.get("seconds")
-    peers = result.get("bytes_from_peers")
-    line = f"saved {_clean(str(result.get('path')))}"
-    if isinstance(size, int):
-        line += f" ({format_size(size)}"
-        if isinstance(seconds, (int, float)) and seconds > 0:
-            line += f" in {seconds:.2f} s, {format_size(size / seconds)}/s"
-        if isinstance(peers, dict):
-            line += f", from {len(peers)} peer{'s' if len(peers) != 1 else ''}"
-        line += ")"
-    typer.echo(line)
+    with _failing():
+        cliget.run_get(_invocation(data_dir, json_out), file_id, output)
 
 
 # ----------------------------------------------------------------------------- queries
@@ -1440,41 +1092,53 @@ def config_(
     quiet: QuietOpt = False,
     log_json: LogJsonOpt = False,
 ) -> None:
-    """Print the settings a daemon of the data directory starts with, and where each came
-    from (the daemon's own flags win over them)."""
+    """Print the settings the running daemon of the data directory uses and where each came
+    from (its flags, p2pstore.toml, the defaults); with no daemon running, those a daemon
+    started now would use (file and defaults; its own flags would win over them)."""
     data_dir, json_out = _setup(data_dir, json_out, verbose, quiet, log_json)
-    flag = data_dir
-    directory = _data_dir(flag)
-    if flag is not None and str(flag) != "":
-        dir_source = "--data-dir"
-    elif os.environ.get(DATA_DIR_ENV):
-        dir_source = f"${DATA_DIR_ENV}"
-    else:
-        dir_source = "platform default"
+    directory = _data_dir(data_dir)
     path = directory / CONFIG_FILE_NAME
+    report: dict[str, Any] | None = None
     try:
-        settings = load_settings(directory)
-        given = _file_keys(path)
-    except ConfigError as exc:
-        _fail(str(exc), EXIT_USAGE)
-    rows: list[dict[str, Any]] = [
-        {"key": "data_dir", "value": str(directory), "source": dir_source}
-    ]
-    for f in fields(DaemonSettings):
-        value = getattr(settings, f.name)
-        rows.append(
+        report = control.call_blocking(directory, "config")
+    except (control.DaemonNotRunningError, control.ControlError, OSError):
+        pass  # no daemon (or one too old to say): the file and the defaults
+    except KeyboardInterrupt:
+        _fail("interrupted", EXIT_INTERRUPTED)
+    except P2PStoreError as exc:
+        _fail(control.error_message(exc), _exit_for(exc))
+    rows = report.get("settings") if isinstance(report, dict) else None
+    if isinstance(rows, list) and isinstance(report, dict):
+        header = f"# the running daemon's settings (pid {report.get('pid')})"
+    else:
+        try:
+            settings = load_settings(directory)
+            given = _file_keys(path)
+        except ConfigError as exc:
+            _fail(str(exc), EXIT_USAGE)
+        sources = {key: str(path) for key in given}
+        rows = settings_rows(directory, _data_dir_source(data_dir), settings, sources)
+        header = (
+            f"# no daemon is running for {directory}: the settings one started now would use"
+            " (its own flags win over them)"
+        )
+    running = isinstance(report, dict) and isinstance(report.get("settings"), list)
+    if json_out:
+        _emit_json(
             {
-                "key": f.name,
-                "value": _setting_text(f.name, value),
-                "source": str(path) if f.name in given else "default",
+                "settings": rows,
+                "file": str(path),
+                "file_exists": path.exists(),
+                "daemon": running,
+                "pid": report.get("pid") if running and report is not None else None,
             }
         )
-    if json_out:
-        _emit_json({"settings": rows, "file": str(path), "file_exists": path.exists()})
         return
-    width = max(len(r["key"]) for r in rows)
-    for r in rows:
-        typer.echo(_clean(f"{r['key']:<{width}}  {r['value']}  ({r['source']})"))
+    typer.echo(_clean(header))
+    good = [r for r in rows if isinstance(r, dict)]
+    width = max(len(str(r.get("key"))) for r in good)
+    for r in good:
+        typer.echo(_clean(f"{r.get('key')!s:<{width}}  {r.get('value')}  ({r.get('source')})"))
 
 
 def _file_keys(path: Path) -> set[str]:
@@ -1487,29 +1151,7 @@ def _file_keys(path: Path) -> set[str]:
         return set()
 
 
-def _setting_text(key: str, value: Any) -> str:
-    """A setting as a user would write it (sizes and rates with units, None as its meaning)."""
-    if key == "quota" and value == UNLIMITED_QUOTA:
-        return "unlimited"
-    if value is None:
-        return {
-            "upload_limit": "unlimited",
-            "download_limit": "unlimited",
-            "quota": "auto (what is stored + half the free space, at start)",
-            "http": "off",
-            "log_level": "warning",
-        }.get(key, "node default")
-    if key in ("quota", "chunk_size"):
-        return format_size(value)
-    if key in ("upload_limit", "download_limit"):
-        return f"{format_size(value)}/s"
-    if key == "bootstrap":
-        return ", ".join(format_host_port(h, p) for h, p in value) or "none"
-    if key == "http":
-        return format_host_port(*value)
-    if key == "repair_interval":
-        return "off" if not value else f"{value:g} s"
-    return str(value)
+_setting_text = setting_text
 
 
 # ----------------------------------------------------------------------------- demo

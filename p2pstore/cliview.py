@@ -47,12 +47,19 @@ PIPE_WIDTH = 240
 
 class CommandFailed(Exception):
     """A client command failed in a way the user is told about in one line: ``message``, exit
-    status ``code``."""
+    status ``code``, and for a usage error a ``hint`` (``see p2pstore get --help``)."""
 
-    def __init__(self, message: str, code: int = EXIT_FAILED) -> None:
+    def __init__(self, message: str, code: int = EXIT_FAILED, hint: str | None = None) -> None:
         super().__init__(message)
         self.message = message
         self.code = code
+        self.hint = hint
+
+
+def usage_failure(message: str, command: str | None) -> CommandFailed:
+    """A bad command line (exit 2), pointing at the help of ``command`` (None: the program's)."""
+    where = f"p2pstore {command}" if command else "p2pstore"
+    return CommandFailed(message, EXIT_USAGE, f"see {where} --help")
 
 
 def clean(text: str) -> str:
@@ -60,11 +67,20 @@ def clean(text: str) -> str:
     return "".join(c if c.isprintable() else " " for c in text)
 
 
-def error_text(message: str, code: int, json_errors: bool) -> str:
-    """The one stderr line reporting a failed command (a JSON object under ``--json``)."""
+def error_text(message: str, code: int, json_errors: bool, hint: str | None = None) -> str:
+    """The one stderr line reporting a failed command (a JSON object under ``--json``, which
+    leaves the ``hint`` out: a program reading it has no use for it)."""
     if json_errors:
         return json.dumps({"error": clean(message), "exit_code": code})
-    return f"error: {clean(message)}"
+    return f"error: {clean(message)}" + (f" ({clean(hint)})" if hint else "")
+
+
+def report_failure(failure: CommandFailed, json_errors: bool) -> None:
+    """Print ``failure`` as its one stderr line; after Ctrl-C the terminal's ``^C`` echo is
+    erased first, so the message stands on a line of its own."""
+    if failure.code == EXIT_INTERRUPTED and sys.stderr.isatty():
+        sys.stderr.write("\r\x1b[K")
+    echo_err(error_text(failure.message, failure.code, json_errors, failure.hint))
 
 
 def echo(text: str) -> None:
@@ -72,6 +88,13 @@ def echo(text: str) -> None:
     out = sys.stdout
     out.write(text + "\n")
     out.flush()
+
+
+def echo_err(text: str) -> None:
+    """One line on standard error, flushed."""
+    err = sys.stderr
+    err.write(text + "\n")
+    err.flush()
 
 
 def emit_json(data: Any) -> None:
@@ -233,9 +256,17 @@ def print_transfers(transfers: list[Any]) -> None:
 def show_status(result: dict[str, Any], json_out: bool) -> None:
     """``p2pstore status``."""
     if json_out:
-        # Addresses as HOST:PORT strings, exactly as the daemon's ready line prints them.
+        # Addresses as HOST:PORT strings, exactly as the daemon's ready line prints them; the
+        # daemon's "peers" (open connections) as "connections", which `peers` (the DHT
+        # contacts, "routing_table_size" here) cannot be mistaken for.
+        shown = {k: v for k, v in result.items() if k != "peers"}
         emit_json(
-            {**result, "udp": addr_text(result.get("udp")), "tcp": addr_text(result.get("tcp"))}
+            {
+                **shown,
+                "connections": result.get("peers"),
+                "udp": addr_text(result.get("udp")),
+                "tcp": addr_text(result.get("tcp")),
+            }
         )
         return
     transfers = result.get("transfers") or []

@@ -12,6 +12,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -409,3 +410,50 @@ def load_settings(data_dir: Path) -> DaemonSettings:
     except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
     return settings_from_mapping(data, source=str(path))
+
+
+# ----------------------------------------------------------------------------- display
+
+
+def setting_text(key: str, value: Any) -> str:
+    """A setting as a user would write it (sizes and rates with units, None as its meaning)."""
+    if key == "quota" and value == UNLIMITED_QUOTA:
+        return "unlimited"
+    if value is None:
+        return {
+            "upload_limit": "unlimited",
+            "download_limit": "unlimited",
+            "quota": "auto (what is stored + half the free space, at start)",
+            "http": "off",
+            "log_level": "warning",
+        }.get(key, "node default")
+    if key in ("quota", "chunk_size"):
+        return format_size(value)
+    if key in ("upload_limit", "download_limit"):
+        return f"{format_size(value)}/s"
+    if key == "bootstrap":
+        return ", ".join(format_host_port(h, p) for h, p in value) or "none"
+    if key == "http":
+        return format_host_port(*value)
+    if key == "repair_interval":
+        return "off" if not value else f"{value:g} s"
+    return str(value)
+
+
+def settings_rows(
+    data_dir: Path, data_dir_source: str, settings: DaemonSettings, sources: Mapping[str, str]
+) -> list[dict[str, str]]:
+    """What ``p2pstore config`` prints: one ``{key, value, source}`` per setting, the data
+    directory first; ``sources`` names where each key not at its default came from (a flag such
+    as ``--host``, or the settings file's path)."""
+    rows = [{"key": "data_dir", "value": str(data_dir), "source": data_dir_source}]
+    for f in fields(DaemonSettings):
+        value = getattr(settings, f.name)
+        rows.append(
+            {
+                "key": f.name,
+                "value": setting_text(f.name, value),
+                "source": sources.get(f.name, "default"),
+            }
+        )
+    return rows

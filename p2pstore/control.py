@@ -32,6 +32,7 @@ import contextlib
 import dataclasses
 import enum
 import errno
+import functools
 import logging
 import os
 import random
@@ -274,7 +275,8 @@ def _transfer_id(value: object) -> int:
     return value
 
 
-OPS["cat"] = {"file_id": _file_id}
+OPS["cat"] = {"file_id": _file_id, "peer": _opt_peer}
+OPTIONAL_ARGS["cat"] = OPTIONAL_ARGS.get("cat", frozenset()) | {"peer"}
 OPS["cancel"] = {"transfer": _transfer_id}
 
 STREAM_OPS = frozenset({"cat"})
@@ -734,7 +736,8 @@ async def _op_cat(
         for pos in range(0, len(view), MAX_DATA_BYTES):
             await send_data(bytes(view[pos : pos + MAX_DATA_BYTES]))
 
-    data = to_plain(await stream_file(args["file_id"], send, progress=progress))
+    hint = {"peer_hint": args["peer"]} if args.get("peer") else {}  # only a hint (peerhint.py)
+    data = to_plain(await stream_file(args["file_id"], send, progress=progress, **hint))
     return data if isinstance(data, dict) else {"result": data}
 
 
@@ -896,6 +899,25 @@ OPS["get_dir"] = {
 OPTIONAL_ARGS["get_dir"] = frozenset({"peer"})
 OPS["ls_dir"] = {"file_id": _file_id}
 _HANDLERS.update(put_dir=_op_put_dir, get_dir=_op_get_dir, ls_dir=_op_ls_dir)
+
+
+async def _op_config(
+    node: ControlledNode,
+    args: dict[str, Any],
+    progress: Progress,
+    *,
+    report: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The settings report the daemon was started with (``serve_control(settings_report=)``):
+    ``{"settings": [{key, value, source}], "file": path, "pid": int}``."""
+    if report is None:
+        raise ConfigError("this daemon does not report its settings")
+    return dict(report)
+
+
+OPS["config"] = {}  # the settings the daemon runs with, and where each came from
+_HANDLERS["config"] = _op_config  # the server binds its report (ControlServer.settings_report)
+assert set(_HANDLERS) | set(_STREAM_HANDLERS) == set(OPS)
 LONG_OPS = LONG_OPS | {"put_dir", "get_dir", "ls_dir"}
 CANCELLABLE_OPS = CANCELLABLE_OPS | {"put_dir", "get_dir"}
 assert set(_HANDLERS) | set(_STREAM_HANDLERS) == set(OPS)
@@ -1027,8 +1049,16 @@ class ControlServer:
     answered ``busy`` because ``max_connections`` were open.
     """
 
-    def __init__(self, node: ControlledNode, *, max_connections: int = MAX_CONNECTIONS) -> None:
+    def __init__(
+        self,
+        node: ControlledNode,
+        *,
+        max_connections: int = MAX_CONNECTIONS,
+        settings_report: Mapping[str, Any] | None = None,
+    ) -> None:
         self.node = node
+        self.settings_report = settings_report
+        """What the ``config`` operation answers (the daemon's settings and their sources)."""
         self.max_connections = max_connections
         self.active = 0
         self.protocol_errors = 0
@@ -1091,6 +1121,8 @@ class ControlServer:
 
     async def _run(self, conn: _Connection, request: Request) -> None:
         handler = _HANDLERS.get(request.op)
+        if request.op == "config":
+            handler = functools.partial(_op_config, report=self.settings_report)
         latest: list[Any] = []
         dirty = False
         outcome: dict[str, Any] = {}
@@ -1191,6 +1223,19 @@ class ControlServer:
                     last_sent = trio.current_time()
             if not gone:
                 await writer_done.wait()  # the last data frames go out whole, before the answer
+            if not gone and dirty and outcome.get("type") == "result":
+                # The final state (a put's "30/30 chunks") reaches the bar before the result.
+                try:
+                    final = to_plain(latest[0]) if latest else {}
+                except ValueError:
+                    final = {}
+                with contextlib.suppress(
+                    trio.BrokenResourceError, trio.ClosedResourceError, trio.TooSlowError
+                ):
+                    async with send_lock:
+                        await conn.send(
+                            {"type": "progress", "data": final if isinstance(final, dict) else {}}
+                        )
             nursery.cancel_scope.cancel()
         if gone:
             raise _ClientGone
@@ -1259,8 +1304,10 @@ async def serve_control(
     data_dir: Path,
     *,
     task_status: trio.TaskStatus[Path] | None = None,
+    settings_report: Mapping[str, Any] | None = None,
 ) -> None:
     """Serve ``node`` on ``data_dir``'s control socket until cancelled; one task per connection.
+    ``settings_report`` is what the ``config`` operation answers (None: it is refused).
 
     ``task_status.started(socket_path)`` is called once the socket accepts connections. On exit
     (cancellation included) every connection task is cancelled and the socket file removed.
@@ -1268,7 +1315,7 @@ async def serve_control(
     """
     path = control_socket_path(data_dir)
     sock = await bind_control_socket(path)
-    server = ControlServer(node)
+    server = ControlServer(node, settings_report=settings_report)
     identity = os.stat(path)
     try:
         async with trio.open_nursery() as nursery:

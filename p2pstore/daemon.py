@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import logging
 import os
 import shutil
 import signal
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from pathlib import Path
@@ -132,13 +133,17 @@ async def _serve(
     settings: DaemonSettings,
     on_ready: Callable[[ReadyInfo], None],
     open_node: OpenNode,
+    settings_report: Mapping[str, Any] | None = None,
 ) -> None:
     async with open_node(data_dir, **settings.node_overrides()) as node:
         if settings.quota is None:
             _set_auto_quota(node, data_dir)
         controlled: ControlledNode = node
         async with trio.open_nursery() as nursery:
-            socket_path = await nursery.start(serve_control, controlled, data_dir)
+            serve = functools.partial(
+                serve_control, controlled, data_dir, settings_report=settings_report
+            )
+            socket_path = await nursery.start(serve)
             http = None
             if settings.http is not None:
                 from .http import serve_node_http  # only daemons with --http need it
@@ -162,8 +167,12 @@ async def run_daemon(
     on_ready: Callable[[ReadyInfo], None],
     *,
     open_node: OpenNode | None = None,
+    settings_report: Mapping[str, Any] | None = None,
 ) -> int | None:
     """Run a node for ``data_dir`` until SIGINT or SIGTERM; return the signal number.
+
+    ``settings_report``: what ``p2pstore config`` shows of this daemon (the control ``config``
+    operation: its settings and where each came from).
 
     ``on_ready`` is called once, when the node and its control socket are listening. Must run in
     the main thread (signal handling). Start-up failures raise (possibly inside an
@@ -177,7 +186,7 @@ async def run_daemon(
     with data_dir_lock(data_dir), trio.open_signal_receiver(*STOP_SIGNALS) as signals:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(_watch_signals, signals, nursery.cancel_scope, received)
-            await _serve(data_dir, settings, on_ready, factory)
+            await _serve(data_dir, settings, on_ready, factory, settings_report)
             nursery.cancel_scope.cancel()
     log.info("daemon stopped")
     return received[0] if received else None

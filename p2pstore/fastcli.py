@@ -1,13 +1,15 @@
 """The ``p2pstore`` console script: a fast path for the commands that only ask the daemon.
 
-``p2pstore status`` (and ``ls``, ``peers``, ``transfers``, ``--version``) should answer at
-once; the full command line (:mod:`p2pstore.cli`, Typer) costs a quarter of a second before it
-does anything (importing Typer, Pydantic and Rich and building a type adapter per parameter).
-:func:`main` therefore first reads the arguments itself, and when it understands them
-completely it runs the command with nothing but the control client (:func:`run`); anything else
+``p2pstore status`` (and ``ls``, ``peers``, ``transfers``, ``get``, ``cat``, ``--version``)
+should answer at once; the full command line (:mod:`p2pstore.cli`, Typer) costs a quarter of
+a second before it does anything (importing Typer, Pydantic and Rich and building a type
+adapter per parameter). :func:`main` therefore first reads the arguments itself, and when it
+understands them completely it runs the command with nothing but the control client
+(:func:`run`); anything else
 (``--help``, ``-v``, an unknown or misspelt option, a missing value, any other command) goes to
 the full CLI unchanged. Both paths print through :mod:`p2pstore.cliview`, so output, errors and
-exit statuses are identical; ``tests/cli/test_fastcli.py`` runs both and compares them.
+exit statuses are identical (``get`` and ``cat`` run the same :mod:`p2pstore.cliget` code);
+``tests/cli/test_fastcli.py`` runs both and compares them.
 """
 
 from __future__ import annotations
@@ -18,8 +20,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-FAST_COMMANDS = ("status", "ls", "peers", "transfers")
-"""The commands the fast path runs (each one control call, no arguments of its own)."""
+FAST_COMMANDS = ("status", "ls", "peers", "transfers", "get", "cat", "put")
+"""The commands the fast path runs."""
+
+_TAKES_REF = frozenset({"get", "cat"})
+"""Commands with one argument, the file (an ID, a share link or a unique prefix)."""
+
+_VALUED = frozenset({"--data-dir", "-o", "--output", "--name"})
+"""Options that take a value (``-o``/``--output``: ``get`` only; ``--name``: ``put`` only)."""
 
 
 @dataclass(frozen=True)
@@ -31,6 +39,15 @@ class FastInvocation:
 
     data_dir: Path | None = None
     json_out: bool = False
+    quiet: bool = False
+    ref: str | None = None
+    """``get``/``cat``: the file argument."""
+    output: str | None = None
+    """``get``: the ``-o``/``--output`` value; ``put``: the ``--name`` value."""
+    files: tuple[str, ...] = ()
+    """``put``: the files (``-``: standard input)."""
+    no_disperse: bool = False
+    """``put --no-disperse``."""
 
 
 def parse_fast(argv: Sequence[str]) -> FastInvocation | None:
@@ -38,37 +55,53 @@ def parse_fast(argv: Sequence[str]) -> FastInvocation | None:
     handle it.
 
     Understood: the global options ``--data-dir DIR`` (``--data-dir=DIR``), ``--json``,
-    ``-q``/``--quiet`` before and after one of :data:`FAST_COMMANDS`, and ``--version`` before
-    the command. Like the full CLI, a ``--data-dir`` after the command wins over one before it,
-    and a later one over an earlier one at the same place; ``--version`` among the options
-    before the command prints the version whatever follows (it is an eager option there).
+    ``-q``/``--quiet`` before and after one of :data:`FAST_COMMANDS`, ``--version`` before
+    the command, the one argument of ``get``/``cat`` and ``get``'s ``-o``/``--output PATH``
+    (``--output=PATH``) after it, ``put``'s files (``-`` too), ``--no-disperse`` and
+    ``--name NAME`` (``--name=NAME``). Like the full CLI, a ``--data-dir`` (``-o``) after the
+    command wins over one before it, and a later one over an earlier one at the same place;
+    ``--version`` among the options before the command prints the version whatever follows (it
+    is an eager option there). A value that starts with ``-`` (but ``-o -``), a missing
+    argument or value, anything else: None.
     """
     command: str | None = None
     before: Path | None = None
     after: Path | None = None
-    json_out = False
-    version = False
+    json_out = quiet = version = no_disperse = False
+    files: list[str] = []
+    ref: str | None = None
+    output: str | None = None
     i = 0
     while i < len(argv):
         arg = argv[i]
         if arg == "--json":
             json_out = True
         elif arg in ("-q", "--quiet"):
-            pass  # quiet only lowers logging, and these commands log nothing
+            quiet = True
         elif arg == "--version" and command is None:
             version = True
-        elif arg == "--data-dir" or arg.startswith("--data-dir="):
-            if arg == "--data-dir":
+        elif arg == "--no-disperse" and command == "put":
+            no_disperse = True
+        elif arg in _VALUED or arg.startswith(("--data-dir=", "--output=", "--name=")):
+            name, eq, value = arg.partition("=")
+            if not eq:
                 i += 1
                 value = argv[i] if i < len(argv) else ""
-            else:
-                value = arg.partition("=")[2]
-            if not value or value.startswith("-"):
+            if not value or (value.startswith("-") and value != "-"):
                 return None  # an error, or a value the full parser may read differently
-            if command is None:
-                before = Path(value)
+            if name == "--data-dir":
+                if value == "-":
+                    return None
+                if command is None:
+                    before = Path(value)
+                else:
+                    after = Path(value)
+            elif (command == "get" and name != "--name") or (command == "put" and name == "--name"):
+                output = value
             else:
-                after = Path(value)
+                return None  # -o belongs to get, --name to put, after the command
+        elif command == "put" and (arg == "-" or not arg.startswith("-")):
+            files.append(arg)
         elif arg.startswith("-"):
             return None
         elif command is None:
@@ -77,14 +110,23 @@ def parse_fast(argv: Sequence[str]) -> FastInvocation | None:
             if arg not in FAST_COMMANDS:
                 return None
             command = arg
+        elif command in _TAKES_REF and ref is None:
+            ref = arg
         else:
             return None  # an argument these commands do not take
         i += 1
     if version:
         return FastInvocation(None)
-    if command is None:
-        return None  # no command: the full CLI prints its help
-    return FastInvocation(command, after if after is not None else before, json_out)
+    if (
+        command is None
+        or (command in _TAKES_REF and ref is None)
+        or (command == "put" and not files)
+    ):
+        return None  # no command: help; no file: the full CLI's usage error
+    data_dir = after if after is not None else before
+    return FastInvocation(
+        command, data_dir, json_out, quiet, ref, output, tuple(files), no_disperse
+    )
 
 
 def run(invocation: FastInvocation) -> int:
@@ -96,6 +138,8 @@ def run(invocation: FastInvocation) -> int:
         return 0
     from . import cliview
 
+    if invocation.command in (*_TAKES_REF, "put"):
+        return _run_transfer(invocation)
     shows: dict[str, tuple[str, Callable[[dict[str, Any], bool], None]]] = {
         "status": ("status", cliview.show_status),
         "ls": ("ls", cliview.show_files),
@@ -110,6 +154,36 @@ def run(invocation: FastInvocation) -> int:
         sys.stderr.flush()
         return exc.code
     show(result, invocation.json_out)
+    return cliview.EXIT_OK
+
+
+def _run_transfer(invocation: FastInvocation) -> int:
+    """``get``, ``cat`` or ``put``, through the same code as the full CLI's."""
+    from . import cliget, cliview
+
+    assert invocation.command is not None
+    inv = cliget.Invocation(
+        invocation.data_dir, invocation.json_out, invocation.quiet, invocation.command
+    )
+    try:
+        if invocation.command == "put":
+            from . import cliput
+
+            files = [Path(f) for f in invocation.files]
+            cliput.run_put(inv, files, invocation.no_disperse, invocation.output)
+        elif invocation.command == "cat":
+            assert invocation.ref is not None
+            cliget.run_cat(inv, invocation.ref)
+        else:
+            assert invocation.ref is not None
+            cliget.run_get(inv, invocation.ref, invocation.output)
+    except cliview.CommandFailed as exc:
+        cliview.report_failure(exc, invocation.json_out)
+        return exc.code
+    except KeyboardInterrupt:  # outside a daemon call (those report it themselves)
+        failure = cliview.CommandFailed("interrupted", cliview.EXIT_INTERRUPTED)
+        cliview.report_failure(failure, invocation.json_out)
+        return failure.code
     return cliview.EXIT_OK
 
 

@@ -615,16 +615,18 @@ class Node:
         window: tuple[int, int],
         progress: Callable[[Progress, dict[Any, str]], None] | None = None,
         cache_only: bool = False,
+        peer_hint: tuple[str, int] | None = None,
     ) -> Download:
         """A sequential-mode :class:`Download` of ``file_id`` wired to this node's store, pool
         and DHT, whose verified stripes go to ``sink`` (the HTTP gateway streams from it).
-        ``cache_only``: nothing is pinned, recorded or announced; the chunks are gc-able."""
+        ``cache_only``: nothing is pinned, recorded or announced; the chunks are gc-able.
+        ``peer_hint``: a share link's chunk server, tried beside the DHT look-up."""
         download = Download(
             file_id,
             self.data_dir,  # unused: the sink replaces the output file
             store=self.store,
             pool=self.pool,
-            find_providers=self._find_file_providers,
+            find_providers=self._file_providers_finder(file_id, peer_hint),
             self_node_id=self.node_id,
             config=self.config.download,
             progress=progress,
@@ -1133,6 +1135,7 @@ class Node:
         send: Callable[[bytes], Awaitable[None]],
         *,
         progress: Callable[[DownloadProgress], None] | None = None,
+        peer_hint: tuple[str, int] | None = None,
     ) -> StreamResult:
         """Send the file ``file_id`` to ``send`` in order, while it downloads.
 
@@ -1144,13 +1147,14 @@ class Node:
         ``gc`` may free them; ``get`` keeps a file). Raises :class:`FileUnavailableError` when the
         manifest is not found within the gateway's ``MANIFEST_TIMEOUT`` or the file cannot be
         rebuilt (possibly after some bytes were sent), :class:`ManifestError` for a bad manifest.
+        ``peer_hint``: as for :meth:`get` (a share link's chunk server, tried beside the DHT).
         """
         from .http.gateway import DEFAULT_WINDOW_STRIPES, MANIFEST_TIMEOUT, FileRead
 
         if len(file_id) != 32:
             raise ConfigError("a file ID is 32 bytes (64 hex digits)")
         started = trio.current_time()
-        read = FileRead(self, file_id, None, DEFAULT_WINDOW_STRIPES)
+        read = FileRead(self, file_id, None, DEFAULT_WINDOW_STRIPES, peer_hint=peer_hint)
         await read.check_local()
         with self.tracked_transfer("cat", file_id, file_id.hex()[:16]) as transfer:
             peer_bytes: dict[str, PeerProgress] = {}

@@ -213,6 +213,7 @@ class FileRead:
         window_bytes: int = DEFAULT_WINDOW_BYTES,
         budget: ReadBudget | None = None,
         check_limiter: trio.CapacityLimiter | None = None,
+        peer_hint: tuple[str, int] | None = None,
     ) -> None:
         self.node = node
         self.fetch_data = fetch_data  # False for HEAD and conditional hits: the manifest only
@@ -238,7 +239,7 @@ class FileRead:
         # Unpinned cache: a read must not pin, record or announce a file (any web page may
         # trigger one); the chunks it fetches stay until the next gc.
         self.download = node.streaming_download(
-            file_id, sink=self._sink.factory, window=(0, 0), cache_only=True
+            file_id, sink=self._sink.factory, window=(0, 0), cache_only=True, peer_hint=peer_hint
         )
 
     def _manifest_known(self, manifest: Manifest) -> None:

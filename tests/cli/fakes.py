@@ -142,9 +142,11 @@ class FakeNode:
         send: Callable[[bytes], Awaitable[None]],
         *,
         progress: Callable[[DownloadProgress], None] | None = None,
+        peer_hint: tuple[str, int] | None = None,
     ) -> StreamResult:
         """What ``get``'s file holds, sent in two pieces (as a streamed download would)."""
         self.calls.append(("stream_file", file_id))
+        self.peer_hints.append(peer_hint)
         if file_id != FILE_ID:
             raise FileUnavailableError(f"file {file_id.hex()[:16]} has no reachable providers")
         if self.get_error is not None:

@@ -184,6 +184,16 @@ def test_status(daemon: FakeNode, data_dir: Path) -> None:
     assert as_json["tcp"] == "127.0.0.1:19000"
 
 
+def test_status_json_calls_open_connections_connections(daemon: FakeNode, data_dir: Path) -> None:
+    """Issue 15: "peers" in `status --json` was the open connections while `peers` lists the
+    DHT contacts; the text says "connections", so does the JSON now."""
+    text = invoke("status", "--data-dir", str(data_dir)).stdout
+    as_json = json.loads(invoke("status", "--json", "--data-dir", str(data_dir)).stdout)
+    assert "peers" not in as_json
+    assert f"connections:    {as_json['connections']} open to other nodes" in text
+    assert as_json["connections"] == daemon.status().peers
+
+
 def test_put_sends_the_absolute_path(
     daemon: FakeNode, data_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

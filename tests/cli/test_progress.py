@@ -4,14 +4,16 @@ before an error (Ctrl-C) is printed."""
 from __future__ import annotations
 
 import io
+import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 import typer
 from rich.console import Console
 from rich.progress import Progress, ProgressColumn
 
-from p2pstore import cli
+from p2pstore import cli, clibar, cliget, cliview
 
 from .fakes import FakeNode, invoke
 
@@ -48,10 +50,10 @@ def test_rate_column_uses_the_results_units() -> None:
 
 def test_an_error_takes_the_bar_off_the_screen_first(monkeypatch: pytest.MonkeyPatch) -> None:
     out = io.StringIO()
-    monkeypatch.setattr(cli, "_stderr_console", lambda: Console(file=out, force_terminal=True))
+    monkeypatch.setattr(clibar, "stderr_console", lambda: Console(file=out, force_terminal=True))
     events: list[str] = []
     with cli._ProgressBar(True, (cli._AmountColumn(),)) as bar:
-        assert cli._STATE.bar is bar
+        assert clibar.active() is bar
         real_stop = bar.stop
 
         def stop() -> None:
@@ -59,12 +61,12 @@ def test_an_error_takes_the_bar_off_the_screen_first(monkeypatch: pytest.MonkeyP
             real_stop()
 
         monkeypatch.setattr(bar, "stop", stop)
-        monkeypatch.setattr(cli.typer, "echo", lambda *a, **k: events.append("echo"))
+        monkeypatch.setattr(cli.cliview, "echo_err", lambda *a, **k: events.append("echo"))
         with pytest.raises(typer.Exit) as info:
             cli._fail("interrupted", cli.EXIT_INTERRUPTED)
     assert info.value.exit_code == cli.EXIT_INTERRUPTED
     assert events[:2] == ["stop", "echo"], "the message is printed after the bar is gone"
-    assert cli._STATE.bar is None
+    assert clibar.active() is None
 
 
 def test_a_phase_without_a_count_shows_no_amount_or_rate() -> None:
@@ -77,11 +79,99 @@ def test_verify_shows_its_phase_in_bytes(
 ) -> None:
     daemon.verify_delay = 0.5  # long enough for the daemon to send a progress event
     out = io.StringIO()
-    monkeypatch.setattr(cli, "_stderr_console", lambda: Console(file=out, force_terminal=True))
-    monkeypatch.setattr(cli, "_show_progress", lambda json_out: True)
+    monkeypatch.setattr(clibar, "stderr_console", lambda: Console(file=out, force_terminal=True))
+    monkeypatch.setattr(cliget.Invocation, "show_progress", lambda self: True)
     result = invoke("verify", "--data-dir", str(data_dir))
     assert result.exit_code == 0, result.output
     assert "re-hashing" in out.getvalue()
     assert "0 B / 7.0 MiB" in out.getvalue()
     assert result.stdout.startswith("checked 7 chunks")
-    assert cli._STATE.bar is None
+    assert clibar.active() is None
+
+
+# Issue 15, the new-user trial's leftovers: the first frame had no label; put went "announcing
+# 1/1" then "0/1"; the last frame seen was "23/30 chunks"; a local get said "from 0 peers".
+
+
+def _frames(text: str) -> list[str]:
+    plain = re.sub(r"\x1b\[[0-9;?]*[a-zA-Z]", "", text)
+    return [f.strip() for f in plain.replace("\r", "\n").splitlines() if f.strip()]
+
+
+def _run_put_bar(monkeypatch: pytest.MonkeyPatch, events: list[dict[str, object]]) -> list[str]:
+    out = io.StringIO()
+    monkeypatch.setattr(
+        clibar, "stderr_console", lambda: Console(file=out, force_terminal=True, width=100)
+    )
+    monkeypatch.setattr(cliget.Invocation, "show_progress", lambda self: True)
+    seen: list[list[str]] = []
+
+    def fake_call(
+        data_dir: object, op: str, args: object, progress: Any, **_: object
+    ) -> dict[str, object]:
+        seen.append(_frames(out.getvalue()))  # what is on screen before any event
+        for event in events:
+            progress(event)
+        return {"file_id": "00" * 32}
+
+    monkeypatch.setattr(cliview, "call_daemon", fake_call)
+    cli._phased_call(None, "put", {}, False, cli._PUT_PHASES, {"store": "bytes"})
+    return [*seen[0], "|", *_frames(out.getvalue())[len(seen[0]) :]]
+
+
+def test_the_first_frame_is_labelled(monkeypatch: pytest.MonkeyPatch) -> None:
+    frames = _run_put_bar(monkeypatch, [])
+    before = frames[: frames.index("|")]
+    assert before
+    assert all(f.startswith("storing") for f in before)
+
+
+def test_announcing_shows_no_count_and_no_stale_frame(monkeypatch: pytest.MonkeyPatch) -> None:
+    events: list[dict[str, object]] = [
+        {"phase": "store", "done": 5, "total": 10},
+        {"phase": "publish", "done": 1, "total": 1},
+        {"phase": "publish", "done": 0, "total": 1},
+        {"phase": "disperse", "done": 23, "total": 30, "unit": "chunks"},
+    ]
+    frames = _run_put_bar(monkeypatch, events)
+    announcing = [f for f in frames if f.startswith("announcing")]
+    assert announcing
+    assert not any(re.search(r"\d+/\d+", f) for f in announcing), announcing
+    # A new phase's first frame already has its own label: never the old label at 0.
+    assert not any(f.startswith("storing") and "0 B / 10 B" in f for f in frames), frames
+
+
+def test_the_last_frame_shows_the_finished_state(monkeypatch: pytest.MonkeyPatch) -> None:
+    events: list[dict[str, object]] = [
+        {"phase": "disperse", "done": 23, "total": 30, "unit": "chunks"}
+    ]
+    frames = _run_put_bar(monkeypatch, events)
+    assert "30/30 chunks" in frames[-1]
+
+
+def test_the_daemon_sends_the_final_progress_before_the_result(
+    daemon: FakeNode, data_dir: Path
+) -> None:
+    from p2pstore import control
+
+    (data_dir / "f.txt").write_bytes(b"x")
+    daemon.put_delay = 0.0  # all events within one progress interval: only the last can go out
+    seen: list[dict[str, Any]] = []
+    control.call_blocking(
+        data_dir,
+        "put",
+        {"path": str(data_dir / "f.txt"), "disperse": False},
+        on_progress=seen.append,
+    )
+    assert seen[-1] == {"phase": "store", "done": 3, "total": 3}
+
+
+def test_a_get_served_from_the_local_store_says_so() -> None:
+    from p2pstore.cliget import saved_line
+
+    local = {"path": "/x/a.bin", "size": 100000, "seconds": 0.01, "bytes_from_peers": {}}
+    assert saved_line(local) == "saved /x/a.bin (97.7 KiB, from the local store)"
+    fetched = {**local, "bytes_from_peers": {"h:1": 60000, "h:2": 40000}, "seconds": 0.5}
+    assert saved_line(fetched) == "saved /x/a.bin (97.7 KiB in 0.50 s, 195.3 KiB/s, from 2 peers)"
+    one = {**fetched, "bytes_from_peers": {"h:1": 100000}}
+    assert saved_line(one).endswith(", from 1 peer)")

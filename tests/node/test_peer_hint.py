@@ -79,3 +79,25 @@ async def test_the_hinted_provider_is_offered_only_once_it_knows_the_file(tmp_pa
         assert await finder(b"\x00" * 32) == []  # other keys: the DHT's answer alone
         assert await finder(file_id, quick=True) == [found]
         nursery.cancel_scope.cancel()
+
+
+async def test_a_streamed_read_uses_the_hint_too(tmp_path: Path) -> None:
+    """``cat LINK`` / ``get LINK -o -`` (Node.stream_file) reach a holder the DHT cannot find."""
+    src = tmp_path / "src.bin"
+    random_file(src, 1 * MiB + 5, seed=9)
+    async with trio.open_nursery() as nursery:
+        swarm = Swarm(nursery, tmp_path)
+        holder = await swarm.start()
+        file_id = await holder.put(src, disperse=False)
+        stranger = await swarm.start(bootstrap=[])  # knows no one: the DHT finds nobody
+        received = bytearray()
+
+        async def send(data: bytes) -> None:
+            received.extend(data)
+
+        with trio.fail_after(20):
+            result = await stranger.stream_file(file_id, send, peer_hint=holder.tcp_address)
+        assert bytes(received) == src.read_bytes()
+        assert result.bytes_sent == result.size == src.stat().st_size
+        assert not result.local
+        nursery.cancel_scope.cancel()
