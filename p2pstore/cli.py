@@ -751,31 +751,15 @@ def _put_dir_path(
     return result
 
 
-def _with_probe(result: dict[str, Any], probe: dict[str, Any] | None) -> dict[str, Any]:
-    """A file's ``get`` result, with the figures of the directory probe that already fetched it
-    whole (``probe``), so the time, the first chunk and the bytes per peer are the download's."""
-    if probe is None:
-        return result
-    merged = dict(result)
-    for key in ("bytes_from_peers", "first_chunk_seconds", "resumed_chunks", "started_at"):
-        if key in probe:
-            merged[key] = probe[key]
-    probe_s, get_s = probe.get("seconds"), result.get("seconds")
-    if isinstance(probe_s, (int, float)) and isinstance(get_s, (int, float)):
-        merged["seconds"] = probe_s + get_s
-    return merged
-
-
 def _get_directory(
     data_dir: Path | None, args: dict[str, Any], json_out: bool
-) -> tuple[bool, dict[str, Any] | None]:
-    """``get`` of a directory ID: fetch the tree and report it, ``(True, None)``. If the ID is
-    a file, nothing was written: ``(False, figures)``, ``figures`` being those of the download
-    that fetched a small file whole to look (see :func:`_with_probe`), else ``None``."""
+) -> dict[str, Any] | None:
+    """``get`` of an ID that may be a directory (control ``get_dir``, one download): a tree is
+    fetched and reported here (``None``); a file's get result is returned for the caller to
+    report; ``{}`` if the daemon left it to ``get`` (a node without directories)."""
     result = _get_call(data_dir, args, json_out, op="get_dir")
     if not result.get("directory"):
-        fetched = result.get("fetched")
-        return False, fetched if isinstance(fetched, dict) else None
+        return result if "path" in result else {}
     if json_out:
         _emit_json(result)
     elif not _STATE.quiet:
@@ -787,7 +771,7 @@ def _get_directory(
             if isinstance(seconds, (int, float)) and seconds > 0:
                 line += f" in {seconds:.2f} s"
         typer.echo(line + ")")
-    return True, None
+    return None
 
 
 _KIND_MARK = {"dir": "/", "symlink": "", "file": ""}
@@ -826,6 +810,52 @@ def _ls_directory(data_dir: Path | None, dir_id: bytes, json_out: bool) -> None:
 
 
 _KIND_BITS = {"file": stat.S_IFREG, "dir": stat.S_IFDIR, "symlink": stat.S_IFLNK}
+
+
+def _tree_action_text(result: dict[str, Any]) -> str:
+    """What ``pin``/``unpin`` of a directory did to its tree (empty for a file)."""
+    if not result.get("directory"):
+        return ""
+    name, files = _clean(str(result.get("name"))), _count(result.get("files"))
+    changed, changed_bytes = _count(result.get("changed")), int(result.get("changed_bytes") or 0)
+    verb = "pinned" if result.get("pinned") else "released"
+    text = f": directory {name}/, {changed} of {_counted(files, 'file')} {verb}"
+    text += f" ({format_size(changed_bytes)})"
+    kept = _count(result.get("kept"))
+    if kept:
+        text += (
+            f", {kept} kept ({format_size(int(result.get('kept_bytes') or 0))}: in another"
+            " pinned directory, pinned on their own or held for other nodes)"
+        )
+    missing = _count(result.get("missing"))
+    if missing:
+        text += (
+            f", {missing} not stored here ({format_size(int(result.get('missing_bytes') or 0))};"
+            " get the directory to fetch them)"
+        )
+    return text
+
+
+def _tree_health_lines(fid: bytes, result: dict[str, Any]) -> list[str]:
+    """``check`` of a directory: the verdict, then the files in each state but healthy."""
+    by_verdict = result.get("by_verdict")
+    groups = by_verdict if isinstance(by_verdict, dict) else {}
+    healthy = _count(groups.get("healthy"))
+    lines = [
+        f"{fid.hex()}: {result.get('verdict')} (directory {result.get('name')}/,"
+        f" {_counted(_count(result.get('files')), 'file')} and its listing:"
+        f" {healthy} healthy)"
+    ]
+    errors = result.get("errors")
+    for state in ("degraded", "lost"):
+        for path in groups.get(state) or []:
+            shown = str(path) or "(the directory manifest)"
+            why = errors.get(str(path)) if isinstance(errors, dict) else None
+            lines.append(f"  {state + ':':10} {shown}" + (f" ({why})" if why else ""))
+    repaired = result.get("repaired")
+    if isinstance(repaired, list) and repaired:
+        lines.append(f"  repaired:  {_counted(len(repaired), 'file')}")
+    return lines
 
 
 @app.command()
@@ -1076,10 +1106,12 @@ def get(
     peer = _link_peer(file_id)
     if peer is not None:
         args["peer"] = list(peer)
-    is_directory, probe = _get_directory(data_dir, args, json_out)
-    if is_directory:
+    result = _get_directory(data_dir, args, json_out)
+    if result is None:
         return
-    result = _with_probe(_get_call(data_dir, args, json_out), probe)
+    if not result:
+        result = _get_call(data_dir, args, json_out)
+    result.pop("directory", None)
     if json_out:
         _emit_json(result)
         return
@@ -1253,7 +1285,8 @@ def pin(
     """Pin FILE_ID: its chunks are kept by gc."""
     data_dir, json_out = _setup(data_dir, json_out, verbose, quiet, log_json)
     result = _call(data_dir, "pin", {"file_id": _resolve_file(file_id, "FILE_ID", data_dir)})
-    _emit_json(result) if json_out else typer.echo(f"pinned {result.get('file_id')}")
+    _emit_json(result) if json_out else typer.echo(f"pinned {result.get('file_id')}"
+                                                   + _tree_action_text(result))  # fmt: skip
 
 
 @app.command()
@@ -1268,7 +1301,8 @@ def unpin(
     """Unpin FILE_ID: gc may then remove its chunks."""
     data_dir, json_out = _setup(data_dir, json_out, verbose, quiet, log_json)
     result = _call(data_dir, "unpin", {"file_id": _resolve_file(file_id, "FILE_ID", data_dir)})
-    _emit_json(result) if json_out else typer.echo(f"unpinned {result.get('file_id')}")
+    _emit_json(result) if json_out else typer.echo(f"unpinned {result.get('file_id')}"
+                                                   + _tree_action_text(result))  # fmt: skip
 
 
 @app.command()
@@ -1284,13 +1318,14 @@ def rm(
     delete the chunks no other pinned file needs (this runs gc)."""
     data_dir, json_out = _setup(data_dir, json_out, verbose, quiet, log_json)
     fid = _resolve_file(file_id, "FILE_ID", data_dir)
-    _call(data_dir, "unpin", {"file_id": fid})
+    unpinned = _call(data_dir, "unpin", {"file_id": fid})
     result = _call(data_dir, "gc")
     freed = int(result.get("freed_bytes") or 0)
     if json_out:
-        _emit_json({"file_id": fid.hex(), "removed": True, "freed_bytes": freed})
+        outcome = {"file_id": fid.hex(), "removed": True, "freed_bytes": freed}
+        _emit_json({**unpinned, **outcome} if unpinned.get("directory") else outcome)
     elif not _STATE.quiet:
-        typer.echo(f"removed {fid.hex()} (freed {format_size(freed)})")
+        typer.echo(f"removed {fid.hex()}{_tree_action_text(unpinned)} (freed {format_size(freed)})")
 
 
 @app.command()
@@ -1391,6 +1426,9 @@ def check(
     verdict = result.get("verdict")
     if json_out:
         _emit_json(result)
+    elif result.get("directory"):
+        for line in _tree_health_lines(fid, result):
+            typer.echo(_clean(line))
     else:
         holders = result.get("holders")
         lines = [

@@ -43,6 +43,7 @@ from .errors import ManifestError
 from .manifest import ID_LEN, MAX_FILE_SIZE, MAX_NAME_BYTES, unpack_array, validate_name
 
 __all__ = [
+    "DIRECTORY_HEADER",
     "DIRECTORY_MAGIC",
     "DIRECTORY_VERSION",
     "MAX_ENTRIES",
@@ -77,7 +78,8 @@ MODE_MASK = 0o777
 
 _FIELDS = 5
 _KINDS = frozenset({0, 1, 2})
-_MSGPACK_HEADER = b"\x95\xb2" + DIRECTORY_MAGIC.encode()
+#: The bytes every listing starts with (a 5-array, then the magic string).
+DIRECTORY_HEADER = b"\x95\xb2" + DIRECTORY_MAGIC.encode()
 
 
 class DirectoryError(ManifestError):
@@ -245,7 +247,7 @@ def _validate_tree(entries: Sequence[Entry]) -> None:
 
 def is_listing(data: bytes | bytearray | memoryview) -> bool:
     """Whether ``data`` starts like a listing (then :meth:`DirectoryListing.decode` decides)."""
-    return bytes(data[: len(_MSGPACK_HEADER)]) == _MSGPACK_HEADER
+    return bytes(data[: len(DIRECTORY_HEADER)]) == DIRECTORY_HEADER
 
 
 @dataclass(frozen=True)
