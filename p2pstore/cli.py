@@ -625,9 +625,6 @@ MIN_ID_PREFIX = cliget.MIN_ID_PREFIX
 _DIRECTORY_KEYS = cliput.DIRECTORY_KEYS
 
 
-_with_probe = cliget.with_probe
-
-
 _KIND_MARK = {"dir": "/", "symlink": "", "file": ""}
 
 
@@ -664,6 +661,52 @@ def _ls_directory(data_dir: Path | None, dir_id: bytes, json_out: bool) -> None:
 
 
 _KIND_BITS = {"file": stat.S_IFREG, "dir": stat.S_IFDIR, "symlink": stat.S_IFLNK}
+
+
+def _tree_action_text(result: dict[str, Any]) -> str:
+    """What ``pin``/``unpin`` of a directory did to its tree (empty for a file)."""
+    if not result.get("directory"):
+        return ""
+    name, files = _clean(str(result.get("name"))), _count(result.get("files"))
+    changed, changed_bytes = _count(result.get("changed")), int(result.get("changed_bytes") or 0)
+    verb = "pinned" if result.get("pinned") else "released"
+    text = f": directory {name}/, {changed} of {_counted(files, 'file')} {verb}"
+    text += f" ({format_size(changed_bytes)})"
+    kept = _count(result.get("kept"))
+    if kept:
+        text += (
+            f", {kept} kept ({format_size(int(result.get('kept_bytes') or 0))}: in another"
+            " pinned directory, pinned on their own or held for other nodes)"
+        )
+    missing = _count(result.get("missing"))
+    if missing:
+        text += (
+            f", {missing} not stored here ({format_size(int(result.get('missing_bytes') or 0))};"
+            " get the directory to fetch them)"
+        )
+    return text
+
+
+def _tree_health_lines(fid: bytes, result: dict[str, Any]) -> list[str]:
+    """``check`` of a directory: the verdict, then the files in each state but healthy."""
+    by_verdict = result.get("by_verdict")
+    groups = by_verdict if isinstance(by_verdict, dict) else {}
+    healthy = _count(groups.get("healthy"))
+    lines = [
+        f"{fid.hex()}: {result.get('verdict')} (directory {result.get('name')}/,"
+        f" {_counted(_count(result.get('files')), 'file')} and its listing:"
+        f" {healthy} healthy)"
+    ]
+    errors = result.get("errors")
+    for state in ("degraded", "lost"):
+        for path in groups.get(state) or []:
+            shown = str(path) or "(the directory manifest)"
+            why = errors.get(str(path)) if isinstance(errors, dict) else None
+            lines.append(f"  {state + ':':10} {shown}" + (f" ({why})" if why else ""))
+    repaired = result.get("repaired")
+    if isinstance(repaired, list) and repaired:
+        lines.append(f"  repaired:  {_counted(len(repaired), 'file')}")
+    return lines
 
 
 @app.command()
@@ -907,7 +950,8 @@ def pin(
     """Pin FILE_ID: its chunks are kept by gc."""
     data_dir, json_out = _setup(data_dir, json_out, verbose, quiet, log_json)
     result = _call(data_dir, "pin", {"file_id": _resolve_file(file_id, "FILE_ID", data_dir)})
-    _emit_json(result) if json_out else typer.echo(f"pinned {result.get('file_id')}")
+    _emit_json(result) if json_out else typer.echo(f"pinned {result.get('file_id')}"
+                                                   + _tree_action_text(result))  # fmt: skip
 
 
 @app.command()
@@ -922,7 +966,8 @@ def unpin(
     """Unpin FILE_ID: gc may then remove its chunks."""
     data_dir, json_out = _setup(data_dir, json_out, verbose, quiet, log_json)
     result = _call(data_dir, "unpin", {"file_id": _resolve_file(file_id, "FILE_ID", data_dir)})
-    _emit_json(result) if json_out else typer.echo(f"unpinned {result.get('file_id')}")
+    _emit_json(result) if json_out else typer.echo(f"unpinned {result.get('file_id')}"
+                                                   + _tree_action_text(result))  # fmt: skip
 
 
 @app.command()
@@ -938,13 +983,14 @@ def rm(
     delete the chunks no other pinned file needs (this runs gc)."""
     data_dir, json_out = _setup(data_dir, json_out, verbose, quiet, log_json)
     fid = _resolve_file(file_id, "FILE_ID", data_dir)
-    _call(data_dir, "unpin", {"file_id": fid})
+    unpinned = _call(data_dir, "unpin", {"file_id": fid})
     result = _call(data_dir, "gc")
     freed = int(result.get("freed_bytes") or 0)
     if json_out:
-        _emit_json({"file_id": fid.hex(), "removed": True, "freed_bytes": freed})
+        outcome = {"file_id": fid.hex(), "removed": True, "freed_bytes": freed}
+        _emit_json({**unpinned, **outcome} if unpinned.get("directory") else outcome)
     elif not _STATE.quiet:
-        typer.echo(f"removed {fid.hex()} (freed {format_size(freed)})")
+        typer.echo(f"removed {fid.hex()}{_tree_action_text(unpinned)} (freed {format_size(freed)})")
 
 
 @app.command()
@@ -1045,6 +1091,9 @@ def check(
     verdict = result.get("verdict")
     if json_out:
         _emit_json(result)
+    elif result.get("directory"):
+        for line in _tree_health_lines(fid, result):
+            typer.echo(_clean(line))
     else:
         holders = result.get("holders")
         lines = [

@@ -263,35 +263,19 @@ def names_a_directory(text: str) -> bool:
     return text.endswith(("/", os.sep, "/.")) or text in (".", "..")
 
 
-def with_probe(result: dict[str, Any], probe: dict[str, Any] | None) -> dict[str, Any]:
-    """A file's ``get`` result, with the figures of the directory probe that already fetched it
-    whole (``probe``), so the time, the first chunk and the bytes per peer are the download's."""
-    if probe is None:
-        return result
-    merged = dict(result)
-    for key in ("bytes_from_peers", "first_chunk_seconds", "resumed_chunks", "started_at"):
-        if key in probe:
-            merged[key] = probe[key]
-    probe_s, get_s = probe.get("seconds"), result.get("seconds")
-    if isinstance(probe_s, (int, float)) and isinstance(get_s, (int, float)):
-        merged["seconds"] = probe_s + get_s
-    return merged
-
-
 def _count(value: Any) -> int:
     if isinstance(value, list | dict):
         return len(value)
     return int(value) if isinstance(value, int) else 0
 
 
-def get_directory(inv: Invocation, args: dict[str, Any]) -> tuple[bool, dict[str, Any] | None]:
-    """``get`` of a directory ID: fetch the tree and report it, ``(True, None)``. If the ID is
-    a file, nothing was written: ``(False, figures)``, ``figures`` being those of the download
-    that fetched a small file whole to look (see :func:`with_probe`), else ``None``."""
+def get_directory(inv: Invocation, args: dict[str, Any]) -> dict[str, Any] | None:
+    """``get`` of an ID that may be a directory (control ``get_dir``, one download): a tree is
+    fetched and reported here (``None``); a file's get result is returned for the caller to
+    report; ``{}`` if the daemon left it to ``get`` (a node without directories)."""
     result = get_call(inv, args, op="get_dir")
     if not result.get("directory"):
-        fetched = result.get("fetched")
-        return False, fetched if isinstance(fetched, dict) else None
+        return result if "path" in result else {}
     if inv.json_out:
         cliview.emit_json(result)
     elif not inv.quiet:
@@ -303,7 +287,7 @@ def get_directory(inv: Invocation, args: dict[str, Any]) -> tuple[bool, dict[str
             if isinstance(seconds, (int, float)) and seconds > 0:
                 line += f" in {seconds:.2f} s"
         cliview.echo(line + ")")
-    return True, None
+    return None
 
 
 def saved_line(result: dict[str, Any]) -> str:
@@ -342,10 +326,12 @@ def run_get(inv: Invocation, ref: str, output: str | None) -> None:
             raise CommandFailed(f"no such directory: {output}", EXIT_USAGE)
         dest = str(target)
     args = _with_hint({"file_id": fid, "dest": dest, "cwd": str(cwd)}, ref)
-    is_directory, probe = get_directory(inv, args)
-    if is_directory:
+    result = get_directory(inv, args)
+    if result is None:
         return
-    result = with_probe(get_call(inv, args), probe)
+    if not result:
+        result = get_call(inv, args)
+    result.pop("directory", None)
     if inv.json_out:
         cliview.emit_json(result)
     elif not inv.quiet:

@@ -344,7 +344,7 @@ def show_files(result: dict[str, Any], json_out: bool) -> None:
     rows = [
         [
             str(f.get("file_id")),
-            str(f.get("name") or ""),
+            str(f.get("name") or "") + ("/" if f.get("directory") else ""),
             format_size(int(f.get("size") or 0)),
             "yes" if f.get("pinned") else "",
             f"{f.get('chunks_present', '?')}/{f.get('chunks_total', '?')}",

@@ -526,7 +526,9 @@ async def _op_peers(
 
 
 async def _op_ls(node: ControlledNode, args: dict[str, Any], progress: Progress) -> dict[str, Any]:
-    data: dict[str, Any] = {"files": to_plain(list(node.list_files()))}
+    data: dict[str, Any] = {
+        "files": await _marked_directories(node, to_plain(list(node.list_files())))
+    }
     partial = getattr(getattr(node, "store", None), "partial_downloads", None)
     if callable(partial):
         data["partial"] = [
@@ -560,6 +562,9 @@ async def _op_providers(
 
 
 async def _op_pin(node: ControlledNode, args: dict[str, Any], progress: Progress) -> dict[str, Any]:
+    tree = await _tree_pin(node, "pin_directory", args["file_id"])
+    if tree is not None:
+        return tree
     node.pin(args["file_id"])
     return {"file_id": args["file_id"].hex(), "pinned": True}
 
@@ -567,6 +572,9 @@ async def _op_pin(node: ControlledNode, args: dict[str, Any], progress: Progress
 async def _op_unpin(
     node: ControlledNode, args: dict[str, Any], progress: Progress
 ) -> dict[str, Any]:
+    tree = await _tree_pin(node, "unpin_directory", args["file_id"])
+    if tree is not None:
+        return tree
     node.unpin(args["file_id"])
     return {"file_id": args["file_id"].hex(), "pinned": False}
 
@@ -676,6 +684,9 @@ async def _op_check(
     node: ControlledNode, args: dict[str, Any], progress: Progress
 ) -> dict[str, Any]:
     """The file's health (after the repair, with ``repair``: then ``repair`` says what it did)."""
+    tree = await _tree_check(node, args["file_id"], args["repair"])
+    if tree is not None:
+        return tree
     if not args["repair"]:
         data: dict[str, Any] = (await node.check(args["file_id"])).as_report()
         return data
@@ -813,49 +824,56 @@ async def _op_put_dir(
 async def _op_get_dir(
     node: ControlledNode, args: dict[str, Any], progress: Progress
 ) -> dict[str, Any]:
-    """``get`` of a directory to ``dest`` (or under the directory's name in ``dest`` if that is
-    an existing directory, or in ``cwd``); ``{"directory": false}`` if the ID is a file."""
-    from .directories import NotADirectoryListingError
-
-    if not hasattr(node, "fetch_listing"):
+    """``get`` of an ID that may be a directory or a file, downloaded once
+    (``Node.get_file_or_directory``): a tree is saved to ``dest`` (or under its name in
+    ``dest`` if that is an existing directory, or in ``cwd``), ``directory`` true; a file as
+    ``get`` saves it, with ``get``'s result and ``directory`` false. An existing target is
+    refused before anything is fetched (once the manifest names it, if ``dest`` does not).
+    ``{"directory": false}`` alone: this node has no directories (then ``get`` the file)."""
+    get_any = getattr(node, "get_file_or_directory", None)
+    if get_any is None:
         return {"directory": False}  # a node without directories: every ID is a file
     started_at = time.time()
-    if args["dest"] is not None and not Path(args["dest"]).is_dir():
-        _refuse_existing(Path(args["dest"]))  # a tree or a file: never over it, before fetching
-    dirs = _directory_node(node)
+    dest = Path(args["dest"]) if args["dest"] is not None else None
+    if dest is not None and not dest.is_dir():
+        _refuse_existing(dest)  # a tree or a file: never over it, before fetching
     hint = {"peer_hint": args["peer"]} if args.get("peer") else {}  # only a hint (peerhint.py)
+    label = dest.name if dest is not None and not dest.is_dir() else None
     try:
-        label = None
-        if args["dest"] is not None and not Path(args["dest"]).is_dir():
-            label = Path(args["dest"]).name  # what transfers shows (else the ID, until known)
-        listing = await dirs.fetch_listing(args["file_id"], progress=progress, label=label, **hint)
-    except NotADirectoryListingError as exc:
-        if exc.fetched is None:
-            return {"directory": False}
-        # A small file was fetched whole to look: its figures are the download's (the get
-        # that follows reads it from the local store).
-        fetched = to_plain(exc.fetched)
-        fetched.pop("path", None)
-        return {"directory": False, "fetched": {**fetched, "started_at": started_at}}
-    if args["dest"] is None:
-        target = Path(args["cwd"]) / listing.name
-    elif Path(args["dest"]).is_dir():
-        target = Path(args["dest"]) / listing.name
-    else:
-        target = Path(args["dest"])
-    try:
-        result = await dirs.get_directory(
-            args["file_id"], target, listing=listing, progress=progress, **hint
+        result = await get_any(
+            args["file_id"],
+            lambda name: directory_target(args, name),
+            progress=progress,
+            label=label,
+            **hint,
         )
     except OSError as exc:
-        # Name the user's destination, not the hidden temporary tree being built beside it.
-        name = os.fspath(exc.filename) if isinstance(exc.filename, (str, os.PathLike)) else ""
-        if name.startswith(os.fspath(target.parent / f".{target.name}.")):
-            raise type(exc)(exc.errno, exc.strerror, os.fspath(target)) from None
-        raise
+        # Name the user's destination, not a hidden file or tree being built beside it.
+        target = directory_target(args, args["file_id"].hex())
+        raise _as_user_path(_as_user_tree_path(exc, target), target) from None
     data: dict[str, Any] = to_plain(result)
-    data["directory"] = True
+    data["directory"] = not hasattr(result, "resumed_chunks")  # a GetResult is a file's
+    if not data["directory"]:
+        data["started_at"] = started_at
     return data
+
+
+def directory_target(args: dict[str, Any], name: str) -> Path:
+    """Where ``get_dir`` saves something whose manifest names it ``name``: ``dest`` itself, or
+    ``dest/NAME`` if ``dest`` is an existing directory, or ``cwd/NAME`` without ``dest``
+    (``NAME`` made safe: :func:`safe_file_name`)."""
+    dest = args["dest"]
+    if dest is not None and not Path(dest).is_dir():
+        return Path(dest)
+    parent = Path(dest) if dest is not None else Path(args["cwd"])
+    return parent / safe_file_name(name, args["file_id"].hex())
+
+
+def _as_user_tree_path(exc: OSError, target: Path) -> OSError:
+    name = os.fspath(exc.filename) if isinstance(exc.filename, (str, os.PathLike)) else ""
+    if name.startswith(os.fspath(target.parent / f".{target.name}.")):
+        return type(exc)(exc.errno, exc.strerror, os.fspath(target))
+    return exc
 
 
 def listing_as_plain(listing: Any) -> dict[str, Any]:
@@ -886,6 +904,41 @@ async def _op_ls_dir(
     """The directory manifest of ``file_id`` (fetched alone: none of the tree's files)."""
     listing = await _directory_node(node).fetch_listing(args["file_id"])
     return {"file_id": args["file_id"].hex(), **listing_as_plain(listing)}
+
+
+async def _marked_directories(node: ControlledNode, files: Any) -> Any:
+    """``ls``'s file entries, each with ``directory``: whether it is a directory's listing."""
+    directory_ids = getattr(node, "directory_ids", None)
+    if directory_ids is None or not isinstance(files, list):
+        return files
+    ids = {fid.hex() for fid in await directory_ids()}
+    for entry in files:
+        if isinstance(entry, dict):
+            entry["directory"] = entry.get("file_id") in ids
+    return files
+
+
+async def _tree_pin(node: ControlledNode, method: str, file_id: bytes) -> dict[str, Any] | None:
+    """``pin``/``unpin`` of a directory stored here: the whole tree (``Node.pin_directory``,
+    ``Node.unpin_directory``), with what it did; ``None`` for any other file."""
+    act = getattr(node, method, None)
+    action = await act(file_id) if act is not None else None
+    if action is None:
+        return None
+    data: dict[str, Any] = to_plain(action)
+    data["directory"] = True
+    return data
+
+
+async def _tree_check(node: ControlledNode, file_id: bytes, repair: bool) -> dict[str, Any] | None:
+    """``check`` of a directory stored here: its listing and every file of the tree."""
+    check = getattr(node, "check_directory", None)
+    health = await check(file_id, repair=repair) if check is not None else None
+    if health is None:
+        return None
+    data: dict[str, Any] = to_plain(health)
+    data["directory"] = True
+    return data
 
 
 OPS["put_dir"] = {"path": _abs_path, "disperse": _bool, "name": _opt_name}

@@ -26,8 +26,8 @@ import secrets
 import shutil
 import stat
 import tempfile
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -35,6 +35,7 @@ import trio
 
 from ._groups import collapse_exception_groups
 from .directory import (
+    DIRECTORY_HEADER,
     MAX_ENTRIES,
     MAX_LISTING_BYTES,
     MAX_PATH_DEPTH,
@@ -42,12 +43,21 @@ from .directory import (
     DirectoryListing,
     Entry,
     EntryKind,
+    is_listing,
     symlink_target_error,
 )
-from .errors import ConfigError, FileUnavailableError, ManifestError, NotDispersedError
+from .errors import (
+    ConfigError,
+    FileUnavailableError,
+    ManifestError,
+    NotDispersedError,
+    P2PStoreError,
+)
 from .manifest import Manifest, validate_name
 from .ratelimit import RateLimiter
+from .transfer.download import Provider
 from .transfer.output import OutputFile
+from .treerefs import tree_operation
 
 if TYPE_CHECKING:
     from .node import DownloadProgress, GetResult, Node
@@ -60,10 +70,13 @@ FILE_CONCURRENCY = 4
 LOOKUP_RETRY_DELAYS = (0.5, 1.0, 2.0, 4.0)
 #: Seconds between two repeated announcements (a few DHT requests each; nodes allow 50/s).
 ANNOUNCE_PACE = 0.05
-#: Files of a tree whose put or get may start per second, after a burst of FILE_BURST: each
-#: makes a few DHT requests to the nodes closest to it, and a node answers one address at most
-#: 50 requests/s after a burst of 200 (DhtConfig.rate_limit_*); beyond that, its requests are
-#: dropped and look-ups and announcements fail (measured: 200 small files at once on 2 nodes).
+#: DHT work per file of a tree is paced at this many files per second after a burst of
+#: FILE_BURST: the dispersal of each file of a put (a look-up of its targets), and the look-ups a
+#: get falls back to for files the directory's providers do not have. A DHT node answers one
+#: address at most 50 requests/s after a burst of 200 (DhtConfig.rate_limit_*); beyond that it
+#: drops its requests (measured: 200 small files at once on 2 nodes). A tree's get asks the
+#: directory's providers first (:class:`TreeProviders`) and a put announces the tree's files in
+#: the background (paced by the node), so neither costs a look-up per file otherwise.
 FILE_RATE = 20.0
 FILE_BURST = 64
 _PART_SUFFIX = ".p2pstore-dir"
@@ -362,9 +375,15 @@ async def put_directory(
                 report()
 
         async with limit:
-            await pace.acquire(1)
+            if disperse:
+                await pace.acquire(1)  # each dispersal looks its targets up in the DHT
             try:
-                file_id = await node.put(scanned.path, disperse=disperse, progress=on_file)
+                # Announced in the background unless dispersing: the dispersal's own look-ups
+                # plus background announcements overran the DHT nodes' per-address limit
+                # (measured: bench_tree --nodes 3 --disperse, most files not dispersed).
+                file_id = await node.put(
+                    scanned.path, disperse=disperse, progress=on_file, announce=disperse
+                )
             except NotDispersedError as exc:
                 file_id = exc.file_id
                 failures.append(f"{scanned.rel}: {exc}")
@@ -388,9 +407,9 @@ async def put_directory(
             async with trio.open_nursery() as nursery:
                 for scanned in tree.files:
                     nursery.start_soon(store_one, scanned)
-        await _announce_unacknowledged(node, [e.file_id for e in entries if e.file_id])
         listing = DirectoryListing.build(tree.name, tree.mode, entries)
         listing_id = await _put_listing(node, listing, disperse, failures)
+        node.tree_refs.add_trees([listing_id])
         await _announce_unacknowledged(node, [listing_id])
         transfer.file_id = listing_id
     not_dispersed = None
@@ -459,8 +478,10 @@ async def fetch_listing(
     peer_hint: tuple[str, int] | None = None,
     progress: Callable[[DownloadProgress], None] | None = None,
     label: str | None = None,
+    providers: TreeProviders | None = None,
 ) -> DirectoryListing:
-    """See :meth:`p2pstore.node.Node.fetch_listing`."""
+    """See :meth:`p2pstore.node.Node.fetch_listing`; ``providers``, if given, records who
+    served the listing (for the tree's files, :func:`get_directory`)."""
     if len(dir_id) != 32:
         raise ConfigError("a file ID is 32 bytes (64 hex digits)")
 
@@ -483,18 +504,69 @@ async def fetch_listing(
             peer_hint=peer_hint,
             sink=bounded_sink,
             label=dir_id.hex()[:16] + "…" if label is None else label,
+            find_providers=None if providers is None else providers.for_listing,
         )
         data = await trio.to_thread.run_sync(dest.read_bytes)
     finally:
         await trio.to_thread.run_sync(shutil.rmtree, directory, True)
     try:
-        return DirectoryListing.decode(data)
+        listing = DirectoryListing.decode(data)
     except DirectoryError as exc:
         if str(exc) == "not a directory listing":
             raise NotADirectoryListingError(
                 f"{dir_id.hex()} is a file, not a directory", fetched
             ) from None
         raise DirectoryError(f"the directory manifest {dir_id.hex()} is refused: {exc}") from None
+    node.tree_refs.add_trees([dir_id])
+    return listing
+
+
+class TreeProviders:
+    """The provider look-up for the files of one directory being fetched: the directory's own
+    providers (those the look-up of its listing found, the share link's peer hint among them
+    once it has shown it knows the listing) are what the first two look-ups of each file
+    return, the quick and the full one a download starts with, without asking the DHT. Only a
+    file they cannot serve (its manifest race fails, a stripe stays unreachable) makes later
+    look-ups ask the DHT (paced at :data:`FILE_RATE`), merged with them.
+
+    Whoever put the tree, and everyone who fetched it, holds its files and announces its
+    listing, so a tree of N files costs one DHT look-up instead of N (the DHT's per-address
+    rate limit made a burst of those fail)."""
+
+    def __init__(self, node: Node, dir_id: bytes, peer_hint: tuple[str, int] | None) -> None:
+        self._dht = node._find_file_providers
+        self._dir_id = dir_id
+        self._listing_finder = node._file_providers_finder(dir_id, peer_hint)
+        self.providers: dict[bytes, Provider] = {}
+        self._calls: dict[bytes, int] = {}
+        self._pace = RateLimiter(FILE_RATE, FILE_BURST)
+        self.dht_lookups = 0
+        """Look-ups of files of the tree that went to the DHT (for tests and measurements)."""
+
+    async def for_listing(self, key: bytes, *, quick: bool = False) -> Sequence[Provider]:
+        """The listing's look-up (with the peer hint); remembers every provider it names."""
+        found = await self._listing_finder(key, quick=quick)
+        if key == self._dir_id:
+            for p in found:
+                self.providers.setdefault(p.node_id, p)
+        return found
+
+    async def look_up_listing(self) -> None:
+        """Find the listing's providers (when the listing came without a look-up)."""
+        try:
+            await self.for_listing(self._dir_id)
+        except P2PStoreError as exc:
+            log.info("look-up of the providers of %s failed: %s", self._dir_id.hex()[:16], exc)
+
+    async def __call__(self, key: bytes, *, quick: bool = False) -> Sequence[Provider]:
+        calls = self._calls[key] = self._calls.get(key, 0) + 1
+        known = list(self.providers.values())
+        if known and calls <= 2:
+            return known
+        await self._pace.acquire(1)
+        self.dht_lookups += 1
+        found = await self._dht(key, quick=quick)
+        return [*known, *(p for p in found if p.node_id not in self.providers)]
 
 
 async def _get_file(
@@ -502,14 +574,14 @@ async def _get_file(
     entry: Entry,
     dest: Path,
     progress: Callable[[DownloadProgress], None],
-    peer_hint: tuple[str, int] | None = None,
+    providers: TreeProviders,
 ) -> GetResult:
     """``node.get`` of one file of a tree, looked up again a few times (with backoff) while no
     provider or manifest is found: a tree's gets make many DHT look-ups in a burst, which the
     per-address rate limit of the nodes asked may drop for a moment (50 requests/s by default)."""
     for delay in (*LOOKUP_RETRY_DELAYS, None):
         try:
-            return await node.get(entry.file_id, dest, progress=progress, peer_hint=peer_hint)
+            return await node.get(entry.file_id, dest, progress=progress, find_providers=providers)
         except FileUnavailableError as exc:
             if exc.missing or delay is None:  # shares are missing: looking again will not help
                 raise
@@ -526,20 +598,25 @@ async def get_directory(
     listing: DirectoryListing | None = None,
     progress: Callable[[DownloadProgress], None] | None = None,
     peer_hint: tuple[str, int] | None = None,
+    providers: TreeProviders | None = None,
 ) -> DirectoryGetResult:
-    """See :meth:`p2pstore.node.Node.get_directory`."""
+    """See :meth:`p2pstore.node.Node.get_directory`; ``providers``: those the listing's
+    download found (else looked up here)."""
     from .node import DownloadProgress
 
     started = trio.current_time()
+    if providers is None:
+        providers = TreeProviders(node, dir_id, peer_hint)
     if listing is None:
-        listing = await fetch_listing(node, dir_id, peer_hint=peer_hint)
+        listing = await fetch_listing(node, dir_id, peer_hint=peer_hint, providers=providers)
+    if not providers.providers and listing.files():
+        await providers.look_up_listing()  # fetched before, or from the local store
     writer = TreeWriter(listing, Path(dest))
     await trio.to_thread.run_sync(writer.prepare)
     done: dict[str, int] = {}
     peers: dict[str, Any] = {}
     from_peers: dict[str, int] = {}
     limit = trio.Semaphore(FILE_CONCURRENCY)
-    pace = RateLimiter(FILE_RATE, FILE_BURST)
 
     def report() -> None:
         if progress is not None:
@@ -552,8 +629,7 @@ async def get_directory(
             report()
 
         async with limit:
-            await pace.acquire(1)
-            result = await _get_file(node, entry, writer.path_of(entry), on_file, peer_hint)
+            result = await _get_file(node, entry, writer.path_of(entry), on_file, providers)
         if result.size != entry.size:
             raise DirectoryError(
                 f"{entry.path!r}: the listing says {entry.size} bytes, its file has {result.size}"
@@ -582,3 +658,305 @@ async def get_directory(
         seconds=trio.current_time() - started,
         bytes_from_peers=from_peers,
     )
+
+
+# ----------------------------------------------------------------------------- local trees
+
+#: Decoded listings of local trees kept in memory (they are immutable: content-addressed).
+_LISTING_CACHE_SIZE = 16
+#: Files of a tree checked (or repaired) at once by :func:`check_tree`.
+CHECK_CONCURRENCY = 4
+
+
+async def local_listing(node: Node, dir_id: bytes) -> DirectoryListing | None:
+    """The listing ``dir_id`` read from the local store, or ``None`` if it is not a complete
+    local file or not a listing (only its first chunk is read to tell)."""
+    cache = node.tree_listings
+    if dir_id in cache:
+        return cache[dir_id]
+    info = node.file_info(dir_id)
+    if info is None or info.size > MAX_LISTING_BYTES or info.chunks_present < info.chunks_total:
+        return None
+    try:
+        manifest = await node.store.load_manifest(dir_id)
+        if manifest.size == 0 or not is_listing(await node.store.get_chunk(manifest.stripes[0][0])):
+            return None
+        directory = Path(await trio.to_thread.run_sync(
+            lambda: tempfile.mkdtemp(prefix=".listing-", dir=node.data_dir)
+        ))  # fmt: skip
+        try:
+            await node.store.reassemble(manifest, directory / "listing")
+            data = await trio.to_thread.run_sync((directory / "listing").read_bytes)
+        finally:
+            await trio.to_thread.run_sync(shutil.rmtree, directory, True)
+        listing = DirectoryListing.decode(data)
+    except (P2PStoreError, OSError) as exc:
+        log.info("%s is not a readable local listing: %s", dir_id.hex()[:16], exc)
+        return None
+    while len(cache) >= _LISTING_CACHE_SIZE:
+        cache.pop(next(iter(cache)))
+    cache[dir_id] = listing
+    return listing
+
+
+async def scan_local_trees(node: Node) -> None:
+    """Once per data directory (one that predates :mod:`p2pstore.treerefs`): record every local
+    file that is a directory listing. Later trees are recorded as they are put or fetched."""
+    refs = node.tree_refs
+    if refs.scanned:
+        return
+    found = [
+        info.file_id
+        for info in node.list_files()
+        if info.size <= MAX_LISTING_BYTES and await local_listing(node, info.file_id) is not None
+    ]
+    refs.add_trees(found)
+    refs.mark_scanned()
+
+
+async def local_trees(node: Node) -> set[bytes]:
+    """IDs of the directory listings stored here (complete or not), for ``ls`` to mark."""
+    await scan_local_trees(node)
+    gone = {t for t in node.tree_refs.trees if not node.store.knows_file(t)}
+    node.tree_refs.forget_trees(gone)
+    return set(node.tree_refs.trees)
+
+
+@dataclass(frozen=True)
+class TreeAction:
+    """What ``pin``/``unpin`` of a directory did.
+
+    ``files``/``size``: the distinct files of the tree and their bytes. ``changed``/
+    ``changed_bytes``: files pinned (pin) or released (unpin) now. ``kept``/``kept_bytes``
+    (unpin): files left pinned because something else holds them (another pinned tree lists
+    them, they were pinned on their own, or they are held for other nodes). ``missing``/
+    ``missing_bytes`` (pin): files of the tree not stored here (get the directory to fetch
+    them)."""
+
+    file_id: bytes
+    name: str
+    pinned: bool
+    files: int
+    size: int
+    changed: int
+    changed_bytes: int
+    kept: int = 0
+    kept_bytes: int = 0
+    missing: int = 0
+    missing_bytes: int = 0
+
+
+def _distinct_files(listing: DirectoryListing) -> dict[bytes, int]:
+    """``file ID -> size`` of the tree's files (two entries may share one file ID)."""
+    return {e.file_id: e.size for e in listing.files()}
+
+
+async def tree_listing(node: Node, dir_id: bytes) -> DirectoryListing | None:
+    """The listing of ``dir_id`` if it is a directory stored here, else ``None``."""
+    await scan_local_trees(node)
+    listing = await local_listing(node, dir_id)
+    if listing is not None:
+        node.tree_refs.add_trees([dir_id])
+    return listing
+
+
+async def pin_tree(node: Node, dir_id: bytes, listing: DirectoryListing) -> TreeAction:
+    """Pin the directory's listing and every file of its tree stored here."""
+    files = _distinct_files(listing)
+    changed = changed_bytes = missing = missing_bytes = 0
+    with tree_operation():
+        node.pin(dir_id)
+        for fid, size in files.items():
+            info = node.file_info(fid)
+            if info is None:
+                missing, missing_bytes = missing + 1, missing_bytes + size
+                continue
+            if not info.pinned:
+                changed, changed_bytes = changed + 1, changed_bytes + size
+            node.pin(fid)
+    return TreeAction(
+        dir_id, listing.name, True, len(files), sum(files.values()), changed, changed_bytes,
+        missing=missing, missing_bytes=missing_bytes,
+    )  # fmt: skip
+
+
+async def unpin_tree(node: Node, dir_id: bytes, listing: DirectoryListing) -> TreeAction:
+    """Unpin the directory's listing and every file of its tree that nothing else holds (see
+    :mod:`p2pstore.treerefs`): files another pinned tree lists, files pinned on their own and
+    files held for other nodes stay pinned."""
+    files = _distinct_files(listing)
+    held_elsewhere: set[bytes] = set(node.tree_refs.own)
+    for other in sorted(await local_trees(node)):
+        if other == dir_id:
+            continue
+        info = node.file_info(other)
+        if info is None or not info.pinned:
+            continue
+        other_listing = await local_listing(node, other)
+        if other_listing is not None:
+            held_elsewhere.update(e.file_id for e in other_listing.files())
+    changed = changed_bytes = kept = kept_bytes = 0
+    with tree_operation():
+        node.unpin(dir_id)
+        for fid, size in files.items():
+            info = node.file_info(fid)
+            if info is None or not info.pinned:
+                continue
+            if fid in held_elsewhere or info.pin_kind != "local":
+                kept, kept_bytes = kept + 1, kept_bytes + size
+                continue
+            node.unpin(fid)
+            changed, changed_bytes = changed + 1, changed_bytes + size
+    return TreeAction(
+        dir_id, listing.name, False, len(files), sum(files.values()), changed, changed_bytes,
+        kept=kept, kept_bytes=kept_bytes,
+    )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class TreeHealth:
+    """``check`` of a directory: the worst verdict of its listing and its files, and which.
+
+    ``by_verdict`` maps each verdict (``healthy``, ``degraded``, ``lost``) to the paths in that
+    state (``""`` is the listing itself); ``repaired``: paths whose repair rebuilt shares."""
+
+    file_id: bytes
+    name: str
+    verdict: str
+    files: int
+    by_verdict: dict[str, list[str]]
+    repaired: list[str]
+    errors: dict[str, str]
+
+
+async def check_tree(
+    node: Node,
+    dir_id: bytes,
+    listing: DirectoryListing,
+    *,
+    repair: bool = False,
+) -> TreeHealth:
+    """Check (and with ``repair``, repair) the listing and every distinct file of the tree, a
+    few at once. A file no reachable node has a manifest of counts as lost."""
+    paths: dict[bytes, str] = {dir_id: ""}
+    for entry in listing.files():
+        paths.setdefault(entry.file_id, entry.path)
+    by_verdict: dict[str, list[str]] = {"healthy": [], "degraded": [], "lost": []}
+    repaired: list[str] = []
+    errors: dict[str, str] = {}
+    limit = trio.Semaphore(CHECK_CONCURRENCY)
+
+    async def one(fid: bytes, path: str) -> None:
+        async with limit:
+            try:
+                if repair:
+                    report = await node.repair(fid)
+                    verdict = report.after.verdict.value
+                    if report.rebuilt or report.copied:
+                        repaired.append(path)
+                else:
+                    verdict = (await node.check(fid)).verdict.value
+            except FileUnavailableError as exc:
+                verdict, errors[path] = "lost", str(exc)
+        by_verdict[verdict].append(path)
+
+    with tree_operation():
+        async with trio.open_nursery() as nursery:
+            for fid, path in paths.items():
+                nursery.start_soon(one, fid, path)
+    for names in by_verdict.values():
+        names.sort()
+    worst = next(v for v in ("lost", "degraded", "healthy") if by_verdict[v] or v == "healthy")
+    return TreeHealth(
+        dir_id, listing.name, worst, len(paths) - 1, by_verdict, sorted(repaired), errors
+    )
+
+
+# ----------------------------------------------------------------------------- get of any ID
+
+
+async def get_file_or_directory(
+    node: Node,
+    file_id: bytes,
+    target_for: Callable[[str], Path],
+    *,
+    peer_hint: tuple[str, int] | None = None,
+    progress: Callable[[DownloadProgress], None] | None = None,
+    label: str | None = None,
+) -> GetResult | DirectoryGetResult:
+    """``get`` of an ID that may name a file or a directory, downloading it once.
+
+    ``target_for(name)`` is where something named ``name`` goes (the file, or the tree's root);
+    it is asked with the manifest's name as soon as the manifest is in, and an existing target
+    is refused (``FileExistsError``) before any chunk is fetched. The content is downloaded
+    (verified, as by :meth:`Node.get`) to a hidden file in the target's directory; a small one
+    that turns out to be a directory listing is then extracted as :func:`get_directory` does
+    (into ``target_for(listing.name)``) and removed, anything else is renamed to the target.
+    Returns the file's :class:`~p2pstore.node.GetResult` (``path``: the target) or the
+    directory's :class:`DirectoryGetResult`."""
+    part = target_for(file_id.hex()).parent / f".{file_id.hex()}.p2pstore-part"
+    targets: list[Path] = []
+
+    def sink(manifest: Manifest, dest: Path) -> OutputFile:
+        target = target_for(manifest.name)
+        _refuse_existing(target)  # before a single chunk is fetched
+        targets.append(target)
+        return OutputFile(manifest, dest)
+
+    providers = TreeProviders(node, file_id, peer_hint)
+    try:
+        fetched = await node.get(
+            file_id,
+            part,
+            progress=progress,
+            sink=sink,
+            label=label,
+            find_providers=providers.for_listing,
+        )
+        listing = None
+        if fetched.size <= MAX_LISTING_BYTES:
+            listing = await trio.to_thread.run_sync(_read_listing_file, part, file_id)
+        if listing is None:
+            target = targets[-1]
+            await trio.to_thread.run_sync(_rename_new, part, target)
+            return replace(fetched, path=target)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            await trio.to_thread.run_sync(part.unlink)
+    node.tree_refs.drop_own(file_id)  # the get above took it for a file of the user's
+    node.tree_refs.add_trees([file_id])
+    with tree_operation():
+        return await get_directory(
+            node,
+            file_id,
+            target_for(listing.name),
+            listing=listing,
+            progress=progress,
+            peer_hint=peer_hint,
+            providers=providers,
+        )
+
+
+def _refuse_existing(path: Path) -> None:
+    if path.exists() or path.is_symlink():
+        raise FileExistsError(17, "File exists (choose another path with -o)", os.fspath(path))
+
+
+def _read_listing_file(path: Path, file_id: bytes) -> DirectoryListing | None:
+    """The listing in the file at ``path``, ``None`` if it is no listing; DirectoryError if it
+    starts as one but is refused (blocking)."""
+    with open(path, "rb") as f:
+        if not is_listing(f.read(len(DIRECTORY_HEADER))):
+            return None
+        f.seek(0)
+        data = f.read(MAX_LISTING_BYTES + 1)
+    try:
+        return DirectoryListing.decode(data)
+    except DirectoryError as exc:
+        raise DirectoryError(f"the directory manifest {file_id.hex()} is refused: {exc}") from None
+
+
+def _rename_new(source: Path, target: Path) -> None:
+    """Rename ``source`` to ``target``, never over an existing one (blocking)."""
+    _refuse_existing(target)
+    os.rename(source, target)

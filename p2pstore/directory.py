@@ -40,9 +40,10 @@ from typing import Any
 import msgpack
 
 from .errors import ManifestError
-from .manifest import ID_LEN, MAX_FILE_SIZE, MAX_NAME_BYTES, validate_name
+from .manifest import ID_LEN, MAX_FILE_SIZE, MAX_NAME_BYTES, unpack_array, validate_name
 
 __all__ = [
+    "DIRECTORY_HEADER",
     "DIRECTORY_MAGIC",
     "DIRECTORY_VERSION",
     "MAX_ENTRIES",
@@ -77,7 +78,8 @@ MODE_MASK = 0o777
 
 _FIELDS = 5
 _KINDS = frozenset({0, 1, 2})
-_MSGPACK_HEADER = b"\x95\xb2" + DIRECTORY_MAGIC.encode()
+#: The bytes every listing starts with (a 5-array, then the magic string).
+DIRECTORY_HEADER = b"\x95\xb2" + DIRECTORY_MAGIC.encode()
 
 
 class DirectoryError(ManifestError):
@@ -245,7 +247,7 @@ def _validate_tree(entries: Sequence[Entry]) -> None:
 
 def is_listing(data: bytes | bytearray | memoryview) -> bool:
     """Whether ``data`` starts like a listing (then :meth:`DirectoryListing.decode` decides)."""
-    return bytes(data[: len(_MSGPACK_HEADER)]) == _MSGPACK_HEADER
+    return bytes(data[: len(DIRECTORY_HEADER)]) == DIRECTORY_HEADER
 
 
 @dataclass(frozen=True)
@@ -305,22 +307,17 @@ class DirectoryListing:
             raise DirectoryError(f"listing larger than {MAX_LISTING_BYTES} bytes")
         if not is_listing(data):
             raise DirectoryError("not a directory listing")
-        try:
-            obj: Any = msgpack.unpackb(
-                data,
-                raw=False,
-                strict_map_key=True,
-                use_list=True,
-                max_str_len=max(MAX_PATH_BYTES, MAX_TARGET_BYTES),
-                max_bin_len=ID_LEN,
-                max_array_len=MAX_ENTRIES,
-                max_map_len=0,
-                max_ext_len=0,
-            )
-        except Exception as exc:  # any decoding failure of untrusted bytes is a bad listing
-            raise DirectoryError(f"listing is not valid msgpack: {type(exc).__name__}") from None
-        if not isinstance(obj, list) or len(obj) != _FIELDS:
-            raise DirectoryError(f"a listing is an array of {_FIELDS} fields")
+        obj = unpack_array(
+            data,
+            fields=_FIELDS,
+            error=DirectoryError,
+            what="listing",
+            shape=f"a listing is an array of {_FIELDS} fields",
+            max_str_len=max(MAX_PATH_BYTES, MAX_TARGET_BYTES),
+            max_bin_len=ID_LEN,
+            max_array_len=MAX_ENTRIES,
+            detail=lambda exc: type(exc).__name__,
+        )
         magic, version, name, mode, raw_entries = obj
         if magic != DIRECTORY_MAGIC:
             raise DirectoryError("not a directory listing")

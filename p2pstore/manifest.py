@@ -27,7 +27,7 @@ must reproduce the input byte for byte). Everything malformed or inconsistent ra
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
@@ -47,6 +47,7 @@ __all__ = [
     "ManifestRoot",
     "chunk_id",
     "root_table_capacity",
+    "unpack_array",
     "validate_name",
 ]
 
@@ -132,6 +133,45 @@ def _encode_root(
     return packed
 
 
+def unpack_array(
+    data: bytes,
+    *,
+    fields: int,
+    error: type[ManifestError],
+    what: str,
+    shape: str,
+    max_str_len: int,
+    max_bin_len: int,
+    max_array_len: int,
+    detail: Callable[[Exception], str] = str,
+) -> list[Any]:
+    """Decode untrusted msgpack ``data`` that must be one array of ``fields`` items, with every
+    string, binary and array no longer than the limits given (maps and extension types are
+    refused), so nothing larger than they allow is ever allocated.
+
+    Raises ``error`` (a :class:`ManifestError`) and nothing else: ``"{what} is not valid
+    msgpack: {detail(exc)}"`` for any decoding failure, ``shape`` for anything but an array of
+    ``fields`` items. Shared by the root manifest's and the directory listing's decoders.
+    """
+    try:
+        obj: Any = msgpack.unpackb(
+            data,
+            raw=False,
+            strict_map_key=True,
+            use_list=True,
+            max_str_len=max_str_len,
+            max_bin_len=max_bin_len,
+            max_array_len=max_array_len,
+            max_map_len=0,
+            max_ext_len=0,
+        )
+    except Exception as exc:  # any decoding failure of untrusted bytes is a bad manifest
+        raise error(f"{what} is not valid msgpack: {detail(exc)}") from exc
+    if not isinstance(obj, list) or len(obj) != fields:
+        raise error(shape)
+    return obj
+
+
 def _is_int(v: object) -> bool:
     return type(v) is int
 
@@ -164,22 +204,16 @@ class ManifestRoot:
         data = bytes(data)
         if len(data) > MAX_ROOT_BYTES:
             raise ManifestError(f"root manifest larger than {MAX_ROOT_BYTES} bytes")
-        try:
-            obj: Any = msgpack.unpackb(
-                data,
-                raw=False,
-                strict_map_key=True,
-                use_list=True,
-                max_str_len=MAX_NAME_BYTES,
-                max_bin_len=MAX_ROOT_BYTES,
-                max_array_len=_ROOT_FIELDS,
-                max_map_len=0,
-                max_ext_len=0,
-            )
-        except Exception as exc:  # any decoding failure of untrusted bytes is a bad manifest
-            raise ManifestError(f"root manifest is not valid msgpack: {exc}") from exc
-        if not isinstance(obj, list) or len(obj) != _ROOT_FIELDS:
-            raise ManifestError(f"root manifest must be an array of {_ROOT_FIELDS} fields")
+        obj = unpack_array(
+            data,
+            fields=_ROOT_FIELDS,
+            error=ManifestError,
+            what="root manifest",
+            shape=f"root manifest must be an array of {_ROOT_FIELDS} fields",
+            max_str_len=MAX_NAME_BYTES,
+            max_bin_len=MAX_ROOT_BYTES,
+            max_array_len=_ROOT_FIELDS,
+        )
         version, name, size, chunk_size, k, m, depth, table = obj
         if not _is_int(version) or version != FORMAT_VERSION:
             raise ManifestError(f"unsupported manifest format version {version!r}")

@@ -41,9 +41,17 @@ from .directories import (
     DirectoryGetResult,
     DirectoryPutProgress,
     DirectoryPutResult,
+    TreeAction,
+    TreeHealth,
+    check_tree,
     fetch_listing,
     get_directory,
+    get_file_or_directory,
+    local_trees,
+    pin_tree,
     put_directory,
+    tree_listing,
+    unpin_tree,
 )
 from .directory import DirectoryListing
 from .errors import (
@@ -79,6 +87,7 @@ from .transfer.output import LocalChunksLostError, remove_dead_parts
 from .transfer.progress import Progress
 from .transfer.repairer import RepairConfig, Repairer, RepairReport, Survey, survey
 from .transfer.superseed import SuperSeeder
+from .treerefs import TreeRefs, tree_operation
 from .wire.client import ConnectionPool
 from .wire.config import WireConfig
 from .wire.holdings import HoldingsHub
@@ -97,6 +106,13 @@ REANNOUNCE_CHECK_INTERVAL = 2.0
 REANNOUNCE_MAX_BACKOFF = 300.0
 #: Announcements run at most this many at once (each is a DHT look-up plus k stores).
 ANNOUNCE_CONCURRENCY = 8
+#: Background announcements (after a get, a deferred put's, re-announcements, those at start)
+#: start at most this many per second after a burst of BACKGROUND_ANNOUNCE_BURST: each makes a
+#: few DHT requests to the nodes closest to its key, and a DHT node drops an address's requests
+#: beyond 50/s after a burst of 200 (DhtConfig.rate_limit_*), then evicts it from its table. A
+#: tree of many files must not be announced in one burst (measured: benchmarks/bench_tree.py).
+BACKGROUND_ANNOUNCE_RATE = 10.0
+BACKGROUND_ANNOUNCE_BURST = 20
 #: Manifest roots checked for adoption at once, and the most waiting (more PUTs are not checked).
 ADOPT_CONCURRENCY = 4
 MAX_PENDING_ADOPTIONS = 64
@@ -318,6 +334,7 @@ class Node:
         self._nursery = nursery
         self._announcements: dict[bytes, _Announcement] = {}
         self._announce_limit = trio.Semaphore(ANNOUNCE_CONCURRENCY)
+        self._background_announce = RateLimiter(BACKGROUND_ANNOUNCE_RATE, BACKGROUND_ANNOUNCE_BURST)
         self._adopt_limit = trio.Semaphore(ADOPT_CONCURRENCY)
         self._adopting: set[bytes] = set()
         self._withdrawn: set[bytes] = set()
@@ -333,6 +350,9 @@ class Node:
         self._repair_locks: dict[bytes, trio.Lock] = {}
         self.telemetry = Telemetry()
         """Event counters for ``/metrics`` (:mod:`p2pstore.telemetry`)."""
+        self.tree_refs = TreeRefs(data_dir)
+        """Local directories and files pinned on their own (:mod:`p2pstore.treerefs`)."""
+        self.tree_listings: dict[bytes, DirectoryListing] = {}  # decoded local listings
 
     # ------------------------------------------------------------------ put
 
@@ -343,6 +363,7 @@ class Node:
         disperse: bool = True,
         name: str | None = None,
         progress: Callable[[PutProgress], None] | None = None,
+        announce: bool = True,
     ) -> bytes:
         """Store the file at ``path``, announce it in the DHT and (by default) disperse its shares.
 
@@ -355,6 +376,9 @@ class Node:
         was asked for but no peer could take any share (none found, or every one failed), raises
         :class:`NotDispersedError` *after* the file was stored and announced here: a caller that
         asked for copies elsewhere must not be told it has them (its ``file_id`` names the file).
+        ``announce=False``: announce it in the background (paced, see
+        :data:`BACKGROUND_ANNOUNCE_RATE`) rather than before returning, as a directory's put
+        does for the files of its tree (they are fetched from the directory's providers).
         """
         transfer = self._begin("put", None, Path(path).name)
         try:
@@ -372,10 +396,14 @@ class Node:
                 m=self.config.m,
                 progress=on_store,
             )
+            self.tree_refs.note_own(manifest.file_id)  # unless a directory's put stored it
             transfer.file_id = manifest.file_id
             if progress is not None:
                 progress(PutProgress("publish", 0, 1))
-            await self.announce(manifest.file_id)
+            if announce:
+                await self.announce(manifest.file_id)
+            else:
+                self.announce_soon(manifest.file_id)
             if progress is not None:
                 progress(PutProgress("publish", 1, 1))
             if disperse:
@@ -452,6 +480,7 @@ class Node:
         peer_hint: tuple[str, int] | None = None,
         sink: SinkFactory | None = None,
         label: str | None = None,
+        find_providers: FindProviders | None = None,
     ) -> GetResult:
         """Download the file ``file_id`` from every provider at once into ``dest``.
 
@@ -468,7 +497,9 @@ class Node:
         hold the file, tried beside the DHT's providers (:mod:`p2pstore.peerhint`). ``sink``:
         what writes the file instead of an ordinary output file (a directory listing's bounded
         reader, :mod:`p2pstore.directories`); ``label``: the name :meth:`status` shows for the
-        transfer (default: ``dest``'s name).
+        transfer (default: ``dest``'s name). ``find_providers``: the provider look-up to use
+        instead of the DHT's (a directory's files are first asked of the directory's providers,
+        :class:`p2pstore.directories.TreeProviders`); ``peer_hint`` is then not used.
         """
         if len(file_id) != 32:
             raise ConfigError("a file ID is 32 bytes (64 hex digits)")
@@ -483,6 +514,7 @@ class Node:
                         peer_hint=peer_hint,
                         sink=sink,
                         label=label,
+                        find_providers=find_providers,
                     )
                 except LocalChunksLostError as exc:
                     # The bad local chunks are quarantined now: planning again fetches them
@@ -503,6 +535,7 @@ class Node:
         peer_hint: tuple[str, int] | None = None,
         sink: SinkFactory | None = None,
         label: str | None = None,
+        find_providers: FindProviders | None = None,
     ) -> GetResult:
         """One download attempt of :meth:`get` (which see).
 
@@ -537,7 +570,7 @@ class Node:
                 Path(dest),
                 store=self.store,
                 pool=self.pool,
-                find_providers=self._file_providers_finder(file_id, peer_hint),
+                find_providers=find_providers or self._file_providers_finder(file_id, peer_hint),
                 self_node_id=self.node_id,
                 config=self.config.download,
                 progress=on_progress,
@@ -556,6 +589,7 @@ class Node:
                     del self._downloads[file_id]
         finally:
             self._end(transfer)
+        self.tree_refs.note_own(file_id)  # unless a directory's get fetched it
         self._nursery.start_soon(self._announce_quietly, file_id)
         return GetResult(
             file_id=file_id,
@@ -708,6 +742,7 @@ class Node:
         self._nursery.start_soon(self._announce_quietly, key)
 
     async def _announce_quietly(self, key: bytes) -> None:
+        await self._background_announce.acquire(1)  # see BACKGROUND_ANNOUNCE_RATE
         try:
             await self.announce(key)
         except P2PStoreError as exc:
@@ -1018,6 +1053,7 @@ class Node:
         if not self.store.knows_file(file_id):
             raise UnknownFileError(file_id)
         self.store.pin(file_id)
+        self.tree_refs.note_own(file_id)
         if file_id in self._withdrawn:
             self._withdrawn.discard(file_id)
             self._nursery.start_soon(self._announce_quietly, file_id)
@@ -1029,6 +1065,7 @@ class Node:
         if not self.store.knows_file(file_id):
             raise UnknownFileError(file_id)
         self.store.unpin(file_id)
+        self.tree_refs.drop_own(file_id)
         self._withdrawn.add(file_id)
         self.dht.stop_providing(file_id)
         self._announcements.pop(file_id, None)
@@ -1228,7 +1265,8 @@ class Node:
         directory manifest holds and ``OSError`` if it cannot be read. A file that could not
         be dispersed does not stop the put: ``result.not_dispersed`` says so.
         """
-        return await put_directory(self, path, disperse=disperse, name=name, progress=progress)
+        with tree_operation():
+            return await put_directory(self, path, disperse=disperse, name=name, progress=progress)
 
     async def fetch_listing(
         self,
@@ -1245,9 +1283,10 @@ class Node:
         malformed or unsafe listing. It is fetched as by :meth:`get` (a transfer with progress,
         cancellable, under the download limit); ``peer_hint``, ``progress``, ``label``: as
         there."""
-        return await fetch_listing(
-            self, dir_id, peer_hint=peer_hint, progress=progress, label=label
-        )
+        with tree_operation():
+            return await fetch_listing(
+                self, dir_id, peer_hint=peer_hint, progress=progress, label=label
+            )
 
     async def get_directory(
         self,
@@ -1268,9 +1307,58 @@ class Node:
         tree is removed; the chunks fetched stay in the store, so a new get resumes.
         ``peer_hint``: as for :meth:`get`, for the listing and every file of the tree.
         """
-        return await get_directory(
-            self, dir_id, dest, listing=listing, progress=progress, peer_hint=peer_hint
+        with tree_operation():
+            return await get_directory(
+                self, dir_id, dest, listing=listing, progress=progress, peer_hint=peer_hint
+            )
+
+    async def get_file_or_directory(
+        self,
+        file_id: bytes,
+        target_for: Callable[[str], Path],
+        *,
+        peer_hint: tuple[str, int] | None = None,
+        progress: Callable[[DownloadProgress], None] | None = None,
+        label: str | None = None,
+    ) -> GetResult | DirectoryGetResult:
+        """``get`` of an ID that may be a file or a directory, downloaded once: the file (as by
+        :meth:`get`) or the tree (as by :meth:`get_directory`) goes to ``target_for(name)``,
+        ``name`` being the manifest's (the listing's for a tree). An existing target is
+        refused (``FileExistsError``) once the manifest is in, before any chunk is fetched.
+        See :func:`p2pstore.directories.get_file_or_directory`."""
+        return await get_file_or_directory(
+            self, file_id, target_for, peer_hint=peer_hint, progress=progress, label=label
         )
+
+    async def local_directory(self, file_id: bytes) -> DirectoryListing | None:
+        """The listing of ``file_id`` if it is a directory stored here (complete), else
+        ``None``: an ordinary file, or one not stored here. Reads only the local store."""
+        return await tree_listing(self, file_id)
+
+    async def directory_ids(self) -> set[bytes]:
+        """IDs of the directories whose listing is stored here (for ``ls`` to mark)."""
+        return await local_trees(self)
+
+    async def pin_directory(self, dir_id: bytes) -> TreeAction | None:
+        """Pin the directory ``dir_id`` and every file of its tree stored here; ``None`` if
+        it is not a directory stored here (then :meth:`pin` is what applies)."""
+        listing = await tree_listing(self, dir_id)
+        return None if listing is None else await pin_tree(self, dir_id, listing)
+
+    async def unpin_directory(self, dir_id: bytes) -> TreeAction | None:
+        """Unpin the directory ``dir_id`` and the files of its tree nothing else holds (no
+        other pinned directory lists them, they were not pinned on their own: see
+        :mod:`p2pstore.treerefs`); ``None`` if it is not a directory stored here."""
+        listing = await tree_listing(self, dir_id)
+        return None if listing is None else await unpin_tree(self, dir_id, listing)
+
+    async def check_directory(self, dir_id: bytes, *, repair: bool = False) -> TreeHealth | None:
+        """:meth:`check` (with ``repair``, :meth:`repair`) of the directory's listing and every
+        file of its tree; ``None`` if it is not a directory stored here."""
+        listing = await tree_listing(self, dir_id)
+        if listing is None:
+            return None
+        return await check_tree(self, dir_id, listing, repair=repair)
 
 
 def _start_download(store: ChunkStore, dest: Path) -> None:

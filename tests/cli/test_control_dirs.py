@@ -1,18 +1,20 @@
 """The directory operations of the control protocol, against a scripted node: argument schemas,
-the file fallback of ``get_dir``, destinations, and OSErrors naming the user's path."""
+``get_dir`` of a file or a tree, destinations, and OSErrors naming the user's path."""
 
 from __future__ import annotations
 
 import errno
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from p2pstore.control import make_request, parse_request, perform
-from p2pstore.directories import NotADirectoryListingError
+from p2pstore.directories import DirectoryGetResult
 from p2pstore.directory import DirectoryListing, Entry, EntryKind
 from p2pstore.errors import ProtocolError
+from p2pstore.node import GetResult
 
 from .fakes import FakeNode
 
@@ -22,6 +24,9 @@ LISTING = DirectoryListing.build(
 
 
 class DirNode(FakeNode):
+    """A node whose ``get_file_or_directory`` saves a tree (or, ``is_dir=False``, a file)
+    named ``tree`` where the op's ``target_for`` says, without fetching anything."""
+
     def __init__(self, *, is_dir: bool = True, fail: OSError | None = None) -> None:
         super().__init__()
         self.is_dir, self.fail = is_dir, fail
@@ -32,17 +37,22 @@ class DirNode(FakeNode):
         raise NotImplementedError
 
     async def fetch_listing(self, dir_id: bytes, **kw: Any) -> DirectoryListing:
-        self.hints.append(kw.get("peer_hint"))
-        if not self.is_dir:
-            raise NotADirectoryListingError("a file")
         return LISTING
 
     async def get_directory(self, dir_id: bytes, dest: Path, **kw: Any) -> Any:
-        self.targets.append(dest)
+        raise NotImplementedError
+
+    async def get_file_or_directory(
+        self, file_id: bytes, target_for: Callable[[str], Path], **kw: Any
+    ) -> Any:
         self.hints.append(kw.get("peer_hint"))
+        target = target_for("tree")
+        self.targets.append(target)
         if self.fail is not None:
             raise self.fail
-        return {"path": str(dest), "files": 1}
+        if self.is_dir:
+            return DirectoryGetResult(file_id, target, "tree", 1, 3, 0.5, {})
+        return GetResult(file_id, target, 5, {"h:1": 5}, 0.25, 0, 0.125)
 
 
 def test_schemas() -> None:
@@ -56,57 +66,29 @@ def test_schemas() -> None:
         make_request("put_dir", {"path": "relative", "disperse": True})
 
 
-async def test_get_dir_of_a_file_writes_nothing(tmp_path: Path) -> None:
+async def test_get_dir_of_a_file_is_the_files_get(tmp_path: Path) -> None:
     node = DirNode(is_dir=False)
     args = {"file_id": b"\1" * 32, "dest": None, "cwd": str(tmp_path)}
-    assert await perform(node, "get_dir", args) == {"directory": False}
-    assert node.targets == []
-    # A node without directory support at all: every ID is a file.
+    result = await perform(node, "get_dir", args)
+    assert result["directory"] is False
+    assert result["path"] == str(tmp_path / "tree")
+    assert result["bytes_from_peers"] == {"h:1": 5}
+    assert result["first_chunk_seconds"] == 0.125
+    assert isinstance(result["started_at"], float)
+    # A node without directory support at all: every ID is a file, for get to fetch.
     assert await perform(FakeNode(), "get_dir", args) == {"directory": False}
 
 
-async def test_get_dir_passes_a_links_peer_hint_to_the_listing_and_the_tree(
-    tmp_path: Path,
-) -> None:
+async def test_get_dir_passes_a_links_peer_hint(tmp_path: Path) -> None:
     node = DirNode()
     args = {"file_id": b"\1" * 32, "dest": None, "cwd": str(tmp_path), "peer": ["h.example", 9]}
     parse_request(make_request("get_dir", args))
-    await perform(node, "get_dir", args)
-    assert node.hints == [("h.example", 9), ("h.example", 9)]
+    result = await perform(node, "get_dir", args)
+    assert result["directory"] is True
+    assert node.hints == [("h.example", 9)]
     node = DirNode()
     await perform(node, "get_dir", {"file_id": b"\1" * 32, "dest": None, "cwd": str(tmp_path)})
-    assert node.hints == [None, None]
-
-
-async def test_get_dir_of_a_small_file_reports_the_download_that_fetched_it(
-    tmp_path: Path,
-) -> None:
-    from p2pstore.node import GetResult
-
-    fetched = GetResult(b"\1" * 32, tmp_path / "x", 5, {"h:1": 5}, 0.25, 0, 0.125)
-
-    class SmallFile(DirNode):
-        async def fetch_listing(self, dir_id: bytes, **kw: Any) -> DirectoryListing:
-            raise NotADirectoryListingError("a file", fetched)
-
-    args = {"file_id": b"\1" * 32, "dest": None, "cwd": str(tmp_path)}
-    result = await perform(SmallFile(), "get_dir", args)
-    assert result["directory"] is False
-    probe = result["fetched"]
-    assert probe["bytes_from_peers"] == {"h:1": 5}
-    assert probe["first_chunk_seconds"] == 0.125
-    assert "path" not in probe
-    assert isinstance(probe["started_at"], float)
-
-    from p2pstore.cli import _with_probe
-
-    local = {"path": "/o", "size": 5, "seconds": 0.5, "bytes_from_peers": {}, "started_at": 9.0}
-    merged = _with_probe(local, probe)
-    assert merged["seconds"] == 0.75
-    assert merged["bytes_from_peers"] == {"h:1": 5}
-    assert merged["started_at"] == probe["started_at"]
-    assert merged["path"] == "/o"
-    assert _with_probe(local, None) is local
+    assert node.hints == [None]
 
 
 async def test_get_dir_refuses_an_existing_destination_before_fetching(tmp_path: Path) -> None:

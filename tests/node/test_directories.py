@@ -278,13 +278,13 @@ async def test_a_file_of_a_tree_is_looked_up_again_only_while_nothing_was_found(
             return "ok"
 
     found_late = Flaky([FileUnavailableError("no provider found"), FileUnavailableError("x")])
-    assert await directories._get_file(found_late, entry, Path("/x"), print) == "ok"  # type: ignore[arg-type]
+    assert await directories._get_file(found_late, entry, Path("/x"), print, None) == "ok"  # type: ignore[arg-type]
     assert found_late.calls == 3
     never = Flaky([FileUnavailableError("no provider found")] * 5)
     with pytest.raises(FileUnavailableError):
-        await directories._get_file(never, entry, Path("/x"), print)  # type: ignore[arg-type]
+        await directories._get_file(never, entry, Path("/x"), print, None)  # type: ignore[arg-type]
     assert never.calls == 3
     lost = Flaky([FileUnavailableError("stripe 0 lacks shares", {0: [b"\x02" * 32]})])
     with pytest.raises(FileUnavailableError, match="lacks shares"):
-        await directories._get_file(lost, entry, Path("/x"), print)  # type: ignore[arg-type]
+        await directories._get_file(lost, entry, Path("/x"), print, None)  # type: ignore[arg-type]
     assert lost.calls == 1

@@ -264,3 +264,54 @@ def test_deeper_index_levels(monkeypatch: pytest.MonkeyPatch) -> None:
     assert rounds == 2
     assert parts == index
     assert Manifest.from_parts(root, parts) == m
+
+
+# -- the bounded unpacker both decoders share (manifest roots, directory listings) ---------------
+
+
+class _OtherError(ManifestError):
+    pass
+
+
+def _unpack(data: bytes, **overrides: object) -> list[object]:
+    from p2pstore.manifest import unpack_array
+
+    args: dict[str, object] = dict(
+        fields=2,
+        error=_OtherError,
+        what="thing",
+        shape="a thing is an array of 2 fields",
+        max_str_len=4,
+        max_bin_len=4,
+        max_array_len=2,
+    )
+    args.update(overrides)
+    return unpack_array(data, **args)  # type: ignore[arg-type]
+
+
+def test_unpack_array_returns_the_array_within_its_bounds() -> None:
+    assert _unpack(msgpack.packb(["abcd", b"\x00" * 4])) == ["abcd", b"\x00" * 4]
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (msgpack.packb(["abcde", b""]), "thing is not valid msgpack"),  # string over the bound
+        (msgpack.packb(["", b"12345"]), "thing is not valid msgpack"),  # binary over the bound
+        (msgpack.packb([1, 2, 3]), "thing is not valid msgpack"),  # array over the bound
+        (msgpack.packb([{1: 2}, 1]), "thing is not valid msgpack"),  # maps are refused
+        (b"\xc1", "thing is not valid msgpack"),  # never-used byte
+        (msgpack.packb([1]), "a thing is an array of 2 fields"),
+        (msgpack.packb(7), "a thing is an array of 2 fields"),
+    ],
+)
+def test_unpack_array_raises_the_given_error_class_and_nothing_else(
+    data: bytes, message: str
+) -> None:
+    with pytest.raises(_OtherError, match=message):
+        _unpack(data)
+
+
+def test_unpack_array_detail_shapes_the_decoding_message() -> None:
+    with pytest.raises(_OtherError, match=r"^thing is not valid msgpack: ExtraData$"):
+        _unpack(msgpack.packb([1, 2]) + b"\x00", detail=lambda exc: type(exc).__name__)
