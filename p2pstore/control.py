@@ -664,7 +664,9 @@ async def _get_into_path(
     known = node.file_info(file_id)
     if known is not None:
         _refuse_existing(dest / safe_file_name(getattr(known, "name", None), file_id.hex()))
-    partial = dest / f".{file_id.hex()}.p2pstore-part"
+    from .directories import private_part  # daemon side only: keeps the client light
+
+    partial = private_part(dest, file_id)
     try:
         data = to_plain(await node.get(file_id, partial, progress=progress, **hint))
         info = node.file_info(file_id)

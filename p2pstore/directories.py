@@ -894,7 +894,7 @@ async def get_file_or_directory(
     (into ``target_for(listing.name)``) and removed, anything else is renamed to the target.
     Returns the file's :class:`~p2pstore.node.GetResult` (``path``: the target) or the
     directory's :class:`DirectoryGetResult`."""
-    part = target_for(file_id.hex()).parent / f".{file_id.hex()}.p2pstore-part"
+    part = private_part(target_for(file_id.hex()).parent, file_id)
     targets: list[Path] = []
 
     def sink(manifest: Manifest, dest: Path) -> OutputFile:
@@ -935,6 +935,13 @@ async def get_file_or_directory(
             peer_hint=peer_hint,
             providers=providers,
         )
+
+
+def private_part(directory: Path, file_id: bytes) -> Path:
+    """A hidden file name in ``directory`` for a get of ``file_id`` whose final name is not
+    known yet, unique to this get: gets of one ID into one directory at once must not share it
+    (each download's output is renamed onto it when complete, then moved to its final name)."""
+    return directory / f".{file_id.hex()[:16]}.{secrets.token_hex(6)}.p2pstore-part"
 
 
 def _refuse_existing(path: Path) -> None:
