@@ -669,17 +669,23 @@ CHECK_CONCURRENCY = 4
 
 
 async def local_listing(node: Node, dir_id: bytes) -> DirectoryListing | None:
-    """The listing ``dir_id`` read from the local store, or ``None`` if it is not a complete
-    local file or not a listing (only its first chunk is read to tell)."""
+    """The listing ``dir_id`` read from the local store, or ``None`` if the local chunks cannot
+    rebuild it or it is not a listing (its first chunk, when stored here, is read to tell).
+
+    A node that fetched the listing holds only the shares it needed (``k`` of each stripe, not
+    all ``k + m``), so "readable" is what counts, not "every chunk present"."""
     cache = node.tree_listings
     if dir_id in cache:
         return cache[dir_id]
     info = node.file_info(dir_id)
-    if info is None or info.size > MAX_LISTING_BYTES or info.chunks_present < info.chunks_total:
+    if info is None or info.size > MAX_LISTING_BYTES or info.chunks_present == 0:
         return None
     try:
         manifest = await node.store.load_manifest(dir_id)
-        if manifest.size == 0 or not is_listing(await node.store.get_chunk(manifest.stripes[0][0])):
+        if manifest.size == 0:
+            return None
+        first = manifest.stripes[0][0]
+        if node.store.has_chunk(first) and not is_listing(await node.store.get_chunk(first)):
             return None
         directory = Path(await trio.to_thread.run_sync(
             lambda: tempfile.mkdtemp(prefix=".listing-", dir=node.data_dir)
@@ -689,6 +695,8 @@ async def local_listing(node: Node, dir_id: bytes) -> DirectoryListing | None:
             data = await trio.to_thread.run_sync((directory / "listing").read_bytes)
         finally:
             await trio.to_thread.run_sync(shutil.rmtree, directory, True)
+        if not is_listing(data):
+            return None
         listing = DirectoryListing.decode(data)
     except (P2PStoreError, OSError) as exc:
         log.info("%s is not a readable local listing: %s", dir_id.hex()[:16], exc)

@@ -151,3 +151,22 @@ async def test_a_data_directory_from_before_the_record_is_scanned_once(tmp_path:
         assert action is not None
         assert action.changed == 1
         nursery.cancel_scope.cancel()
+
+
+async def test_a_fresh_node_that_got_a_tree_releases_it_with_unpin(tmp_path: Path) -> None:
+    # trial 15 item 1: the first-use scan ran after the get had recorded the tree and lost it.
+    _tree(tmp_path / "t", {"a.bin": b"a" * 3000, "d/b.bin": b"b" * 4000})
+    async with trio.open_nursery() as nursery:
+        swarm = Swarm(nursery, tmp_path)
+        a = await swarm.start()
+        tree = await a.put_directory(tmp_path / "t", disperse=False)
+        b = await swarm.start()
+        got = await b.get_file_or_directory(tree.file_id, lambda name: tmp_path / f"got-{name}")
+        assert getattr(got, "files", None) == 2
+        assert await b.directory_ids() == {tree.file_id}
+        unpinned = await control.perform(b, "unpin", {"file_id": tree.file_id})
+        assert unpinned["directory"] is True
+        assert (unpinned["changed"], unpinned["changed_bytes"]) == (2, 7000)
+        assert not any(info.pinned for info in b.list_files())
+        assert await b.gc() >= 7000
+        nursery.cancel_scope.cancel()
