@@ -347,6 +347,16 @@ class DirectoryGetResult:
     bytes_from_peers: dict[str, int]
 
 
+def _release_new(node: Node, file_ids: set[bytes], pinned_before: set[bytes]) -> None:
+    """A failed or cancelled directory put: unpin the files it stored that nothing else holds
+    (not pinned before it, not pinned on their own since, not held for other nodes), so that
+    gc frees them; no listing names them, and a new put of the directory stores them again."""
+    for file_id in file_ids - pinned_before - node.tree_refs.own:
+        info = node.file_info(file_id)
+        if info is not None and info.pinned and info.pin_kind == "local":
+            node.unpin(file_id)
+
+
 async def put_directory(
     node: Node,
     path: Path,
@@ -365,6 +375,8 @@ async def put_directory(
     finished = 0
     limit = trio.Semaphore(FILE_CONCURRENCY)
     pace = RateLimiter(FILE_RATE, FILE_BURST)
+    # What this put may release if it fails: files not pinned before it (see _release_new).
+    pinned_before = {f.file_id for f in node.list_files() if f.pinned}
 
     async def store_one(scanned: ScannedFile) -> None:
         nonlocal finished
@@ -403,12 +415,16 @@ async def put_directory(
                 progress(DirectoryPutProgress("files", done, total, finished, len(tree.files)))
 
         report()
-        with collapse_exception_groups():
-            async with trio.open_nursery() as nursery:
-                for scanned in tree.files:
-                    nursery.start_soon(store_one, scanned)
-        listing = DirectoryListing.build(tree.name, tree.mode, entries)
-        listing_id = await _put_listing(node, listing, disperse, failures)
+        try:
+            with collapse_exception_groups():
+                async with trio.open_nursery() as nursery:
+                    for scanned in tree.files:
+                        nursery.start_soon(store_one, scanned)
+            listing = DirectoryListing.build(tree.name, tree.mode, entries)
+            listing_id = await _put_listing(node, listing, disperse, failures)
+        except BaseException:
+            _release_new(node, {e.file_id for e in entries if e.file_id}, pinned_before)
+            raise
         node.tree_refs.add_trees([listing_id])
         await _announce_unacknowledged(node, [listing_id])
         transfer.file_id = listing_id
