@@ -628,9 +628,15 @@ _DIRECTORY_KEYS = cliput.DIRECTORY_KEYS
 _KIND_MARK = {"dir": "/", "symlink": "", "file": ""}
 
 
-def _ls_directory(data_dir: Path | None, dir_id: bytes, json_out: bool) -> None:
-    """``ls DIR_ID``: the tree of a directory, from its directory manifest alone."""
-    result = _call(data_dir, "ls_dir", {"file_id": dir_id})
+def _ls_directory(
+    data_dir: Path | None, dir_id: bytes, json_out: bool, peer: tuple[str, int] | None = None
+) -> None:
+    """``ls DIR_ID``: the tree of a directory, from its directory manifest alone (``peer``: a
+    link's peer hint)."""
+    args: dict[str, Any] = {"file_id": dir_id}
+    if peer is not None:
+        args["peer"] = list(peer)
+    result = _call(data_dir, "ls_dir", args)
     if json_out:
         _emit_json(result)
         return
@@ -825,7 +831,8 @@ def ls_(
     directory DIR_ID."""
     data_dir, json_out = _setup(data_dir, json_out, verbose, quiet, log_json)
     if dir_id is not None:
-        _ls_directory(data_dir, _resolve_file(dir_id, "DIR_ID", data_dir), json_out)
+        resolved = _resolve_file(dir_id, "DIR_ID", data_dir)
+        _ls_directory(data_dir, resolved, json_out, _link_peer(dir_id))
         return
     cliview.show_files(_call(data_dir, "ls"), json_out)
 

@@ -903,8 +903,10 @@ def listing_as_plain(listing: Any) -> dict[str, Any]:
 async def _op_ls_dir(
     node: ControlledNode, args: dict[str, Any], progress: Progress
 ) -> dict[str, Any]:
-    """The directory manifest of ``file_id`` (fetched alone: none of the tree's files)."""
-    listing = await _directory_node(node).fetch_listing(args["file_id"])
+    """The directory manifest of ``file_id`` (fetched alone: none of the tree's files);
+    ``peer``, a link's peer hint, is tried as for ``get``."""
+    hint = {"peer_hint": args["peer"]} if args.get("peer") else {}  # only a hint (peerhint.py)
+    listing = await _directory_node(node).fetch_listing(args["file_id"], **hint)
     return {"file_id": args["file_id"].hex(), **listing_as_plain(listing)}
 
 
@@ -952,7 +954,8 @@ OPS["get_dir"] = {
     "peer": _opt_peer,
 }
 OPTIONAL_ARGS["get_dir"] = frozenset({"peer"})
-OPS["ls_dir"] = {"file_id": _file_id}
+OPS["ls_dir"] = {"file_id": _file_id, "peer": _opt_peer}
+OPTIONAL_ARGS["ls_dir"] = frozenset({"peer"})
 _HANDLERS.update(put_dir=_op_put_dir, get_dir=_op_get_dir, ls_dir=_op_ls_dir)
 
 

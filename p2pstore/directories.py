@@ -347,6 +347,16 @@ class DirectoryGetResult:
     bytes_from_peers: dict[str, int]
 
 
+def _release_new(node: Node, file_ids: set[bytes], pinned_before: set[bytes]) -> None:
+    """A failed or cancelled directory put: unpin the files it stored that nothing else holds
+    (not pinned before it, not pinned on their own since, not held for other nodes), so that
+    gc frees them; no listing names them, and a new put of the directory stores them again."""
+    for file_id in file_ids - pinned_before - node.tree_refs.own:
+        info = node.file_info(file_id)
+        if info is not None and info.pinned and info.pin_kind == "local":
+            node.unpin(file_id)
+
+
 async def put_directory(
     node: Node,
     path: Path,
@@ -365,6 +375,8 @@ async def put_directory(
     finished = 0
     limit = trio.Semaphore(FILE_CONCURRENCY)
     pace = RateLimiter(FILE_RATE, FILE_BURST)
+    # What this put may release if it fails: files not pinned before it (see _release_new).
+    pinned_before = {f.file_id for f in node.list_files() if f.pinned}
 
     async def store_one(scanned: ScannedFile) -> None:
         nonlocal finished
@@ -403,12 +415,16 @@ async def put_directory(
                 progress(DirectoryPutProgress("files", done, total, finished, len(tree.files)))
 
         report()
-        with collapse_exception_groups():
-            async with trio.open_nursery() as nursery:
-                for scanned in tree.files:
-                    nursery.start_soon(store_one, scanned)
-        listing = DirectoryListing.build(tree.name, tree.mode, entries)
-        listing_id = await _put_listing(node, listing, disperse, failures)
+        try:
+            with collapse_exception_groups():
+                async with trio.open_nursery() as nursery:
+                    for scanned in tree.files:
+                        nursery.start_soon(store_one, scanned)
+            listing = DirectoryListing.build(tree.name, tree.mode, entries)
+            listing_id = await _put_listing(node, listing, disperse, failures)
+        except BaseException:
+            _release_new(node, {e.file_id for e in entries if e.file_id}, pinned_before)
+            raise
         node.tree_refs.add_trees([listing_id])
         await _announce_unacknowledged(node, [listing_id])
         transfer.file_id = listing_id
@@ -669,17 +685,23 @@ CHECK_CONCURRENCY = 4
 
 
 async def local_listing(node: Node, dir_id: bytes) -> DirectoryListing | None:
-    """The listing ``dir_id`` read from the local store, or ``None`` if it is not a complete
-    local file or not a listing (only its first chunk is read to tell)."""
+    """The listing ``dir_id`` read from the local store, or ``None`` if the local chunks cannot
+    rebuild it or it is not a listing (its first chunk, when stored here, is read to tell).
+
+    A node that fetched the listing holds only the shares it needed (``k`` of each stripe, not
+    all ``k + m``), so "readable" is what counts, not "every chunk present"."""
     cache = node.tree_listings
     if dir_id in cache:
         return cache[dir_id]
     info = node.file_info(dir_id)
-    if info is None or info.size > MAX_LISTING_BYTES or info.chunks_present < info.chunks_total:
+    if info is None or info.size > MAX_LISTING_BYTES or info.chunks_present == 0:
         return None
     try:
         manifest = await node.store.load_manifest(dir_id)
-        if manifest.size == 0 or not is_listing(await node.store.get_chunk(manifest.stripes[0][0])):
+        if manifest.size == 0:
+            return None
+        first = manifest.stripes[0][0]
+        if node.store.has_chunk(first) and not is_listing(await node.store.get_chunk(first)):
             return None
         directory = Path(await trio.to_thread.run_sync(
             lambda: tempfile.mkdtemp(prefix=".listing-", dir=node.data_dir)
@@ -689,6 +711,8 @@ async def local_listing(node: Node, dir_id: bytes) -> DirectoryListing | None:
             data = await trio.to_thread.run_sync((directory / "listing").read_bytes)
         finally:
             await trio.to_thread.run_sync(shutil.rmtree, directory, True)
+        if not is_listing(data):
+            return None
         listing = DirectoryListing.decode(data)
     except (P2PStoreError, OSError) as exc:
         log.info("%s is not a readable local listing: %s", dir_id.hex()[:16], exc)

@@ -132,3 +132,29 @@ def test_ambiguous_unknown_or_short_prefixes_are_usage_errors(
     short = invoke("get", "000", "--data-dir", str(data_dir))
     assert short.exit_code == 2
     assert "at least 4" in " ".join(short.output.split())
+
+
+def test_ls_of_a_link_passes_its_peer_hint(data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from p2pstore.directory import DirectoryListing, Entry, EntryKind
+
+    listing = DirectoryListing.build("t", 0o755, [Entry("f", EntryKind.FILE, 0o644, 3, FILE_ID)])
+    hints: list[object] = []
+
+    class ListingNode(FakeNode):
+        async def fetch_listing(self, dir_id: bytes, **kw: object) -> DirectoryListing:
+            hints.append(kw.get("peer_hint"))
+            return listing
+
+        async def put_directory(self, path: Path, **kw: object) -> object:
+            raise NotImplementedError
+
+        async def get_directory(self, dir_id: bytes, dest: Path, **kw: object) -> object:
+            raise NotImplementedError
+
+    monkeypatch.setattr(logging.getLogger("p2pstore.control"), "propagate", False)
+    with daemon_in_thread(ListingNode(), data_dir):
+        link = f"p2p://{encode_id(FILE_ID)}?name=t&peer=198.51.100.1:9000"
+        result = invoke("ls", link, "--data-dir", str(data_dir))
+        assert result.exit_code == 0, result.output
+        assert invoke("ls", HEX, "--data-dir", str(data_dir)).exit_code == 0
+    assert hints == [("198.51.100.1", 9000), None]

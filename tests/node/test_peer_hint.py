@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 import trio
 
-from p2pstore import FileUnavailableError
+from p2pstore import FileUnavailableError, control
+from p2pstore.control import make_request, parse_request
 from p2pstore.peerhint import HintedProviders
 
 from .swarm import Swarm, random_file, sha256_file
@@ -100,4 +101,20 @@ async def test_a_streamed_read_uses_the_hint_too(tmp_path: Path) -> None:
         assert bytes(received) == src.read_bytes()
         assert result.bytes_sent == result.size == src.stat().st_size
         assert not result.local
+        nursery.cancel_scope.cancel()
+
+
+async def test_ls_of_a_directory_uses_the_links_peer_hint(tmp_path: Path) -> None:
+    # trial 15 item 4: ``ls LINK`` on an unconnected node said "no provider found".
+    (tmp_path / "t").mkdir()
+    random_file(tmp_path / "t" / "a.bin", 3000)
+    async with trio.open_nursery() as nursery:
+        swarm = Swarm(nursery, tmp_path)
+        holder = await swarm.start()
+        tree = await holder.put_directory(tmp_path / "t", disperse=False)
+        stranger = await swarm.start(bootstrap=[])
+        args = {"file_id": tree.file_id, "peer": list(holder.tcp_address)}
+        parse_request(make_request("ls_dir", args))
+        listed = await control.perform(stranger, "ls_dir", args)
+        assert [e["path"] for e in listed["entries"]] == ["a.bin"]
         nursery.cancel_scope.cancel()

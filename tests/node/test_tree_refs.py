@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import trio
 
 from p2pstore import control
@@ -150,4 +151,55 @@ async def test_a_data_directory_from_before_the_record_is_scanned_once(tmp_path:
         action = await a.unpin_directory(tree.file_id)
         assert action is not None
         assert action.changed == 1
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_fresh_node_that_got_a_tree_releases_it_with_unpin(tmp_path: Path) -> None:
+    # trial 15 item 1: the first-use scan ran after the get had recorded the tree and lost it.
+    _tree(tmp_path / "t", {"a.bin": b"a" * 3000, "d/b.bin": b"b" * 4000})
+    async with trio.open_nursery() as nursery:
+        swarm = Swarm(nursery, tmp_path)
+        a = await swarm.start()
+        tree = await a.put_directory(tmp_path / "t", disperse=False)
+        b = await swarm.start()
+        got = await b.get_file_or_directory(tree.file_id, lambda name: tmp_path / f"got-{name}")
+        assert getattr(got, "files", None) == 2
+        assert await b.directory_ids() == {tree.file_id}
+        unpinned = await control.perform(b, "unpin", {"file_id": tree.file_id})
+        assert unpinned["directory"] is True
+        assert (unpinned["changed"], unpinned["changed_bytes"]) == (2, 7000)
+        assert not any(info.pinned for info in b.list_files())
+        assert await b.gc() >= 7000
+        nursery.cancel_scope.cancel()
+
+
+@pytest.mark.parametrize("how", ["failed", "cancelled"])
+async def test_a_failed_directory_put_releases_the_files_it_stored(
+    tmp_path: Path, how: str
+) -> None:
+    # trial 15 item 3 / issue 15: a failed or cancelled put removes what it wrote.
+    _tree(tmp_path / "t", {"a.bin": b"a" * 3000, "b.bin": b"b" * 4000, "pre.bin": b"p" * 2000})
+    _tree(tmp_path / "t", {"zz/bad.bin": b"z" * 1000})
+    async with trio.open_nursery() as nursery:
+        a = await Swarm(nursery, tmp_path).start()
+        pre = await a.put(tmp_path / "t" / "pre.bin", disperse=False)  # pinned on its own
+        put = a.put
+
+        async def failing_put(path: Path, **kw: object) -> bytes:
+            if path.name == "bad.bin":
+                await trio.sleep(0.3 if how == "failed" else 60)  # after the others are stored
+                raise OSError(5, "injected failure", str(path))
+            return await put(path, **kw)  # type: ignore[arg-type]
+
+        a.put = failing_put  # type: ignore[method-assign]
+        if how == "failed":
+            with pytest.raises(OSError, match="injected"):
+                await a.put_directory(tmp_path / "t", disperse=False)
+        else:
+            with trio.move_on_after(1.0) as scope:
+                await a.put_directory(tmp_path / "t", disperse=False)
+            assert scope.cancelled_caught
+        assert {f.file_id for f in a.list_files() if f.pinned} == {pre}
+        assert await a.gc() >= 7000
+        assert _pinned(a, pre)
         nursery.cancel_scope.cancel()
