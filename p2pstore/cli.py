@@ -928,7 +928,7 @@ def providers(
 ) -> None:
     """Look up which nodes provide KEY in the DHT."""
     data_dir, json_out = _setup(data_dir, json_out, verbose, quiet, log_json)
-    raw = _parse_id(key, "KEY")
+    raw = _resolve_file(key, "KEY", data_dir)  # a link or a local file's prefix too, as get
     result = _call(data_dir, "providers", {"key": raw})
     if json_out:
         _emit_json(result)
@@ -1090,7 +1090,7 @@ def check(
     checked.
     """
     data_dir, json_out = _setup(data_dir, json_out, verbose, quiet, log_json)
-    fid = _parse_id(file_id, "FILE_ID")
+    fid = _resolve_file(file_id, "FILE_ID", data_dir)  # a link or a unique prefix, as get
     result = _phased_call(
         data_dir, "check", {"file_id": fid, "repair": repair}, json_out, _REPAIR_PHASES
     )

@@ -132,3 +132,12 @@ def test_ambiguous_unknown_or_short_prefixes_are_usage_errors(
     short = invoke("get", "000", "--data-dir", str(data_dir))
     assert short.exit_code == 2
     assert "at least 4" in " ".join(short.output.split())
+
+
+def test_check_and_providers_take_a_prefix_as_get_does(daemon: FakeNode, data_dir: Path) -> None:
+    daemon.files[FILE_ID] = FakeFileInfo(FILE_ID, "a", 1, True, 1, 1)
+    checked = invoke("check", HEX[:6], "--data-dir", str(data_dir))
+    assert "not an ID" not in checked.output, checked.output
+    found = invoke("providers", HEX[:6], "--data-dir", str(data_dir))
+    assert "not an ID" not in found.output, found.output
+    assert ("find_providers", FILE_ID) in daemon.calls
