@@ -14,6 +14,7 @@ import functools
 import json
 import logging
 import os
+import re
 import stat
 import sys
 from collections.abc import Callable, Iterator, Sequence
@@ -115,8 +116,8 @@ class _PlainHelpGroup(TyperGroup):
         except _CLICK_ERROR as exc:
             message = exc.format_message()  # type: ignore[attr-defined]
             status = int(getattr(exc, "exit_code", EXIT_USAGE))
-            if json_errors:
-                failure = cliview.CommandFailed(message, status)
+            if json_errors:  # the same message as the text line, without its hint
+                failure = cliview.CommandFailed(_plain_message(message), status)
             else:
                 ctx = getattr(exc, "ctx", None)
                 path = str(getattr(ctx, "command_path", "") or "").split()[1:]
@@ -133,8 +134,10 @@ class _PlainHelpGroup(TyperGroup):
 
 
 def _plain_message(message: str) -> str:
-    """Click's ``No such option: --x.`` as ``no such option: --x``, like our other errors."""
-    text = message.strip().rstrip(".")
+    """Click's ``No such option: --x.`` as ``no such option: --x``, like our other errors;
+    without Click's ``(Possible options: ...)``, a guess by spelling that offers ``--verbose`` for
+    ``--bogus`` (the help the hint points at lists the real ones)."""
+    text = re.sub(r"\s*\(Possible options: [^)]*\)", "", message.strip()).rstrip(".")
     return text[:1].lower() + text[1:] if text[:2] != text[:2].upper() else text
 
 
@@ -888,7 +891,10 @@ def cancel(
     data_dir, json_out = _setup(data_dir, json_out, verbose, quiet, log_json)
     text = transfer_id.strip()
     if not text.isdecimal() or not 0 < int(text) < 2**63:
-        _bad("ID", f"{_clean(transfer_id)!r} is not a transfer number (see: p2pstore transfers)")
+        _bad(
+            "ID",
+            f"{_clean(transfer_id)!r} is not a transfer number; `p2pstore transfers` lists them",
+        )
     result = _call(data_dir, "cancel", {"transfer": int(text)})
     if json_out:
         _emit_json(result)
@@ -929,7 +935,7 @@ def providers(
 ) -> None:
     """Look up which nodes provide KEY in the DHT."""
     data_dir, json_out = _setup(data_dir, json_out, verbose, quiet, log_json)
-    raw = _parse_id(key, "KEY")
+    raw = _resolve_file(key, "KEY", data_dir)  # a link or a local file's prefix too, as get
     result = _call(data_dir, "providers", {"key": raw})
     if json_out:
         _emit_json(result)
@@ -1091,7 +1097,7 @@ def check(
     checked.
     """
     data_dir, json_out = _setup(data_dir, json_out, verbose, quiet, log_json)
-    fid = _parse_id(file_id, "FILE_ID")
+    fid = _resolve_file(file_id, "FILE_ID", data_dir)  # a link or a unique prefix, as get
     result = _phased_call(
         data_dir, "check", {"file_id": fid, "repair": repair}, json_out, _REPAIR_PHASES
     )

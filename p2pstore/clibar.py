@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, ProgressColumn, Task, TextColumn, TimeRemainingColumn
 from rich.text import Text
 
+from .cliview import counted
 from .config import format_size
 
 _active: ProgressBar | None = None
@@ -73,9 +74,17 @@ def phased_columns(*extra: Any) -> tuple[Any, ...]:
     )
 
 
+class PeersColumn(ProgressColumn):
+    """How many peers a download is receiving from: "1 peer", "3 peers"."""
+
+    def render(self, task: Task) -> Text:
+        peers = task.fields.get("peers", 0)
+        return Text(counted(peers if isinstance(peers, int) else 0, "peer"))
+
+
 def peers_column() -> Any:
-    """How many peers a download is receiving from."""
-    return TextColumn("{task.fields[peers]} peers")
+    """How many peers a download is receiving from (:class:`PeersColumn`)."""
+    return PeersColumn()
 
 
 def text_column(template: str) -> Any:
@@ -88,7 +97,9 @@ class ProgressBar:
 
     ``phase`` labels the bar from its first frame, before the daemon has reported anything."""
 
-    def __init__(self, enabled: bool, columns: tuple[Any, ...], *, phase: str = "") -> None:
+    def __init__(
+        self, enabled: bool, columns: tuple[Any, ...], *, phase: str = "", total: int | None = None
+    ) -> None:
         self.bar: Progress | None = None
         self._new_phase = False
         if enabled:
@@ -96,7 +107,7 @@ class ProgressBar:
                 *columns, console=stderr_console(), auto_refresh=False, transient=True
             )
             self.task = self.bar.add_task(
-                "", total=None, peers=0, phase=phase, unit="bytes", files=""
+                "", total=total, peers=0, phase=phase, unit="bytes", files=""
             )
 
     def __enter__(self) -> ProgressBar:

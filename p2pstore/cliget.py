@@ -83,9 +83,11 @@ class _NoBar:
         return None
 
 
-def progress_bar(enabled: bool, phase: str, *, peers: bool = False, files: bool = False) -> Any:
-    """A progress bar labelled ``phase`` from its first frame (with a peers or files column),
-    or a :class:`_NoBar`."""
+def progress_bar(
+    enabled: bool, phase: str, *, peers: bool = False, files: bool = False, total: int | None = None
+) -> Any:
+    """A progress bar labelled ``phase`` from its first frame (with a peers or files column,
+    and ``total`` if known before the first event), or a :class:`_NoBar`."""
     if not enabled:
         return _NoBar()
     from . import clibar
@@ -93,7 +95,7 @@ def progress_bar(enabled: bool, phase: str, *, peers: bool = False, files: bool 
     extra = [clibar.peers_column()] if peers else []
     if files:
         extra.append(clibar.text_column("{task.fields[files]} files"))
-    return clibar.ProgressBar(True, clibar.phased_columns(*extra), phase=phase)
+    return clibar.ProgressBar(True, clibar.phased_columns(*extra), phase=phase, total=total)
 
 
 DOWNLOAD_START = "finding peers"

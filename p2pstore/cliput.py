@@ -39,14 +39,17 @@ def phased_call(
     args: dict[str, Any] | None,
     names: dict[str, str],
     units: dict[str, str] | None = None,
+    *,
+    first_total: int | None = None,
 ) -> dict[str, Any]:
     """A control operation whose progress is ``{phase, done, total[, unit]}`` (put, verify,
-    check --repair), with a bar showing the phase (as ``names`` calls it; the first one's name
-    from the first frame), the amount in its unit (the event's, else ``units[phase]``), rate
+    check --repair), with a bar showing the phase (as ``names`` calls it; the first one's name,
+    and ``first_total`` if given, from the first frame), the amount in its unit (the event's,
+    else ``units[phase]``), rate
     and ETA; each phase starts its own rate. A phase in :data:`UNCOUNTED_PHASES` shows no
     count; the last frame shows the finished state."""
     first = names[next(iter(names))]
-    with progress_bar(inv.show_progress(), first) as bar:
+    with progress_bar(inv.show_progress(), first, total=first_total) as bar:
 
         def progress(data: dict[str, Any]) -> None:
             if isinstance(data.get("done"), int) and isinstance(data.get("total"), int):
@@ -100,7 +103,11 @@ def put_path(inv: Invocation, path: Path, disperse: bool, name: str | None) -> d
     if name is not None:
         args["name"] = name
     units = {"store": "bytes", "disperse": "chunks"}
-    return phased_call(inv, "put", args, PUT_PHASES, units)
+    try:  # the size is on the first frame, before the daemon's first event (none for a small file)
+        size: int | None = path.stat().st_size if path.is_file() else None
+    except OSError:
+        size = None
+    return phased_call(inv, "put", args, PUT_PHASES, units, first_total=size)
 
 
 def put_dir_path(inv: Invocation, path: Path, disperse: bool, name: str | None) -> dict[str, Any]:

@@ -644,6 +644,9 @@ def _as_user_path(exc: OSError, dest: Path) -> OSError:
     """The error with the user's output path in place of an internal temporary file's name
     (``.NAME.RANDOM.part`` beside it), which means nothing to them."""
     name = os.fspath(exc.filename) if isinstance(exc.filename, (str, os.PathLike)) else None
+    if name is None and exc.filename is None and exc.errno is not None:
+        # A write that names no file (a full disk, say): it was the output's.
+        return type(exc)(exc.errno, exc.strerror, os.fspath(dest))
     parent = dest if dest.is_dir() else dest.parent
     if name is None or Path(name).parent != parent or not Path(name).name.startswith("."):
         return exc

@@ -437,7 +437,11 @@ class Node:
             progress=on_push,
         )
         if report.failed:
-            log.warning("dispersal: %d peer(s) failed: %s", len(report.failed), report.failed)
+            log.warning(
+                "dispersal: %d peer(s) failed: %s",
+                len(report.failed),
+                "; ".join(f"{peer}: {reason}" for peer, reason in report.failed.items()),
+            )
         return report
 
     async def dispersal_targets(self, key: bytes, want: int) -> list[Provider]:

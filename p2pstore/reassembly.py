@@ -16,7 +16,7 @@ import hashlib
 import os
 import secrets
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol, cast
@@ -34,6 +34,7 @@ __all__ = [
     "ProgressCallback",
     "fetch_stripe",
     "finish_temp_file",
+    "naming_file",
     "reassemble",
 ]
 
@@ -181,6 +182,18 @@ def start_writeback(fd: int, offset: int = 0, length: int = 0) -> None:
         _sync_file_range(fd, offset, length, _SYNC_FILE_RANGE_WRITE)
 
 
+@contextlib.contextmanager
+def naming_file(path: Path) -> Iterator[None]:
+    """Give an ``OSError`` raised inside that names no file (``os.write``, ``os.pwrite`` and
+    ``os.fsync`` on a full disk) the file ``path``, so a user's error says where it happened."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.filename is not None:
+            raise
+        raise type(exc)(exc.errno, exc.strerror, os.fspath(path)) from exc
+
+
 def finish_temp_file(fd: int, tmp: Path, dest: Path) -> None:
     """Fsync and close ``fd`` (the temp file ``tmp``), rename it to ``dest``, fsync its dir."""
     try:
@@ -260,9 +273,10 @@ async def reassemble(
                         if slot.missing is not None:
                             missing[slot.index] = slot.missing
                         elif not missing and slot.data is not None:
-                            await trio.to_thread.run_sync(
-                                _write_all, fd, slot.data, limiter=limiter
-                            )
+                            with naming_file(tmp):
+                                await trio.to_thread.run_sync(
+                                    _write_all, fd, slot.data, limiter=limiter
+                                )
                             written += manifest.stripe_data_size(slot.index)
                             if progress is not None:
                                 progress(written, manifest.size)
@@ -277,7 +291,8 @@ async def reassemble(
                 missing,
             )
         fd_open = False
-        await trio.to_thread.run_sync(finish_temp_file, fd, tmp, dest)
+        with naming_file(tmp):
+            await trio.to_thread.run_sync(finish_temp_file, fd, tmp, dest)
         if progress is not None and n == 0:
             progress(0, 0)
     except BaseException:

@@ -31,7 +31,13 @@ import trio
 from ..erasure import ReedSolomon
 from ..errors import CorruptChunkError, FileUnavailableError
 from ..manifest import Manifest
-from ..reassembly import ChunkSource, fetch_stripe, finish_temp_file, start_writeback
+from ..reassembly import (
+    ChunkSource,
+    fetch_stripe,
+    finish_temp_file,
+    naming_file,
+    start_writeback,
+)
 
 __all__ = ["REBUILD_CONCURRENCY", "LocalChunksLostError", "OutputFile", "remove_dead_parts"]
 
@@ -109,9 +115,10 @@ class OutputFile:
             return
         assert self._fd is not None, "open() first"
         fd = self._fd
-        await trio.to_thread.run_sync(
-            _pwrite_all, fd, data, self._offset(stripe, share), limiter=self._threads
-        )
+        with naming_file(self.tmp):  # a full disk names the output (its temp file), not nothing
+            await trio.to_thread.run_sync(
+                _pwrite_all, fd, data, self._offset(stripe, share), limiter=self._threads
+            )
         self._written[stripe].add(share)
 
     async def complete_stripe(self, stripe: int, source: ChunkSource) -> None:
@@ -144,7 +151,8 @@ class OutputFile:
                         raise CorruptChunkError(ids[j], f"rebuilt chunk {ids[j].hex()} is wrong")
                     _pwrite_all(self._fd, data[j], self._offset(stripe, j))
 
-            await trio.to_thread.run_sync(check_and_write, limiter=self._threads)
+            with naming_file(self.tmp):
+                await trio.to_thread.run_sync(check_and_write, limiter=self._threads)
         self._written[stripe].update(missing)
 
     def all_written(self) -> bool:
@@ -160,7 +168,8 @@ class OutputFile:
             raise FileUnavailableError("internal error: the output is incomplete")
         fd, self._fd = self._fd, None
         assert fd is not None
-        await trio.to_thread.run_sync(finish_temp_file, fd, self.tmp, self.dest)
+        with naming_file(self.tmp):
+            await trio.to_thread.run_sync(finish_temp_file, fd, self.tmp, self.dest)
 
     def abort(self) -> None:
         """Remove the temporary file (safe to call at any time; does not block on anything

@@ -231,3 +231,40 @@ def test_ls_shows_unfinished_downloads(data_dir: Path, monkeypatch: pytest.Monke
     assert HEX in result.stdout
     assert "7.0 MiB" in result.stdout
     assert as_json["partial"] == [{"file_id": HEX, "chunks": 7, "bytes": 7 << 20}]
+
+
+@pytest.mark.parametrize("as_json", [False, True])
+def test_a_full_disk_under_get_names_the_output(
+    as_json: bool, daemon: FakeNode, data_dir: Path
+) -> None:
+    # os.write/os.pwrite name no file: the error must still say where the disk is full.
+    daemon.get_error = OSError(errno.ENOSPC, "No space left on device")
+    target = data_dir / "x.bin"
+    extra = ["--json"] if as_json else []
+    result = invoke("get", HEX, "-o", str(target), *extra, "--data-dir", str(data_dir))
+    assert result.exit_code == 1, result.output
+    if as_json:
+        assert json.loads(result.stderr)["error"] == f"No space left on device: {target}"
+    else:
+        assert one_error_line(result) == f"error: No space left on device: {target}"
+
+
+async def test_a_full_disk_while_writing_the_output_names_its_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from p2pstore.manifest import Manifest
+    from p2pstore.transfer import output
+
+    def full(fd: int, data: object, offset: int) -> int:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    out = output.OutputFile(Manifest("x.bin", 10, 65536, 1, 0, ((bytes(32),),)), tmp_path / "x")
+    await out.open()
+    monkeypatch.setattr(output.os, "pwrite", full)
+    try:
+        with pytest.raises(OSError, match="No space left") as info:
+            await out.write_chunk(0, 0, b"0123456789")
+        assert info.value.errno == errno.ENOSPC
+        assert info.value.filename == str(out.tmp)
+    finally:
+        out.abort()

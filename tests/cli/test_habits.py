@@ -165,9 +165,9 @@ def test_shell_completion_is_offered_and_completes_commands() -> None:
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["--json", "ls", "--bogus"], "No such option: --bogus"),
-        (["ls", "--bogus", "--json"], "No such option: --bogus"),
-        (["--json", "get"], "Missing argument 'FILE_ID'"),
+        (["--json", "ls", "--bogus"], "no such option: --bogus"),
+        (["ls", "--bogus", "--json"], "no such option: --bogus"),
+        (["--json", "get"], "missing argument 'FILE_ID'"),
     ],
 )
 def test_command_line_errors_under_json_are_json_too(argv: list[str], message: str) -> None:

@@ -158,3 +158,12 @@ def test_ls_of_a_link_passes_its_peer_hint(data_dir: Path, monkeypatch: pytest.M
         assert result.exit_code == 0, result.output
         assert invoke("ls", HEX, "--data-dir", str(data_dir)).exit_code == 0
     assert hints == [("198.51.100.1", 9000), None]
+
+
+def test_check_and_providers_take_a_prefix_as_get_does(daemon: FakeNode, data_dir: Path) -> None:
+    daemon.files[FILE_ID] = FakeFileInfo(FILE_ID, "a", 1, True, 1, 1)
+    checked = invoke("check", HEX[:6], "--data-dir", str(data_dir))
+    assert "not an ID" not in checked.output, checked.output
+    found = invoke("providers", HEX[:6], "--data-dir", str(data_dir))
+    assert "not an ID" not in found.output, found.output
+    assert ("find_providers", FILE_ID) in daemon.calls

@@ -175,3 +175,32 @@ def test_a_get_served_from_the_local_store_says_so() -> None:
     assert saved_line(fetched) == "saved /x/a.bin (97.7 KiB in 0.50 s, 195.3 KiB/s, from 2 peers)"
     one = {**fetched, "bytes_from_peers": {"h:1": 100000}}
     assert saved_line(one).endswith(", from 1 peer)")
+
+
+@pytest.mark.parametrize(("peers", "text"), [(0, "0 peers"), (1, "1 peer"), (3, "3 peers")])
+def test_the_peers_column_counts_in_words(peers: int, text: str) -> None:
+    assert render(clibar.peers_column(), peers=peers) == text
+
+
+def test_put_shows_the_file_size_from_the_first_frame(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    out = io.StringIO()
+    monkeypatch.setattr(
+        clibar, "stderr_console", lambda: Console(file=out, force_terminal=True, width=100)
+    )
+    monkeypatch.setattr(cliget.Invocation, "show_progress", lambda self: True)
+    seen: list[list[str]] = []
+
+    def fake_call(data_dir: object, op: str, args: object, progress: Any, **_: object) -> Any:
+        seen.append(_frames(out.getvalue()))  # the daemon has sent nothing yet
+        return {"file_id": "00" * 32}
+
+    monkeypatch.setattr(cliview, "call_daemon", fake_call)
+    path = tmp_path / "f.bin"
+    path.write_bytes(b"x" * 3072)
+    from p2pstore import cliput
+
+    cliput.put_path(cliget.Invocation(None, command="put"), path, False, None)
+    assert seen[0]
+    assert all(f.startswith("storing") and "0 B / 3.0 KiB" in f for f in seen[0]), seen[0]

@@ -75,3 +75,24 @@ def test_the_fast_path_says_the_same(capsys: pytest.CaptureFixture[str], data_di
     assert invocation is not None
     assert run(invocation) == 2
     assert capsys.readouterr().err == invoke(*argv).stderr
+
+
+def test_no_spelling_guess_that_points_elsewhere() -> None:
+    result = invoke("get", "--bogus", "x")
+    assert result.exit_code == 2
+    assert result.stderr.splitlines() == [
+        "error: no such option: --bogus (see p2pstore get --help)"
+    ]
+
+
+def test_a_parser_error_under_json_reads_as_the_text_line() -> None:
+    text = invoke("get").stderr.strip()
+    error = json.loads(invoke("--json", "get").stderr)
+    assert error == {"error": "missing argument 'FILE_ID'", "exit_code": 2}
+    assert text == f"error: {error['error']} (see p2pstore get --help)"
+
+
+def test_cancel_of_a_bad_number_gives_one_hint() -> None:
+    line = invoke("cancel", "abc").stderr.strip()
+    assert line.count("see") == 1, line
+    assert "p2pstore transfers" in line
