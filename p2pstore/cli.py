@@ -556,10 +556,13 @@ def _run_daemon(
 ) -> None:
     import trio
 
+    from .config import show_bound_ports
     from .daemon import ReadyInfo, run_daemon
     from .proctune import tune_process
 
     def ready(info: ReadyInfo) -> None:
+        if report is not None:
+            show_bound_ports(report, {"udp_port": info.udp[1], "tcp_port": info.tcp[1]})
         tune_process()  # start-up is done: freeze its heap, collect cycles less often
         line = json.dumps(info.as_json()) if json_out else info.as_text()
         print(line, flush=True)

@@ -419,6 +419,14 @@ def setting_text(key: str, value: Any) -> str:
     """A setting as a user would write it (sizes and rates with units, None as its meaning)."""
     if key == "quota" and value == UNLIMITED_QUOTA:
         return "unlimited"
+    if value is None and key in ("chunk_size", "k", "m"):
+        from .chunking import DEFAULT_CHUNK_SIZE, DEFAULT_K, DEFAULT_M
+
+        value = {"chunk_size": DEFAULT_CHUNK_SIZE, "k": DEFAULT_K, "m": DEFAULT_M}[key]
+    if value is None and key == "repair_interval":
+        from .repair import DEFAULT_REPAIR_INTERVAL
+
+        value = DEFAULT_REPAIR_INTERVAL
     if value is None:
         return {
             "upload_limit": "unlimited",
@@ -426,6 +434,7 @@ def setting_text(key: str, value: Any) -> str:
             "quota": "auto (what is stored + half the free space, at start)",
             "http": "off",
             "log_level": "warning",
+            "repair_threshold": "ceil(m / 2) of each file (repair at k + that many shares)",
         }.get(key, "node default")
     if key in ("quota", "chunk_size"):
         return format_size(value)
@@ -438,6 +447,15 @@ def setting_text(key: str, value: Any) -> str:
     if key == "repair_interval":
         return "off" if not value else f"{value:g} s"
     return str(value)
+
+
+def show_bound_ports(report: Mapping[str, Any], bound: Mapping[str, int]) -> None:
+    """In a daemon's settings report (:func:`settings_rows`' rows under ``"settings"``), show
+    the port each ``*_port`` set to 0 ("any free port") was given, once the daemon listens."""
+    for row in report.get("settings") or []:
+        key = row.get("key")
+        if key in bound and row.get("value") == "0":
+            row["value"] = f"{bound[key]} (0 = any free port)"
 
 
 def settings_rows(

@@ -43,8 +43,13 @@ def test_config_shows_the_running_daemons_flags(base: Path) -> None:
         assert rows["download_limit"].endswith("(--download-limit)")
         assert rows["host"].split()[1] == "127.0.0.1"
         assert rows["host"].endswith("(--host)")
-        assert rows["udp_port"].split()[1] == "0"
+        bound = rows["udp_port"].split()[1]  # --udp-port 0: the port it was given, not 0
+        assert bound.isdigit(), rows["udp_port"]
+        assert bound != "0", rows["udp_port"]
+        assert "(0 = any free port)" in rows["udp_port"]
         assert rows["udp_port"].endswith("(--udp-port)")
+        assert rows["chunk_size"].split()[1:3] == ["1.0", "MiB"], rows["chunk_size"]  # a value
+        assert "node default" not in result.stdout
         assert rows["http"].endswith("(--http)")
         assert rows["k"].split()[1] == "3"
         assert rows["k"].endswith(f"({path})")
