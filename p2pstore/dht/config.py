@@ -50,11 +50,12 @@ class DhtConfig:
     table_save_delay: float = 5.0
     """A routing table that changed is saved this long after the change (changes meanwhile
     are saved together), so a node killed and restarted comes back with its contacts."""
-    far_bucket_sizes: tuple[int, ...] = (128, 64, 32)
+    far_bucket_sizes: tuple[int, ...] = (256, 128, 64, 32)
     """Capacity of the farthest buckets (255, 254, ...), where larger than k. Those ranges hold
-    half, a quarter, an eighth of the network: a wide far bucket makes the first hop of a
-    lookup land about log2(size / k) bits closer to any target, which saves a round at large
-    N (Jimenez, Osmani and Knutsson 2011). Replies still carry k contacts."""
+    half, a quarter, an eighth, a sixteenth of the network: a wide far bucket makes the first
+    hop of a lookup land about log2(size / k) bits closer to any target, which saves a round at
+    large N (Jimenez, Osmani and Knutsson 2011). Replies still carry k contacts. Local policy:
+    nothing on the wire depends on it."""
     replacement_cache_size: int = 8
     """Verified contacts kept per full bucket, to replace contacts that stop answering."""
     max_failures: int = 3

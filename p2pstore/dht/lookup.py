@@ -107,17 +107,20 @@ class Lookup:
 
         Normally up to ``alpha`` in flight (stalled requests do not count). With ``probes`` (for
         look-ups that stop at the first record found), once the first reply is in, the next
-        ``probes`` requests go ``probe_width`` at a time to the closest candidates known: any of
-        the k closest nodes holds the record, and the best candidates often are, so the look-up
-        tends to end after one wave of probes; several at once mean a lost or slow probe, or
-        one that is not a holder, does not cost a round trip. The rest of the first
-        wave does not hold a probe back (waiting for the slowest reply of a round is what makes
-        look-ups slow on real links); its replies still add candidates when they come.
+        ``probes`` requests are probes: the probe window is the ``probe_width`` closest
+        candidates not yet answered, failed or stalled, first-wave requests aside, and every
+        one of them not yet asked is asked at once. Any of the k closest nodes holds the
+        record, and the best candidates often are, so the look-up tends to end after one wave
+        of probes; several at once mean a lost or slow probe, or one that is not a holder, does
+        not cost a round trip; and a closer name that a late reply brings is probed at once,
+        not after the probes in flight. The rest of the first wave does not hold a probe back
+        (waiting for the slowest reply of a round is what makes look-ups slow on real links);
+        its replies still add candidates when they come.
         """
         out: list[tuple[Contact, int]] = []
         probing = self._probes > 0 and self._replies > 0
         limit = self._probe_width if probing else self.alpha
-        busy = self._in_flight - self._wave_in_flight if probing else self._in_flight
+        busy = 0 if probing else self._in_flight
         by_id = self._by_id
         live = 0
         done = True
@@ -127,7 +130,7 @@ class Lookup:
             if state is _FAILED:
                 continue
             if state is _NEW:
-                if busy < limit:
+                if busy < limit and (not probing or self._probes > 0):
                     candidate.state = _IN_FLIGHT
                     busy += 1
                     self._in_flight += 1
@@ -137,11 +140,13 @@ class Lookup:
                     self.messages += 1
                     if candidate.round > self.rounds:
                         self.rounds = candidate.round
-                    if probing and self._probes > 0:
+                    if probing:
                         self._probes -= 1
                     out.append((candidate.contact, candidate.round))
                 done = False
             elif state is _IN_FLIGHT:
+                if probing and not candidate.wave and not candidate.stalled:
+                    busy += 1  # a probe in flight holds its place in the window
                 done = False
             live += 1
             if live == self.k:

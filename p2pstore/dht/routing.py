@@ -298,6 +298,45 @@ class RoutingTable:
             added += 1
         return added
 
+    def adopt_bucket(self, index: int, contacts: Sequence[Contact], seen: float) -> int:
+        """:meth:`adopt` for one bucket that holds no contact yet, in bulk (the simulator
+        builds 100,000 tables with it): ``contacts`` must all fall in bucket ``index`` and have
+        distinct IDs (:class:`ValueError` otherwise); those whose address the table already
+        holds (or an earlier one of them has) are skipped, and the first ``capacity(index)`` of
+        the rest enter, all seen at ``seen``. Returns how many entered."""
+        if contacts:
+            low = ((self._own >> index) ^ 1) << index  # the range of bucket index's IDs
+            id_ints = [c.id_int for c in contacts]
+            if not low <= min(id_ints) <= max(id_ints) < low + (1 << index):
+                raise ValueError(f"a contact outside bucket {index}")
+        if len({c.node_id for c in contacts}) != len(contacts):
+            raise ValueError("duplicate node IDs")
+        bucket = self._buckets.get(index)
+        if bucket is None:
+            bucket = self._new_bucket(index, self._created)
+        elif bucket.contacts:
+            raise ValueError(f"bucket {index} is not empty")
+        by_address = self._by_address
+        addresses = [c.address for c in contacts]
+        candidates = list(contacts)
+        if not by_address.keys().isdisjoint(addresses) or len(set(addresses)) != len(addresses):
+            unique: dict[Address, Contact] = {}
+            for c in contacts:
+                if c.address not in by_address:
+                    unique.setdefault(c.address, c)
+            candidates = list(unique.values())
+        chosen = candidates[: self._capacity.get(index, self.k)]
+        if not chosen:
+            return 0
+        bucket.contacts = chosen
+        bucket.ids = [c.node_id for c in chosen]
+        bucket.seen = [seen] * len(chosen)
+        by_address.update({c.address: c.node_id for c in chosen})
+        if seen > bucket.last_touched:
+            bucket.last_touched = seen
+        self.version += 1
+        return len(chosen)
+
     def ping_result(self, node_id: bytes, alive: bool, now: float) -> None:
         """The outcome of the PING that :meth:`update` asked for."""
         if node_id == self.own_id:

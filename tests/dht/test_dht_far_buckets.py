@@ -102,3 +102,44 @@ def test_refresh_looks_up_our_own_id_once_for_every_bucket_nearer_than_our_kth_n
     assert 249 not in looked_up
     for index in range(248, 256):
         assert not node.table.is_stale(index, now, 3600.0)
+
+
+def test_adopt_bucket_fills_an_empty_bucket_by_the_admission_rules() -> None:
+    """The simulator's bulk build: up to the bucket's capacity, never a second node at an
+    address the table holds, the same table ``update`` would make for a bucket with room."""
+    table = RoutingTable(OWN, k=3, far_bucket_sizes=(5,))
+    taken = Contact(_id(254, 1), "10.0.0.1", 4000)
+    table.update(taken, 0.0)
+    members = [Contact(_id(255, low), f"10.1.0.{low}", 4000) for low in range(1, 9)]
+    clash = Contact(_id(255, 99), "10.0.0.1", 4000)  # the address of a contact already held
+    assert table.adopt_bucket(255, [clash, *members], -5.0) == 5
+    assert table.bucket(255) == members[:5]
+    assert table.bucket_last_seen(255) == [-5.0] * 5
+    assert table.by_address(("10.0.0.1", 4000)) == taken
+    assert len(table) == 6
+    # The same as update() on a bucket with room, by the queries the node makes.
+    other = RoutingTable(OWN, k=3, far_bucket_sizes=(5,))
+    other.update(taken, 0.0)
+    for c in members[:5]:
+        other.update(c, -5.0)
+    assert table.closest(bytes(31) + b"\x07", 8) == other.closest(bytes(31) + b"\x07", 8)
+
+
+def test_adopt_bucket_refuses_what_update_would_not_do() -> None:
+    table = RoutingTable(OWN, k=3)
+    inside = Contact(_id(200, 1), "10.0.0.1", 4000)
+    outside = Contact(_id(201, 1), "10.0.0.2", 4000)
+    for bad in ([inside, outside], [inside, inside]):
+        try:
+            table.adopt_bucket(200, bad, 0.0)
+        except ValueError:
+            pass
+        else:
+            raise AssertionError("accepted a contact outside the bucket or a duplicate")
+    assert table.adopt_bucket(200, [inside], 0.0) == 1
+    try:
+        table.adopt_bucket(200, [Contact(_id(200, 2), "10.0.0.3", 4000)], 0.0)
+    except ValueError:
+        pass
+    else:
+        raise AssertionError("filled a bucket that is not empty")

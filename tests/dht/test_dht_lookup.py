@@ -254,3 +254,101 @@ def test_a_stalled_request_frees_its_slot_and_its_late_reply_counts() -> None:
     assert lookup.state_of(slow.node_id) is CandidateState.ANSWERED
     assert lookup.in_flight == ALPHA
     assert lookup.outstanding == ALPHA
+
+
+def _at(distance_: int, target: bytes, port: int) -> Contact:
+    return Contact(
+        (int.from_bytes(target, "big") ^ distance_).to_bytes(32, "big"), "10.0.0.1", port
+    )
+
+
+def test_a_closer_name_from_a_late_reply_is_probed_at_once() -> None:
+    """The probe window is the probe_width closest candidates not yet answered: when a
+    first-wave reply that comes after the probes names a closer node, it is asked at once,
+    not once the probes in flight have answered."""
+    target = bytes(32)
+    wave = [_at((1 << 200) + i, target, 1000 + i) for i in range(3)]
+    lookup = Lookup(target, wave, k=K, alpha=3, probes=6, probe_width=3)
+    assert len(lookup.next_requests()) == 3
+    named = [_at((1 << 150) + i, target, 2000 + i) for i in range(3)]
+    lookup.on_reply(wave[0].node_id, named)
+    probes = lookup.next_requests()
+    assert [c for c, _ in probes] == named
+    assert lookup.next_requests() == [], "the window is full"
+    closer = _at(1 << 100, target, 3000)
+    lookup.on_reply(wave[1].node_id, [closer])  # late, but it knows a closer node
+    assert [c for c, _ in lookup.next_requests()] == [closer]
+    assert lookup.next_requests() == []
+
+
+@settings(max_examples=60, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), width=st.integers(1, 4), probes=st.integers(1, 8))
+def test_probe_window_invariant(seed: int, width: int, probes: int) -> None:
+    """While probes are left, after next_requests the ``width`` closest candidates that are
+    new or probes in flight (first-wave and stalled requests aside) are all in flight; no more
+    than ``probes`` probes go out in all; the lookup still ends."""
+    rng = random.Random(seed)
+    tables = _network(seed % 5, 30)
+    searcher = next(iter(tables))
+    target = rng.randbytes(32)
+    lookup = Lookup(
+        target,
+        tables[searcher].closest(target, K),
+        k=K,
+        alpha=ALPHA,
+        own_id=searcher,
+        probes=probes,
+        probe_width=width,
+    )
+    first = [c for c, _ in lookup.next_requests()]
+    in_flight = list(first)
+    sent = 0
+    wave = {c.node_id for c in first}
+    stalled: set[bytes] = set()
+    settled = False
+    for _ in range(200):
+        if lookup.done or not in_flight:
+            break
+        contact = in_flight.pop(rng.randrange(len(in_flight)))
+        event = rng.random()
+        if event < 0.15 and contact.node_id not in stalled:
+            lookup.on_stalled(contact.node_id)
+            stalled.add(contact.node_id)
+            in_flight.append(contact)
+        elif event < 0.25:
+            lookup.on_failure(contact.node_id)
+            settled = True
+        else:
+            lookup.on_reply(contact.node_id, tables[contact.node_id].closest(target, K))
+            settled = True
+        probing = settled and sent < probes
+        batch = [c for c, _ in lookup.next_requests()]
+        if not settled:
+            wave.update(c.node_id for c in batch)  # before any reply: still the first wave
+        if probing:
+            sent += len(batch)
+            assert sent <= probes
+        in_flight.extend(batch)
+        if probing and sent < probes:
+            known = {
+                c.node_id: c
+                for table in tables.values()
+                for c in table.contacts()
+                if lookup.state_of(c.node_id) is not None
+            }
+            window: list[Contact] = []
+            live = 0
+            for c in sorted(known.values(), key=lambda c: distance(c.node_id, target)):
+                state = lookup.state_of(c.node_id)
+                if state is CandidateState.FAILED:
+                    continue
+                live += 1
+                if live > K or len(window) == width:
+                    break
+                if state is CandidateState.NEW or (
+                    state is CandidateState.IN_FLIGHT
+                    and c.node_id not in wave
+                    and c.node_id not in stalled
+                ):
+                    window.append(c)
+            assert all(lookup.state_of(c.node_id) is CandidateState.IN_FLIGHT for c in window)
