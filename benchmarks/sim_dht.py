@@ -110,6 +110,8 @@ class _LookupStats:
     latency_ms: list[float] = field(default_factory=list)
     rounds: list[int] = field(default_factory=list)
     msgs: list[int] = field(default_factory=list)
+    looker_delay_ms: list[float] = field(default_factory=list)
+    """The access delay of each look-up's starting node (where the slow tail comes from)."""
 
 
 def _sample(rng: random.Random, lo: int, count: int, room: int) -> list[int]:
@@ -133,6 +135,13 @@ class Simulation:
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
         self.rng = random.Random(args.seed)
+        """The network: node identities and delays, the build, churn (who leaves, who joins)."""
+        self.work_rng = random.Random(f"{args.seed}/workload")
+        """Publishers, keys, lookers and their times."""
+        self.loss_rng = random.Random(f"{args.seed}/loss")
+        """Which datagrams are lost. Three streams, so a change of the nodes' behaviour (which
+        changes how many datagrams are sent) leaves the network, its churn and the workload as
+        they were: A/B runs compare the same look-ups from the same nodes."""
         self.config = (
             DhtConfig()
             if args.far_bucket_sizes is None
@@ -195,9 +204,12 @@ class Simulation:
         sim_node.node = None  # type: ignore[assignment]  # its memory goes with it
         sim_node.ops.clear()
 
-    def random_live(self, exclude: SimNode | None = None) -> SimNode:
+    def random_live(
+        self, exclude: SimNode | None = None, rng: random.Random | None = None
+    ) -> SimNode:
+        draw = (rng or self.rng).randrange
         while True:
-            candidate = self.live[self.rng.randrange(len(self.live))]
+            candidate = self.live[draw(len(self.live))]
             if candidate is not exclude or len(self.live) == 1:
                 return candidate
 
@@ -252,7 +264,7 @@ class Simulation:
             self._push(deadline, _TIMER, sim_node, deadline)
 
     def apply(self, sim_node: SimNode, effects: list[Effect]) -> None:
-        rng = self.rng
+        rng = self.loss_rng
         for effect in effects:
             if isinstance(effect, Send):
                 self.datagrams += 1
@@ -347,13 +359,13 @@ class Simulation:
             publish_at = WARMUP_S + span * i / keys
             count = min(args.lookups_per_key, remaining)
             remaining -= count
-            offsets = sorted(self.rng.uniform(0.0, span / keys) for _ in range(count))
+            offsets = sorted(self.work_rng.uniform(0.0, span / keys) for _ in range(count))
             self.at(publish_at, self._publisher(offsets))
 
     def _publisher(self, offsets: list[float]) -> Callable[[], None]:
         def publish() -> None:
-            publisher = self.random_live()
-            key = self.rng.randbytes(32)
+            publisher = self.random_live(rng=self.work_rng)
+            key = self.work_rng.randbytes(32)
             op, effects = publisher.node.start_announce(key, TCP_PORT, self.now)
             publisher.ops[op] = lambda _acked: None
             self.apply(publisher, effects)
@@ -364,9 +376,9 @@ class Simulation:
 
     def _looker(self, key: bytes, publisher_id: bytes) -> Callable[[], None]:
         def look() -> None:
-            looker = self.random_live()
+            looker = self.random_live(rng=self.work_rng)
             while looker.contact.node_id == publisher_id and len(self.live) > 1:
-                looker = self.random_live()
+                looker = self.random_live(rng=self.work_rng)
             start = self.now
             cell = [0, 0]
             op, effects = looker.node.start_lookup_providers(key, start, limit=1)
@@ -379,6 +391,7 @@ class Simulation:
                 self.lookups.latency_ms.append((self.now - start) * 1000.0)
                 self.lookups.rounds.append(result.rounds)
                 self.lookups.msgs.append(cell[0] + cell[1])
+                self.lookups.looker_delay_ms.append(looker.delay * 1000.0)
 
             looker.ops[op] = done
             self.apply(looker, effects)  # the cell is registered: the first requests count
