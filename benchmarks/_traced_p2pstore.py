@@ -111,16 +111,19 @@ def _install_daemon() -> None:
     from p2pstore.transfer import output as _output
     from p2pstore.transfer import scheduler as _scheduler
 
-    handler = control._HANDLERS["get"]
+    # ``p2pstore get`` asks ``get_dir`` first (a file ID answers as a file), then ``get``.
+    for op in ("get", "get_dir"):
+        handler = control._HANDLERS[op]
 
-    async def traced_get(*args: Any) -> Any:
-        try:
-            return await handler(*args)
-        finally:
-            _mark("op_end")
-            _flush()
+        @functools.wraps(handler)
+        async def traced_get(*args: Any, _handler: Any = handler) -> Any:
+            try:
+                return await _handler(*args)
+            finally:
+                _mark("op_end")
+                _flush()
 
-    control._HANDLERS["get"] = traced_get
+        control._HANDLERS[op] = traced_get
     download_cls: Any = _download.Download
     sched_cls: Any = _scheduler.DownloadScheduler
     output_cls: Any = _output.OutputFile
