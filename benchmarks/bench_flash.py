@@ -14,6 +14,10 @@ starts at the same moment (one ``trio.Event``).
   Target: <= 1.3 for every M.
 * ``failed`` = downloads that raised, over all M. Target: 0.
 * ``holder_upload_ratio[M]`` = chunk bytes the holder uploaded / F. Target: <= 1.5 at M = 16.
+* ``holder_sends[M]``: the holder's sends of the file's chunks (told to its super-seeder, which
+  hears of every chunk its server sends): ``sends``, ``distinct`` chunks, ``repeats`` (sends
+  beyond a chunk's first), ``beyond_k`` (distinct shares beyond ``k`` in their stripe) and
+  ``ideal`` (the sum of every stripe's ``k``: all the swarm needs from the holder).
 
 Nothing is tuned: nodes run with the default ``NodeConfig`` except host, free ports and the
 upload limit. Once the nodes are up, the process is tuned as a ``p2pstore daemon`` tunes itself
@@ -44,6 +48,7 @@ one JSON object.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import logging
@@ -55,6 +60,7 @@ import subprocess
 import tempfile
 import threading
 import time
+from collections.abc import Hashable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -62,8 +68,10 @@ import trio
 import trio.lowlevel
 from _swarm_util import package_versions
 
+from p2pstore.manifest import Manifest
 from p2pstore.node import Node, NodeConfig, open_node
 from p2pstore.proctune import tune_process
+from p2pstore.transfer.superseed import SuperSeeder
 
 MB = 1_000_000
 MiB = 1024 * 1024
@@ -135,11 +143,72 @@ class CrowdRun:
     """The same for the downloaders' uplinks, over all of them."""
     sources: float = 0.0
     """Median over the downloads of the peers each received chunks from."""
+    sends: HolderSends | None = None
+    """What the holder's chunk sends were (from its super-seeder's ``served`` calls)."""
 
     @property
     def slowest(self) -> float | None:
         done = [c for c in self.completions if c is not None]
         return max(done) if done and len(done) == len(self.completions) else None
+
+
+@dataclass
+class HolderSends:
+    """The holder's sends of the file's chunks: ``ideal`` is the sum of every stripe's ``k``
+    (what the swarm needs from it), ``distinct`` the chunks it sent at least once, ``repeats``
+    the sends beyond the first of a chunk, ``beyond_k`` the distinct shares sent beyond ``k``
+    in their stripe (a stripe is whole with ``k``; the swarm could have made them itself)."""
+
+    total: int = 0
+    distinct: int = 0
+    repeats: int = 0
+    beyond_k: int = 0
+    ideal: int = 0
+
+    @classmethod
+    def count(cls, manifest: Manifest, sent: list[bytes]) -> HolderSends:
+        where = {
+            cid: s for s, stripe in enumerate(manifest.stripes) for cid in stripe
+        }  # chunk ID -> stripe
+        mine = [cid for cid in sent if cid in where]
+        distinct = set(mine)
+        per_stripe: dict[int, int] = {}
+        for cid in distinct:
+            per_stripe[where[cid]] = per_stripe.get(where[cid], 0) + 1
+        beyond = sum(
+            max(0, per_stripe.get(s, 0) - manifest.data_chunk_count(s))
+            for s in range(len(manifest.stripes))
+        )
+        ideal = sum(manifest.data_chunk_count(s) for s in range(len(manifest.stripes)))
+        return cls(len(mine), len(distinct), len(mine) - len(distinct), beyond, ideal)
+
+    def as_dict(self) -> dict[str, int]:
+        return {
+            "sends": self.total,
+            "distinct": self.distinct,
+            "repeats": self.repeats,
+            "beyond_k": self.beyond_k,
+            "ideal": self.ideal,
+        }
+
+
+@contextlib.contextmanager
+def record_sends(store: object) -> Iterator[list[bytes]]:
+    """The chunk IDs the super-seeder of the node whose store is ``store`` reports as sent (it
+    is told of every chunk the node's server sends, super-seeded or not)."""
+    sent: list[bytes] = []
+    original = SuperSeeder.served
+
+    def served(self: SuperSeeder, peer: Hashable, chunk_id: bytes, now: float) -> None:
+        if self.store is store:
+            sent.append(chunk_id)
+        original(self, peer, chunk_id, now)
+
+    SuperSeeder.served = served  # type: ignore[method-assign]
+    try:
+        yield sent
+    finally:
+        SuperSeeder.served = original  # type: ignore[method-assign]
 
 
 def t_star(size: int, crowd: int, rate: float) -> float:
@@ -213,13 +282,15 @@ async def run_crowd(
             everyone = [holder, *downloaders]
             before = sum(node.uploaded_bytes or 0 for node in everyone)
             nursery.start_soon(sample_holder)
-            async with trio.open_nursery() as crowd_nursery:
-                for i, node in enumerate(downloaders):
-                    crowd_nursery.start_soon(fetch, i, node)
-                await trio.lowlevel.checkpoint()  # every fetch is waiting on `go`
-                start = time.perf_counter()
-                go.set()
+            with record_sends(holder.store) as sent:
+                async with trio.open_nursery() as crowd_nursery:
+                    for i, node in enumerate(downloaders):
+                        crowd_nursery.start_soon(fetch, i, node)
+                    await trio.lowlevel.checkpoint()  # every fetch is waiting on `go`
+                    start = time.perf_counter()
+                    go.set()
             sampling.cancel()
+            sends = HolderSends.count(await holder.store.load_manifest(file_id), sent)
             uploaded = (holder.uploaded_bytes or 0) - uploaded_before
             total_up = sum(node.uploaded_bytes or 0 for node in everyone) - before
             nursery.cancel_scope.cancel()
@@ -229,6 +300,7 @@ async def run_crowd(
     shutil.rmtree(workdir, ignore_errors=True)
     run = CrowdRun(crowd, ideal, completions, uploaded, holder_bytes, peer_bytes, errors)
     run.sources = statistics.median(sources) if sources else 0.0
+    run.sends = sends
     run.crowd_queued = (
         sum(1 for q in crowd_samples if q) / len(crowd_samples) if crowd_samples else 0.0
     )
@@ -236,6 +308,12 @@ async def run_crowd(
     if run.slowest:
         run.uplink_use = total_up / ((crowd + 1) * rate * run.slowest)
     return run
+
+
+def _sends_cell(sends: HolderSends | None) -> str:
+    if sends is None:
+        return "-"
+    return f"{sends.total}/{sends.distinct}/{sends.repeats}/{sends.beyond_k} (ideal {sends.ideal})"
 
 
 def _print_header(more_columns: str) -> None:
@@ -315,7 +393,8 @@ async def _main(args: argparse.Namespace) -> dict[str, object]:
         print(f"file {args.size} bytes ({args.size / MiB:.1f} MiB), R = {args.rate:g} MB/s")
         _print_header(
             f"{'holder up/F':>11} {'got from holder/peers MB':>25} {'holder busy':>11} "
-            f"{'crowd busy':>10} {'uplinks used':>12} {'sources':>7}"
+            f"{'crowd busy':>10} {'uplinks used':>12} {'sources':>7} "
+            f"{'holder sends/distinct/repeats/beyond k':>38}"
         )
         for run_no, crowd in enumerate(args.crowd_counts):
             src = tmp / f"flash{run_no}.bin"
@@ -328,7 +407,7 @@ async def _main(args: argparse.Namespace) -> dict[str, object]:
                 f"{run.holder_uploaded / args.size:11.3f} "
                 f"{run.from_holder / MB:12.1f} / {run.from_peers / MB:10.1f} "
                 f"{run.holder_queued:11.0%} {run.crowd_queued:10.0%} {run.uplink_use:12.0%} "
-                f"{run.sources:7.1f}",
+                f"{run.sources:7.1f} {_sends_cell(run.sends):>38}",
             )
     return {
         "per_M": {
@@ -351,6 +430,7 @@ async def _main(args: argparse.Namespace) -> dict[str, object]:
         "crowd_busy_fraction": {str(r.crowd): round(r.crowd_queued, 3) for r in runs},
         "uplink_use": {str(r.crowd): round(r.uplink_use, 3) for r in runs},
         "sources_median": {str(r.crowd): r.sources for r in runs},
+        "holder_sends": {str(r.crowd): r.sends.as_dict() if r.sends else None for r in runs},
         "size_bytes": args.size,
         "rate_MBps": args.rate,
         "smoke": args.smoke,
