@@ -255,55 +255,14 @@ class RoutingTable:
             return oldest
         return None
 
-    def adopt(self, contacts: list[Contact], seen: float) -> int:
-        """Add verified contacts that all answered at ``seen``, in order, under the rules of
-        :meth:`update` for a bucket with room: never our own ID, never an ID or an address the
-        table already holds, at most k per bucket; a contact for a full bucket is ignored (no
-        eviction, no replacement cache). For building many tables at once (the simulator);
-        returns how many entered."""
-        added = 0
-        own = self._own
-        by_address = self._by_address
-        buckets = self._buckets
-        index = -1
-        bucket: _Bucket | None = None
-        members: set[bytes] = set()
-        room = 0
-        for contact in contacts:
-            d = own ^ contact.id_int
-            if d == 0 or contact.address in by_address:
-                continue
-            if d.bit_length() - 1 != index:
-                # Contacts usually come bucket by bucket: look the bucket up once per run.
-                index = d.bit_length() - 1
-                bucket = buckets.get(index)
-                if bucket is None:
-                    bucket = self._new_bucket(index, self._created)
-                members = set(bucket.ids)
-                room = self._capacity.get(index, self.k)
-            assert bucket is not None
-            if len(members) >= room or contact.node_id in members:
-                continue
-            members.add(contact.node_id)
-            if bucket.seen and bucket.seen[-1] > seen:
-                self._insert(bucket, contact, seen)
-            else:
-                bucket.contacts.append(contact)
-                bucket.ids.append(contact.node_id)
-                bucket.seen.append(seen)
-                by_address[contact.address] = contact.node_id
-                self.version += 1
-            if seen > bucket.last_touched:
-                bucket.last_touched = seen
-            added += 1
-        return added
-
     def adopt_bucket(self, index: int, contacts: Sequence[Contact], seen: float) -> int:
-        """:meth:`adopt` for one bucket that holds no contact yet, in bulk (the simulator
-        builds 100,000 tables with it): ``contacts`` must all fall in bucket ``index`` and have
-        distinct IDs (:class:`ValueError` otherwise); those whose address the table already
-        holds (or an earlier one of them has) are skipped, and the first ``capacity(index)`` of
-        the rest enter, all seen at ``seen``. Returns how many entered."""
+        """Fill bucket ``index``, which holds no contact yet, in bulk with verified contacts that
+        all answered at ``seen``, under the rules of :meth:`update` for a bucket with room (the
+        simulator builds 100,000 tables with it): ``contacts`` must all fall in bucket ``index``
+        and have distinct IDs (:class:`ValueError` otherwise); those whose address the table
+        already holds (or an earlier one of them has) are skipped, and the first
+        ``capacity(index)`` of the rest enter, with no eviction and no replacement cache.
+        Returns how many entered."""
         if contacts:
             low = ((self._own >> index) ^ 1) << index  # the range of bucket index's IDs
             id_ints = [c.id_int for c in contacts]
