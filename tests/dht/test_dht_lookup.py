@@ -204,21 +204,29 @@ def test_probes_go_one_at_a_time_after_the_first_reply() -> None:
         assert lookup.in_flight > 1 or lookup.done
 
 
+def _probing_lookup(
+    tables: dict[bytes, RoutingTable], searcher: bytes, target: bytes, *, probes: int, width: int
+) -> Lookup:
+    """A look-up from ``searcher``'s table that stops at a record: ``probes`` probes, ``width``
+    at a time."""
+    return Lookup(
+        target,
+        tables[searcher].closest(target, K),
+        k=K,
+        alpha=ALPHA,
+        own_id=searcher,
+        probes=probes,
+        probe_width=width,
+    )
+
+
 def test_probes_go_probe_width_at_a_time() -> None:
     """With ``probe_width`` 2, the first reply sends the two closest candidates at once (a lost
     or slow probe does not cost a round), and every later reply tops the probes in flight up to
     two (first-wave requests not counted) until ``probes`` have gone."""
     tables = _network(7, 40)
     searcher, target = next(iter(tables)), bytes(32)
-    lookup = Lookup(
-        target,
-        tables[searcher].closest(target, K),
-        k=K,
-        alpha=ALPHA,
-        own_id=searcher,
-        probes=3,
-        probe_width=2,
-    )
+    lookup = _probing_lookup(tables, searcher, target, probes=3, width=2)
     first = lookup.next_requests()
     assert len(first) == ALPHA
     answered = first[0][0]
@@ -291,15 +299,7 @@ def test_probe_window_invariant(seed: int, width: int, probes: int) -> None:
     tables = _network(seed % 5, 30)
     searcher = next(iter(tables))
     target = rng.randbytes(32)
-    lookup = Lookup(
-        target,
-        tables[searcher].closest(target, K),
-        k=K,
-        alpha=ALPHA,
-        own_id=searcher,
-        probes=probes,
-        probe_width=width,
-    )
+    lookup = _probing_lookup(tables, searcher, target, probes=probes, width=width)
     first = [c for c, _ in lookup.next_requests()]
     in_flight = list(first)
     sent = 0
